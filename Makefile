@@ -1,0 +1,63 @@
+# Slipway: two commands on a fresh machine.
+#   make demo   the main job on the embedded default (no cluster needed)
+#   make test   lint, type checks and the whole test suite on a real control plane
+# Everything a target needs is installed or built when missing, and reused when present.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Installed when pyproject.toml changes.
+INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+PYTEST_ARGS ?=
+
+.PHONY: help venv testbed datasets lint fmt crds test test-unit demo bench cluster cluster-down clean
+
+help:
+	@echo "make demo          run the main job on this machine (installs what is missing)"
+	@echo "make test          lint, type checks and every test (builds the test control plane when missing)"
+	@echo "make cluster       start the test control plane in the background; make cluster-down stops it"
+	@echo "make bench         side-by-side benchmarks (results: benchmarks/RESULTS.md)"
+
+$(INSTALLED): pyproject.toml
+	@scripts/setup-venv.sh "$(PYTHON)" "$(VENV)"
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(INSTALLED)
+
+testbed:
+	@tests/cluster/build.sh
+
+datasets:
+	@scripts/install-datasets.sh
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+fmt: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+test: venv testbed datasets lint
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: venv
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+demo: venv datasets
+	$(VENV)/bin/slipway demo
+
+bench: venv datasets
+	@echo "no benchmarks yet: they arrive with the workloads (see benchmarks/README.md)"
+
+cluster: venv testbed
+	@$(PY) tests/cluster/testbed.py up
+
+cluster-down:
+	@$(PY) tests/cluster/testbed.py down
+
+clean:
+	rm -rf $(VENV) tests/cluster/bin .testbed .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Builds the test bed's binaries from the Go modules pinned in tests/cluster/tools/*/go.mod.
+#
+#   tests/cluster/build.sh            build what is missing or whose pins changed
+#   tests/cluster/build.sh --force    rebuild everything
+#
+# Outputs go to tests/cluster/bin/ (git-ignored). Each tool records a stamp (a hash of its wrapper
+# go.mod, go.sum and this script); a tool is rebuilt only when its binaries are missing or the stamp
+# differs. Build times are appended to tests/cluster/bin/build-times.txt.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+bin="$here/bin"
+mkdir -p "$bin"
+force=0
+[ "${1:-}" = "--force" ] && force=1
+
+export CGO_ENABLED=0
+export GOFLAGS="${GOFLAGS:--buildvcs=false}"
+
+# The Kubernetes version stamped into the binaries. Unstamped, /version says v0.0.0 and helm
+# refuses charts with a kubeVersion constraint.
+K8S_VERSION=$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$here/tools/kubernetes/go.mod")
+K8S_MAJOR=$(echo "${K8S_VERSION#v}" | cut -d. -f1)
+K8S_MINOR=$(echo "${K8S_VERSION#v}" | cut -d. -f2)
+
+stamp_of() {
+  cat "$here/tools/$1/go.mod" "$here/tools/$1/go.sum" "$here/build.sh" | sha256sum | cut -c1-16
+}
+
+needs_build() {
+  local tool=$1; shift
+  [ "$force" = 1 ] && return 0
+  [ "$(cat "$bin/.stamp-$tool" 2>/dev/null)" = "$(stamp_of "$tool")" ] || return 0
+  local b
+  for b in "$@"; do [ -x "$bin/$b" ] || return 0; done
+  return 1
+}
+
+build() {
+  # build TOOL OUTPUT_NAME PACKAGE [ldflags]
+  local tool=$1 out=$2 pkg=$3 ldflags=${4:-}
+  echo ">> building $out from $pkg"
+  (cd "$here/tools/$tool" && go build -trimpath -ldflags "-s -w $ldflags" -o "$bin/$out" "$pkg")
+}
+
+timed() {
+  local tool=$1; shift
+  local start=$SECONDS
+  "$@"
+  echo "$tool $((SECONDS - start))s $(date -u +%Y-%m-%dT%H:%M:%SZ)" >> "$bin/build-times.txt"
+  stamp_of "$tool" > "$bin/.stamp-$tool"
+}
+
+build_kubernetes() {
+  local v=k8s.io/component-base/version c=k8s.io/client-go/pkg/version ld=""
+  local p
+  for p in $v $c; do
+    ld="$ld -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=$K8S_MAJOR -X $p.gitMinor=$K8S_MINOR"
+    ld="$ld -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+  done
+  local cmd
+  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+    build kubernetes "$cmd" "k8s.io/kubernetes/cmd/$cmd" "$ld"
+  done
+}
+
+build_etcd() { build etcd etcd go.etcd.io/etcd/server/v3; }
+build_helm() {
+  local hv
+  hv=$(awk '$1=="require" && $2=="helm.sh/helm/v3" {print $3}' "$here/tools/helm/go.mod")
+  build helm helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$hv"
+}
+build_kwok() {
+  build kwok kwok sigs.k8s.io/kwok/cmd/kwok
+  # KWOK >= 0.8 needs Stage configs (how fake pods and nodes move through their lifecycle);
+  # they ship inside its module zip.
+  local dir
+  dir=$(cd "$here/tools/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
+  mkdir -p "$bin/kwok-stages"
+  cp "$dir"/kustomize/stage/node/fast/*.yaml "$dir"/kustomize/stage/pod/fast/*.yaml "$bin/kwok-stages/"
+  chmod u+w "$bin"/kwok-stages/*.yaml
+}
+build_seaweedfs() { build seaweedfs weed github.com/seaweedfs/seaweedfs/weed; }
+
+if needs_build etcd etcd; then timed etcd build_etcd; fi
+if needs_build kubernetes kube-apiserver kube-controller-manager kube-scheduler kubectl; then
+  timed kubernetes build_kubernetes
+fi
+if needs_build kwok kwok; then timed kwok build_kwok; fi
+if needs_build helm helm; then timed helm build_helm; fi
+if needs_build seaweedfs weed; then timed seaweedfs build_seaweedfs; fi
+echo ">> test bed binaries ready in $bin"

@@ -1,0 +1,728 @@
+"""The test bed: a real Kubernetes control plane and a real S3-compatible store on loopback.
+
+Started from the binaries that ``tests/cluster/build.sh`` builds into ``tests/cluster/bin``:
+etcd, kube-apiserver (RBAC, generated certificates, service-account signing keys),
+kube-controller-manager, kube-scheduler and KWOK, which plays the kubelets of fake nodes
+(one CPU node and one GPU node advertising ``nvidia.com/gpu: 8``). SeaweedFS serves S3.
+
+Used by the pytest session fixtures in ``tests/conftest.py`` and, for manual use, by
+``make cluster`` / ``make cluster-down``::
+
+    python tests/cluster/testbed.py up [--dir DIR]
+    python tests/cluster/testbed.py down [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+BIN = HERE / "bin"
+REPO = HERE.parent.parent
+DEFAULT_DIR = REPO / ".testbed"
+
+# The fake nodes. The GPU node looks like a node of the NVIDIA GPU operator: GPU labels,
+# an `nvidia.com/gpu` extended resource and the usual NoSchedule taint.
+CPU_NODE = "kwok-cpu-0"
+GPU_NODE = "kwok-gpu-0"
+GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
+
+S3_ACCESS_KEY = "slipway-test-access"
+S3_SECRET_KEY = "slipway-test-secret-key"  # a throwaway credential of the loopback test store
+
+
+class TestbedError(RuntimeError):
+    """A component of the test bed failed to build, start or become ready."""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def binary(name: str) -> str:
+    path = BIN / name
+    if not path.exists():
+        raise TestbedError(f"{path} is missing: run `tests/cluster/build.sh` (or `make testbed`) first")
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Certificates
+# ---------------------------------------------------------------------------------------------
+
+
+def write_pki(pki: Path) -> None:
+    """A CA, the API server's serving certificate, an admin client certificate and the
+    service-account signing key pair, as envtest generates them."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    pki.mkdir(parents=True, exist_ok=True)
+    now = datetime.datetime.now(datetime.UTC)
+    valid = (now - datetime.timedelta(hours=1), now + datetime.timedelta(days=7))
+
+    def pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+        return key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "slipway-testbed-ca")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid[0])
+        .not_valid_after(valid[1])
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def issue(name: str, cn: str, orgs: list[str], server: bool) -> None:
+        key = ec.generate_private_key(ec.SECP256R1())
+        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+        attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name(attrs))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(valid[0])
+            .not_valid_after(valid[1])
+            .add_extension(
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
+                critical=False,
+            )
+        )
+        if server:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(
+                    [
+                        x509.DNSName("localhost"),
+                        x509.DNSName("kubernetes.default.svc"),
+                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
+                    ]
+                ),
+                critical=False,
+            )
+        cert = builder.sign(ca_key, hashes.SHA256())
+        (pki / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (pki / f"{name}.key").write_bytes(pem_key(key))
+
+    (pki / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    (pki / "ca.key").write_bytes(pem_key(ca_key))
+    issue("apiserver", "kube-apiserver", [], server=True)
+    issue("admin", "testbed-admin", ["system:masters"], server=False)
+
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (pki / "sa.key").write_bytes(pem_key(sa_key))
+    (pki / "sa.pub").write_bytes(
+        sa_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+
+
+def kubeconfig_text(server: str, pki: Path, user: str = "admin") -> str:
+    return textwrap.dedent(
+        f"""\
+        apiVersion: v1
+        kind: Config
+        clusters:
+        - name: testbed
+          cluster:
+            server: {server}
+            certificate-authority: {pki / "ca.crt"}
+        users:
+        - name: {user}
+          user:
+            client-certificate: {pki / f"{user}.crt"}
+            client-key: {pki / f"{user}.key"}
+        contexts:
+        - name: testbed
+          context: {{cluster: testbed, user: {user}}}
+        current-context: testbed
+        """
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Component:
+    name: str
+    argv: list[str]
+    log: Path
+    proc: subprocess.Popen[bytes] | None = None
+    pid: int | None = None
+
+    def start(self, env: dict[str, str] | None = None) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as out:
+            out.write(f"$ {' '.join(self.argv)}\n".encode())
+            out.flush()
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, **(env or {})},
+            )
+        self.pid = self.proc.pid
+
+    def alive(self) -> bool:
+        if self.proc is not None:
+            return self.proc.poll() is None
+        return self.pid is not None and _pid_alive(self.pid)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.alive():
+            time.sleep(0.1)
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+        if self.proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
+
+    def tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return "(no log)"
+        return "\n".join(text[-lines:])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); look at its state.
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def wait_until(what: str, check: object, timeout: float, component: Component | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last_error = ""
+    while time.monotonic() < deadline:
+        if component is not None and not component.alive():
+            raise TestbedError(f"{component.name} exited while waiting for {what}:\n{component.tail()}")
+        try:
+            if check():  # type: ignore[operator]
+                return
+        except Exception as exc:  # a component that is still starting refuses connections
+            last_error = f"{type(exc).__name__}: {exc}"
+        time.sleep(0.25)
+    detail = f"\nlast error: {last_error}" if last_error else ""
+    tail = f"\n--- {component.name} log ---\n{component.tail()}" if component else ""
+    raise TestbedError(f"timed out after {timeout:.0f}s waiting for {what}{detail}{tail}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The control plane
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ControlPlane:
+    """etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK on loopback."""
+
+    workdir: Path
+    components: list[Component] = field(default_factory=list)
+    api_port: int = 0
+
+    @property
+    def pki(self) -> Path:
+        return self.workdir / "pki"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.workdir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.api_port}"
+
+    @property
+    def logs(self) -> Path:
+        return self.workdir / "logs"
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        result = subprocess.run(
+            [binary("kubectl"), "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise TestbedError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+        return result.stdout
+
+    def _get(self, url: str, client_cert: bool = True) -> int:
+        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        if client_cert:
+            ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
+        else:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        try:
+            with urllib.request.urlopen(url, context=ctx, timeout=5) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as err:
+            return int(err.code)
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        write_pki(self.pki)
+        etcd_port, peer_port = free_port(), free_port()
+        self.api_port = free_port()
+        cm_port, sched_port = free_port(), free_port()
+        self.kubeconfig.write_text(kubeconfig_text(self.server, self.pki))
+
+        etcd = Component(
+            "etcd",
+            [
+                binary("etcd"),
+                "--name=testbed",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--advertise-client-urls=http://127.0.0.1:{etcd_port}",
+                f"--listen-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}",
+                f"--initial-cluster=testbed=http://127.0.0.1:{peer_port}",
+                "--unsafe-no-fsync=true",
+                "--log-level=warn",
+            ],
+            self.logs / "etcd.log",
+        )
+        self._start(etcd)
+        wait_until(
+            "etcd health",
+            lambda: _http_ok(f"http://127.0.0.1:{etcd_port}/health"),
+            60,
+            etcd,
+        )
+
+        pki = self.pki
+        apiserver = Component(
+            "kube-apiserver",
+            [
+                binary("kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.api_port}",
+                f"--tls-cert-file={pki / 'apiserver.crt'}",
+                f"--tls-private-key-file={pki / 'apiserver.key'}",
+                f"--client-ca-file={pki / 'ca.crt'}",
+                "--authorization-mode=RBAC",
+                "--service-cluster-ip-range=10.0.0.0/24",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pki / 'sa.pub'}",
+                f"--service-account-signing-key-file={pki / 'sa.key'}",
+                "--allow-privileged=true",
+                "--endpoint-reconciler-type=none",
+                f"--cert-dir={self.workdir / 'apiserver-certs'}",
+                "--v=1",
+            ],
+            self.logs / "kube-apiserver.log",
+        )
+        self._start(apiserver)
+        wait_until(
+            "kube-apiserver /readyz", lambda: self._get(f"{self.server}/readyz") == 200, 120, apiserver
+        )
+
+        controller_manager = Component(
+            "kube-controller-manager",
+            [
+                binary("kube-controller-manager"),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={cm_port}",
+                "--leader-elect=false",
+                f"--service-account-private-key-file={pki / 'sa.key'}",
+                f"--root-ca-file={pki / 'ca.crt'}",
+                "--use-service-account-credentials=false",
+                "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
+                f"--cert-dir={self.workdir / 'controller-manager-certs'}",
+                "--v=1",
+            ],
+            self.logs / "kube-controller-manager.log",
+        )
+        scheduler = Component(
+            "kube-scheduler",
+            [
+                binary("kube-scheduler"),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--authentication-kubeconfig={self.kubeconfig}",
+                f"--authorization-kubeconfig={self.kubeconfig}",
+                "--bind-address=127.0.0.1",
+                f"--secure-port={sched_port}",
+                "--leader-elect=false",
+                f"--cert-dir={self.workdir / 'scheduler-certs'}",
+                "--v=1",
+            ],
+            self.logs / "kube-scheduler.log",
+        )
+        stages = sorted(str(p) for p in (BIN / "kwok-stages").glob("*.yaml"))
+        if not stages:
+            raise TestbedError(
+                f"no KWOK stage configs in {BIN / 'kwok-stages'}: rerun tests/cluster/build.sh"
+            )
+        kwok = Component(
+            "kwok",
+            [
+                binary("kwok"),
+                f"--kubeconfig={self.kubeconfig}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                "--node-ip=127.0.0.1",
+                "--cidr=10.244.0.1/16",
+                "--server-address=127.0.0.1:0",
+                *[f"--config={s}" for s in stages],
+            ],
+            self.logs / "kwok.log",
+        )
+        for component in (controller_manager, scheduler, kwok):
+            self._start(component)
+        wait_until(
+            "kube-controller-manager /healthz",
+            lambda: self._get(f"https://127.0.0.1:{cm_port}/healthz", client_cert=False) == 200,
+            60,
+            controller_manager,
+        )
+        wait_until(
+            "kube-scheduler /healthz",
+            lambda: self._get(f"https://127.0.0.1:{sched_port}/healthz", client_cert=False) == 200,
+            60,
+            scheduler,
+        )
+        self.kubectl("apply", "-f", "-", input=nodes_manifest())
+        wait_until(
+            "KWOK nodes Ready",
+            lambda: (
+                self.kubectl(
+                    "get",
+                    "nodes",
+                    "-o",
+                    "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{' '}{end}",
+                ).split()
+                == ["True", "True"]
+            ),
+            60,
+            kwok,
+        )
+        # The service-account controller creates `default` in each namespace; pods need it.
+        wait_until(
+            "the default ServiceAccount",
+            lambda: self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False) != "",
+            60,
+            controller_manager,
+        )
+
+    def _start(self, component: Component) -> None:
+        component.start()
+        self.components.append(component)
+
+    def stop(self) -> None:
+        for component in reversed(self.components):
+            component.stop()
+
+    def failed_components(self) -> list[Component]:
+        return [c for c in self.components if not c.alive()]
+
+    def logs_summary(self, lines: int = 30) -> str:
+        return "\n".join(f"--- {c.name} ({c.log}) ---\n{c.tail(lines)}" for c in self.components)
+
+    def to_state(self) -> dict[str, object]:
+        return {
+            "kubeconfig": str(self.kubeconfig),
+            "server": self.server,
+            "components": [{"name": c.name, "pid": c.pid, "log": str(c.log)} for c in self.components],
+        }
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return int(resp.status) == 200
+
+
+def nodes_manifest() -> str:
+    def node(
+        name: str, labels: dict[str, str], extra_capacity: dict[str, str], taints: list[dict[str, str]]
+    ) -> dict:
+        capacity = {
+            "cpu": "32",
+            "memory": "256Gi",
+            "pods": "110",
+            "ephemeral-storage": "1Ti",
+            **extra_capacity,
+        }
+        return {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "type": "kwok",
+                    **labels,
+                },
+            },
+            "spec": {"taints": taints},
+            "status": {"allocatable": capacity, "capacity": capacity},
+        }
+
+    items = [
+        node(CPU_NODE, {"node.kubernetes.io/instance-type": "cpu-32"}, {}, []),
+        node(
+            GPU_NODE,
+            {
+                "node.kubernetes.io/instance-type": "gpu-8xh100",
+                "nvidia.com/gpu.present": "true",
+                "nvidia.com/gpu.product": GPU_PRODUCT,
+                "nvidia.com/gpu.count": "8",
+                "nvidia.com/gpu.memory": "81559",
+            },
+            {"nvidia.com/gpu": "8"},
+            [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}],
+        ),
+    ]
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+# ---------------------------------------------------------------------------------------------
+# The S3-compatible store
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ObjectStore:
+    """SeaweedFS (`weed server -s3`) on loopback, with one access key."""
+
+    workdir: Path
+    component: Component | None = None
+    port: int = 0
+    access_key: str = S3_ACCESS_KEY
+    secret_key: str = S3_SECRET_KEY
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        data = self.workdir / "data"
+        data.mkdir(exist_ok=True)
+        config = self.workdir / "s3.json"
+        config.write_text(
+            json.dumps(
+                {
+                    "identities": [
+                        {
+                            "name": "testbed",
+                            "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                            "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+                        }
+                    ]
+                }
+            )
+        )
+        self.port = free_port()
+        ports = {
+            k: free_port()
+            for k in ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3_grpc")
+        }
+        self.component = Component(
+            "seaweedfs",
+            [
+                binary("weed"),
+                "server",
+                f"-dir={data}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                f"-master.port={ports['master']}",
+                f"-master.port.grpc={ports['master_grpc']}",
+                "-master.volumeSizeLimitMB=64",
+                f"-volume.port={ports['volume']}",
+                f"-volume.port.grpc={ports['volume_grpc']}",
+                "-volume.max=0",
+                "-filer",
+                f"-filer.port={ports['filer']}",
+                f"-filer.port.grpc={ports['filer_grpc']}",
+                "-s3",
+                f"-s3.port={self.port}",
+                f"-s3.port.grpc={ports['s3_grpc']}",
+                f"-s3.config={config}",
+            ],
+            self.workdir / "seaweedfs.log",
+        )
+        self.component.start()
+        wait_until("SeaweedFS S3", self._s3_answers, 120, self.component)
+
+    def _s3_answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.endpoint + "/", timeout=5) as resp:
+                return resp.status < 500
+        except urllib.error.HTTPError as err:
+            return err.code < 500  # 403 without credentials: it is up
+
+    def stop(self) -> None:
+        if self.component is not None:
+            self.component.stop()
+
+    def to_state(self) -> dict[str, object]:
+        assert self.component is not None
+        return {
+            "endpoint": self.endpoint,
+            "components": [{"name": "seaweedfs", "pid": self.component.pid, "log": str(self.component.log)}],
+        }
+
+
+@contextlib.contextmanager
+def running(workdir: Path | None = None) -> Iterator[tuple[ControlPlane, ObjectStore]]:
+    """Both parts of the test bed, stopped on exit whatever happened inside."""
+    base = workdir or Path(tempfile.mkdtemp(prefix="slipway-testbed-"))
+    plane, store = ControlPlane(base / "k8s"), ObjectStore(base / "s3")
+    try:
+        plane.start()
+        store.start()
+        yield plane, store
+    finally:
+        store.stop()
+        plane.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# make cluster / make cluster-down
+# ---------------------------------------------------------------------------------------------
+
+
+def up(workdir: Path) -> None:
+    state_file = workdir / "state.json"
+    if state_file.exists():
+        down(workdir, quiet=True)
+    shutil.rmtree(workdir, ignore_errors=True)
+    plane, store = ControlPlane(workdir / "k8s"), ObjectStore(workdir / "s3")
+    try:
+        plane.start()
+        store.start()
+    except BaseException:
+        store.stop()
+        plane.stop()
+        raise
+    state = {"controlPlane": plane.to_state(), "objectStore": store.to_state()}
+    state_file.write_text(json.dumps(state, indent=2))
+    print(
+        textwrap.dedent(
+            f"""\
+            Test control plane is up (logs in {plane.logs}).
+              export KUBECONFIG={plane.kubeconfig}
+              kubectl: {BIN / "kubectl"}
+              helm:    {BIN / "helm"}
+              S3:      {store.endpoint} (key {store.access_key}, secret in {store.workdir / "s3.json"})
+            Stop it with `make cluster-down`.
+            """
+        )
+    )
+
+
+def down(workdir: Path, quiet: bool = False) -> None:
+    state_file = workdir / "state.json"
+    if not state_file.exists():
+        if not quiet:
+            print(f"no test bed is running from {workdir}")
+        return
+    state = json.loads(state_file.read_text())
+    components = state["objectStore"]["components"] + list(reversed(state["controlPlane"]["components"]))
+    for c in components:
+        Component(c["name"], [], Path(c["log"]), pid=c["pid"]).stop()
+    state_file.unlink()
+    if not quiet:
+        print(f"stopped {', '.join(c['name'] for c in components)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("command", choices=["up", "down"])
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="working folder (default: .testbed/)")
+    args = parser.parse_args(argv)
+    try:
+        (up if args.command == "up" else down)(args.dir.resolve())
+    except TestbedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Session fixtures: the real test control plane and the real S3-compatible store.
+
+Both start on first use (once per test session, on free loopback ports) and stop at the end of the
+session whatever happened. When a test that used them fails, the tail of every component's log is
+attached to the failure report. Nothing here skips: a missing binary is an error that says how to
+build it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "cluster"))
+
+import testbed
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def testbed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("testbed")
+
+
+@pytest.fixture(scope="session")
+def control_plane(testbed_dir: Path, request: pytest.FixtureRequest) -> Iterator[testbed.ControlPlane]:
+    plane = testbed.ControlPlane(testbed_dir / "k8s")
+    request.config.stash[_PLANE] = plane
+    try:
+        plane.start()
+        yield plane
+    finally:
+        plane.stop()
+
+
+@pytest.fixture(scope="session")
+def object_store(testbed_dir: Path, request: pytest.FixtureRequest) -> Iterator[testbed.ObjectStore]:
+    store = testbed.ObjectStore(testbed_dir / "s3")
+    request.config.stash[_STORE] = store
+    try:
+        store.start()
+        yield store
+    finally:
+        store.stop()
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(control_plane: testbed.ControlPlane) -> Path:
+    return control_plane.kubeconfig
+
+
+@pytest.fixture(scope="session")
+def kube_api(control_plane: testbed.ControlPlane):  # type: ignore[no-untyped-def]
+    """A kubernetes.client.ApiClient talking to the test control plane as cluster admin."""
+    from kubernetes import config
+
+    api_client = config.new_client_from_config(config_file=str(control_plane.kubeconfig))
+    yield api_client
+    api_client.close()
+
+
+@pytest.fixture
+def namespace(control_plane: testbed.ControlPlane) -> Iterator[str]:
+    """A fresh namespace per test (with its default ServiceAccount), deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    control_plane.kubectl("create", "namespace", name)
+    testbed.wait_until(
+        f"ServiceAccount default in {name}",
+        lambda: control_plane.kubectl("get", "serviceaccount", "default", "-n", name, check=False) != "",
+        30,
+    )
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture
+def s3_env(object_store: testbed.ObjectStore) -> dict[str, str]:
+    """The environment a workload gets from a storage Secret, pointing at the test store."""
+    return {
+        "AWS_ACCESS_KEY_ID": object_store.access_key,
+        "AWS_SECRET_ACCESS_KEY": object_store.secret_key,
+        "AWS_ENDPOINT_URL": object_store.endpoint,
+        "AWS_REGION": "us-east-1",
+    }
+
+
+@pytest.fixture
+def bucket(object_store: testbed.ObjectStore) -> str:
+    """A fresh, empty bucket on the test store."""
+    import boto3
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=object_store.endpoint,
+        aws_access_key_id=object_store.access_key,
+        aws_secret_access_key=object_store.secret_key,
+        region_name="us-east-1",
+    )
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+_PLANE = pytest.StashKey[testbed.ControlPlane]()
+_STORE = pytest.StashKey[testbed.ObjectStore]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    plane = item.config.stash.get(_PLANE, None)
+    if plane is not None and plane.components:
+        report.sections.append(("test control plane logs", plane.logs_summary()))
+    store = item.config.stash.get(_STORE, None)
+    if store is not None and store.component is not None:
+        report.sections.append(("SeaweedFS log", store.component.tail()))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"slipway test bed binaries: {testbed.BIN} (CI={os.environ.get('CI', '')})"

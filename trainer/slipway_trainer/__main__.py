@@ -1,0 +1,24 @@
+"""``python -m slipway_trainer <command>``: the entry point of every workload."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m slipway_trainer", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    doctor = commands.add_parser("doctor", help="show what this machine can run (packages, GPUs, datasets)")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    if args.command == "doctor":
+        from slipway_trainer import doctor as doctor_module
+
+        return doctor_module.main(as_json=args.json)
+    parser.error(f"unknown command {args.command}")  # argparse has already refused it
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
