@@ -20,9 +20,13 @@ export GOFLAGS="${GOFLAGS:--buildvcs=false}"
 
 # The Kubernetes version stamped into the binaries. Unstamped, /version says v0.0.0 and helm
 # refuses charts with a kubeVersion constraint.
-K8S_VERSION=$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$here/tools/kubernetes/go.mod")
+module_version() {  # module_version TOOL MODULE: the version the wrapper module pins
+  (cd "$here/tools/$1" && go list -m -f '{{.Version}}' "$2")
+}
+K8S_VERSION=$(module_version kubernetes k8s.io/kubernetes)
 K8S_MAJOR=$(echo "${K8S_VERSION#v}" | cut -d. -f1)
 K8S_MINOR=$(echo "${K8S_VERSION#v}" | cut -d. -f2)
+case "$K8S_VERSION" in v1.*) ;; *) echo "error: cannot read the k8s.io/kubernetes pin ('$K8S_VERSION')" >&2; exit 1;; esac
 
 stamp_of() {
   cat "$here/tools/$1/go.mod" "$here/tools/$1/go.sum" "$here/build.sh" | sha256sum | cut -c1-16
@@ -68,7 +72,7 @@ build_kubernetes() {
 build_etcd() { build etcd etcd go.etcd.io/etcd/server/v3; }
 build_helm() {
   local hv
-  hv=$(awk '$1=="require" && $2=="helm.sh/helm/v3" {print $3}' "$here/tools/helm/go.mod")
+  hv=$(module_version helm helm.sh/helm/v3)
   build helm helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$hv"
 }
 build_kwok() {
@@ -77,8 +81,12 @@ build_kwok() {
   # they ship inside its module zip.
   local dir
   dir=$(cd "$here/tools/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)
-  mkdir -p "$bin/kwok-stages"
-  cp "$dir"/kustomize/stage/node/fast/*.yaml "$dir"/kustomize/stage/pod/fast/*.yaml "$bin/kwok-stages/"
+  # The same set as KWOK's own `stage/fast`: nodes become Ready and keep a heartbeat lease (without
+  # it the node-lifecycle controller taints them NotReady), pods run, complete and are deleted.
+  rm -rf "$bin/kwok-stages" && mkdir -p "$bin/kwok-stages"
+  cp "$dir"/kustomize/stage/node/fast/node-initialize.yaml \
+     "$dir"/kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml \
+     "$dir"/kustomize/stage/pod/fast/pod-{ready,complete,delete}.yaml "$bin/kwok-stages/"
   chmod u+w "$bin"/kwok-stages/*.yaml
 }
 build_seaweedfs() { build seaweedfs weed github.com/seaweedfs/seaweedfs/weed; }

@@ -442,6 +442,7 @@ class ControlPlane:
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--node-ip=127.0.0.1",
                 "--cidr=10.244.0.1/16",
+                "--node-lease-duration-seconds=40",
                 "--server-address=127.0.0.1:0",
                 *[f"--config={s}" for s in stages],
             ],
