@@ -41,6 +41,9 @@ fmt: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+crds: venv
+	$(PY) -m slipway_operator.api.crd crds
+
 test: venv testbed datasets lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 

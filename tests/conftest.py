@@ -51,6 +51,14 @@ def object_store(testbed_dir: Path, request: pytest.FixtureRequest) -> Iterator[
 
 
 @pytest.fixture(scope="session")
+def slipway_crds(control_plane: testbed.ControlPlane) -> testbed.ControlPlane:
+    """The control plane with Slipway's generated CRDs installed and established."""
+    control_plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
+    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(REPO / "crds"))
+    return control_plane
+
+
+@pytest.fixture(scope="session")
 def kubeconfig(control_plane: testbed.ControlPlane) -> Path:
     return control_plane.kubeconfig
 

@@ -35,9 +35,7 @@ def demo() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="slipway", description="From raw data to a monitored inference service."
-    )
+    parser = argparse.ArgumentParser(prog="slipway", description="From raw data to a monitored inference service.")
     parser.add_argument("--version", action="version", version=f"slipway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("demo", help="run the main job on this machine (what exists so far)")

@@ -132,9 +132,7 @@ def write_pki(pki: Path) -> None:
             .not_valid_before(valid[0])
             .not_valid_after(valid[1])
             .add_extension(
-                x509.ExtendedKeyUsage(
-                    [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]
-                ),
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
                 critical=False,
             )
         )
@@ -162,9 +160,7 @@ def write_pki(pki: Path) -> None:
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     (pki / "sa.key").write_bytes(pem_key(sa_key))
     (pki / "sa.pub").write_bytes(
-        sa_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
+        sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
 
 
@@ -377,6 +373,12 @@ class ControlPlane:
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--client-ca-file={pki / 'ca.crt'}",
+                # The aggregation-layer front proxy; without it every component logs a missing CA bundle.
+                f"--requestheader-client-ca-file={pki / 'ca.crt'}",
+                "--requestheader-allowed-names=front-proxy-client",
+                "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group",
+                "--requestheader-extra-headers-prefix=X-Remote-Extra-",
                 "--authorization-mode=RBAC",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
@@ -390,9 +392,7 @@ class ControlPlane:
             self.logs / "kube-apiserver.log",
         )
         self._start(apiserver)
-        wait_until(
-            "kube-apiserver /readyz", lambda: self._get(f"{self.server}/readyz") == 200, 120, apiserver
-        )
+        wait_until("kube-apiserver /readyz", lambda: self._get(f"{self.server}/readyz") == 200, 120, apiserver)
 
         controller_manager = Component(
             "kube-controller-manager",
@@ -430,9 +430,7 @@ class ControlPlane:
         )
         stages = sorted(str(p) for p in (BIN / "kwok-stages").glob("*.yaml"))
         if not stages:
-            raise TestbedError(
-                f"no KWOK stage configs in {BIN / 'kwok-stages'}: rerun tests/cluster/build.sh"
-            )
+            raise TestbedError(f"no KWOK stage configs in {BIN / 'kwok-stages'}: rerun tests/cluster/build.sh")
         kwok = Component(
             "kwok",
             [
@@ -513,9 +511,7 @@ def _http_ok(url: str) -> bool:
 
 
 def nodes_manifest() -> str:
-    def node(
-        name: str, labels: dict[str, str], extra_capacity: dict[str, str], taints: list[dict[str, str]]
-    ) -> dict:
+    def node(name: str, labels: dict[str, str], extra_capacity: dict[str, str], taints: list[dict[str, str]]) -> dict:
         capacity = {
             "cpu": "32",
             "memory": "256Gi",
@@ -598,8 +594,7 @@ class ObjectStore:
         )
         self.port = free_port()
         ports = {
-            k: free_port()
-            for k in ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3_grpc")
+            k: free_port() for k in ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3_grpc")
         }
         self.component = Component(
             "seaweedfs",
@@ -711,9 +706,7 @@ def down(workdir: Path, quiet: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down"])
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="working folder (default: .testbed/)")
     args = parser.parse_args(argv)

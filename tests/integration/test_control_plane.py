@@ -59,12 +59,8 @@ def test_nodes_include_a_gpu_node(control_plane: testbed.ControlPlane) -> None:
         assert ready and ready[0]["status"] == "True"
 
 
-def test_deployment_gets_a_replicaset_and_running_pods(
-    control_plane: testbed.ControlPlane, namespace: str
-) -> None:
-    control_plane.kubectl(
-        "create", "deployment", "web", "--image=nginx:1.27", "--replicas=2", "-n", namespace
-    )
+def test_deployment_gets_a_replicaset_and_running_pods(control_plane: testbed.ControlPlane, namespace: str) -> None:
+    control_plane.kubectl("create", "deployment", "web", "--image=nginx:1.27", "--replicas=2", "-n", namespace)
 
     def running_pods() -> list[dict[str, Any]]:
         pods = kubectl_json(control_plane, "get", "pods", "-n", namespace, "-l", "app=web")["items"]
@@ -80,34 +76,25 @@ def test_deployment_gets_a_replicaset_and_running_pods(
     wait_for(
         "the Deployment to report 2 available replicas",
         lambda: (
-            kubectl_json(control_plane, "get", "deployment", "web", "-n", namespace)["status"].get(
-                "availableReplicas"
-            )
+            kubectl_json(control_plane, "get", "deployment", "web", "-n", namespace)["status"].get("availableReplicas")
             == 2
         ),
     )
 
 
-def test_gpu_pod_with_toleration_lands_on_the_gpu_node(
-    control_plane: testbed.ControlPlane, namespace: str
-) -> None:
-    control_plane.kubectl(
-        "apply", "-f", "-", input=pod_manifest("trainer", namespace, gpus=2, tolerate_gpu=True)
-    )
+def test_gpu_pod_with_toleration_lands_on_the_gpu_node(control_plane: testbed.ControlPlane, namespace: str) -> None:
+    control_plane.kubectl("apply", "-f", "-", input=pod_manifest("trainer", namespace, gpus=2, tolerate_gpu=True))
     wait_for(
         "the GPU pod to run",
         lambda: (
-            kubectl_json(control_plane, "get", "pod", "trainer", "-n", namespace)["status"].get("phase")
-            == "Running"
+            kubectl_json(control_plane, "get", "pod", "trainer", "-n", namespace)["status"].get("phase") == "Running"
         ),
     )
     pod = kubectl_json(control_plane, "get", "pod", "trainer", "-n", namespace)
     assert pod["spec"]["nodeName"] == testbed.GPU_NODE
 
 
-def test_gpu_pod_without_toleration_is_not_scheduled(
-    control_plane: testbed.ControlPlane, namespace: str
-) -> None:
+def test_gpu_pod_without_toleration_is_not_scheduled(control_plane: testbed.ControlPlane, namespace: str) -> None:
     control_plane.kubectl("apply", "-f", "-", input=pod_manifest("no-toleration", namespace, gpus=1))
 
     def unschedulable() -> bool:
@@ -129,9 +116,7 @@ def test_plain_pod_does_not_land_on_the_gpu_node(control_plane: testbed.ControlP
         "the plain pod to be scheduled",
         lambda: "nodeName" in kubectl_json(control_plane, "get", "pod", "plain", "-n", namespace)["spec"],
     )
-    assert kubectl_json(control_plane, "get", "pod", "plain", "-n", namespace)["spec"]["nodeName"] == (
-        testbed.CPU_NODE
-    )
+    assert kubectl_json(control_plane, "get", "pod", "plain", "-n", namespace)["spec"]["nodeName"] == (testbed.CPU_NODE)
 
 
 WIDGET_CRD = textwrap.dedent(
@@ -199,9 +184,7 @@ def test_rbac_denies_a_service_account_what_its_role_does_not_grant(
     control_plane: testbed.ControlPlane, namespace: str, tmp_path: Path
 ) -> None:
     control_plane.kubectl("create", "serviceaccount", "reader", "-n", namespace)
-    control_plane.kubectl(
-        "create", "role", "pod-reader", "--verb=get,list", "--resource=pods", "-n", namespace
-    )
+    control_plane.kubectl("create", "role", "pod-reader", "--verb=get,list", "--resource=pods", "-n", namespace)
     control_plane.kubectl(
         "create",
         "rolebinding",

@@ -22,9 +22,7 @@ def check() -> dict[str, Any]:
             report["packages"][name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             report["packages"][name] = None
-            report["problems"].append(
-                f"{name} is not installed: run `make venv` (pip install -e '.[trainer]')"
-            )
+            report["problems"].append(f"{name} is not installed: run `make venv` (pip install -e '.[trainer]')")
     if report["packages"].get("torch"):
         torch = importlib.import_module("torch")
         report["cuda"] = bool(torch.cuda.is_available())

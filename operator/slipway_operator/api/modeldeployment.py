@@ -1,0 +1,261 @@
+"""ModelDeployment: serve a model over the Open Inference Protocol v2, watch it, roll it out and update it."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from slipway_operator.api.common import LabelSelector, ObjectName, Quantity, StatusBase
+from slipway_operator.api.kind import COMMON_COLUMNS_AGE, Kind, PrinterColumn, Rule, exactly_one, uri_rule
+from slipway_operator.api.trainingrun import Lineage
+from slipway_trainer.config.base import ConfigModel, MetricName
+from slipway_trainer.config.serve import Monitoring, ServerSpec
+
+MAX_CANARY_STEPS = 10
+
+
+class ModelSource(ConfigModel):
+    """The model to serve. Exactly one field is set."""
+
+    from_training_run: ObjectName | None = None
+    """A TrainingRun in the same namespace: its exported model, once it has succeeded."""
+
+    from_tuning_sweep: ObjectName | None = None
+    """A TuningSweep in the same namespace: its best trial's model, once it has succeeded."""
+
+    uri: str | None = Field(default=None, max_length=2048)
+    """An exported model folder (`s3://...` or `file://...`) with its transform spec."""
+
+
+class Replicas(ConfigModel):
+    """How many server pods run."""
+
+    min: int = Field(default=1, ge=0, le=1000)
+    """Replicas at least."""
+
+    max: int | None = Field(default=None, ge=1, le=1000)
+    """Replicas at most (scaling between min and max); default: min."""
+
+
+class ServingResources(ConfigModel):
+    """Compute of each server pod."""
+
+    cpu: Quantity = "1"
+    """CPU per pod, a Kubernetes quantity."""
+
+    memory: Quantity = "2Gi"
+    """Memory per pod, a Kubernetes quantity."""
+
+    gpus: int = Field(default=0, ge=0, le=16)
+    """GPUs per pod (`nvidia.com/gpu`)."""
+
+
+class Analysis(ConfigModel):
+    """The gate each canary step must pass, measured from the servers' metrics."""
+
+    max_error_rate: float = Field(default=0.01, ge=0, le=1)
+    """Largest fraction of requests answered 5xx."""
+
+    max_p99_latency_ms: float = Field(default=100.0, gt=0)
+    """Largest 99th-percentile latency."""
+
+
+class Canary(ConfigModel):
+    """A canary rollout: the new model gets a growing share of traffic while the gate holds."""
+
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [10, 50, 100], min_length=1, max_length=MAX_CANARY_STEPS
+    )
+    """Percent of traffic on the new model at each step, increasing, e.g. [10, 50, 100]."""
+
+    interval_seconds: int = Field(default=60, ge=1, le=86400)
+    """Time at each step before the gate is judged."""
+
+    analysis: Analysis = Field(default_factory=Analysis)
+    """The gate."""
+
+
+class Rollout(ConfigModel):
+    """How a new model replaces the serving one."""
+
+    strategy: Literal["rolling", "canary"] = "rolling"
+    """rolling (Deployment rolling update) or canary (stepwise, gated, rolled back on failure)."""
+
+    canary: Canary | None = None
+    """Canary steps and gate; required for strategy canary."""
+
+
+class Gate(ConfigModel):
+    """When a newer model is good enough to roll out."""
+
+    metric: MetricName = "test_accuracy"
+    """The metric compared, from the candidate's status metrics."""
+
+    min_improvement: float = 0.0
+    """How much better than the serving model the candidate must be."""
+
+    direction: Literal["maximize", "minimize"] = "maximize"
+    """Whether larger is better."""
+
+
+class AutoUpdate(ConfigModel):
+    """Roll out newer models automatically."""
+
+    enabled: bool = False
+    """Watch for newer succeeded TrainingRuns or TuningSweeps matching the selector."""
+
+    selector: LabelSelector | None = None
+    """Labels of the TrainingRuns and TuningSweeps that may replace the model."""
+
+    gate: Gate = Field(default_factory=Gate)
+    """The improvement a candidate must show."""
+
+
+class ModelDeploymentSpec(ConfigModel):
+    """Serve a model over the Open Inference Protocol v2 with batching, metrics, drift watch and rollouts."""
+
+    model: ModelSource
+    """The model to serve."""
+
+    replicas: Replicas = Field(default_factory=Replicas)
+    """Server pods."""
+
+    resources: ServingResources = Field(default_factory=ServingResources)
+    """Compute per pod."""
+
+    server: ServerSpec = Field(default_factory=ServerSpec)
+    """Model format, batching and request limits."""
+
+    rollout: Rollout = Field(default_factory=Rollout)
+    """How a new model is rolled out."""
+
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+    """Drift monitoring."""
+
+    auto_update: AutoUpdate = Field(default_factory=AutoUpdate)
+    """Roll out better models as they are trained."""
+
+
+class Revision(ConfigModel):
+    """A model revision being served."""
+
+    name: str = ""
+    """The revision's name (its Deployment)."""
+
+    model_uri: str | None = None
+    """The model it serves."""
+
+    lineage: Lineage = Field(default_factory=Lineage)
+    """Where the model came from."""
+
+    metrics: dict[str, float] = Field(default_factory=dict)
+    """The model's test metrics when it was trained."""
+
+
+class ReplicaCounts(ConfigModel):
+    desired: int = 0
+    ready: int = 0
+
+
+class DriftStatus(ConfigModel):
+    """The latest drift measurement."""
+
+    score: float | None = None
+    """The largest per-feature drift score."""
+
+    drifted_features: list[str] = Field(default_factory=list)
+    """Features whose score is above the threshold."""
+
+    checked_at: str | None = None
+    """When it was measured."""
+
+
+class ModelDeploymentStatus(StatusBase):
+    """Where the model is served, which revision, and how it is doing."""
+
+    endpoint: str | None = None
+    """The base URL clients use (OIP v2: `<endpoint>/v2/models/<name>/infer`)."""
+
+    model_name: str | None = None
+    """The model's name on the wire: the ModelDeployment's name."""
+
+    replicas: ReplicaCounts = Field(default_factory=ReplicaCounts)
+    """Desired and ready server pods."""
+
+    ready_replicas: str = ""
+    """Ready/desired in words for printer columns, e.g. `2/2`."""
+
+    current: Revision | None = None
+    """The stable revision."""
+
+    canary: Revision | None = None
+    """The revision being rolled out, if any."""
+
+    canary_step: int | None = None
+    """Index of the canary step in progress."""
+
+    canary_weight: int | None = None
+    """Percent of traffic on the canary."""
+
+    drift: DriftStatus = Field(default_factory=DriftStatus)
+    """Data drift of live inputs."""
+
+    history: list[Revision] = Field(default_factory=list, max_length=10)
+    """Earlier revisions, newest first (for rollback and audit)."""
+
+
+def _increasing_steps() -> Rule:
+    pairs = " && ".join(f"(size(self) < {i + 2} || self[{i}] < self[{i + 1}])" for i in range(MAX_CANARY_STEPS - 1))
+    return Rule(pairs, "canary steps must be strictly increasing percentages, e.g. [10, 50, 100]")
+
+
+KIND = Kind(
+    kind="ModelDeployment",
+    plural="modeldeployments",
+    short_names=("mdep", "md"),
+    spec=ModelDeploymentSpec,
+    status=ModelDeploymentStatus,
+    description=(
+        "ModelDeployment serves a model over the Open Inference Protocol v2 with dynamic batching and Prometheus "
+        "metrics, watches its health and data drift, and rolls new models out (rolling or canary)."
+    ),
+    printer_columns=(
+        PrinterColumn("Phase", ".status.phase", description="Where the deployment stands"),
+        PrinterColumn("Ready", ".status.readyReplicas", description="Ready/desired server pods"),
+        PrinterColumn("Revision", ".status.current.name", description="The stable revision"),
+        PrinterColumn("Canary", ".status.canaryWeight", "integer", "Percent of traffic on the canary"),
+        PrinterColumn("Endpoint", ".status.endpoint", priority=1),
+        COMMON_COLUMNS_AGE,
+    ),
+    rules={
+        ModelSource: (
+            exactly_one(
+                "fromTrainingRun",
+                "fromTuningSweep",
+                "uri",
+                what="model.fromTrainingRun, model.fromTuningSweep or model.uri",
+            ),
+        ),
+        (ModelSource, "uri"): (uri_rule(("s3", "file")),),
+        Replicas: (Rule("!has(self.max) || self.min <= self.max", "replicas.min must be at most replicas.max"),),
+        (Canary, "steps"): (_increasing_steps(),),
+        Rollout: (
+            Rule(
+                "self.strategy != 'canary' || has(self.canary)",
+                "rollout strategy canary needs rollout.canary",
+            ),
+            Rule(
+                "self.strategy == 'canary' || !has(self.canary)",
+                "rollout.canary applies only to strategy canary",
+            ),
+        ),
+        AutoUpdate: (
+            Rule(
+                "!self.enabled || has(self.selector)",
+                "autoUpdate.enabled needs a selector naming the "
+                "TrainingRuns or TuningSweeps that may replace the model",
+            ),
+        ),
+    },
+)

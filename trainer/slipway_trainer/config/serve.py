@@ -1,0 +1,68 @@
+"""What the inference server accepts: model format, batching, request limits, drift monitoring."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from slipway_trainer.config.base import ConfigModel
+
+ModelFormat = Literal["onnx", "torchscript"]
+DriftMethod = Literal["psi", "ks"]
+
+
+class Batching(ConfigModel):
+    """Dynamic batching: concurrent requests merged into one model call."""
+
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    """Rows in one model call at most."""
+
+    max_latency_ms: float = Field(default=5.0, ge=0, le=10000)
+    """How long a request may wait for others to join its batch."""
+
+
+class Limits(ConfigModel):
+    """Bounds on what one request may ask; beyond them the server answers 4xx and keeps serving."""
+
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024, le=1024 * 1024 * 1024)
+    """Largest request body accepted."""
+
+    max_rows_per_request: int = Field(default=1024, ge=1, le=1_000_000)
+    """Largest number of rows (images, records) in one request."""
+
+
+class ServerSpec(ConfigModel):
+    """The inference server."""
+
+    format: ModelFormat = "onnx"
+    """Which export to serve: onnx (ONNX Runtime) or torchscript."""
+
+    batching: Batching = Field(default_factory=Batching)
+    """Dynamic batching."""
+
+    limits: Limits = Field(default_factory=Limits)
+    """Request limits."""
+
+
+class Drift(ConfigModel):
+    """Compares a rolling window of live inputs with the training data's profile."""
+
+    enabled: bool = True
+    """Watch for drift."""
+
+    method: DriftMethod = "psi"
+    """psi (population stability index per feature) or ks (Kolmogorov-Smirnov, numeric features)."""
+
+    threshold: float = Field(default=0.2, gt=0)
+    """Score above which a feature counts as drifted (psi: 0.1 moderate, 0.2 significant)."""
+
+    window_size: int = Field(default=1000, ge=10, le=1_000_000)
+    """Live rows kept in the rolling window."""
+
+
+class Monitoring(ConfigModel):
+    """Model monitoring."""
+
+    drift: Drift = Field(default_factory=Drift)
+    """Data drift of live inputs."""

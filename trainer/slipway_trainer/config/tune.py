@@ -1,0 +1,116 @@
+"""What a hyperparameter sweep accepts: the search space, the algorithm, the scheduler and budgets."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from slipway_trainer.config.base import ConfigModel, Direction, MetricName
+
+Algorithm = Literal["random", "grid", "tpe"]
+SchedulerType = Literal["fifo", "asha", "median"]
+PARAMETER_KINDS = ("uniform", "loguniform", "randint", "choice", "grid")
+
+
+class Parameter(ConfigModel):
+    """The values one hyperparameter may take. Exactly one of the fields is set."""
+
+    uniform: list[float] | None = Field(default=None, min_length=2, max_length=2)
+    """`[low, high]`: any real value between, equally likely."""
+
+    loguniform: list[float] | None = Field(default=None, min_length=2, max_length=2)
+    """`[low, high]` with 0 < low < high: uniform on a log scale (learning rates)."""
+
+    randint: list[int] | None = Field(default=None, min_length=2, max_length=2)
+    """`[low, high]`: an integer with low <= value < high."""
+
+    choice: list[Any] | None = Field(default=None, min_length=1, max_length=256)
+    """One of these values, sampled."""
+
+    grid: list[Any] | None = Field(default=None, min_length=1, max_length=256)
+    """Every one of these values, each tried (a grid dimension)."""
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Parameter:
+        # Also a CEL rule for the typed ranges; choice and grid hold values of any type, which the
+        # API server's CEL cannot see, so this check lives here for every kind of parameter.
+        given = [name for name in PARAMETER_KINDS if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"set exactly one of {', '.join(PARAMETER_KINDS)} for each searchSpace parameter"
+                + (f" (found {', '.join(given)})" if given else "")
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        """Which of uniform, loguniform, randint, choice or grid this parameter is."""
+        return next(name for name in PARAMETER_KINDS if getattr(self, name) is not None)
+
+
+class Scheduler(ConfigModel):
+    """Early stopping of poor trials, fed by per-epoch metrics."""
+
+    type: SchedulerType = "fifo"
+    """fifo (every trial runs to the end), asha (successive halving) or median (stop trials below the
+    median of the others at the same epoch)."""
+
+    grace_period: int = Field(default=1, ge=1)
+    """Epochs every trial runs before it may be stopped."""
+
+    reduction_factor: int = Field(default=3, ge=2)
+    """For asha: the fraction 1/reductionFactor of trials promoted at each rung."""
+
+
+class SweepObjective(ConfigModel):
+    """The metric the sweep optimizes, and an optional goal that ends it early."""
+
+    metric: MetricName = "val_accuracy"
+    """A validation metric reported every epoch, e.g. val_accuracy or val_loss."""
+
+    direction: Direction = "maximize"
+    """Whether larger is better."""
+
+    goal: float | None = None
+    """Stop the sweep once a trial reaches this value."""
+
+
+class TuneSpec(ConfigModel):
+    """A hyperparameter search around a training template."""
+
+    search_space: dict[str, Parameter] = Field(min_length=1, max_length=64)
+    """Hyperparameters by the path of the field they set in the template, e.g.
+    `optimizer.learningRate: {loguniform: [0.0001, 0.01]}` or `model.params.dropout: {uniform: [0, 0.5]}`."""
+
+    algorithm: Algorithm = "random"
+    """random, grid (every combination of grid/choice values) or tpe (Bayesian, Optuna)."""
+
+    scheduler: Scheduler = Field(default_factory=Scheduler)
+    """Early stopping of poor trials."""
+
+    objective: SweepObjective = Field(default_factory=SweepObjective)
+    """The metric to optimize."""
+
+    max_trials: int = Field(default=10, ge=1, le=10000)
+    """Trials to run at most (for grid: the number of repeats of the whole grid)."""
+
+    parallel_trials: int = Field(default=1, ge=1, le=1000)
+    """Trials running at once, bounded by the resources each trial asks for."""
+
+    max_failed_trials: int = Field(default=0, ge=0)
+    """Failed trials tolerated before the sweep fails."""
+
+    time_budget_seconds: int | None = Field(default=None, ge=1)
+    """Stop starting trials after this long; finished trials still count."""
+
+    @model_validator(mode="after")
+    def _grid_needs_lists(self) -> TuneSpec:
+        if self.algorithm == "grid":
+            ranged = [path for path, p in self.search_space.items() if p.kind not in ("grid", "choice")]
+            if ranged:
+                raise ValueError(
+                    "algorithm grid needs every searchSpace parameter to be a grid or choice list "
+                    f"(not: {', '.join(ranged)})"
+                )
+        return self
