@@ -55,6 +55,13 @@ def slipway_crds(control_plane: testbed.ControlPlane) -> testbed.ControlPlane:
     """The control plane with Slipway's generated CRDs installed and established."""
     control_plane.kubectl("apply", "--server-side", "-f", str(REPO / "crds"))
     control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(REPO / "crds"))
+    # The API server publishes a new CRD's OpenAPI (what `kubectl explain` reads) a moment later.
+    for kind in ("datasetprep", "trainingrun", "tuningsweep", "modeldeployment"):
+        testbed.wait_until(
+            f"the OpenAPI schema of {kind}",
+            lambda kind=kind: control_plane.kubectl("explain", kind, check=False) != "",  # type: ignore[misc]
+            60,
+        )
     return control_plane
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import testbed
 import yaml
+
 from slipway_operator.api.validation import InvalidManifest, validate_manifest
 
 pytestmark = pytest.mark.cluster
