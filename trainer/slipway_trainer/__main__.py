@@ -11,7 +11,13 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     doctor = commands.add_parser("doctor", help="show what this machine can run (packages, GPUs, datasets)")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    prep = commands.add_parser("prep", help="prepare a dataset (the DatasetPrep workload)")
+    prep.add_argument("--config", required=True, help="the workload's JSON config (file path or URI)")
     args = parser.parse_args(argv)
+    if args.command == "prep":
+        from slipway_trainer.data import workload as prep_workload
+
+        return prep_workload.main(args.config)
     if args.command == "doctor":
         from slipway_trainer import doctor as doctor_module
 

@@ -145,3 +145,22 @@ class PrepSpec(ConfigModel):
 
     output: Output = Field(default_factory=Output)
     """Where the prepared dataset goes."""
+
+
+class PrepConfig(ConfigModel):
+    """The config file of `python -m slipway_trainer prep`."""
+
+    name: str = Field(default="dataset", min_length=1, max_length=253)
+    """The dataset's name (the DatasetPrep's name on Kubernetes)."""
+
+    spec: PrepSpec
+    """What to prepare."""
+
+    output_uri: str = Field(min_length=1, max_length=2048)
+    """Where the prepared dataset goes (`file://...` or `s3://...`)."""
+
+    artifact_uri: str | None = Field(default=None, max_length=2048)
+    """Where progress.json and result.json go; default: `<outputUri>/_run`."""
+
+    batch_rows: int = Field(default=65536, ge=1, le=10_000_000)
+    """Rows per Arrow record batch: peak memory grows with it."""

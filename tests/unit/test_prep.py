@@ -1,0 +1,353 @@
+"""Data preparation on real data: the built-in sets, real CSV/JSONL/Parquet/image files, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from slipway_trainer.config.prep import PrepConfig
+from slipway_trainer.data import workload
+from slipway_trainer.data.transforms import TransformSpec
+
+
+def prep(tmp_path: Path, spec: dict[str, Any], name: str = "out") -> tuple[dict[str, Any], Path]:
+    out = tmp_path / name
+    config = PrepConfig.model_validate({"name": name, "outputUri": out.as_uri(), "spec": spec})
+    return workload.run(config), out
+
+
+def manifest_of(out: Path) -> dict[str, Any]:
+    return json.loads((out / "manifest.json").read_text())
+
+
+def split_table(out: Path, split: str) -> pa.Table:
+    manifest = manifest_of(out)
+    return pq.read_table(out / manifest["splits"][split])
+
+
+def write_csv(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+MESSY_CSV = """\
+name,email,age,income,city,bought
+ann,ann@example.org,34,52000,paris,yes
+bob,bob@example.org,41,?,lyon,no
+cyd,cyd@example.org,,61000,paris,yes
+ann,ann@example.org,34,52000,paris,yes
+dan,dan@example.org,29,48000,,no
+eve,eve@example.org,52,75000,nice,yes
+fay,fay@example.org,38,58000,lyon,
+gus,gus@example.org,45,67000,paris,no
+hal,hal@example.org,31,50000,nice,yes
+ivy,ivy@example.org,27,45000,lyon,no
+jon,jon@example.org,60,82000,paris,yes
+kim,kim@example.org,33,51000,nice,no
+"""
+
+
+def test_fashion_mnist_is_split_stratified_with_images_stored_as_raw_pixels(tmp_path: Path) -> None:
+    result, out = prep(
+        tmp_path,
+        {
+            "source": {"uri": "builtin://fashion-mnist", "format": "idx"},
+            "label": "label",
+            "transforms": [{"type": "normalize"}],
+            "split": {"train": 0.8, "validation": 0.1, "test": 0.1, "stratifyBy": "label", "seed": 42},
+        },
+    )
+    assert result["status"] == "Succeeded", result
+    assert result["rows"] == {"train": 56000, "validation": 7000, "test": 7000, "total": 70000}
+    manifest = manifest_of(out)
+    assert manifest["task"] == "classification"
+    assert manifest["classes"] == list(range(10))
+    assert manifest["classNames"][0] == "T-shirt/top"
+    # Stratified: every class is 7,000 images, split exactly 5,600 / 700 / 700.
+    assert set(manifest["classBalance"]["train"].values()) == {5600}
+    assert set(manifest["classBalance"]["test"].values()) == {700}
+    assert manifest["images"]["height"] == 28 and manifest["images"]["channels"] == 1
+    test = split_table(out, "test")
+    assert test.schema.field("image").type == pa.binary()
+    assert {len(b) for b in test.column("image").to_pylist()[:100]} == {784}
+    transform = TransformSpec.from_json(manifest["transform"])
+    x = transform.features(test.slice(0, 32))
+    assert x.shape == (32, 1, 28, 28) and x.dtype == np.float32
+    assert x.min() >= 0.0 and x.max() <= 1.0 and x.max() > 0.9
+    pixels = manifest["profile"]["features"]["image"]
+    assert 0.2 < pixels["pixelMean"][0] < 0.4  # Fashion-MNIST's mean intensity is about 0.29
+    progress = json.loads((out / "_run" / "progress.json").read_text())
+    assert progress["phase"] == "Succeeded" and progress["rowsRead"] == 70000
+
+
+def test_auto_mpg_fits_transforms_on_the_train_split_only(tmp_path: Path) -> None:
+    result, out = prep(
+        tmp_path,
+        {
+            "source": {"uri": "builtin://vega/cars"},
+            "label": "Miles_per_Gallon",
+            "cleaning": {"missing": {"default": "drop", "columns": {"Horsepower": "median"}}},
+            "transforms": [
+                {"type": "oneHot", "columns": ["Origin"]},
+                {"type": "standardize", "columns": ["Weight_in_lbs", "Horsepower"]},
+            ],
+            "privacy": {"dropColumns": ["Name"]},
+            "split": {"train": 0.7, "validation": 0.15, "test": 0.15, "seed": 7},
+        },
+    )
+    assert result["status"] == "Succeeded", result
+    manifest = manifest_of(out)
+    assert manifest["task"] == "regression"
+    assert manifest["dropped"] == {"missingLabel": 8}  # the 8 cars without a published MPG
+    assert result["rows"]["total"] == 398
+    train = split_table(out, "train")
+    everything = pa.concat_tables([split_table(out, s) for s in ("train", "validation", "test")])
+    assert "Name" not in train.column_names
+    columns = {c["name"]: c for c in manifest["transform"]["columns"]}
+    weight = columns["Weight_in_lbs"]["scale"]
+    train_weight = train.column("Weight_in_lbs").to_numpy()
+    assert weight["mean"] == pytest.approx(train_weight.mean())
+    assert weight["mean"] != pytest.approx(everything.column("Weight_in_lbs").to_numpy().mean())
+    hp = np.array(train.column("Horsepower").to_pylist(), dtype=float)
+    assert columns["Horsepower"]["fill"] == pytest.approx(np.nanmedian(hp))
+    assert columns["Origin"]["encode"]["categories"] == ["USA", "Japan", "Europe"]
+    spec = TransformSpec.from_json(manifest["transform"])
+    assert spec.feature_names()[-3:] == ["Origin=USA", "Origin=Japan", "Origin=Europe"]
+    x = spec.features(split_table(out, "test"))
+    assert x.shape == (result["rows"]["test"], 9) and not np.isnan(x).any()
+    assert manifest["profile"]["features"]["Origin"]["frequencies"]["USA"] > 0.5
+
+
+def test_messy_csv_rows_are_dropped_and_counted_by_reason(tmp_path: Path) -> None:
+    csv = write_csv(tmp_path / "raw" / "people.csv", MESSY_CSV)
+    result, out = prep(
+        tmp_path,
+        {
+            "source": {"uri": csv.as_uri()},
+            "label": "bought",
+            "cleaning": {"missing": {"default": "drop", "columns": {"age": "median", "city": "mode"}}},
+            "privacy": {"dropColumns": ["name", "email"]},
+            "split": {"train": 0.6, "validation": 0.2, "test": 0.2, "seed": 1},
+        },
+    )
+    assert result["status"] == "Succeeded", result
+    assert result["droppedRows"] == {"duplicate": 1, "invalidValue:income": 1, "missingLabel": 1}
+    assert result["rows"]["total"] == 12 - 3
+    manifest = manifest_of(out)
+    assert [f["name"] for f in manifest["schema"]] == ["age", "income", "city", "bought"]
+    assert (
+        dict(zip([f["name"] for f in manifest["schema"]], [f["type"] for f in manifest["schema"]], strict=True))[
+            "income"
+        ]
+        == "double"
+    )  # "?" made the column text; it is read as numbers
+
+
+def test_a_folder_of_jsonl_files_is_one_dataset(tmp_path: Path) -> None:
+    rows = [{"x": i, "y": i % 3, "group": "ab"[i % 2]} for i in range(60)]
+    for part in range(3):
+        lines = "\n".join(json.dumps(r) for r in rows[part * 20 : (part + 1) * 20])
+        write_csv(tmp_path / "jsonl" / f"part-{part}.jsonl", lines + "\n")
+    result, _ = prep(tmp_path, {"source": {"uri": (tmp_path / "jsonl").as_uri()}, "label": "y"})
+    assert result["status"] == "Succeeded", result
+    assert result["rows"]["total"] == 60
+
+
+def test_a_glob_of_parquet_files_is_one_dataset(tmp_path: Path) -> None:
+    for part in range(2):
+        table = pa.table({"x": np.arange(50) + part * 50, "y": np.arange(50) % 2})
+        (tmp_path / "pq").mkdir(exist_ok=True)
+        pq.write_table(table, tmp_path / "pq" / f"data-{part}.parquet")
+    result, _ = prep(tmp_path, {"source": {"uri": (tmp_path / "pq").as_uri() + "/data-*.parquet"}, "label": "y"})
+    assert result["status"] == "Succeeded", result
+    assert result["rows"]["total"] == 100
+
+
+def test_image_folder_resizes_and_drops_unreadable_images(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        folder = tmp_path / "images" / cls
+        folder.mkdir(parents=True)
+        for i in range(6):
+            size = (20, 16) if i % 2 else (24, 24)
+            Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (tmp_path / "images" / "dog" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    result, out = prep(
+        tmp_path,
+        {
+            "source": {"uri": (tmp_path / "images").as_uri(), "format": "imagefolder"},
+            "transforms": [{"type": "resize", "size": [12, 10]}, {"type": "standardize"}],
+            "split": {"train": 0.5, "validation": 0.25, "test": 0.25, "stratifyBy": "label"},
+        },
+    )
+    assert result["status"] == "Succeeded", result
+    assert result["droppedRows"] == {"unreadableImage": 1}
+    manifest = manifest_of(out)
+    assert manifest["classes"] == ["cat", "dog"]
+    assert (manifest["images"]["height"], manifest["images"]["width"], manifest["images"]["channels"]) == (12, 10, 3)
+    spec = TransformSpec.from_json(manifest["transform"])
+    assert spec.image is not None and spec.image.mean is not None and len(spec.image.mean) == 3
+    x = spec.features(split_table(out, "train"))
+    assert x.shape == (6, 3, 12, 10)
+    assert abs(float(x.mean())) < 0.2  # standardized with the train split's own statistics
+
+
+def test_hashed_columns_use_the_salt_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    csv = write_csv(tmp_path / "raw.csv", MESSY_CSV)
+    spec = {
+        "source": {"uri": csv.as_uri()},
+        "label": "bought",
+        "privacy": {"hashColumns": ["email"], "dropColumns": ["name"]},
+        "cleaning": {"missing": {"default": "mode"}},
+    }
+    failed, out = prep(tmp_path, spec, name="nosalt")
+    assert failed["status"] == "Failed" and failed["reason"] == "SaltMissing"
+    assert "SLIPWAY_HASH_SALT" in failed["message"]
+    assert not (out / "manifest.json").exists()
+    monkeypatch.setenv("SLIPWAY_HASH_SALT", "pepper")
+    result, out = prep(tmp_path, spec, name="salted")
+    assert result["status"] == "Succeeded", result
+    emails = pa.concat_tables([split_table(out, s) for s in ("train", "validation", "test")]).column("email")
+    assert hashlib.sha256(b"pepperann@example.org").hexdigest() in emails.to_pylist()
+    assert not any("@" in e for e in emails.to_pylist())
+    assert manifest_of(out)["privacy"]["hashedColumns"] == ["email"]
+
+
+def test_same_data_and_config_give_the_same_fingerprint_and_split(tmp_path: Path) -> None:
+    spec = {"source": {"uri": "builtin://sklearn/iris"}, "split": {"stratifyBy": "target", "seed": 3}}
+    first, out1 = prep(tmp_path, spec, name="a")
+    second, out2 = prep(tmp_path, spec, name="b")
+    assert first["fingerprint"] == second["fingerprint"]
+    assert split_table(out1, "test").equals(split_table(out2, "test"))
+    other_seed, _ = prep(tmp_path, {**spec, "split": {"stratifyBy": "target", "seed": 4}}, name="c")
+    assert other_seed["fingerprint"] != first["fingerprint"]
+
+
+def test_any_change_in_the_data_changes_the_fingerprint(tmp_path: Path) -> None:
+    csv = write_csv(tmp_path / "v1.csv", MESSY_CSV)
+    changed = write_csv(tmp_path / "v2.csv", MESSY_CSV.replace("82000", "82001"))
+    spec = {"label": "bought", "privacy": {"dropColumns": ["name", "email"]}}
+    a, _ = prep(tmp_path, {**spec, "source": {"uri": csv.as_uri()}}, name="a")
+    b, _ = prep(tmp_path, {**spec, "source": {"uri": changed.as_uri()}}, name="b")
+    assert a["status"] == b["status"] == "Succeeded"
+    assert a["fingerprint"] != b["fingerprint"]
+
+
+def test_a_second_run_of_the_same_config_returns_the_first_result(tmp_path: Path) -> None:
+    spec = {"source": {"uri": "builtin://sklearn/wine"}}
+    first, _ = prep(tmp_path, spec)
+    second, _ = prep(tmp_path, spec)
+    assert second == first
+    assert first["task"] == "classification" and first["rows"]["total"] == 178
+
+
+def test_sklearn_regression_set_keeps_publisher_column_names(tmp_path: Path) -> None:
+    result, out = prep(tmp_path, {"source": {"uri": "builtin://sklearn/diabetes"}})
+    assert result["status"] == "Succeeded" and result["task"] == "regression"
+    names = [f["name"] for f in manifest_of(out)["schema"]]
+    assert names[:3] == ["age", "sex", "bmi"] and names[-1] == "target"
+
+
+def test_the_command_line_follows_the_workload_contract(tmp_path: Path) -> None:
+    config = tmp_path / "config.json"
+    config.write_text(
+        json.dumps({"outputUri": (tmp_path / "o").as_uri(), "spec": {"source": {"uri": "builtin://sklearn/iris"}}})
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "slipway_trainer", "prep", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["status"] == "Succeeded"
+    result = json.loads((tmp_path / "o" / "_run" / "result.json").read_text())
+    assert result["rows"]["total"] == 149  # iris has one duplicated row
+    assert result["droppedRows"] == {"duplicate": 1}
+
+
+BAD_INPUT = [
+    (
+        "missing-file",
+        lambda p: {"source": {"uri": (p / "nope.csv").as_uri()}, "label": "y"},
+        "SourceNotFound",
+        "no such file or folder",
+    ),
+    (
+        "unreadable-format",
+        lambda p: {"source": {"uri": write_csv(p / "bad.parquet", "not parquet").as_uri()}, "label": "y"},
+        "UnreadableSource",
+        "cannot read as parquet",
+    ),
+    (
+        "label-not-a-column",
+        lambda p: {"source": {"uri": write_csv(p / "d.csv", MESSY_CSV).as_uri()}, "label": "price"},
+        "LabelNotFound",
+        "label 'price' is not a column of",
+    ),
+    (
+        "class-too-small-to-stratify",
+        lambda p: {
+            "source": {
+                "uri": write_csv(p / "s.csv", "x,y\n" + "".join(f"{i},a\n" for i in range(20)) + "99,b\n").as_uri()
+            },
+            "label": "y",
+            "split": {"stratifyBy": "y"},
+        },
+        "StratifiedSplitEmpty",
+        "class 'b' has 1 rows",
+    ),
+    (
+        "dropping-the-label",
+        lambda p: {"source": {"uri": "builtin://sklearn/iris"}, "privacy": {"dropColumns": ["target"]}},
+        "InvalidPrivacy",
+        "the label 'target' cannot be dropped",
+    ),
+    (
+        "unknown-builtin",
+        lambda p: {"source": {"uri": "builtin://sklearn/titanic"}},
+        "UnknownBuiltin",
+        "scikit-learn sets are digits, iris",
+    ),
+    (
+        "transform-on-missing-column",
+        lambda p: {
+            "source": {"uri": "builtin://sklearn/iris"},
+            "transforms": [{"type": "standardize", "columns": ["petal size"]}],
+        },
+        "InvalidTransform",
+        "names column 'petal size'",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "spec", "reason", "message"), BAD_INPUT, ids=[b[0] for b in BAD_INPUT])
+def test_bad_input_fails_clearly_and_leaves_nothing_that_looks_complete(
+    tmp_path: Path, case: str, spec: Any, reason: str, message: str
+) -> None:
+    result, out = prep(tmp_path, spec(tmp_path))
+    assert result["status"] == "Failed"
+    assert result["reason"] == reason, result
+    assert message in result["message"], result["message"]
+    assert not (out / "manifest.json").exists()
+    assert json.loads((out / "_run" / "result.json").read_text())["status"] == "Failed"
+
+
+def test_a_corrupt_image_is_counted_not_fatal_but_an_all_corrupt_folder_fails(tmp_path: Path) -> None:
+    folder = tmp_path / "imgs" / "only"
+    folder.mkdir(parents=True)
+    (folder / "a.png").write_bytes(b"\x89PNG garbage")
+    result, _ = prep(tmp_path, {"source": {"uri": (tmp_path / "imgs").as_uri(), "format": "imagefolder"}})
+    assert result["status"] == "Failed" and result["reason"] == "NoRowsLeft"
+    assert "unreadableImage" in result["message"]

@@ -1,0 +1,466 @@
+"""The data-preparation pipeline: read, clean, sample, split, fit transforms on train, profile, write.
+
+Three streaming passes over Arrow record batches keep peak memory bounded by the batch size plus a few
+bytes per row (a duplicate hash, the label and the split of each row):
+1. read the source, clean each batch, spill the cleaned rows to a local Parquet file;
+2. assign each row to a split (seeded, stratified where asked) and fit statistics on the train rows;
+3. write each split's rows to Parquet and hash them into the fingerprint.
+The output is committed last: the version folder first, then `manifest.json` at the root. A run that
+fails leaves no manifest, so nothing half-written looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from slipway_trainer import storage
+from slipway_trainer.config.prep import PrepConfig, PrepSpec
+from slipway_trainer.data import profile as profiles
+from slipway_trainer.data.cleaning import Cleaner
+from slipway_trainer.data.sources import SourceData, open_source
+from slipway_trainer.data.stats import (
+    CategoricalStats,
+    ImageStats,
+    NumericStats,
+    image_pixels,
+    is_numeric_type,
+    numeric_values,
+)
+from slipway_trainer.data.transforms import FitInput, LabelSpec, Task, TransformError, TransformSpec, fit
+from slipway_trainer.workload import Progress, WorkloadError, now
+
+SPLITS = ("train", "validation", "test")
+SALT_ENV = "SLIPWAY_HASH_SALT"
+MAX_CLASSES = 50  # an integer label with more distinct values is a regression target
+MANIFEST = "manifest.json"
+
+
+def prepare(config: PrepConfig, progress: Progress, workdir: Path) -> dict[str, Any]:
+    """Run the pipeline; returns the summary that goes into result.json."""
+    spec = config.spec
+    resize = next(((t.size[0], t.size[1]) for t in spec.transforms if t.type == "resize" and t.size), None)
+    source = open_source(spec.source, batch_rows=config.batch_rows, resize=resize)
+    label = spec.label or source.default_label
+    image_column = "image" if source.image_shape else None
+    _check_columns(spec, source, label)
+
+    progress.update(force=True, phase="Reading", rowsRead=0)
+    cleaner = Cleaner(
+        label=label,
+        drop_columns=list(spec.privacy.drop_columns),
+        hash_columns=list(spec.privacy.hash_columns),
+        salt=_salt(spec),
+        missing=dict(spec.cleaning.missing.columns),
+        default_missing=spec.cleaning.missing.default,
+        drop_invalid=spec.cleaning.drop_invalid,
+        drop_duplicates=spec.cleaning.drop_duplicates,
+        image_column=image_column,
+    )
+    spill = workdir / "cleaned.parquet"
+    rows_read, labels = _read_and_clean(source, cleaner, spill, label, progress)
+    dropped = Counter(source.dropped) + cleaner.dropped
+    cleaned = pq.ParquetFile(spill).metadata.num_rows if spill.exists() else 0
+    if cleaned == 0:
+        raise WorkloadError(
+            "NoRowsLeft",
+            f"no rows left after cleaning {rows_read} rows (dropped: "
+            f"{dict(dropped) or 'none'}); check the source and the cleaning settings",
+        )
+
+    task, classes = _task(labels, spec, label)
+    assignment = _assign_splits(spec, cleaned, labels, classes if task == "classification" else None)
+    progress.update(force=True, phase="Fitting", rowsCleaned=cleaned)
+    stats = _fit_statistics(
+        spill,
+        assignment=assignment,
+        label=label,
+        image_column=image_column,
+        image_shape=source.image_shape,
+        seed=spec.split.seed,
+    )
+    label_spec = (
+        LabelSpec(column=label, task=cast(Task, task), classes=classes, class_names=list(source.class_names or []))
+        if label
+        else None
+    )
+    feature_columns = [n for n in pq.ParquetFile(spill).schema_arrow.names if n != label]
+    try:
+        transform = fit(
+            FitInput(
+                numeric=stats["numeric"],
+                categorical=stats["categorical"],
+                image=stats["image"],
+                image_shape=source.image_shape,
+                image_column=image_column,
+                columns=feature_columns,
+                transforms=list(spec.transforms),
+                missing=dict(spec.cleaning.missing.columns)
+                | {c: spec.cleaning.missing.default for c in feature_columns if c not in spec.cleaning.missing.columns},
+                fill_values=dict(spec.cleaning.missing.values),
+                label=label_spec,
+            )
+        )
+    except TransformError as err:
+        raise WorkloadError("InvalidTransform", str(err)) from err
+
+    progress.update(force=True, phase="Writing")
+    staging = workdir / "out"
+    content_hash, counts, balance = _write_splits(spill, assignment, staging, label, progress)
+    fingerprint = _fingerprint(spec, content_hash)
+    version = f"v-{fingerprint.removeprefix('sha256:')[:12]}"
+    manifest = _manifest(
+        config,
+        source=source,
+        label=label,
+        task=task,
+        classes=classes,
+        transform=transform,
+        stats=stats,
+        counts=counts,
+        balance=balance,
+        rows_read=rows_read,
+        cleaned=cleaned,
+        dropped=dropped,
+        fingerprint=fingerprint,
+        version=version,
+        schema=pq.ParquetFile(spill).schema_arrow,
+    )
+    (staging / "transform.json").write_text(json.dumps(transform.to_json(), indent=2, default=str))
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    _commit(staging, config.output_uri, version, manifest)
+    progress.update(force=True, phase="Done", rowsWritten=sum(counts.values()))
+    return {
+        "outputUri": config.output_uri,
+        "manifestUri": storage.join(config.output_uri, MANIFEST),
+        "fingerprint": fingerprint,
+        "version": version,
+        "rows": {**counts, "total": sum(counts.values())},
+        "droppedRows": dict(dropped),
+        "task": task,
+    }
+
+
+# --- checks ------------------------------------------------------------------------------------------
+
+
+def _check_columns(spec: PrepSpec, source: SourceData, label: str | None) -> None:
+    names = source.schema.names
+    listed = ", ".join(names)
+    if label is None:
+        raise WorkloadError("LabelNotSet", f"set spec.label to the column to predict (columns: {listed})")
+    if label not in names:
+        raise WorkloadError(
+            "LabelNotFound", f"label {label!r} is not a column of {spec.source.uri} (columns: {listed})"
+        )
+    if label in spec.privacy.drop_columns or label in spec.privacy.hash_columns:
+        raise WorkloadError("InvalidPrivacy", f"the label {label!r} cannot be dropped or hashed")
+    for kind, columns in (
+        ("privacy.dropColumns", spec.privacy.drop_columns),
+        ("privacy.hashColumns", spec.privacy.hash_columns),
+        ("cleaning.missing.columns", list(spec.cleaning.missing.columns)),
+    ):
+        unknown = [c for c in columns if c not in names]
+        if unknown:
+            raise WorkloadError(
+                "ColumnNotFound",
+                f"{kind} names {', '.join(unknown)}, not columns of {spec.source.uri} (columns: {listed})",
+            )
+    if spec.split.stratify_by and spec.split.stratify_by != label:
+        raise WorkloadError(
+            "InvalidSplit",
+            f"split.stratifyBy must be the label ({label!r}); stratifying by "
+            f"another column ({spec.split.stratify_by!r}) is not supported",
+        )
+
+
+def _salt(spec: PrepSpec) -> bytes:
+    if not spec.privacy.hash_columns:
+        return b""
+    salt = os.environ.get(SALT_ENV, "")
+    if not salt:
+        raise WorkloadError(
+            "SaltMissing",
+            f"privacy.hashColumns needs a salt in the {SALT_ENV} environment "
+            "variable (from the Secret named by privacy.saltSecretRef)",
+        )
+    return salt.encode()
+
+
+# --- pass 1: read and clean --------------------------------------------------------------------------
+
+
+def _read_and_clean(
+    source: SourceData, cleaner: Cleaner, spill: Path, label: str | None, progress: Progress
+) -> tuple[int, pa.ChunkedArray]:
+    writer: pq.ParquetWriter | None = None
+    schema: pa.Schema | None = None
+    rows_read = 0
+    labels: list[pa.Array] = []
+    try:
+        for batch in source.batches:
+            rows_read += batch.num_rows
+            cleaned = cleaner.clean(batch)
+            if writer is None:
+                schema = cleaned.schema
+                writer = pq.ParquetWriter(spill, schema)
+            cleaned = _conform(cleaned, schema)
+            if cleaned.num_rows:
+                writer.write_batch(cleaned)
+                labels.append(cleaned.column(label) if label else pa.nulls(cleaned.num_rows))
+            progress.update(rowsRead=rows_read, rowsCleaned=sum(len(a) for a in labels))
+    finally:
+        if writer is not None:
+            writer.close()
+    label_type = labels[0].type if labels else pa.null()
+    return rows_read, pa.chunked_array(labels, type=label_type)
+
+
+def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    if batch.schema.equals(schema):
+        return batch
+    try:
+        return pa.RecordBatch.from_arrays(
+            [batch.column(n).cast(schema.field(n).type) for n in schema.names], schema=schema
+        )
+    except (KeyError, pa.ArrowInvalid) as err:
+        raise WorkloadError(
+            "InconsistentSchema", f"a later part of the source has other columns or types than the first ({err})"
+        ) from err
+
+
+# --- split --------------------------------------------------------------------------------------------
+
+
+def _task(labels: pa.ChunkedArray, spec: PrepSpec, label: str | None) -> tuple[str, list[Any]]:
+    kind = labels.type
+    distinct = pc.unique(labels).to_pylist()
+    if (
+        pa.types.is_string(kind)
+        or pa.types.is_boolean(kind)
+        or pa.types.is_dictionary(kind)
+        or (pa.types.is_integer(kind) and len(distinct) <= MAX_CLASSES)
+    ):
+        return "classification", sorted(v for v in distinct if v is not None)
+    if not is_numeric_type(kind):
+        raise WorkloadError("UnsupportedLabel", f"label {label!r} has type {kind}: use a text, integer or real column")
+    return "regression", []
+
+
+def _assign_splits(spec: PrepSpec, rows: int, labels: pa.ChunkedArray, classes: list[Any] | None) -> np.ndarray:
+    """The split of each row: 0 train, 1 validation, 2 test, -1 not in the sample."""
+    rng = np.random.default_rng(spec.split.seed)
+    selected = np.arange(rows)
+    sample = spec.sample
+    if sample is not None:
+        keep = sample.rows if sample.rows is not None else round(rows * (sample.fraction or 1.0))
+        if keep < rows:
+            selected = np.sort(np.random.default_rng(sample.seed).choice(rows, size=keep, replace=False))
+    assignment = np.full(rows, -1, dtype=np.int8)
+    fractions = (spec.split.train, spec.split.validation, spec.split.test)
+    if spec.split.stratify_by:
+        values = np.asarray(labels.to_numpy(zero_copy_only=False))[selected]
+        for cls in classes or []:
+            members = selected[values == cls]
+            rng.shuffle(members)
+            cuts = _cuts(len(members), fractions)
+            for split, (lo, hi) in enumerate(cuts):
+                if hi == lo and fractions[split] > 0:
+                    raise WorkloadError(
+                        "StratifiedSplitEmpty",
+                        f"class {cls!r} has {len(members)} rows: a stratified split leaves its {SPLITS[split]} "
+                        "share empty; drop the class, add rows, or split without stratifyBy",
+                    )
+                assignment[members[lo:hi]] = split
+    else:
+        order = selected.copy()
+        rng.shuffle(order)
+        for split, (lo, hi) in enumerate(_cuts(len(order), fractions)):
+            assignment[order[lo:hi]] = split
+    if not np.any(assignment == 0):
+        raise WorkloadError("EmptySplit", f"the train split is empty ({rows} rows after cleaning)")
+    return assignment
+
+
+def _cuts(n: int, fractions: tuple[float, float, float]) -> list[tuple[int, int]]:
+    train = round(n * fractions[0])
+    validation = round(n * fractions[1]) if fractions[2] > 0 else n - train
+    train = min(train, n)
+    validation = min(validation, n - train)
+    return [(0, train), (train, train + validation), (train + validation, n)]
+
+
+# --- pass 2: statistics on train -----------------------------------------------------------------------
+
+
+def _batches_with_split(spill: Path, assignment: np.ndarray) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    offset = 0
+    for batch in pq.ParquetFile(spill).iter_batches(batch_size=65536):
+        yield batch, assignment[offset : offset + batch.num_rows]
+        offset += batch.num_rows
+
+
+def _fit_statistics(
+    spill: Path,
+    *,
+    assignment: np.ndarray,
+    label: str | None,
+    image_column: str | None,
+    image_shape: tuple[int, int, int] | None,
+    seed: int,
+) -> dict[str, Any]:
+    schema = pq.ParquetFile(spill).schema_arrow
+    numeric: dict[str, NumericStats] = {}
+    categorical: dict[str, CategoricalStats] = {}
+    for i, name in enumerate(schema.names):
+        if name in (label, image_column):
+            continue
+        if is_numeric_type(schema.field(name).type):
+            numeric[name] = NumericStats(seed=seed + i)
+        else:
+            categorical[name] = CategoricalStats()
+    image = ImageStats(channels=image_shape[2]) if image_shape else None
+    for batch, split in _batches_with_split(spill, assignment):
+        train = batch.filter(pa.array(split == 0))
+        for name, acc in numeric.items():
+            acc.add(numeric_values(train.column(name)))
+        for name, cat in categorical.items():
+            cat.add(train.column(name))
+        if image is not None and image_shape is not None and image_column is not None:
+            size = image_shape[0] * image_shape[1] * image_shape[2]
+            image.add(image_pixels(train.column(image_column), size))
+    return {"numeric": numeric, "categorical": categorical, "image": image}
+
+
+# --- pass 3: write -----------------------------------------------------------------------------------
+
+
+def _write_splits(
+    spill: Path, assignment: np.ndarray, staging: Path, label: str | None, progress: Progress
+) -> tuple[str, dict[str, int], dict[str, dict[str, int]]]:
+    schema = pq.ParquetFile(spill).schema_arrow
+    writers: dict[str, pq.ParquetWriter] = {}
+    digests = {s: hashlib.sha256() for s in SPLITS}
+    counts = dict.fromkeys(SPLITS, 0)
+    balance: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
+    written = 0
+    try:
+        for split in SPLITS:
+            (staging / split).mkdir(parents=True, exist_ok=True)
+            writers[split] = pq.ParquetWriter(staging / split / "part-00000.parquet", schema, compression="zstd")
+        for batch, assigned in _batches_with_split(spill, assignment):
+            for index, split in enumerate(SPLITS):
+                part = batch.filter(pa.array(assigned == index))
+                if part.num_rows == 0:
+                    continue
+                writers[split].write_batch(part)
+                sink = pa.BufferOutputStream()
+                with pa.ipc.new_stream(sink, part.schema) as stream:
+                    stream.write_batch(part)
+                digests[split].update(sink.getvalue().to_pybytes())
+                counts[split] += part.num_rows
+                if label:
+                    counted = pc.value_counts(part.column(label))
+                    for value, n in zip(
+                        counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True
+                    ):
+                        balance[split][str(value)] += n
+                written += part.num_rows
+            progress.update(rowsWritten=written)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    combined = hashlib.sha256("".join(digests[s].hexdigest() for s in SPLITS).encode()).hexdigest()
+    return combined, counts, {s: dict(sorted(balance[s].items())) for s in SPLITS}
+
+
+def _fingerprint(spec: PrepSpec, content_hash: str) -> str:
+    config = json.dumps(spec.model_dump(mode="json", by_alias=True, exclude={"output"}), sort_keys=True)
+    return "sha256:" + hashlib.sha256(f"{config}\n{content_hash}".encode()).hexdigest()
+
+
+def _manifest(
+    config: PrepConfig,
+    *,
+    source: SourceData,
+    label: str | None,
+    task: str,
+    classes: list[Any],
+    transform: TransformSpec,
+    stats: dict[str, Any],
+    counts: dict[str, int],
+    balance: dict[str, dict[str, int]],
+    rows_read: int,
+    cleaned: int,
+    dropped: Counter[str],
+    fingerprint: str,
+    version: str,
+    schema: pa.Schema,
+) -> dict[str, Any]:
+    features: dict[str, Any] = {}
+    for name, acc in stats["numeric"].items():
+        features[name] = profiles.numeric_profile(acc)
+    for name, cat in stats["categorical"].items():
+        features[name] = profiles.categorical_profile(cat)
+    if stats["image"] is not None and source.image_shape:
+        features["image"] = profiles.image_profile(stats["image"], source.image_shape)
+    spec = config.spec
+    return {
+        "kind": "SlipwayDataset",
+        "formatVersion": 1,
+        "name": config.name,
+        "version": version,
+        "fingerprint": fingerprint,
+        "createdAt": now(),
+        "source": {"uri": spec.source.uri, "format": spec.source.format},
+        "task": task,
+        "label": label,
+        "classes": classes,
+        "classNames": list(source.class_names or []),
+        "schema": [{"name": f.name, "type": str(f.type)} for f in schema],
+        "images": (
+            {
+                "column": "image",
+                "height": source.image_shape[0],
+                "width": source.image_shape[1],
+                "channels": source.image_shape[2],
+                "storage": "raw uint8 pixels, row-major HxWxC, as binary",
+            }
+            if source.image_shape
+            else None
+        ),
+        "rows": {"read": rows_read, "cleaned": cleaned, **counts, "total": sum(counts.values())},
+        "dropped": dict(sorted(dropped.items())),
+        "classBalance": balance,
+        "splits": {s: f"{version}/{s}" for s in SPLITS},
+        "transformUri": f"{version}/transform.json",
+        "transform": transform.to_json(),
+        "profile": {"split": "train", "features": features},
+        "privacy": {
+            "droppedColumns": list(spec.privacy.drop_columns),
+            "hashedColumns": list(spec.privacy.hash_columns),
+            "hash": "sha256(salt + value)",
+        },
+        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+
+
+def _commit(staging: Path, output_uri: str, version: str, manifest: dict[str, Any]) -> None:
+    """Upload the version folder, then write the root manifest last (the commit point)."""
+    version_uri = storage.join(output_uri, version)
+    try:
+        storage.upload_dir(staging, version_uri)
+    except BaseException:
+        storage.remove(version_uri)
+        raise
+    storage.write_json_atomic(storage.join(output_uri, MANIFEST), manifest)

@@ -1,0 +1,285 @@
+"""Acquisition: a source URI and format in, a stream of Arrow record batches out.
+
+Tabular sources keep their publishers' column names. Image sources (idx, imagefolder) yield an `image`
+column of raw uint8 pixels (row-major height x width x channels, as bytes) and a `label` column; their
+shape is the reader's `image_shape`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import posixpath
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.dataset as pads
+from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+from slipway_trainer import storage
+from slipway_trainer.config.prep import Source
+from slipway_trainer.datasets import FASHION_MNIST_DIR, SKLEARN_SETS, fashion_mnist_missing
+from slipway_trainer.workload import WorkloadError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+EXTENSION_FORMATS = {
+    ".csv": "csv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".jsonl": "jsonl",
+    ".json": "jsonl",
+    ".ndjson": "jsonl",
+}
+FASHION_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+
+@dataclass
+class SourceData:
+    """What a source yields: its schema, its batches, and what is known about it."""
+
+    schema: pa.Schema
+    batches: Iterator[pa.RecordBatch]
+    image_shape: tuple[int, int, int] | None = None
+    default_label: str | None = None
+    class_names: tuple[str, ...] | None = None
+    # Rows the reader itself had to drop (unreadable images), by reason.
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def open_source(source: Source, batch_rows: int = 65536, resize: tuple[int, int] | None = None) -> SourceData:
+    """Open a source. `resize` (height, width) applies to image folders as they are read."""
+    uri = source.uri
+    if uri.startswith("builtin://"):
+        return _builtin(uri.removeprefix("builtin://"), batch_rows)
+    if not uri.startswith(("file://", "s3://", "https://")):
+        raise WorkloadError("UnsupportedSource", f"source.uri {uri}: use s3://, https://, file:// or builtin://")
+    fs, path = storage.resolve(uri)
+    files = _list_files(fs, path, uri)
+    fmt = source.format or _infer_format(fs, path, files, uri)
+    if fmt == "imagefolder":
+        return _imagefolder(fs, path, uri, resize)
+    if fmt == "idx":
+        images = [f for f in files if "images" in posixpath.basename(f)]
+        labels = [f for f in files if "labels" in posixpath.basename(f)]
+        return _idx(fs, images, labels, batch_rows)
+    return _tabular(fs, files, fmt, uri, batch_rows)
+
+
+def _list_files(fs: Any, path: str, uri: str) -> list[str]:
+    try:
+        if any(ch in path for ch in "*?["):
+            files = sorted(fs.glob(path))
+        elif fs.isdir(path):
+            files = sorted(f for f in fs.find(path) if not posixpath.basename(f).startswith((".", "_")))
+        elif fs.exists(path):
+            files = [path]
+        else:
+            files = []
+    except FileNotFoundError:
+        files = []
+    except PermissionError as err:
+        raise WorkloadError(
+            "SourceAccessDenied",
+            f"source.uri {uri}: access denied ({err}); check the credentials in the source's secretRef",
+        ) from err
+    if not files:
+        raise WorkloadError("SourceNotFound", f"source.uri {uri}: no such file or folder (or the glob matches nothing)")
+    return files
+
+
+def _infer_format(fs: Any, path: str, files: list[str], uri: str) -> str:
+    if fs.isdir(path) and all(f.lower().endswith(IMAGE_EXTENSIONS) for f in files):
+        return "imagefolder"
+    if any("-ubyte" in posixpath.basename(f) for f in files):
+        return "idx"
+    for name in files:
+        stem = name[:-3] if name.endswith(".gz") else name
+        fmt = EXTENSION_FORMATS.get(posixpath.splitext(stem)[1].lower())
+        if fmt:
+            return fmt
+    raise WorkloadError(
+        "UnknownFormat",
+        f"source.uri {uri}: cannot tell the format from the file names; "
+        "set source.format to csv, parquet, jsonl, imagefolder or idx",
+    )
+
+
+# --- tabular -------------------------------------------------------------------------------------
+
+
+def _tabular(fs: Any, files: list[str], fmt: str, uri: str, batch_rows: int) -> SourceData:
+    wanted = [f for f in files if _matches(f, fmt)] or files
+    pyfs = PyFileSystem(FSSpecHandler(fs))
+    try:
+        file_format: Any = "json" if fmt == "jsonl" else fmt
+        if fmt == "csv":  # an empty field is a missing value, not an empty string
+            file_format = pads.CsvFileFormat(convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
+        dataset = pads.dataset(wanted, format=file_format, filesystem=pyfs)
+        schema = dataset.schema
+    except (pa.ArrowInvalid, OSError) as err:
+        raise WorkloadError("UnreadableSource", f"source.uri {uri}: cannot read as {fmt}: {err}") from err
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from dataset.to_batches(batch_size=batch_rows)
+        except pa.ArrowInvalid as err:
+            raise WorkloadError("UnreadableSource", f"source.uri {uri}: a {fmt} file is malformed: {err}") from err
+
+    return SourceData(schema=schema, batches=batches())
+
+
+def _matches(name: str, fmt: str) -> bool:
+    stem = name[:-3] if name.endswith(".gz") else name
+    return EXTENSION_FORMATS.get(posixpath.splitext(stem)[1].lower()) == fmt
+
+
+def _from_table(table: pa.Table, batch_rows: int, **known: Any) -> SourceData:
+    return SourceData(schema=table.schema, batches=iter(table.to_batches(max_chunksize=batch_rows)), **known)
+
+
+# --- built-in sets -------------------------------------------------------------------------------
+
+
+def _builtin(name: str, batch_rows: int) -> SourceData:
+    if name == "fashion-mnist":
+        missing = fashion_mnist_missing()
+        if missing:
+            raise WorkloadError(
+                "DatasetNotInstalled",
+                f"builtin://fashion-mnist needs Debian's dataset-fashion-mnist "
+                f"in {FASHION_MNIST_DIR} (missing {', '.join(missing)}): "
+                "run `make datasets` or `apt-get install dataset-fashion-mnist`",
+            )
+        fs, _ = storage.resolve("file:///")
+        root = str(FASHION_MNIST_DIR)
+        data = _idx(
+            fs,
+            [f"{root}/train-images-idx3-ubyte.gz", f"{root}/t10k-images-idx3-ubyte.gz"],
+            [f"{root}/train-labels-idx1-ubyte.gz", f"{root}/t10k-labels-idx1-ubyte.gz"],
+            batch_rows,
+        )
+        data.class_names = FASHION_CLASSES
+        return data
+    if name.startswith("sklearn/"):
+        which = name.removeprefix("sklearn/")
+        if which not in SKLEARN_SETS:
+            raise WorkloadError("UnknownBuiltin", f"builtin://{name}: scikit-learn sets are {', '.join(SKLEARN_SETS)}")
+        import sklearn.datasets
+
+        bunch = getattr(sklearn.datasets, f"load_{which}")(as_frame=True)
+        frame = bunch.frame
+        names = tuple(str(n) for n in getattr(bunch, "target_names", ())) if which != "diabetes" else None
+        return _from_table(
+            pa.Table.from_pandas(frame, preserve_index=False),
+            batch_rows,
+            default_label="target",
+            class_names=names or None,
+        )
+    if name == "vega/cars":
+        from vega_datasets import data as vega
+
+        table = pa.Table.from_pandas(vega.cars(), preserve_index=False)
+        return _from_table(table, batch_rows, default_label="Miles_per_Gallon")
+    raise WorkloadError(
+        "UnknownBuiltin",
+        f"builtin://{name}: use builtin://fashion-mnist, "
+        f"builtin://sklearn/<{'|'.join(SKLEARN_SETS)}> or builtin://vega/cars",
+    )
+
+
+# --- idx (MNIST-style) ---------------------------------------------------------------------------
+
+
+def _read_idx(fs: Any, path: str) -> np.ndarray:
+    with fs.open(path, "rb") as raw:
+        data = raw.read()
+    if path.endswith(".gz"):
+        data = gzip.decompress(data)
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise WorkloadError("UnreadableSource", f"{path} is not an idx file of unsigned bytes")
+    dims = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims)
+    if body.size != int(np.prod(shape)):
+        raise WorkloadError("UnreadableSource", f"{path} is truncated: {body.size} bytes for shape {shape}")
+    return body.reshape(shape)
+
+
+def _idx(fs: Any, images: list[str], labels: list[str], batch_rows: int) -> SourceData:
+    if not images or len(images) != len(labels):
+        raise WorkloadError("UnreadableSource", "idx sources need matching *images* and *labels* files")
+    pixels = [_read_idx(fs, p) for p in sorted(images)]
+    targets = [_read_idx(fs, p) for p in sorted(labels)]
+    for p, t, name in zip(pixels, targets, sorted(images), strict=True):
+        if len(p) != len(t):
+            raise WorkloadError("UnreadableSource", f"{name}: {len(p)} images but {len(t)} labels")
+    height, width = pixels[0].shape[1:3]
+    flat = np.concatenate([p.reshape(len(p), -1) for p in pixels])
+    label = np.concatenate(targets).astype(np.int64)
+    image = pa.FixedSizeBinaryArray.from_buffers(pa.binary(flat.shape[1]), len(flat), [None, pa.py_buffer(flat)])
+    table = pa.table({"image": image.cast(pa.binary()), "label": label})
+    return _from_table(table, batch_rows, image_shape=(int(height), int(width), 1), default_label="label")
+
+
+# --- image folders -------------------------------------------------------------------------------
+
+
+def _imagefolder(fs: Any, root: str, uri: str, resize: tuple[int, int] | None) -> SourceData:
+    from PIL import Image, UnidentifiedImageError
+
+    entries = sorted(f for f in fs.find(root) if f.lower().endswith(IMAGE_EXTENSIONS))
+    if not entries:
+        raise WorkloadError("SourceNotFound", f"source.uri {uri}: no PNG or JPEG files in class folders")
+    images: list[bytes] = []
+    labels: list[str] = []
+    dropped: dict[str, int] = {}
+    shape: tuple[int, int, int] | None = None
+    for path in entries:
+        label = posixpath.basename(posixpath.dirname(path))
+        try:
+            with fs.open(path, "rb") as raw, Image.open(io.BytesIO(raw.read())) as img:
+                img.load()
+                mode = "L" if img.mode in ("L", "1", "I;16") else "RGB"
+                converted = img.convert(mode)
+                if resize is not None:
+                    converted = converted.resize((resize[1], resize[0]), Image.Resampling.BILINEAR)
+                pixels = np.asarray(converted, dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+            dropped["unreadableImage"] = dropped.get("unreadableImage", 0) + 1
+            continue
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+        this = (int(pixels.shape[0]), int(pixels.shape[1]), int(pixels.shape[2]))
+        if shape is None:
+            shape = this
+        elif this != shape:
+            raise WorkloadError(
+                "ImageSizesDiffer",
+                f"{path} is {this[1]}x{this[0]}x{this[2]} but earlier images "
+                f"are {shape[1]}x{shape[0]}x{shape[2]}: add a resize transform",
+            )
+        images.append(pixels.tobytes())
+        labels.append(label)
+    table = pa.table({"image": pa.array(images, pa.binary()), "label": pa.array(labels, pa.string())})
+    return SourceData(
+        schema=table.schema,
+        batches=iter(table.to_batches(max_chunksize=4096)),
+        image_shape=shape,
+        default_label="label",
+        dropped=dropped,
+    )

@@ -1,0 +1,124 @@
+"""The workload contract: a JSON config in; progress.json while running; result.json last.
+
+`progress.json` is rewritten as the work goes (phase, counters, ETA); `result.json` is written once, at the
+end, atomically, with `status` Succeeded or Failed and, when it failed, a `reason` and a `message` a person
+can act on. The operator and `slipway run` read nothing else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from collections.abc import Callable
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from slipway_trainer import storage
+
+PROGRESS = "progress.json"
+RESULT = "result.json"
+
+
+class Status(StrEnum):
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class WorkloadError(Exception):
+    """A failure whose message tells the user what to fix. `reason` is a CamelCase word for machines."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def config_hash(config: BaseModel) -> str:
+    canonical = json.dumps(config.model_dump(mode="json", by_alias=True), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Progress:
+    """Writes progress.json, at most every `interval` seconds unless forced."""
+
+    def __init__(self, artifact_uri: str, phase: str = "Starting", interval: float = 2.0) -> None:
+        self.uri = storage.join(artifact_uri, PROGRESS)
+        self.interval = interval
+        self.started = time.monotonic()
+        self.state: dict[str, Any] = {"phase": phase, "startedAt": now()}
+        self._last_write = 0.0
+
+    def update(self, force: bool = False, **fields: Any) -> None:
+        self.state.update(fields)
+        if force or time.monotonic() - self._last_write >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        self.state["updatedAt"] = now()
+        self.state["elapsedSeconds"] = round(time.monotonic() - self.started, 1)
+        storage.write_json_atomic(self.uri, self.state)
+        self._last_write = time.monotonic()
+
+
+C = TypeVar("C", bound=BaseModel)
+
+
+def load_config(path: str, model: type[C]) -> C:
+    try:
+        text = storage.read_bytes(path)
+    except FileNotFoundError as err:
+        raise WorkloadError("ConfigNotFound", f"config file {path} does not exist") from err
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as err:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
+        raise WorkloadError("InvalidConfig", f"config file {path} is invalid: {problems}") from err
+
+
+def existing_result(artifact_uri: str, config: BaseModel) -> dict[str, Any] | None:
+    """The result of an earlier successful run of the same config, if there is one (idempotence)."""
+    uri = storage.join(artifact_uri, RESULT)
+    if not storage.exists(uri):
+        return None
+    result: dict[str, Any] = storage.read_json(uri)
+    if result.get("status") == Status.SUCCEEDED and result.get("configHash") == config_hash(config):
+        return result
+    return None
+
+
+def run(artifact_uri: str, config: BaseModel, work: Callable[[Progress], dict[str, Any]]) -> dict[str, Any]:
+    """Run `work` under the contract. Returns the result it wrote (or the one already there)."""
+    previous = existing_result(artifact_uri, config)
+    if previous is not None:
+        return previous
+    storage.remove(storage.join(artifact_uri, RESULT))
+    progress = Progress(artifact_uri)
+    progress.update(force=True, phase="Running")
+    base = {"configHash": config_hash(config), "startedAt": progress.state["startedAt"]}
+    try:
+        outcome = work(progress)
+    except WorkloadError as err:
+        result = {**base, "status": Status.FAILED, "reason": err.reason, "message": err.message}
+    except Exception as err:  # an unexpected failure still ends with a result a person can read
+        result = {
+            **base,
+            "status": Status.FAILED,
+            "reason": "InternalError",
+            "message": f"{type(err).__name__}: {err}",
+            "traceback": traceback.format_exc(limit=8),
+        }
+    else:
+        result = {**base, **outcome, "status": Status.SUCCEEDED}
+    result["finishedAt"] = now()
+    progress.update(force=True, phase=str(result["status"]))
+    storage.write_json_atomic(storage.join(artifact_uri, RESULT), result)
+    return result
