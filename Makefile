@@ -54,7 +54,7 @@ demo: venv datasets
 	$(VENV)/bin/slipway demo
 
 bench: venv datasets
-	@echo "no benchmarks yet: they arrive with the workloads (see benchmarks/README.md)"
+	$(PY) benchmarks/prep_vs_pandas.py --rows $${BENCH_ROWS:-1000000}
 
 cluster: venv testbed
 	@$(PY) tests/cluster/testbed.py up

@@ -234,6 +234,24 @@ def test_same_data_and_config_give_the_same_fingerprint_and_split(tmp_path: Path
     assert other_seed["fingerprint"] != first["fingerprint"]
 
 
+def test_results_do_not_depend_on_the_batch_size(tmp_path: Path) -> None:
+    csv = write_csv(tmp_path / "people.csv", MESSY_CSV)
+    spec = {
+        "source": {"uri": csv.as_uri()},
+        "label": "bought",
+        "privacy": {"dropColumns": ["name", "email"]},
+        "cleaning": {"missing": {"default": "mode"}},
+    }
+    results = []
+    for rows in (2, 5, 1000):  # the duplicate of row 1 (row 4) falls in another batch for 2 and 3
+        config = PrepConfig.model_validate(
+            {"outputUri": (tmp_path / f"b{rows}").as_uri(), "batchRows": rows, "spec": spec}
+        )
+        results.append(workload.run(config))
+    assert [r["droppedRows"] for r in results] == [{"duplicate": 1, "invalidValue:income": 1, "missingLabel": 1}] * 3
+    assert len({r["fingerprint"] for r in results}) == 1
+
+
 def test_any_change_in_the_data_changes_the_fingerprint(tmp_path: Path) -> None:
     csv = write_csv(tmp_path / "v1.csv", MESSY_CSV)
     changed = write_csv(tmp_path / "v2.csv", MESSY_CSV.replace("82000", "82001"))

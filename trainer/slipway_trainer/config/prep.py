@@ -164,3 +164,6 @@ class PrepConfig(ConfigModel):
 
     batch_rows: int = Field(default=65536, ge=1, le=10_000_000)
     """Rows per Arrow record batch: peak memory grows with it."""
+
+    workers: int = Field(default=1, ge=1, le=1024)
+    """With more than one, csv/parquet/jsonl sources are read and cleaned in parallel by Ray Data."""

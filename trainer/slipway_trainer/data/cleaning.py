@@ -14,7 +14,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from slipway_trainer.data.stats import is_numeric_type, numeric_values
+
 NUMERIC_SHARE = 0.9  # a text column whose values are at least this share numbers is numeric
+DROP = "__slipway_drop_reason"
 
 
 @dataclass
@@ -32,23 +35,40 @@ class Cleaner:
     image_column: str | None = None
     dropped: Counter[str] = field(default_factory=Counter)
     numeric_text: set[str] = field(default_factory=set)  # text columns read as numbers
-    _seen: set[int] = field(default_factory=set)
+    _seen: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
     _decided: bool = False
 
     def clean(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        table = pa.Table.from_batches([batch])
+        """The rows of `batch` that stay, cleaned; what went is counted in `dropped`."""
+        return self.settle(self.annotate(batch))
+
+    def annotate(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
+        """Privacy, types and missing values for one batch, keeping no state: the rows, plus a `DROP` column
+        saying why a row goes (null when it stays). Safe to run in parallel, e.g. as Ray Data tasks."""
+        table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
         table = table.drop_columns([c for c in self.drop_columns if c in table.column_names])
         for name in self.hash_columns:
             if name in table.column_names:
                 table = table.set_column(table.column_names.index(name), name, self._hash(table.column(name)))
         if not self._decided:
-            self._decide(table)
-        keep = np.ones(table.num_rows, dtype=bool)
-        table, keep = self._coerce(table, keep)
-        keep &= self._missing_mask(table, keep)
-        if self.drop_duplicates:
+            self.decide(table)
+        reasons = np.full(table.num_rows, None, dtype=object)
+        table = self._coerce(table, reasons)
+        self._mark_missing(table, reasons)
+        return table.append_column(DROP, pa.array(reasons, pa.string()))
+
+    def settle(self, annotated: pa.Table) -> pa.RecordBatch:
+        """Count the reasons rows go, drop duplicates (this needs every earlier row), return what stays."""
+        reasons = annotated.column(DROP)
+        counted = pc.value_counts(pc.drop_null(reasons))
+        for value, n in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True):
+            self.dropped[value] += n
+        table = annotated.drop_columns([DROP])
+        keep = np.asarray(reasons.is_null().to_numpy(zero_copy_only=False), dtype=bool)
+        if self.drop_duplicates and table.num_rows:
             keep &= self._unique_mask(table, keep)
-        return table.filter(pa.array(keep)).combine_chunks().to_batches()[0] if table.num_rows else batch.slice(0, 0)
+        kept = table.filter(pa.array(keep)).combine_chunks()
+        return kept.to_batches()[0] if kept.num_rows else pa.RecordBatch.from_pylist([], schema=kept.schema)
 
     def _hash(self, column: pa.ChunkedArray) -> pa.Array:
         values = column.to_pylist()
@@ -57,7 +77,8 @@ class Cleaner:
             pa.string(),
         )
 
-    def _decide(self, table: pa.Table) -> None:
+    def decide(self, table: pa.Table) -> None:
+        """Decide which text columns hold numbers, from a head of the data (privacy already applied or not)."""
         self._decided = True
         for name in table.column_names:
             column = table.column(name)
@@ -70,22 +91,20 @@ class Cleaner:
             if np.count_nonzero(~np.isnan(numbers)) >= NUMERIC_SHARE * len(present):
                 self.numeric_text.add(name)
 
-    def _coerce(self, table: pa.Table, keep: np.ndarray) -> tuple[pa.Table, np.ndarray]:
+    def _coerce(self, table: pa.Table, reasons: np.ndarray) -> pa.Table:
         for name in sorted(self.numeric_text & set(table.column_names)):
             column = table.column(name)
             numbers = _parse_floats(column)
             was_null = np.asarray(column.is_null().to_numpy(zero_copy_only=False), dtype=bool)
             invalid = np.isnan(numbers) & ~was_null
             # Without dropInvalid, an unreadable value becomes missing and follows the missing-value strategy.
-            if invalid.any() and self.drop_invalid:
-                self.dropped[f"invalidValue:{name}"] += int(np.count_nonzero(invalid & keep))
-                keep = keep & ~invalid
+            if self.drop_invalid:
+                reasons[invalid & (reasons == None)] = f"invalidValue:{name}"  # noqa: E711 (elementwise)
             array = pa.array(numbers, pa.float64(), mask=np.isnan(numbers))
             table = table.set_column(table.column_names.index(name), name, array)
-        return table, keep
+        return table
 
-    def _missing_mask(self, table: pa.Table, keep: np.ndarray) -> np.ndarray:
-        ok = np.ones(table.num_rows, dtype=bool)
+    def _mark_missing(self, table: pa.Table, reasons: np.ndarray) -> None:
         for name in table.column_names:
             column = table.column(name)
             if column.null_count == 0 and not _has_nan(column):
@@ -94,25 +113,36 @@ class Cleaner:
             if strategy != "drop":
                 continue
             missing = np.asarray(column.is_null(nan_is_null=True).to_numpy(zero_copy_only=False), dtype=bool)
-            reason = "missingLabel" if name == self.label else f"missing:{name}"
-            self.dropped[reason] += int(np.count_nonzero(missing & keep & ok))
-            ok &= ~missing
-        return ok
+            reasons[missing & (reasons == None)] = "missingLabel" if name == self.label else f"missing:{name}"  # noqa: E711
 
     def _unique_mask(self, table: pa.Table, keep: np.ndarray) -> np.ndarray:
-        frame = table.to_pandas()
-        hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-        unique = np.ones(table.num_rows, dtype=bool)
+        """False for rows equal to an earlier row (in this batch or any before). 8 bytes of memory per row."""
+        hashes = row_hashes(table)
+        candidates = np.nonzero(keep)[0]
+        _, first = np.unique(hashes[candidates], return_index=True)
+        firsts = candidates[np.sort(first)]
         seen = self._seen
-        for i, h in enumerate(hashes.tolist()):
-            if not keep[i]:
-                continue
-            if h in seen:
-                unique[i] = False
-            else:
-                seen.add(h)
-        self.dropped["duplicate"] += int(np.count_nonzero(~unique))
+        if seen.size:
+            position = np.minimum(np.searchsorted(seen, hashes[firsts]), seen.size - 1)
+            firsts = firsts[seen[position] != hashes[firsts]]
+        unique = ~keep.copy()
+        unique[firsts] = True
+        self._seen = np.union1d(seen, hashes[firsts])
+        self.dropped["duplicate"] += int(np.count_nonzero(keep & ~unique))
         return unique
+
+
+def row_hashes(table: pa.Table | pa.RecordBatch) -> np.ndarray:
+    """A 64-bit hash of each row's values: the same for equal rows whatever batch they are in (numbers are
+    hashed as float64, so an integer column with a gap in one batch hashes like one without)."""
+    columns: dict[str, object] = {}
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if is_numeric_type(column.type):
+            columns[name] = numeric_values(column)
+        else:
+            columns[name] = np.asarray(column.to_pylist(), dtype=object)
+    frame = pd.DataFrame(columns)
+    return np.asarray(pd.util.hash_pandas_object(frame, index=False).to_numpy(), dtype=np.uint64)
 
 
 def _parse_floats(array: pa.ChunkedArray | pa.Array) -> np.ndarray:

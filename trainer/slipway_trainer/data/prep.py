@@ -22,12 +22,13 @@ from typing import Any, cast
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from slipway_trainer import storage
 from slipway_trainer.config.prep import PrepConfig, PrepSpec
 from slipway_trainer.data import profile as profiles
-from slipway_trainer.data.cleaning import Cleaner
+from slipway_trainer.data.cleaning import Cleaner, row_hashes
 from slipway_trainer.data.sources import SourceData, open_source
 from slipway_trainer.data.stats import (
     CategoricalStats,
@@ -44,6 +45,8 @@ SPLITS = ("train", "validation", "test")
 SALT_ENV = "SLIPWAY_HASH_SALT"
 MAX_CLASSES = 50  # an integer label with more distinct values is a regression target
 MANIFEST = "manifest.json"
+RAY_FORMATS = ("csv", "parquet", "jsonl")
+TYPE_SAMPLE_ROWS = 10_000  # column types are decided on this many rows from the start
 
 
 def prepare(config: PrepConfig, progress: Progress, workdir: Path) -> dict[str, Any]:
@@ -68,7 +71,9 @@ def prepare(config: PrepConfig, progress: Progress, workdir: Path) -> dict[str, 
         image_column=image_column,
     )
     spill = workdir / "cleaned.parquet"
-    rows_read, labels = _read_and_clean(source, cleaner, spill, label, progress)
+    parallel = config.workers > 1 and source.format in RAY_FORMATS
+    batches = _ray_cleaned(source, cleaner, config) if parallel else _cleaned(source, cleaner)
+    rows_read, labels = _spill(batches, spill, label, progress)
     dropped = Counter(source.dropped) + cleaner.dropped
     cleaned = pq.ParquetFile(spill).metadata.num_rows if spill.exists() else 0
     if cleaned == 0:
@@ -200,21 +205,65 @@ def _salt(spec: PrepSpec) -> bytes:
 # --- pass 1: read and clean --------------------------------------------------------------------------
 
 
-def _read_and_clean(
-    source: SourceData, cleaner: Cleaner, spill: Path, label: str | None, progress: Progress
+Counted = tuple[int, pa.RecordBatch]  # rows read, and the rows of them that stayed
+
+
+def _cleaned(source: SourceData, cleaner: Cleaner) -> Iterator[Counted]:
+    for batch in _decided(source.batches, cleaner):
+        yield batch.num_rows, cleaner.clean(batch)
+
+
+def _ray_cleaned(source: SourceData, cleaner: Cleaner, config: PrepConfig) -> Iterator[Counted]:
+    """Read and annotate in parallel with Ray Data (order preserved); count, deduplicate and keep here."""
+    import ray
+    import ray.data
+
+    head = next(source.batches, None)
+    if head is not None:
+        cleaner.decide(pa.Table.from_batches([head]))
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=None if os.environ.get("RAY_ADDRESS") else config.workers,
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    context = ray.data.DataContext.get_current()
+    context.execution_options.preserve_order = True
+    context.enable_progress_bars = False
+    fs = source.filesystem
+    if source.format == "parquet":
+        dataset = ray.data.read_parquet(source.files, filesystem=fs)
+    elif source.format == "csv":
+        dataset = ray.data.read_csv(
+            source.files, filesystem=fs, convert_options=pacsv.ConvertOptions(strings_can_be_null=True)
+        )
+    else:
+        dataset = ray.data.read_json(source.files, filesystem=fs, lines=True)
+    annotated = dataset.map_batches(
+        cleaner.annotate, batch_format="pyarrow", batch_size=config.batch_rows, concurrency=config.workers
+    )
+    for table in annotated.iter_batches(batch_format="pyarrow", batch_size=None):
+        assert isinstance(table, pa.Table)
+        yield table.num_rows, cleaner.settle(table)
+
+
+def _spill(
+    batches: Iterator[Counted], spill: Path, label: str | None, progress: Progress
 ) -> tuple[int, pa.ChunkedArray]:
+    """Write the cleaned rows to a local Parquet file; the labels stay in memory (one value per row)."""
     writer: pq.ParquetWriter | None = None
     schema: pa.Schema | None = None
     rows_read = 0
     labels: list[pa.Array] = []
     try:
-        for batch in source.batches:
-            rows_read += batch.num_rows
-            cleaned = cleaner.clean(batch)
+        for read, batch in batches:
+            rows_read += read
             if writer is None:
-                schema = cleaned.schema
+                schema = batch.schema
                 writer = pq.ParquetWriter(spill, schema)
-            cleaned = _conform(cleaned, schema)
+            assert schema is not None
+            cleaned = _conform(batch, schema)
             if cleaned.num_rows:
                 writer.write_batch(cleaned)
                 labels.append(cleaned.column(label) if label else pa.nulls(cleaned.num_rows))
@@ -224,6 +273,19 @@ def _read_and_clean(
             writer.close()
     label_type = labels[0].type if labels else pa.null()
     return rows_read, pa.chunked_array(labels, type=label_type)
+
+
+def _decided(batches: Iterator[pa.RecordBatch], cleaner: Cleaner) -> Iterator[pa.RecordBatch]:
+    """The same batches, after the cleaner has decided column types on the first TYPE_SAMPLE_ROWS rows."""
+    head: list[pa.RecordBatch] = []
+    for batch in batches:
+        head.append(batch)
+        if sum(b.num_rows for b in head) >= TYPE_SAMPLE_ROWS:
+            break
+    if head:
+        cleaner.decide(pa.Table.from_batches(head))
+    yield from head
+    yield from batches
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
@@ -350,7 +412,7 @@ def _write_splits(
 ) -> tuple[str, dict[str, int], dict[str, dict[str, int]]]:
     schema = pq.ParquetFile(spill).schema_arrow
     writers: dict[str, pq.ParquetWriter] = {}
-    digests = {s: hashlib.sha256() for s in SPLITS}
+    digests = {s: hashlib.sha256(str(schema).encode()) for s in SPLITS}
     counts = dict.fromkeys(SPLITS, 0)
     balance: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
     written = 0
@@ -364,10 +426,7 @@ def _write_splits(
                 if part.num_rows == 0:
                     continue
                 writers[split].write_batch(part)
-                sink = pa.BufferOutputStream()
-                with pa.ipc.new_stream(sink, part.schema) as stream:
-                    stream.write_batch(part)
-                digests[split].update(sink.getvalue().to_pybytes())
+                digests[split].update(row_hashes(part).tobytes())
                 counts[split] += part.num_rows
                 if label:
                     counted = pc.value_counts(part.column(label))

@@ -59,6 +59,10 @@ class SourceData:
     class_names: tuple[str, ...] | None = None
     # Rows the reader itself had to drop (unreadable images), by reason.
     dropped: dict[str, int] = field(default_factory=dict)
+    # For file sources Ray Data can read in parallel (csv, parquet, jsonl): the files, their filesystem, format.
+    files: list[str] = field(default_factory=list)
+    filesystem: Any = None
+    format: str | None = None
 
 
 def open_source(source: Source, batch_rows: int = 65536, resize: tuple[int, int] | None = None) -> SourceData:
@@ -140,7 +144,7 @@ def _tabular(fs: Any, files: list[str], fmt: str, uri: str, batch_rows: int) -> 
         except pa.ArrowInvalid as err:
             raise WorkloadError("UnreadableSource", f"source.uri {uri}: a {fmt} file is malformed: {err}") from err
 
-    return SourceData(schema=schema, batches=batches())
+    return SourceData(schema=schema, batches=batches(), files=wanted, filesystem=pyfs, format=fmt)
 
 
 def _matches(name: str, fmt: str) -> bool:

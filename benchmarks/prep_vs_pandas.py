@@ -1,0 +1,155 @@
+"""Data preparation: Slipway's streaming pipeline against the same pipeline written in pandas.
+
+Both clean (duplicates, missing labels), impute (median / mode fitted on train), split 80/10/10 stratified
+by the label with a fixed seed, fit standardization and one-hot encoding on the train split, and write
+Parquet per split, from the same generated Parquet file of mixed-type rows. Each runs in a child process of
+its own so its peak memory (max RSS) is its own. Prints rows/s and peak memory of each, and the ratios.
+
+    python benchmarks/prep_vs_pandas.py [--rows 1000000]
+
+Differences, stated: pandas writes the transformed feature matrix; Slipway writes the cleaned rows and the
+fitted transform spec (applied when the data is loaded for training or serving), and also computes the data
+profile and the content fingerprint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+OUT = Path(__file__).resolve().parent / ".out"
+NUMERIC = ["num_a", "num_b", "num_c"]
+CATEGORICAL = ["cat_a", "cat_b"]
+
+
+def generate(path: Path, rows: int, seed: int = 0) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(seed)
+    unique = int(rows * 0.98)
+    num_a = rng.normal(50, 10, unique)
+    num_a[rng.random(unique) < 0.05] = np.nan
+    cats = np.array([f"c{i:02d}" for i in range(20)], dtype=object)
+    cat_a = cats[rng.integers(0, 20, unique)]
+    cat_a[rng.random(unique) < 0.02] = None
+    table = pa.table(
+        {
+            "num_a": num_a,
+            "num_b": rng.integers(0, 1000, unique),
+            "num_c": rng.lognormal(3, 1, unique),
+            "cat_a": pa.array(cat_a, pa.string()),
+            "cat_b": pa.array(
+                np.array(["red", "green", "blue", "black", "white"], dtype=object)[rng.integers(0, 5, unique)]
+            ),
+            "label": rng.integers(0, 2, unique),
+        }
+    )
+    duplicates = table.take(rng.integers(0, unique, rows - unique))
+    combined = pa.concat_tables([table, duplicates])
+    order = rng.permutation(rows)
+    pq.write_table(combined.take(order), path, row_group_size=65536)
+
+
+def run_pandas(source: Path, out: Path) -> None:
+    import pandas as pd
+    from sklearn.model_selection import train_test_split
+
+    frame = pd.read_parquet(source)
+    frame = frame.drop_duplicates().dropna(subset=["label"])
+    train, rest = train_test_split(frame, train_size=0.8, stratify=frame["label"], random_state=42)
+    validation, test = train_test_split(rest, train_size=0.5, stratify=rest["label"], random_state=42)
+    median = train["num_a"].median()
+    mode = train["cat_a"].mode().iloc[0]
+    means, stds = train[NUMERIC].mean(), train[NUMERIC].std()
+    categories = {c: sorted(train[c].fillna(mode if c == "cat_a" else "").unique()) for c in CATEGORICAL}
+    out.mkdir(parents=True, exist_ok=True)
+    for name, split in (("train", train), ("validation", validation), ("test", test)):
+        part = split.copy()
+        part["num_a"] = part["num_a"].fillna(median)
+        part["cat_a"] = part["cat_a"].fillna(mode)
+        part[NUMERIC] = (part[NUMERIC] - means) / stds
+        for column in CATEGORICAL:
+            part[column] = pd.Categorical(part[column], categories=categories[column])
+        encoded = pd.get_dummies(part, columns=CATEGORICAL, dtype="float32")
+        encoded.to_parquet(out / f"{name}.parquet")
+
+
+def run_slipway(source: Path, out: Path) -> None:
+    from slipway_trainer.config.prep import PrepConfig
+    from slipway_trainer.data import workload
+
+    config = PrepConfig.model_validate(
+        {
+            "name": "bench",
+            "outputUri": out.as_uri(),
+            "spec": {
+                "source": {"uri": source.as_uri()},
+                "label": "label",
+                "cleaning": {"missing": {"default": "drop", "columns": {"num_a": "median", "cat_a": "mode"}}},
+                "transforms": [{"type": "standardize", "columns": NUMERIC}, {"type": "oneHot", "columns": CATEGORICAL}],
+                "split": {"train": 0.8, "validation": 0.1, "test": 0.1, "stratifyBy": "label", "seed": 42},
+            },
+        }
+    )
+    result = workload.run(config)
+    if result["status"] != "Succeeded":
+        raise SystemExit(f"slipway prep failed: {result['message']}")
+
+
+def child(engine: str, source: Path, rows: int) -> None:
+    out = OUT / f"{engine}-{rows}"
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    (run_pandas if engine == "pandas" else run_slipway)(source, out)
+    seconds = time.perf_counter() - start
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"engine": engine, "seconds": seconds, "rowsPerSecond": rows / seconds, "peakMiB": peak_mib}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--engine", choices=["pandas", "slipway"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    OUT.mkdir(exist_ok=True)
+    source = OUT / f"mixed-{args.rows}.parquet"
+    if args.engine:
+        child(args.engine, source, args.rows)
+        return 0
+    if not source.exists():
+        print(f"generating {args.rows:,} mixed-type rows (2% duplicates, missing values) ...")
+        generate(source, args.rows)
+    results = {}
+    for engine in ("pandas", "slipway"):
+        done = subprocess.run(
+            [sys.executable, __file__, "--rows", str(args.rows), "--engine", engine],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results[engine] = json.loads(done.stdout.strip().splitlines()[-1])
+    pandas, slipway = results["pandas"], results["slipway"]
+    print(f"data prep on {args.rows:,} rows ({platform.machine()}, {platform.python_version()})")
+    print(f"{'':10} {'rows/s':>12} {'seconds':>9} {'peak MiB':>9}")
+    for name, r in results.items():
+        print(f"{name:10} {r['rowsPerSecond']:12,.0f} {r['seconds']:9.2f} {r['peakMiB']:9.0f}")
+    print(
+        f"ratio slipway/pandas: throughput {slipway['rowsPerSecond'] / pandas['rowsPerSecond']:.2f}x, "
+        f"peak memory {slipway['peakMiB'] / pandas['peakMiB']:.2f}x"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
