@@ -1,47 +1,102 @@
-"""The ``slipway`` command."""
+"""The `slipway` command."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
+
+import yaml
 
 from slipway_operator import __version__
+from slipway_operator.api.datasetprep import DatasetPrepSpec
+from slipway_operator.api.validation import InvalidManifest, validate_manifest
+from slipway_operator.workloads import prep_config
 
-# What `make demo` can run today. Each later step of the journey joins this list when it lands.
-BUILT = ("environment check (python -m slipway_trainer doctor)",)
+# What `make demo` runs today. Each later step of the journey joins it when it lands.
 NOT_YET = (
-    "data preparation (DatasetPrep)",
     "training (TrainingRun)",
     "tuning (TuningSweep)",
     "serving (ModelDeployment)",
-    "the local pipeline (`slipway run`)",
+    "the operator and the local pipeline (`slipway run`)",
 )
+DEMO_MANIFESTS = Path("examples/fashion-mnist")
+DEMO_STORE = Path(".slipway")
 
 
-def demo() -> int:
+def _step(title: str) -> None:
+    print(f"\n== {title}")
+
+
+def demo(manifests: Path, store: Path) -> int:
     """Run the part of the journey that exists, and say plainly what does not yet."""
-    print("Slipway demo: the embedded default runs the journey on this machine, no cluster needed.")
-    print("Built so far: " + "; ".join(BUILT))
-    print("Not built yet: " + "; ".join(NOT_YET))
-    print()
-    rc = subprocess.call([sys.executable, "-m", "slipway_trainer", "doctor"])
-    print()
-    if rc == 0:
-        print("This machine is ready for the workloads. The test control plane: `make cluster`.")
-    else:
+    print("Slipway demo: the journey on this machine, no cluster needed.")
+    print("Not built yet, so not run: " + "; ".join(NOT_YET) + ".")
+
+    _step("1. This machine (python -m slipway_trainer doctor)")
+    if subprocess.call([sys.executable, "-m", "slipway_trainer", "doctor"]) != 0:
         print("Fix the problems above, then run `make demo` again.")
-    return rc
+        return 1
+
+    _step(f"2. Validate the manifests in {manifests}/ (the same rules as the API server)")
+    files = sorted(manifests.glob("*.yaml"))
+    if not files:
+        print(f"error: no manifests in {manifests}/: run `make demo` from the repository root", file=sys.stderr)
+        return 1
+    preps = []
+    for path in files:
+        for doc in yaml.safe_load_all(path.read_text()):
+            try:
+                spec = validate_manifest(doc)
+            except InvalidManifest as err:
+                print(f"{path}: {err}")
+                return 1
+            print(f"  valid: {doc['kind']}/{doc['metadata']['name']} ({path.name})")
+            if isinstance(spec, DatasetPrepSpec):
+                preps.append((doc["metadata"]["name"], spec))
+
+    for name, spec in preps:
+        _step(f"3. Prepare the dataset {name!r} (python -m slipway_trainer prep)")
+        output = (store / "datasets" / name).resolve()
+        config = prep_config(name, spec, output.as_uri())
+        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+            handle.write(config.model_dump_json(by_alias=True))
+        done = subprocess.run(
+            [sys.executable, "-m", "slipway_trainer", "prep", "--config", handle.name], capture_output=True, text=True
+        )
+        Path(handle.name).unlink(missing_ok=True)
+        try:
+            result = json.loads(done.stdout)
+        except json.JSONDecodeError:
+            print(done.stdout + done.stderr)
+            return 1
+        if result.get("status") != "Succeeded":
+            print(f"  failed ({result.get('reason')}): {result.get('message')}")
+            return 1
+        rows = result["rows"]
+        print(
+            f"  {rows['total']:,} rows: train {rows['train']:,}, validation {rows['validation']:,}, "
+            f"test {rows['test']:,}; dropped {result['droppedRows'] or 'none'}"
+        )
+        print(f"  task {result['task']}, fingerprint {result['fingerprint'][:19]}...")
+        print(f"  manifest and data profile: {output / 'manifest.json'}")
+    print("\nDone with what exists. Next steps land with the training, tuning and serving issues.")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="slipway", description="From raw data to a monitored inference service.")
     parser.add_argument("--version", action="version", version=f"slipway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("demo", help="run the main job on this machine (what exists so far)")
+    demo_parser = commands.add_parser("demo", help="run the main job on this machine (what exists so far)")
+    demo_parser.add_argument("--manifests", type=Path, default=DEMO_MANIFESTS, help="folder of the journey")
+    demo_parser.add_argument("--store", type=Path, default=DEMO_STORE, help="where artifacts go (default .slipway/)")
     args = parser.parse_args(argv)
     if args.command == "demo":
-        return demo()
+        return demo(args.manifests, args.store)
     return 2
 
 

@@ -31,11 +31,17 @@ def test_doctor_reports_packages_and_datasets() -> None:
     assert result.returncode == 0, report["problems"]
 
 
-def test_demo_says_plainly_what_is_not_built_yet() -> None:
-    result = subprocess.run([str(SLIPWAY), "demo"], capture_output=True, text=True, timeout=120)
+def test_demo_prepares_the_fashion_dataset_and_says_what_is_not_built_yet(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [str(SLIPWAY), "demo", "--store", str(tmp_path)], capture_output=True, text=True, timeout=600, cwd=repo
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "Not built yet" in result.stdout
-    assert "This machine is ready" in result.stdout
+    assert "Not built yet, so not run: training (TrainingRun)" in result.stdout
+    assert "valid: TrainingRun/fashion-cnn" in result.stdout
+    assert "70,000 rows: train 56,000, validation 7,000, test 7,000" in result.stdout
+    manifest = json.loads((tmp_path / "datasets" / "fashion" / "manifest.json").read_text())
+    assert manifest["rows"]["total"] == 70000
 
 
 def test_unknown_command_names_the_choices() -> None:

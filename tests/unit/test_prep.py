@@ -369,3 +369,43 @@ def test_a_corrupt_image_is_counted_not_fatal_but_an_all_corrupt_folder_fails(tm
     result, _ = prep(tmp_path, {"source": {"uri": (tmp_path / "imgs").as_uri(), "format": "imagefolder"}})
     assert result["status"] == "Failed" and result["reason"] == "NoRowsLeft"
     assert "unreadableImage" in result["message"]
+
+
+def test_idx_files_from_a_folder(tmp_path: Path) -> None:
+    folder = tmp_path / "idx"
+    folder.mkdir()
+    for name in ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"):
+        (folder / name).write_bytes((Path("/usr/share/datasets/fashion-mnist") / name).read_bytes())
+    result, out = prep(tmp_path, {"source": {"uri": folder.as_uri()}, "sample": {"rows": 2000, "seed": 1}})
+    assert result["status"] == "Succeeded", result
+    assert result["rows"]["total"] == 2000
+    assert manifest_of(out)["images"]["height"] == 28
+
+
+def test_the_transform_spec_refuses_input_it_cannot_turn_into_features(tmp_path: Path) -> None:
+    from slipway_trainer.data.transforms import TransformError
+
+    _, out = prep(
+        tmp_path,
+        {
+            "source": {"uri": "builtin://vega/cars"},
+            "cleaning": {"missing": {"default": "drop", "columns": {"Horsepower": "median"}}},
+            "privacy": {"dropColumns": ["Name"]},
+        },
+    )
+    spec = TransformSpec.from_json(manifest_of(out)["transform"])
+    row = {
+        "Cylinders": [4],
+        "Displacement": [97.0],
+        "Horsepower": [None],
+        "Weight_in_lbs": [2130],
+        "Acceleration": [14.5],
+        "Year": pa.array([0], pa.timestamp("s")),
+        "Origin": ["Mars"],
+    }
+    x = spec.features(row)  # Horsepower is imputed; an unseen Origin encodes as zeros
+    assert x.shape == (1, len(spec.feature_names())) and not np.isnan(x).any()
+    with pytest.raises(TransformError, match="column 'Origin' is missing"):
+        spec.features({k: v for k, v in row.items() if k != "Origin"})
+    with pytest.raises(TransformError, match="column 'Weight_in_lbs' has a missing value"):
+        spec.features({**row, "Weight_in_lbs": [None]})
