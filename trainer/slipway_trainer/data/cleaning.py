@@ -119,15 +119,22 @@ class Cleaner:
         """False for rows equal to an earlier row (in this batch or any before). 8 bytes of memory per row."""
         hashes = row_hashes(table)
         candidates = np.nonzero(keep)[0]
-        _, first = np.unique(hashes[candidates], return_index=True)
-        firsts = candidates[np.sort(first)]
+        # First occurrence of each hash within the batch (a stable sort keeps the earliest row first).
+        order = np.argsort(hashes[candidates], kind="stable")
+        ordered = hashes[candidates][order]
+        first = np.ones(ordered.size, dtype=bool)
+        first[1:] = ordered[1:] != ordered[:-1]
+        firsts = np.sort(candidates[order[first]])
+        new = ordered[first]  # sorted
         seen = self._seen
         if seen.size:
             position = np.minimum(np.searchsorted(seen, hashes[firsts]), seen.size - 1)
-            firsts = firsts[seen[position] != hashes[firsts]]
+            fresh = seen[position] != hashes[firsts]
+            firsts = firsts[fresh]
+            new = np.sort(hashes[firsts])
         unique = ~keep.copy()
         unique[firsts] = True
-        self._seen = np.union1d(seen, hashes[firsts])
+        self._seen = np.insert(seen, np.searchsorted(seen, new), new)  # stays sorted; O(rows) per batch
         self.dropped["duplicate"] += int(np.count_nonzero(keep & ~unique))
         return unique
 
