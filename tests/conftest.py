@@ -21,6 +21,8 @@ sys.path.insert(0, str(Path(__file__).parent / "cluster"))
 import testbed
 
 REPO = Path(__file__).resolve().parent.parent
+# A local Ray started by a test (or a workload it runs) listens on loopback only.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 @pytest.fixture(scope="session")

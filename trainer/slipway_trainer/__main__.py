@@ -7,13 +7,22 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    from slipway_trainer.raycluster import keep_local_ray_on_loopback
+
+    keep_local_ray_on_loopback()
     parser = argparse.ArgumentParser(prog="python -m slipway_trainer", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     doctor = commands.add_parser("doctor", help="show what this machine can run (packages, GPUs, datasets)")
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     prep = commands.add_parser("prep", help="prepare a dataset (the DatasetPrep workload)")
     prep.add_argument("--config", required=True, help="the workload's JSON config (file path or URI)")
+    train = commands.add_parser("train", help="train, evaluate and export a model (the TrainingRun workload)")
+    train.add_argument("--config", required=True, help="the workload's JSON config (file path or URI)")
     args = parser.parse_args(argv)
+    if args.command == "train":
+        from slipway_trainer.train import workload as train_workload
+
+        return train_workload.main(args.config)
     if args.command == "prep":
         from slipway_trainer.data import workload as prep_workload
 

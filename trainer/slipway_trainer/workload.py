@@ -62,6 +62,11 @@ class Progress:
         if force or time.monotonic() - self._last_write >= self.interval:
             self.flush()
 
+    def refresh(self) -> None:
+        """Take in what another writer (a training worker) put in progress.json meanwhile."""
+        if storage.exists(self.uri):
+            self.state.update(storage.read_json(self.uri))
+
     def flush(self) -> None:
         self.state["updatedAt"] = now()
         self.state["elapsedSeconds"] = round(time.monotonic() - self.started, 1)

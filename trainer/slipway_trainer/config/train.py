@@ -176,3 +176,37 @@ class TrainSpec(ConfigModel):
 
     export: Export = Field(default_factory=Export)
     """Export formats."""
+
+
+class TrainConfig(ConfigModel):
+    """The config file of `python -m slipway_trainer train`."""
+
+    name: str = Field(default="model", min_length=1, max_length=253)
+    """The run's name (the TrainingRun's name on Kubernetes)."""
+
+    spec: TrainSpec
+    """What to train."""
+
+    dataset_uri: str = Field(min_length=1, max_length=2048)
+    """The prepared dataset (the folder holding its manifest.json)."""
+
+    artifact_uri: str = Field(min_length=1, max_length=2048)
+    """Where progress.json, result.json, checkpoints/, model/, report/ and tensorboard/ go."""
+
+    workers: int = Field(default=1, ge=1, le=1024)
+    """Data-parallel workers. With `useRay`, each is a Ray Train worker."""
+
+    gpus_per_worker: int = Field(default=0, ge=0, le=16)
+    """GPUs per worker (NCCL and bf16 autocast when there are any)."""
+
+    cpus_per_worker: int = Field(default=1, ge=1, le=512)
+    """CPUs per worker (torch threads)."""
+
+    max_failures: int = Field(default=3, ge=0, le=100)
+    """Worker failures recovered within the job (from the newest checkpoint)."""
+
+    use_ray: bool = True
+    """Run under Ray Train's TorchTrainer; false runs the same loop in this process (one worker)."""
+
+    lineage: dict[str, str] = Field(default_factory=dict)
+    """Where this run comes from (names of the TrainingRun, DatasetPrep, sweep trial), for the model card."""

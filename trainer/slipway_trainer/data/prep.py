@@ -39,6 +39,7 @@ from slipway_trainer.data.stats import (
     numeric_values,
 )
 from slipway_trainer.data.transforms import FitInput, LabelSpec, Task, TransformError, TransformSpec, fit
+from slipway_trainer.raycluster import ensure_ray
 from slipway_trainer.workload import Progress, WorkloadError, now
 
 SPLITS = ("train", "validation", "test")
@@ -215,19 +216,12 @@ def _cleaned(source: SourceData, cleaner: Cleaner) -> Iterator[Counted]:
 
 def _ray_cleaned(source: SourceData, cleaner: Cleaner, config: PrepConfig) -> Iterator[Counted]:
     """Read and annotate in parallel with Ray Data (order preserved); count, deduplicate and keep here."""
-    import ray
     import ray.data
 
     head = next(source.batches, None)
     if head is not None:
         cleaner.decide(pa.Table.from_batches([head]))
-    if not ray.is_initialized():
-        ray.init(
-            num_cpus=None if os.environ.get("RAY_ADDRESS") else config.workers,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+    ensure_ray(config.workers)
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False

@@ -1,0 +1,89 @@
+"""Training under Ray Train (real Ray, a local cluster on loopback): DDP across two workers, and recovery
+when a worker process dies mid-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from slipway_trainer.config.prep import PrepConfig
+from slipway_trainer.data import workload as prep_workload
+
+
+def ray_train_workers() -> list[int]:
+    """Pids of the Ray Train worker processes (their process title names them)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith("ray::RayTrainWorker"):
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+def test_a_killed_ray_worker_is_replaced_and_training_resumes_from_the_newest_checkpoint(tmp_path: Path) -> None:
+    dataset = (tmp_path / "fashion").as_uri()
+    prepared = prep_workload.run(
+        PrepConfig.model_validate(
+            {
+                "outputUri": dataset,
+                "spec": {
+                    "source": {"uri": "builtin://fashion-mnist"},
+                    "sample": {"rows": 2000},
+                    "split": {"stratifyBy": "label"},
+                },
+            }
+        )
+    )
+    assert prepared["status"] == "Succeeded"
+    artifacts = tmp_path / "run"
+    config = tmp_path / "train.json"
+    config.write_text(
+        json.dumps(
+            {
+                "name": "ddp",
+                "datasetUri": dataset,
+                "artifactUri": artifacts.as_uri(),
+                "useRay": True,
+                "workers": 2,
+                "maxFailures": 2,
+                "spec": {
+                    "model": {"architecture": "cnn", "params": {"channels": [8, 16], "hidden": 32}},
+                    "training": {"epochs": 6, "batchSize": 32},
+                    "checkpoint": {"everyEpochs": 1, "keep": 10},
+                },
+            }
+        )
+    )
+    job = subprocess.Popen(
+        [sys.executable, "-m", "slipway_trainer", "train", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (artifacts / "checkpoints" / "epoch-0002.pt").exists():
+        assert job.poll() is None, job.communicate()
+        time.sleep(0.2)
+    saved = max(int(p.stem.split("-")[1]) for p in (artifacts / "checkpoints").glob("epoch-*.pt"))
+    workers = ray_train_workers()
+    assert len(workers) == 2, workers
+    os.kill(workers[1], signal.SIGKILL)
+    stdout, stderr = job.communicate(timeout=600)
+    result = json.loads((artifacts / "result.json").read_text())
+    assert result["status"] == "Succeeded", stderr[-3000:]
+    assert result["epochs"] == 6
+    # The worker group restarted from the newest checkpoint there was when the worker died (or a later one
+    # written in the instant before): at most one checkpoint interval, one epoch, of work was lost.
+    assert len(result["resumedFrom"]) == 1 and result["resumedFrom"][0] >= saved
+    progress = json.loads((artifacts / "progress.json").read_text())
+    assert progress["workers"] == 2
+    assert result["metrics"]["test_accuracy"] > 0.5

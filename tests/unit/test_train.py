@@ -1,0 +1,312 @@
+"""Training, evaluation and export on real (small) data with real torch, in this process (no Ray)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime
+import pytest
+
+from slipway_trainer.config.prep import PrepConfig
+from slipway_trainer.config.train import TrainConfig
+from slipway_trainer.data import workload as prep_workload
+from slipway_trainer.train import workload
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("datasets")
+    specs = {
+        "fashion": {
+            "source": {"uri": "builtin://fashion-mnist"},
+            "sample": {"rows": 1500, "seed": 1},
+            "split": {"stratifyBy": "label"},
+        },
+        "mpg": {
+            "source": {"uri": "builtin://vega/cars"},
+            "label": "Miles_per_Gallon",
+            "cleaning": {"missing": {"default": "drop", "columns": {"Horsepower": "median"}}},
+            "transforms": [{"type": "oneHot", "columns": ["Origin"]}, {"type": "standardize"}],
+            "privacy": {"dropColumns": ["Name"]},
+            "split": {"train": 0.7, "validation": 0.15, "test": 0.15},
+        },
+        "cancer": {
+            "source": {"uri": "builtin://sklearn/breast_cancer"},
+            "transforms": [{"type": "standardize"}],
+            "split": {"stratifyBy": "target"},
+        },
+        "no-validation": {
+            "source": {"uri": "builtin://sklearn/iris"},
+            "split": {"train": 0.8, "validation": 0.0, "test": 0.2},
+        },
+    }
+    uris = {}
+    for name, spec in specs.items():
+        uri = (root / name).as_uri()
+        result = prep_workload.run(PrepConfig.model_validate({"name": name, "outputUri": uri, "spec": spec}))
+        assert result["status"] == "Succeeded", result
+        uris[name] = uri
+    return uris
+
+
+def train(tmp_path: Path, dataset: str, spec: dict[str, Any], name: str = "run", **extra: Any) -> dict[str, Any]:
+    config = TrainConfig.model_validate(
+        {
+            "name": name,
+            "datasetUri": dataset,
+            "artifactUri": (tmp_path / name).as_uri(),
+            "useRay": False,
+            "spec": spec,
+            **extra,
+        }
+    )
+    return workload.run(config)
+
+
+TINY = {
+    "mlp": {"hidden": [32]},
+    "cnn": {"channels": [8, 16], "hidden": 32},
+    "resnet": {"channels": [8, 16], "blocks": 1},
+    "rnn": {"hidden": 32},
+    "lstm": {"hidden": 32},
+    "gru": {"hidden": 32},
+    "transformer": {"dim": 32, "heads": 4, "layers": 1},
+}
+
+
+@pytest.mark.parametrize("architecture", sorted(TINY))
+def test_every_architecture_learns_fashion_and_exports_checked_models(
+    architecture: str, datasets: dict[str, str], tmp_path: Path
+) -> None:
+    result = train(
+        tmp_path,
+        datasets["fashion"],
+        {
+            "model": {"architecture": architecture, "params": TINY[architecture]},
+            # BatchNorm statistics of the small ResNet need a few more steps than 1,200 images give in 2 epochs.
+            "training": {"epochs": 5 if architecture == "resnet" else 2, "batchSize": 64},
+            "optimizer": {"name": "adam", "learningRate": 0.003},
+        },
+    )
+    assert result["status"] == "Succeeded", result.get("message")
+    assert result["metrics"]["test_accuracy"] > 0.3  # ten classes: chance is 0.1
+    for fmt in ("onnx", "torchscript"):
+        assert result["exports"][fmt]["passed"] is True
+        assert result["exports"][fmt]["maxAbsDifference"] <= 1e-3
+    model = tmp_path / "run" / "model"
+    card = json.loads((model / "model_card.json").read_text())
+    assert card["summary"]["parameters"] > 0 and card["summary"]["layers"]
+    assert card["lineage"]["datasetFingerprint"].startswith("sha256:")
+
+
+def test_fashion_run_writes_progress_tensorboard_checkpoints_plots_and_a_model_card(
+    datasets: dict[str, str], tmp_path: Path
+) -> None:
+    result = train(
+        tmp_path,
+        datasets["fashion"],
+        {
+            "model": {"architecture": "cnn", "params": TINY["cnn"]},
+            "training": {"epochs": 3, "batchSize": 64},
+            "regularization": {"augmentation": ["hflip", "crop", "rotate", "noise"], "l1": 1e-6, "l2": 1e-5},
+            "optimizer": {
+                "name": "sgd",
+                "learningRate": 0.05,
+                "momentum": 0.9,
+                "schedule": {"type": "cosine", "warmupEpochs": 1},
+            },
+            "checkpoint": {"everyEpochs": 1, "keep": 2},
+        },
+    )
+    assert result["status"] == "Succeeded", result.get("message")
+    run = tmp_path / "run"
+    progress = json.loads((run / "progress.json").read_text())
+    assert progress["epoch"] == 3 and progress["totalEpochs"] == 3 and "val_accuracy" in progress["metrics"]
+    assert progress["samplesPerSecond"] > 0 and "etaSeconds" in progress
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.pt", "epoch-0002.pt", "epoch-0003.pt"]
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    for png in ("training_curves.png", "confusion_matrix.png", "saliency.png"):
+        assert (run / "report" / png).stat().st_size > 5000
+    metrics = json.loads((run / "report" / "metrics.json").read_text())
+    matrix = np.array(metrics["test"]["confusion_matrix"])
+    test_rows = json.loads((Path(datasets["fashion"].removeprefix("file://")) / "manifest.json").read_text())["rows"]
+    assert matrix.shape == (10, 10) and matrix.sum() == test_rows["test"]
+    assert set(metrics["test"]["per_class"]) >= {"T-shirt/top", "Ankle boot"}
+    card = (run / "model" / "model_card.md").read_text()
+    assert "## Intended use" in card and "## Limitations" in card and "test_accuracy" in card
+    # The exported ONNX model and its transform spec serve raw pixels the same way training saw them.
+    transform = json.loads((run / "model" / "transform.json").read_text())
+    assert transform["inputShape"] == [1, 28, 28]
+    session = onnxruntime.InferenceSession(str(run / "model" / "model.onnx"))
+    out = session.run(None, {"input": np.zeros((3, 1, 28, 28), dtype=np.float32)})[0]
+    assert out.shape == (3, 10)
+
+
+def test_auto_mpg_regression_beats_a_mean_predictor_by_a_wide_margin(datasets: dict[str, str], tmp_path: Path) -> None:
+    result = train(
+        tmp_path,
+        datasets["mpg"],
+        {
+            "model": {"architecture": "mlp", "params": {"hidden": [64, 32], "dropout": 0.05}},
+            "objective": {"loss": "huber", "metric": "mae", "direction": "minimize"},
+            "optimizer": {"name": "adam", "learningRate": 0.01},
+            "training": {"epochs": 80, "batchSize": 32, "earlyStopping": {"metric": "val_mae", "patience": 15}},
+            "evaluation": {"sensitiveFeatures": ["Origin"]},
+        },
+    )
+    assert result["status"] == "Succeeded", result.get("message")
+    metrics = result["metrics"]
+    assert metrics["test_r2"] > 0.75
+    assert metrics["test_mse"] < 0.3 * metrics["test_baseline_mse"]
+    report = json.loads((tmp_path / "run" / "report" / "metrics.json").read_text())
+    fairness = report["fairness"]["Origin"]
+    assert set(fairness["groups"]) == {"USA", "Japan", "Europe"} and fairness["largest_gap"] >= 0
+    assert "Weight_in_lbs" in report["importance"] and "Origin" in report["importance"]
+    assert "## Fairness (test split)" in (tmp_path / "run" / "model" / "model_card.md").read_text()
+
+
+def test_binary_classification_with_bce_reports_roc_auc(datasets: dict[str, str], tmp_path: Path) -> None:
+    result = train(
+        tmp_path,
+        datasets["cancer"],
+        {
+            "model": {"architecture": "mlp", "params": {"hidden": [16]}},
+            "objective": {"loss": "bce", "metric": "accuracy"},
+            "optimizer": {"name": "adam", "learningRate": 0.01},
+            "training": {"epochs": 20, "batchSize": 32},
+        },
+    )
+    assert result["status"] == "Succeeded", result.get("message")
+    assert result["metrics"]["test_roc_auc"] > 0.95
+    assert result["metrics"]["test_accuracy"] > 0.9
+
+
+def test_tabular_sequence_and_transformer_models_train_on_features(datasets: dict[str, str], tmp_path: Path) -> None:
+    for architecture in ("gru", "transformer"):
+        result = train(
+            tmp_path,
+            datasets["mpg"],
+            {
+                "model": {"architecture": architecture, "params": TINY[architecture]},
+                "objective": {"loss": "mse", "metric": "mse", "direction": "minimize"},
+                "training": {"epochs": 5, "batchSize": 32},
+            },
+            name=architecture,
+        )
+        assert result["status"] == "Succeeded", result.get("message")
+        assert result["exports"]["onnx"]["passed"]
+
+
+def test_gan_reports_losses_samples_and_exports_the_generator(datasets: dict[str, str], tmp_path: Path) -> None:
+    result = train(
+        tmp_path,
+        datasets["fashion"],
+        {
+            "model": {"architecture": "gan", "params": {"latent": 16, "hidden": 64}},
+            "optimizer": {"learningRate": 0.0002},
+            "training": {"epochs": 2, "batchSize": 64},
+        },
+    )
+    assert result["status"] == "Succeeded", result.get("message")
+    assert {"final_d_loss", "final_g_loss", "test_discriminator_accuracy"} <= set(result["metrics"])
+    assert (tmp_path / "run" / "report" / "samples.png").stat().st_size > 5000
+    session = onnxruntime.InferenceSession(str(tmp_path / "run" / "model" / "model.onnx"))
+    images = session.run(None, {"input": np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)})[0]
+    assert images.shape == (4, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
+
+
+def test_a_killed_job_resumes_from_its_newest_checkpoint(datasets: dict[str, str], tmp_path: Path) -> None:
+    """A fresh job on the same artifacts picks up where the killed one left its last checkpoint."""
+    config = tmp_path / "config.json"
+    artifacts = tmp_path / "run"
+    config.write_text(
+        json.dumps(
+            {
+                "datasetUri": datasets["fashion"],
+                "artifactUri": artifacts.as_uri(),
+                "useRay": False,
+                "spec": {
+                    "model": {"architecture": "cnn", "params": TINY["cnn"]},
+                    "training": {"epochs": 8, "batchSize": 32},
+                    "checkpoint": {"everyEpochs": 1, "keep": 10},
+                },
+            }
+        )
+    )
+    command = [sys.executable, "-m", "slipway_trainer", "train", "--config", str(config)]
+    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (artifacts / "checkpoints" / "epoch-0002.pt").exists():
+        time.sleep(0.2)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    saved = sorted(int(p.stem.split("-")[1]) for p in (artifacts / "checkpoints").glob("epoch-*.pt"))
+    assert saved and saved[-1] >= 2
+    assert json.loads((artifacts / "result.json").read_text()) if (artifacts / "result.json").exists() else True
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = json.loads((artifacts / "result.json").read_text())
+    assert result["status"] == "Succeeded", done.stderr[-2000:]
+    assert result["resumedFrom"] == [saved[-1]]  # at most one checkpoint interval (one epoch) was lost
+    assert result["epochs"] == 8
+
+
+BAD = [
+    (
+        "cnn-on-tabular",
+        "mpg",
+        {"model": {"architecture": "cnn"}, "objective": {"loss": "mse", "metric": "mse", "direction": "minimize"}},
+        "ModelDoesNotFitData",
+        "cnn needs image data",
+    ),
+    (
+        "classification-loss-on-regression",
+        "mpg",
+        {"model": {"architecture": "mlp"}},
+        "LossDoesNotFitData",
+        "loss cross_entropy is for classification",
+    ),
+    (
+        "nan-loss",
+        "mpg",
+        {
+            "model": {"architecture": "mlp", "params": {"hidden": [256, 256]}},
+            "objective": {"loss": "mse", "metric": "mse", "direction": "minimize"},
+            "optimizer": {"name": "sgd", "learningRate": 5.0, "momentum": 0.99},
+            "training": {"epochs": 20},
+        },
+        "NaNLoss",
+        "lower optimizer.learningRate",
+    ),
+    (
+        "empty-validation-split",
+        "no-validation",
+        {"model": {"architecture": "mlp"}},
+        "EmptySplit",
+        "the validation split",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "dataset", "spec", "reason", "message"), BAD, ids=[b[0] for b in BAD])
+def test_bad_input_fails_clearly_without_a_model_that_looks_valid(
+    datasets: dict[str, str], tmp_path: Path, case: str, dataset: str, spec: dict[str, Any], reason: str, message: str
+) -> None:
+    result = train(tmp_path, datasets[dataset], spec)
+    assert result["status"] == "Failed"
+    assert result["reason"] == reason, result
+    assert message in result["message"], result["message"]
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_a_dataset_that_is_not_prepared_yet_is_named(tmp_path: Path) -> None:
+    result = train(tmp_path, (tmp_path / "nothing-here").as_uri(), {"model": {"architecture": "mlp"}})
+    assert result["status"] == "Failed" and result["reason"] == "DatasetNotReady"
+    assert "manifest.json does not exist" in result["message"]

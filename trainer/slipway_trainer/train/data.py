@@ -1,0 +1,98 @@
+"""A prepared dataset, loaded for training: its manifest, its transform spec, and tensors per split."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from slipway_trainer import storage
+from slipway_trainer.data.transforms import TransformError, TransformSpec
+from slipway_trainer.workload import WorkloadError
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Split:
+    x: np.ndarray  # float32 features: (rows, features) or (rows, C, H, W)
+    y: np.ndarray  # int64 class indices or float32 targets
+    table: pa.Table  # the raw rows (for fairness groups and permutation importance)
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+@dataclass
+class Dataset:
+    uri: str
+    manifest: dict[str, Any]
+    transform: TransformSpec
+
+    @property
+    def task(self) -> str:
+        return str(self.manifest["task"])
+
+    @property
+    def num_classes(self) -> int:
+        return self.transform.num_classes
+
+    @property
+    def input_shape(self) -> list[int]:
+        return self.transform.input_shape()
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.manifest.get("classNames") or []
+        return [str(n) for n in names] if names else [str(c) for c in self.manifest.get("classes", [])]
+
+    def load(self, split: str) -> Split:
+        table = read_split(self.uri, self.manifest, split)
+        if table.num_rows == 0:
+            raise WorkloadError(
+                "EmptySplit",
+                f"the {split} split of {self.uri} has no rows: prepare the dataset "
+                f"with a larger {split} fraction or more data",
+            )
+        try:
+            x = self.transform.features(table)
+            y = self.transform.encode_labels(table.column(self.manifest["label"]))
+        except TransformError as err:
+            raise WorkloadError("InvalidDataset", f"{self.uri} ({split}): {err}") from err
+        return Split(x=x, y=y, table=table)
+
+
+def open_dataset(uri: str) -> Dataset:
+    manifest_uri = storage.join(uri, MANIFEST)
+    if not storage.exists(manifest_uri):
+        raise WorkloadError(
+            "DatasetNotReady",
+            f"{manifest_uri} does not exist: the dataset is not prepared yet "
+            "(or its preparation failed); run its DatasetPrep first",
+        )
+    manifest = storage.read_json(manifest_uri)
+    if not manifest.get("label"):
+        raise WorkloadError("InvalidDataset", f"{uri} has no label column: training needs one")
+    return Dataset(uri=uri, manifest=manifest, transform=TransformSpec.from_json(manifest["transform"]))
+
+
+def read_split(uri: str, manifest: dict[str, Any], split: str) -> pa.Table:
+    folder = storage.join(uri, manifest["splits"][split])
+    fs, path = storage.resolve(folder)
+    files = sorted(f for f in fs.find(path) if f.endswith(".parquet"))
+    if not files:
+        raise WorkloadError("InvalidDataset", f"{folder} holds no Parquet files")
+    tables = [pq.read_table(io.BytesIO(fs.cat_file(f))) for f in files]
+    return pa.concat_tables(tables)
+
+
+def shard(split: Split, rank: int, world_size: int) -> Split:
+    """This worker's share of the rows (every world_size-th row, from its rank)."""
+    if world_size == 1:
+        return split
+    index = np.arange(rank, len(split), world_size)
+    return Split(x=split.x[index], y=split.y[index], table=split.table.take(pa.array(index)))

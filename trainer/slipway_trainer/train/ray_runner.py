@@ -1,0 +1,74 @@
+"""The training loop under Ray Train: a TorchTrainer with N workers (DDP: NCCL on GPUs, gloo on CPU).
+
+Each worker runs `loop.train_loop` on its shard. Ray's FailureConfig restarts the worker group after a
+failure; the loop then resumes from the newest checkpoint in the artifact store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from slipway_trainer import storage
+from slipway_trainer.config.train import TrainConfig
+from slipway_trainer.raycluster import ensure_ray
+from slipway_trainer.train.loop import Worker, train_loop
+from slipway_trainer.workload import WorkloadError
+
+ERROR_FILE = "_worker_error.json"
+
+
+def _worker_main(loop_config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    config = TrainConfig.model_validate(loop_config["config"])
+    context = ray.train.get_context()
+    worker = Worker(
+        rank=context.get_world_rank(),
+        world_size=context.get_world_size(),
+        device=ray.train.torch.get_device(),
+        prepare=ray.train.torch.prepare_model,
+        report=ray.train.report,
+    )
+    tensorboard = Path(loop_config["tensorboard"]) if worker.is_chief else None
+    try:
+        train_loop(config, worker, tensorboard)
+    except WorkloadError as err:
+        if worker.is_chief:
+            storage.write_json_atomic(
+                storage.join(config.artifact_uri, ERROR_FILE), {"reason": err.reason, "message": err.message}
+            )
+        raise
+
+
+def fit(config: TrainConfig, workdir: Path, tensorboard: Path) -> None:
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    error_uri = storage.join(config.artifact_uri, ERROR_FILE)
+    storage.remove(error_uri)
+    ensure_ray(config.workers * config.cpus_per_worker + 1)
+    gpus = config.gpus_per_worker
+    trainer = TorchTrainer(
+        _worker_main,
+        train_loop_config={"config": config.model_dump(mode="json", by_alias=True), "tensorboard": str(tensorboard)},
+        torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=config.workers,
+            use_gpu=gpus > 0,
+            resources_per_worker={"CPU": config.cpus_per_worker, **({"GPU": gpus} if gpus else {})},
+        ),
+        run_config=RunConfig(
+            name=f"slipway-{config.name}",
+            storage_path=str(workdir / "ray"),
+            failure_config=FailureConfig(max_failures=config.max_failures),
+        ),
+    )
+    try:
+        trainer.fit()
+    except Exception as err:
+        if storage.exists(error_uri):
+            detail = storage.read_json(error_uri)
+            raise WorkloadError(detail["reason"], detail["message"]) from err
+        raise WorkloadError("TrainingFailed", f"Ray Train gave up after {config.max_failures} retries: {err}") from err

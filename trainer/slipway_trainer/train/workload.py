@@ -1,0 +1,176 @@
+"""`python -m slipway_trainer train --config FILE`: train, evaluate on the test split, export, describe.
+
+Outputs under the artifact URI: progress.json, result.json, checkpoints/, tensorboard/, report/ (plots,
+metrics.json) and model/ (model.onnx, model.pt, transform.json, model_card.md, model_card.json).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from slipway_trainer import storage, workload
+from slipway_trainer.config.train import TrainConfig
+from slipway_trainer.train import evaluate, export, models
+from slipway_trainer.train.data import Dataset, open_dataset
+from slipway_trainer.train.loop import BEST, CHECKPOINTS, Worker, checkpoint_uris, load_checkpoint, outputs_for
+from slipway_trainer.train.loop import train_loop as local_loop
+from slipway_trainer.workload import Progress, WorkloadError, now
+
+
+def run(config: TrainConfig) -> dict[str, Any]:
+    workdir = storage.staging_dir()
+    try:
+        return workload.run(config.artifact_uri, config, lambda progress: train(config, progress, workdir))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def train(config: TrainConfig, progress: Progress, workdir: Path) -> dict[str, Any]:
+    spec = config.spec
+    dataset = open_dataset(config.dataset_uri)
+    if spec.model.architecture == "gan":
+        from slipway_trainer.train import gan
+
+        return gan.train(config, dataset, progress, workdir)
+    model = models.build(spec.model.architecture, dataset.input_shape, outputs_for(spec, dataset), spec.model.params)
+    _check_fits(model, dataset)
+    progress.update(force=True, phase="Training", epoch=0, totalEpochs=spec.training.epochs)
+    started = time.monotonic()
+    tensorboard = workdir / "tensorboard"
+    if config.use_ray:
+        from slipway_trainer.train import ray_runner
+
+        ray_runner.fit(config, workdir, tensorboard)
+    else:
+        device = torch.device("cuda" if config.gpus_per_worker and torch.cuda.is_available() else "cpu")
+        local_loop(config, Worker(device=device), tensorboard)
+    train_seconds = time.monotonic() - started
+
+    progress.refresh()
+    progress.update(force=True, phase="Evaluating")
+    newest = checkpoint_uris(config.artifact_uri)[-1][1]
+    state = load_checkpoint(newest)["state"]
+    best = load_checkpoint(storage.join(config.artifact_uri, CHECKPOINTS, BEST))
+    model.load_state_dict(best["model"])
+    model.eval()
+    report = workdir / "report"
+    report.mkdir()
+    test = dataset.load("test")
+    outputs = evaluate.predict(model, test.x)
+    scores = evaluate.scores(dataset, outputs, test.y)
+    metric = spec.objective.metric.removeprefix("val_").removeprefix("test_")
+    headline = {f"test_{k}": float(v) for k, v in scores.items() if isinstance(v, int | float)}
+    fair = evaluate.fairness(dataset, test, outputs, list(spec.evaluation.sensitive_features), metric)
+    importance: dict[str, float] = {}
+    objective = f"val_{metric}"
+    evaluate.curves_png(state["history"], objective, report / "training_curves.png")
+    if dataset.task == "classification":
+        evaluate.confusion_png(scores["confusion_matrix"], dataset.class_names, report / "confusion_matrix.png")
+    if len(dataset.input_shape) == 3:
+        evaluate.saliency_png(model, dataset, test, report / "saliency.png")
+    else:
+        importance = evaluate.permutation_importance(model, dataset, test, metric, seed=spec.training.seed)
+
+    progress.update(force=True, phase="Exporting")
+    model_dir = workdir / "model"
+    exports = export.export_all(model, test.x, list(spec.export.formats), model_dir)
+    (model_dir / "transform.json").write_text(json.dumps(dataset.transform.to_json(), indent=2, default=str))
+    summary = models.summary(model, torch.from_numpy(test.x[:2]))
+    card = _card_facts(config, dataset, state, summary, headline, fair, importance, exports)
+    (model_dir / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
+    (model_dir / "model_card.md").write_text(export.model_card(card))
+    (report / "metrics.json").write_text(
+        json.dumps(
+            {"test": scores, "fairness": fair, "importance": importance, "history": state["history"]},
+            indent=2,
+            default=str,
+        )
+    )
+    storage.upload_dir(report, storage.join(config.artifact_uri, "report"))
+    storage.upload_dir(model_dir, storage.join(config.artifact_uri, "model"))
+    return {
+        "metrics": headline,
+        "bestEpoch": state["bestEpoch"],
+        "epochs": state["epoch"],
+        "stoppedEarly": state["epoch"] < spec.training.epochs,
+        "resumedFrom": state.get("resumedFrom", []),
+        "trainSeconds": round(train_seconds, 1),
+        "modelUri": storage.join(config.artifact_uri, "model"),
+        "reportUri": storage.join(config.artifact_uri, "report"),
+        "checkpointUri": newest,
+        "exports": exports,
+        "lineage": card["lineage"],
+    }
+
+
+def _check_fits(model: torch.nn.Module, dataset: Dataset) -> None:
+    """Fail before any training when the network cannot take this dataset's input."""
+    example = torch.zeros(2, *dataset.input_shape)
+    try:
+        with torch.no_grad():
+            model.eval()(example)
+    except RuntimeError as err:
+        raise WorkloadError(
+            "ModelDoesNotFitData",
+            f"model.architecture {type(model).__name__} cannot take this "
+            f"dataset's input of shape {dataset.input_shape}: {err}",
+        ) from err
+
+
+def _card_facts(
+    config: TrainConfig,
+    dataset: Dataset,
+    state: dict[str, Any],
+    summary: dict[str, Any],
+    metrics: dict[str, float],
+    fairness: dict[str, Any],
+    importance: dict[str, float],
+    exports: dict[str, Any],
+) -> dict[str, Any]:
+    manifest = dataset.manifest
+    rows = manifest["rows"]
+    return {
+        "name": config.name,
+        "task": dataset.task,
+        "label": manifest["label"],
+        "classes": dataset.class_names if dataset.task == "classification" else [],
+        "architecture": config.spec.model.architecture,
+        "params": config.spec.model.params,
+        "summary": summary,
+        "epochs": state["epoch"],
+        "bestEpoch": state["bestEpoch"],
+        "trainedAt": now(),
+        "objective": config.spec.objective.model_dump(mode="json", by_alias=True),
+        "metrics": metrics,
+        "fairness": fairness,
+        "importance": importance,
+        "exports": exports,
+        "inputShape": dataset.input_shape,
+        "features": dataset.transform.feature_names() or dataset.transform.input_columns(),
+        "dataset": {
+            "uri": dataset.uri,
+            "version": manifest["version"],
+            "fingerprint": manifest["fingerprint"],
+            "rows": f"train {rows['train']:,}, validation {rows['validation']:,}, test {rows['test']:,}",
+        },
+        "lineage": {"datasetUri": dataset.uri, "datasetFingerprint": manifest["fingerprint"], **config.lineage},
+        "training": config.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+    }
+
+
+def main(config_path: str) -> int:
+    try:
+        config = workload.load_config(config_path, TrainConfig)
+    except workload.WorkloadError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 2
+    result = run(config)
+    print(json.dumps({k: v for k, v in result.items() if k != "traceback"}, indent=2))
+    return 0 if result["status"] == workload.Status.SUCCEEDED else 1
