@@ -77,7 +77,7 @@ def test_a_killed_ray_worker_is_replaced_and_training_resumes_from_the_newest_ch
     workers = ray_train_workers()
     assert len(workers) == 2, workers
     os.kill(workers[1], signal.SIGKILL)
-    stdout, stderr = job.communicate(timeout=600)
+    _, stderr = job.communicate(timeout=600)
     result = json.loads((artifacts / "result.json").read_text())
     assert result["status"] == "Succeeded", stderr[-3000:]
     assert result["epochs"] == 6
