@@ -55,6 +55,7 @@ demo: venv datasets
 
 bench: venv datasets
 	$(PY) benchmarks/prep_vs_pandas.py --rows $${BENCH_ROWS:-1000000}
+	$(PY) benchmarks/train_vs_torch.py
 
 cluster: venv testbed
 	@$(PY) tests/cluster/testbed.py up

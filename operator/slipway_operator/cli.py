@@ -8,17 +8,19 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from slipway_operator import __version__
 from slipway_operator.api.datasetprep import DatasetPrepSpec
+from slipway_operator.api.trainingrun import TrainingRunSpec
 from slipway_operator.api.validation import InvalidManifest, validate_manifest
-from slipway_operator.workloads import prep_config
+from slipway_operator.workloads import prep_config, train_config
 
 # What `make demo` runs today. Each later step of the journey joins it when it lands.
 NOT_YET = (
-    "training (TrainingRun)",
     "tuning (TuningSweep)",
     "serving (ModelDeployment)",
     "the operator and the local pipeline (`slipway run`)",
@@ -29,6 +31,27 @@ DEMO_STORE = Path(".slipway")
 
 def _step(title: str) -> None:
     print(f"\n== {title}")
+
+
+def _run_workload(step: str, config: BaseModel) -> dict[str, Any] | None:
+    """Run `python -m slipway_trainer <step>`; its result, or None after saying why it failed."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        handle.write(config.model_dump_json(by_alias=True))
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "slipway_trainer", step, "--config", handle.name], stdout=subprocess.PIPE, text=True
+        )
+    finally:
+        Path(handle.name).unlink(missing_ok=True)
+    try:
+        result: dict[str, Any] = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        print(f"  {step} did not finish: {done.stdout[-2000:]}")
+        return None
+    if result.get("status") != "Succeeded":
+        print(f"  {step} failed ({result.get('reason')}): {result.get('message')}")
+        return None
+    return result
 
 
 def demo(manifests: Path, store: Path) -> int:
@@ -46,7 +69,8 @@ def demo(manifests: Path, store: Path) -> int:
     if not files:
         print(f"error: no manifests in {manifests}/: run `make demo` from the repository root", file=sys.stderr)
         return 1
-    preps = []
+    preps: list[tuple[str, DatasetPrepSpec]] = []
+    runs: list[tuple[str, TrainingRunSpec]] = []
     for path in files:
         for doc in yaml.safe_load_all(path.read_text()):
             try:
@@ -57,24 +81,15 @@ def demo(manifests: Path, store: Path) -> int:
             print(f"  valid: {doc['kind']}/{doc['metadata']['name']} ({path.name})")
             if isinstance(spec, DatasetPrepSpec):
                 preps.append((doc["metadata"]["name"], spec))
+            elif isinstance(spec, TrainingRunSpec):
+                runs.append((doc["metadata"]["name"], spec))
 
+    datasets: dict[str, str] = {}
     for name, spec in preps:
         _step(f"3. Prepare the dataset {name!r} (python -m slipway_trainer prep)")
         output = (store / "datasets" / name).resolve()
-        config = prep_config(name, spec, output.as_uri())
-        with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-            handle.write(config.model_dump_json(by_alias=True))
-        done = subprocess.run(
-            [sys.executable, "-m", "slipway_trainer", "prep", "--config", handle.name], capture_output=True, text=True
-        )
-        Path(handle.name).unlink(missing_ok=True)
-        try:
-            result = json.loads(done.stdout)
-        except json.JSONDecodeError:
-            print(done.stdout + done.stderr)
-            return 1
-        if result.get("status") != "Succeeded":
-            print(f"  failed ({result.get('reason')}): {result.get('message')}")
+        result = _run_workload("prep", prep_config(name, spec, output.as_uri()))
+        if result is None:
             return 1
         rows = result["rows"]
         print(
@@ -83,6 +98,35 @@ def demo(manifests: Path, store: Path) -> int:
         )
         print(f"  task {result['task']}, fingerprint {result['fingerprint'][:19]}...")
         print(f"  manifest and data profile: {output / 'manifest.json'}")
+        datasets[name] = output.as_uri()
+
+    for name, spec in runs:
+        ref = spec.dataset.ref
+        if ref not in datasets:
+            print(f"  {name}: its dataset {ref!r} is not among the manifests; skipped")
+            continue
+        _step(f"4. Train {name!r} on Ray Train, evaluate on the test split, export (python -m slipway_trainer train)")
+        print(
+            f"  {spec.model.architecture}, {spec.training.epochs} epochs on this machine's CPUs; progress in "
+            f"{(store / 'runs' / name / 'progress.json').resolve()}"
+        )
+        artifacts = (store / "runs" / name).resolve()
+        config = train_config(
+            name,
+            spec,
+            datasets[ref],
+            artifacts.as_uri(),
+            workers=1,
+            gpus_per_worker=0,
+            lineage={"trainingRun": name, "datasetPrep": ref},
+        )
+        result = _run_workload("train", config)
+        if result is None:
+            return 1
+        shown = ", ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items() if k.count("_") == 1)
+        print(f"  {result['epochs']} epochs in {result['trainSeconds']:.0f} s; test: {shown}")
+        print(f"  model card: {artifacts / 'model' / 'model_card.md'}")
+        print(f"  plots: {artifacts / 'report'}/, TensorBoard: tensorboard --logdir {artifacts / 'tensorboard'}")
     print("\nDone with what exists. Next steps land with the training, tuning and serving issues.")
     return 0
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from slipway_operator.api.datasetprep import DatasetPrepSpec
+from slipway_operator.api.trainingrun import TrainingRunSpec, TrialTemplate
 from slipway_trainer.config.prep import PrepConfig
+from slipway_trainer.config.train import TrainConfig
 
 KUBERNETES_ONLY_PREP_FIELDS: dict[str, Any] = {
     "resources": True,
@@ -28,5 +30,43 @@ def prep_config(name: str, spec: DatasetPrepSpec, output_uri: str, artifact_uri:
             "outputUri": output_uri,
             "artifactUri": artifact_uri,
             "workers": spec.resources.workers,
+        }
+    )
+
+
+KUBERNETES_ONLY_TRAIN_FIELDS: dict[str, Any] = {
+    "dataset": True,
+    "resources": True,
+    "failure_policy": True,
+    "ttl_seconds_after_finished": True,
+    "suspend": True,
+}
+
+
+def train_config(
+    name: str,
+    spec: TrainingRunSpec | TrialTemplate,
+    dataset_uri: str,
+    artifact_uri: str,
+    *,
+    workers: int | None = None,
+    gpus_per_worker: int | None = None,
+    lineage: dict[str, str] | None = None,
+) -> TrainConfig:
+    """The training workload's config for a TrainingRun (or a sweep's template). `workers` and
+    `gpusPerWorker` default to the spec's resources; a local run passes what this machine has."""
+    data = spec.model_dump(mode="json", by_alias=True, exclude_none=True, exclude=KUBERNETES_ONLY_TRAIN_FIELDS)
+    resources = spec.resources
+    return TrainConfig.model_validate(
+        {
+            "name": name,
+            "spec": data,
+            "datasetUri": dataset_uri,
+            "artifactUri": artifact_uri,
+            "workers": resources.workers if workers is None else workers,
+            "gpusPerWorker": resources.gpus_per_worker if gpus_per_worker is None else gpus_per_worker,
+            "cpusPerWorker": resources.cpus_per_worker,
+            "maxFailures": spec.failure_policy.max_failures,
+            "lineage": lineage or {},
         }
     )

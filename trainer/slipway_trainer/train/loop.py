@@ -294,6 +294,7 @@ def train_loop(config: TrainConfig, worker: Worker, tensorboard_dir: Path | None
         generator.manual_seed(spec.training.seed + 1000 * worker.rank + epoch)
         epoch_start = time.monotonic()
         totals = _train_epoch(model, train_split, spec, optimizer, criterion, classes, worker, generator)
+        train_seconds = time.monotonic() - epoch_start
         metrics = totals.metrics("train_")
         if not math.isfinite(metrics["train_loss"]):
             raise WorkloadError(
@@ -304,8 +305,8 @@ def train_loop(config: TrainConfig, worker: Worker, tensorboard_dir: Path | None
         metrics |= _evaluate(model, val_split, spec, criterion, classes, worker).metrics("val_")
         metrics["learning_rate"] = float(optimizer.param_groups[0]["lr"])
         schedule.step()
-        seconds = time.monotonic() - epoch_start
-        metrics["samples_per_second"] = len(train_split) * worker.world_size / max(seconds, 1e-9)
+        # Training samples per second of the training pass (validation excluded), all workers together.
+        metrics["samples_per_second"] = len(train_split) * worker.world_size / max(train_seconds, 1e-9)
         state["history"].append({"epoch": epoch, **metrics})
         state["epoch"] = epoch
         improved = _track_best(state, metrics, objective)
