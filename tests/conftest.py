@@ -134,11 +134,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     report = outcome.get_result()
     if not report.failed:
         return
+    used = set(getattr(item, "fixturenames", ()))
     plane = item.config.stash.get(_PLANE, None)
-    if plane is not None and plane.components:
+    if plane is not None and plane.components and used & {"control_plane", "slipway_crds", "namespace", "kube_api"}:
         report.sections.append(("test control plane logs", plane.logs_summary()))
     store = item.config.stash.get(_STORE, None)
-    if store is not None and store.component is not None:
+    if store is not None and store.component is not None and used & {"object_store", "bucket", "s3_env"}:
         report.sections.append(("SeaweedFS log", store.component.tail()))
 
 

@@ -127,7 +127,7 @@ def demo(manifests: Path, store: Path) -> int:
         print(f"  {result['epochs']} epochs in {result['trainSeconds']:.0f} s; test: {shown}")
         print(f"  model card: {artifacts / 'model' / 'model_card.md'}")
         print(f"  plots: {artifacts / 'report'}/, TensorBoard: tensorboard --logdir {artifacts / 'tensorboard'}")
-    print("\nDone with what exists. Next steps land with the training, tuning and serving issues.")
+    print("\nDone with what exists. Tuning and serving land with their issues.")
     return 0
 
 
