@@ -18,7 +18,13 @@ def main(argv: list[str] | None = None) -> int:
     prep.add_argument("--config", required=True, help="the workload's JSON config (file path or URI)")
     train = commands.add_parser("train", help="train, evaluate and export a model (the TrainingRun workload)")
     train.add_argument("--config", required=True, help="the workload's JSON config (file path or URI)")
+    tune = commands.add_parser("tune", help="search hyperparameters and keep the best model (the TuningSweep workload)")
+    tune.add_argument("--config", required=True, help="the workload's JSON config (file path or URI)")
     args = parser.parse_args(argv)
+    if args.command == "tune":
+        from slipway_trainer.tune import workload as tune_workload
+
+        return tune_workload.main(args.config)
     if args.command == "train":
         from slipway_trainer.train import workload as train_workload
 

@@ -20,6 +20,7 @@ from slipway_operator.api.kind import Kind, Rule
 from slipway_operator.api.kinds import BY_KIND
 from slipway_operator.api.trainingrun import TrialTemplate
 from slipway_operator.api.tuningsweep import TuningSweepSpec
+from slipway_trainer.config.tune import search_space_problems
 
 NAME_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -97,7 +98,7 @@ def _field_path(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
         if origin is None and len(args) == 1:  # Optional[X]
             annotation, origin = args[0], getattr(args[0], "__origin__", None)
             args = list(getattr(annotation, "__args__", ()))
-        if _is_model(annotation) and isinstance(part, str):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(part, str):
             fields = {(i.alias or n): i for n, i in annotation.model_fields.items()}
             path += f".{part}"
             annotation = fields[part].annotation if part in fields else None
@@ -169,62 +170,8 @@ def semantic_errors(kind: Kind, spec: BaseModel) -> list[FieldError]:
 
 def search_space_errors(spec: TuningSweepSpec) -> list[FieldError]:
     """Every searchSpace path must name a field of the template, and its values must fit that field."""
-    errors = []
     template = spec.template.model_dump(mode="json", by_alias=True, exclude_none=True)
-    for path, parameter in spec.search_space.items():
-        where = f"spec.searchSpace[{path}]"
-        problem = _path_problem(TrialTemplate, path.split("."))
-        if problem:
-            errors.append(FieldError(where, problem))
-            continue
-        if path.startswith("model.params."):
-            continue  # free-form: the architecture reads what it knows
-        for sample in _samples(parameter.model_dump(exclude_none=True)):
-            trial = _with_value(template, path.split("."), sample)
-            try:
-                TrialTemplate.model_validate(trial)
-            except ValidationError as err:
-                first = err.errors()[0]
-                errors.append(FieldError(where, f"value {sample!r} does not fit {path}: {first['msg']}"))
-                break
-    return errors
-
-
-def _path_problem(model: type[BaseModel], parts: list[str]) -> str | None:
-    current: type[BaseModel] = model
-    for i, part in enumerate(parts):
-        by_alias = {(info.alias or name): info for name, info in current.model_fields.items()}
-        where = ".".join(parts[:i]) or "the template"
-        if part not in by_alias:
-            known = ", ".join(sorted(by_alias))
-            return f'no field "{part}" in {where} (fields: {known})'
-        if ".".join(parts[: i + 1]) == "model.params":
-            return None if i + 1 < len(parts) else "name a parameter under model.params, e.g. model.params.dropout"
-        annotation = by_alias[part].annotation
-        nested = [a for a in (annotation, *getattr(annotation, "__args__", ())) if _is_model(a)]
-        if i + 1 < len(parts):
-            if not nested:
-                return f'"{".".join(parts[: i + 1])}" is a value, not a group of fields'
-            current = nested[0]
-        elif nested:
-            return f'"{".".join(parts)}" is a group of fields: name one of them'
-    return None
-
-
-def _is_model(annotation: Any) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
-
-
-def _samples(parameter: dict[str, Any]) -> list[Any]:
-    ((kind, values),) = parameter.items()
-    return list(values) if kind in ("choice", "grid", "uniform", "loguniform") else [values[0]]
-
-
-def _with_value(template: dict[str, Any], parts: list[str], value: Any) -> dict[str, Any]:
-    result = dict(template)
-    node = result
-    for part in parts[:-1]:
-        node[part] = dict(node.get(part) or {})
-        node = node[part]
-    node[parts[-1]] = value
-    return result
+    return [
+        FieldError(f"spec.searchSpace[{path}]", problem)
+        for path, problem in search_space_problems(TrialTemplate, template, spec.search_space)
+    ]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from slipway_trainer.config.base import ConfigModel, Direction, MetricName
+from slipway_trainer.config.train import TrainSpec
 
 Algorithm = Literal["random", "grid", "tpe"]
 SchedulerType = Literal["fifo", "asha", "median"]
@@ -114,3 +115,97 @@ class TuneSpec(ConfigModel):
                     f"(not: {', '.join(ranged)})"
                 )
         return self
+
+
+# --- search-space paths (pure: used by the operator's validator and by the tune workload) ---------------
+
+
+def search_space_problems(
+    template_model: type[BaseModel], template: dict[str, Any], search_space: dict[str, Parameter]
+) -> list[tuple[str, str]]:
+    """(path, problem) for each searchSpace path that names no field of the template, or whose values do not
+    fit the field. `model.params.*` paths are free-form: the architecture reads what it knows."""
+    problems = []
+    for path, parameter in search_space.items():
+        problem = path_problem(template_model, path.split("."))
+        if problem:
+            problems.append((path, problem))
+            continue
+        if path.startswith("model.params."):
+            continue
+        for sample in _samples(parameter):
+            trial = with_value(template, path.split("."), sample)
+            try:
+                template_model.model_validate(trial)
+            except ValidationError as err:
+                problems.append((path, f"value {sample!r} does not fit {path}: {err.errors()[0]['msg']}"))
+                break
+    return problems
+
+
+def path_problem(model: type[BaseModel], parts: list[str]) -> str | None:
+    current: type[BaseModel] = model
+    for i, part in enumerate(parts):
+        by_alias = {(info.alias or name): info for name, info in current.model_fields.items()}
+        where = ".".join(parts[:i]) or "the template"
+        if part not in by_alias:
+            return f'no field "{part}" in {where} (fields: {", ".join(sorted(by_alias))})'
+        if ".".join(parts[: i + 1]) == "model.params":
+            return None if i + 1 < len(parts) else "name a parameter under model.params, e.g. model.params.dropout"
+        annotation = by_alias[part].annotation
+        nested = [a for a in (annotation, *getattr(annotation, "__args__", ())) if _is_model(a)]
+        if i + 1 < len(parts):
+            if not nested:
+                return f'"{".".join(parts[: i + 1])}" is a value, not a group of fields'
+            current = nested[0]
+        elif nested:
+            return f'"{".".join(parts)}" is a group of fields: name one of them'
+    return None
+
+
+def with_value(template: dict[str, Any], parts: list[str], value: Any) -> dict[str, Any]:
+    """A copy of `template` (camelCase JSON) with the field at `parts` set to `value`."""
+    result = dict(template)
+    node = result
+    for part in parts[:-1]:
+        node[part] = dict(node.get(part) or {})
+        node = node[part]
+    node[parts[-1]] = value
+    return result
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _samples(parameter: Parameter) -> list[Any]:
+    values = getattr(parameter, parameter.kind)
+    return list(values) if parameter.kind in ("choice", "grid", "uniform", "loguniform") else [values[0]]
+
+
+class TuneConfig(ConfigModel):
+    """The config file of `python -m slipway_trainer tune`."""
+
+    name: str = Field(default="sweep", min_length=1, max_length=253)
+    """The sweep's name (the TuningSweep's name on Kubernetes)."""
+
+    spec: TuneSpec
+    """The search: space, algorithm, scheduler, budgets."""
+
+    template: TrainSpec
+    """The training every trial starts from; search-space paths set fields of it."""
+
+    dataset_uri: str = Field(min_length=1, max_length=2048)
+    """The prepared dataset."""
+
+    artifact_uri: str = Field(min_length=1, max_length=2048)
+    """Where progress.json, result.json, trials/, report/ and model/ (the best trial's) go."""
+
+    cpus_per_trial: int = Field(default=1, ge=1, le=512)
+    """CPUs each trial takes (bounds how many run at once on a machine)."""
+
+    gpus_per_trial: int = Field(default=0, ge=0, le=16)
+    """GPUs each trial takes."""
+
+    lineage: dict[str, str] = Field(default_factory=dict)
+    """Where this sweep comes from, for the model card."""

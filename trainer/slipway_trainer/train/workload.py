@@ -54,14 +54,30 @@ def train(config: TrainConfig, progress: Progress, workdir: Path) -> dict[str, A
     train_seconds = time.monotonic() - started
 
     progress.refresh()
+    outcome = publish(config, dataset, progress, workdir, config.artifact_uri)
+    return {**outcome, "trainSeconds": round(train_seconds, 1)}
+
+
+def best_model(config: TrainConfig, dataset: Dataset) -> torch.nn.Module:
+    """The run's best checkpoint (by the objective's validation metric), loaded into a fresh network."""
+    spec = config.spec
+    model = models.build(spec.model.architecture, dataset.input_shape, outputs_for(spec, dataset), spec.model.params)
+    model.load_state_dict(load_checkpoint(storage.join(config.artifact_uri, CHECKPOINTS, BEST))["model"])
+    return model.eval()
+
+
+def publish(
+    config: TrainConfig, dataset: Dataset, progress: Progress, workdir: Path, publish_uri: str
+) -> dict[str, Any]:
+    """Evaluate the run's best checkpoint on the test split and export it: report/ and model/ under
+    `publish_uri` (the run's own artifacts, or a sweep's for its best trial)."""
+    spec = config.spec
     progress.update(force=True, phase="Evaluating")
     newest = checkpoint_uris(config.artifact_uri)[-1][1]
     state = load_checkpoint(newest)["state"]
-    best = load_checkpoint(storage.join(config.artifact_uri, CHECKPOINTS, BEST))
-    model.load_state_dict(best["model"])
-    model.eval()
+    model = best_model(config, dataset)
     report = workdir / "report"
-    report.mkdir()
+    report.mkdir(exist_ok=True)
     test = dataset.load("test")
     outputs = evaluate.predict(model, test.x)
     scores = evaluate.scores(dataset, outputs, test.y)
@@ -69,8 +85,7 @@ def train(config: TrainConfig, progress: Progress, workdir: Path) -> dict[str, A
     headline = {f"test_{k}": float(v) for k, v in scores.items() if isinstance(v, int | float)}
     fair = evaluate.fairness(dataset, test, outputs, list(spec.evaluation.sensitive_features), metric)
     importance: dict[str, float] = {}
-    objective = f"val_{metric}"
-    evaluate.curves_png(state["history"], objective, report / "training_curves.png")
+    evaluate.curves_png(state["history"], f"val_{metric}", report / "training_curves.png")
     if dataset.task == "classification":
         evaluate.confusion_png(scores["confusion_matrix"], dataset.class_names, report / "confusion_matrix.png")
     if len(dataset.input_shape) == 3:
@@ -86,24 +101,19 @@ def train(config: TrainConfig, progress: Progress, workdir: Path) -> dict[str, A
     card = _card_facts(config, dataset, state, summary, headline, fair, importance, exports)
     (model_dir / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
     (model_dir / "model_card.md").write_text(export.model_card(card))
-    (report / "metrics.json").write_text(
-        json.dumps(
-            {"test": scores, "fairness": fair, "importance": importance, "history": state["history"]},
-            indent=2,
-            default=str,
-        )
-    )
-    storage.upload_dir(report, storage.join(config.artifact_uri, "report"))
-    storage.upload_dir(model_dir, storage.join(config.artifact_uri, "model"))
+    history = state["history"]
+    details = {"test": scores, "fairness": fair, "importance": importance, "history": history}
+    (report / "metrics.json").write_text(json.dumps(details, indent=2, default=str))
+    storage.upload_dir(report, storage.join(publish_uri, "report"))
+    storage.upload_dir(model_dir, storage.join(publish_uri, "model"))
     return {
         "metrics": headline,
         "bestEpoch": state["bestEpoch"],
         "epochs": state["epoch"],
         "stoppedEarly": state["epoch"] < spec.training.epochs,
         "resumedFrom": state.get("resumedFrom", []),
-        "trainSeconds": round(train_seconds, 1),
-        "modelUri": storage.join(config.artifact_uri, "model"),
-        "reportUri": storage.join(config.artifact_uri, "report"),
+        "modelUri": storage.join(publish_uri, "model"),
+        "reportUri": storage.join(publish_uri, "report"),
         "checkpointUri": newest,
         "exports": exports,
         "lineage": card["lineage"],
