@@ -37,6 +37,10 @@ class WorkloadError(Exception):
         self.reason = reason
         self.message = message
 
+    def __reduce__(self) -> tuple[type[WorkloadError], tuple[str, str]]:
+        # Picklable with both fields, so a failure inside a Ray worker or trial keeps its reason.
+        return WorkloadError, (self.reason, self.message)
+
 
 def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")

@@ -31,6 +31,7 @@ from slipway_trainer.workload import Progress, WorkloadError
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_NAME = re.compile(r"epoch-(\d{4,})\.pt$")
 BEST = "best.pt"
+HISTORY = "history.json"  # every epoch's metrics so far, rewritten each epoch
 ERROR_METRICS = ("loss", "mse", "mae", "rmse")
 
 
@@ -453,6 +454,7 @@ def _chief_epoch(
         save_checkpoint(storage.join(config.artifact_uri, CHECKPOINTS, f"epoch-{epoch:04d}.pt"), snapshot)
         for _, old in checkpoint_uris(config.artifact_uri)[: -spec.checkpoint.keep]:
             storage.remove(old)
+    storage.write_json_atomic(storage.join(config.artifact_uri, HISTORY), state["history"])
     if writer is not None:
         for key, value in metrics.items():
             writer.add_scalar(key.replace("_", "/", 1) if key.startswith(("train_", "val_")) else key, value, epoch)

@@ -25,6 +25,7 @@ from slipway_trainer.config.tune import TuneConfig, search_space_problems
 from slipway_trainer.train import evaluate
 from slipway_trainer.train import workload as train_workload
 from slipway_trainer.train.data import Dataset, open_dataset
+from slipway_trainer.train.loop import HISTORY
 from slipway_trainer.tune import sweep
 from slipway_trainer.workload import Progress, WorkloadError
 
@@ -78,10 +79,11 @@ def tune(config: TuneConfig, progress: Progress, workdir: Path) -> dict[str, Any
         **outcome,
         "bestTrial": {"id": best["trial"], "params": best["params"], "metric": best["best"], "objective": metric},
         "trials": {
-            "total": len(board),
+            "total": sum(r["status"] != "NotStarted" for r in board),
             "completed": sum(r["status"] == "Completed" for r in board),
             "stoppedEarly": sum(r["status"] == "StoppedEarly" for r in board),
             "failed": len(failed),
+            "notStarted": sum(r["status"] == "NotStarted" for r in board),
         },
         "leaderboardUri": storage.join(config.artifact_uri, "report", "leaderboard.json"),
         "comparison": comparison,
@@ -94,21 +96,32 @@ def leaderboard(config: TuneConfig, grid: Any, metric: str, mode: str) -> list[d
     epochs = config.template.training.epochs
     rows: list[dict[str, Any]] = []
     for result in grid:
-        metrics = dict(result.metrics or {})
-        frame = result.metrics_dataframe
-        history = [] if frame is None or metric not in frame else [float(v) for v in frame[metric].dropna()]
-        best = (max(history) if mode == "max" else min(history)) if history else None
-        ran = int(metrics.get("training_iteration", len(history)))
-        status = "Failed" if result.error else ("StoppedEarly" if ran < epochs else "Completed")
+        trial = str((result.metrics or {}).get("trial_id") or Path(result.path).name)
+        params = {k: v for k, v in (result.config or {}).items() if k in config.spec.search_space}
+        # The trial's own record (not Ray Tune's, which can lose a finished trial's results when the sweep is
+        # killed): every epoch's metrics, written by the training loop.
+        history_uri = storage.join(sweep.trial_config(config, trial, params).artifact_uri, HISTORY)
+        history = storage.read_json(history_uri) if storage.exists(history_uri) else []
+        values = [float(h[metric]) for h in history if isinstance(h.get(metric), int | float)]
+        best = (max(values) if mode == "max" else min(values)) if values else None
+        ran = len(history)
+        if result.error:
+            status = "Failed"
+        elif ran == 0:
+            status = "NotStarted"  # queued when the sweep stopped (goal met, time budget or failures)
+        else:
+            status = "StoppedEarly" if ran < epochs else "Completed"
         rows.append(
             {
-                "trial": str(metrics.get("trial_id") or Path(result.path).name),
-                "params": {k: v for k, v in (result.config or {}).items() if k in config.spec.search_space},
+                "trial": trial,
+                "params": params,
                 "status": status,
                 "stoppedEarly": status == "StoppedEarly",
                 "epochs": ran,
                 "best": best,
-                "last": {k: v for k, v in metrics.items() if k.startswith(("val_", "train_loss"))},
+                "last": {
+                    k: v for k, v in (history[-1] if history else {}).items() if k.startswith(("val_", "train_loss"))
+                },
                 "error": str(result.error).splitlines()[-1][:500] if result.error else None,
             }
         )

@@ -1,0 +1,218 @@
+"""Hyperparameter sweeps on real Ray Tune (a local cluster on loopback), each trial the real training loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slipway_trainer.config.prep import PrepConfig
+from slipway_trainer.data import workload as prep_workload
+
+TEMPLATE = {
+    "model": {"architecture": "mlp", "params": {"hidden": [16]}},
+    "training": {"epochs": 3, "batchSize": 32},
+    "export": {"formats": ["onnx"]},
+}
+
+
+@pytest.fixture(scope="module")
+def iris(tmp_path_factory: pytest.TempPathFactory) -> str:
+    uri = (tmp_path_factory.mktemp("iris") / "iris").as_uri()
+    result = prep_workload.run(
+        PrepConfig.model_validate(
+            {
+                "outputUri": uri,
+                "spec": {
+                    "source": {"uri": "builtin://sklearn/digits"},
+                    "transforms": [{"type": "minMax"}],
+                    "sample": {"rows": 800},
+                    "split": {"stratifyBy": "target"},
+                },
+            }
+        )
+    )
+    assert result["status"] == "Succeeded", result
+    return uri
+
+
+def sweep(
+    tmp_path: Path,
+    dataset: str,
+    spec: dict[str, Any],
+    template: dict[str, Any] | None = None,
+    name: str = "sweep",
+    timeout: int = 600,
+) -> dict[str, Any]:
+    config = tmp_path / f"{name}.json"
+    artifacts = tmp_path / name
+    config.write_text(
+        json.dumps(
+            {
+                "name": name,
+                "datasetUri": dataset,
+                "artifactUri": artifacts.as_uri(),
+                "template": template or TEMPLATE,
+                "spec": spec,
+            }
+        )
+    )
+    subprocess.run(
+        [sys.executable, "-m", "slipway_trainer", "tune", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    result: dict[str, Any] = json.loads((artifacts / "result.json").read_text())
+    return result
+
+
+def test_tpe_with_asha_ranks_trials_publishes_the_best_and_compares_the_top_two(iris: str, tmp_path: Path) -> None:
+    result = sweep(
+        tmp_path,
+        iris,
+        {
+            "searchSpace": {
+                "optimizer.learningRate": {"loguniform": [0.0005, 0.05]},
+                "model.params.dropout": {"uniform": [0.0, 0.4]},
+                "training.batchSize": {"choice": [16, 64]},
+            },
+            "algorithm": "tpe",
+            "scheduler": {"type": "asha", "gracePeriod": 1, "reductionFactor": 2},
+            "objective": {"metric": "val_accuracy", "direction": "maximize"},
+            "maxTrials": 5,
+            "parallelTrials": 2,
+        },
+    )
+    assert result["status"] == "Succeeded", result.get("message")
+    artifacts = tmp_path / "sweep"
+    board = json.loads((artifacts / "report" / "leaderboard.json").read_text())
+    assert len(board) == 5 == result["trials"]["total"]
+    bests = [row["best"] for row in board]
+    assert bests == sorted(bests, reverse=True)
+    assert {"optimizer.learningRate", "model.params.dropout", "training.batchSize"} == set(board[0]["params"])
+    assert all(1 <= row["epochs"] <= 3 for row in board)
+    assert result["trialEpochs"] == sum(row["epochs"] for row in board)
+    assert result["bestTrial"]["id"] == board[0]["trial"]
+    assert result["metrics"]["test_accuracy"] > 0.5
+    comparison = result["comparison"]
+    low, high = comparison["ci95"]
+    assert low <= comparison["difference"] <= high and comparison["resamples"] == 1000
+    assert comparison["winnerIsBetter"] == (low > 0)
+    assert (artifacts / "model" / "model.onnx").exists()
+    card = json.loads((artifacts / "model" / "model_card.json").read_text())
+    assert card["lineage"]["trial"] == result["bestTrial"]["id"]
+    assert (artifacts / "report" / "comparison.png").stat().st_size > 5000
+    assert "## The top two" in (artifacts / "report" / "leaderboard.md").read_text()
+    progress = json.loads((artifacts / "progress.json").read_text())
+    assert progress["trialsDone"] == 5 and progress["trialsFailed"] == 0 and progress["best"]["val_accuracy"] > 0
+
+
+def test_grid_tries_every_combination_once(iris: str, tmp_path: Path) -> None:
+    result = sweep(
+        tmp_path,
+        iris,
+        {
+            "searchSpace": {
+                "training.batchSize": {"grid": [16, 64]},
+                "optimizer.learningRate": {"choice": [0.001, 0.01]},
+            },
+            "algorithm": "grid",
+            "objective": {"metric": "val_accuracy"},
+            "maxTrials": 1,
+            "parallelTrials": 1,
+        },
+    )
+    assert result["status"] == "Succeeded", result.get("message")
+    board = json.loads((tmp_path / "sweep" / "report" / "leaderboard.json").read_text())
+    combos = {(row["params"]["training.batchSize"], row["params"]["optimizer.learningRate"]) for row in board}
+    assert combos == {(16, 0.001), (16, 0.01), (64, 0.001), (64, 0.01)}
+
+
+def test_the_sweep_stops_when_the_goal_is_met(iris: str, tmp_path: Path) -> None:
+    result = sweep(
+        tmp_path,
+        iris,
+        {
+            "searchSpace": {"optimizer.learningRate": {"loguniform": [0.003, 0.03]}},
+            "objective": {"metric": "val_accuracy", "goal": 0.2},
+            "maxTrials": 12,
+            "parallelTrials": 1,
+        },
+    )
+    assert result["status"] == "Succeeded", result.get("message")
+    assert result["trials"]["total"] < 12
+    assert result["bestTrial"]["metric"] >= 0.2
+
+
+def test_failing_trials_are_tolerated_up_to_max_failed_trials(iris: str, tmp_path: Path) -> None:
+    spec = {
+        "searchSpace": {"model.params.hidden": {"grid": [16, -1]}},
+        "algorithm": "grid",
+        "objective": {"metric": "val_accuracy"},
+        "maxTrials": 1,
+        "parallelTrials": 1,
+    }
+    tolerated = sweep(tmp_path, iris, {**spec, "maxFailedTrials": 1}, name="tolerant")
+    assert tolerated["status"] == "Succeeded", tolerated.get("message")
+    assert tolerated["trials"]["failed"] == 1 and tolerated["trials"]["total"] == 2
+    board = json.loads((tmp_path / "tolerant" / "report" / "leaderboard.json").read_text())
+    assert board[-1]["status"] == "Failed" and "model.params.hidden" in board[-1]["error"]
+    strict = sweep(tmp_path, iris, {**spec, "maxFailedTrials": 0}, name="strict")
+    assert strict["status"] == "Failed" and strict["reason"] == "TooManyFailedTrials"
+    assert "1 trials failed, more than maxFailedTrials (0)" in strict["message"]
+
+
+def test_a_search_path_that_is_not_in_the_template_is_named(iris: str, tmp_path: Path) -> None:
+    result = sweep(tmp_path, iris, {"searchSpace": {"optimizer.learningRat": {"loguniform": [0.001, 0.01]}}})
+    assert result["status"] == "Failed" and result["reason"] == "InvalidSearchSpace"
+    assert 'no field "learningRat" in optimizer' in result["message"]
+
+
+def test_an_interrupted_sweep_resumes_without_rerunning_finished_trials(iris: str, tmp_path: Path) -> None:
+    artifacts = tmp_path / "resumed"
+    config = tmp_path / "resumed.json"
+    config.write_text(
+        json.dumps(
+            {
+                "name": "resumed",
+                "datasetUri": iris,
+                "artifactUri": artifacts.as_uri(),
+                "template": {**TEMPLATE, "training": {"epochs": 4, "batchSize": 16}},
+                "spec": {
+                    "searchSpace": {"optimizer.learningRate": {"grid": [0.001, 0.003, 0.01, 0.03]}},
+                    "algorithm": "grid",
+                    "objective": {"metric": "val_accuracy"},
+                    "maxTrials": 1,
+                    "parallelTrials": 1,
+                },
+            }
+        )
+    )
+    command = [sys.executable, "-m", "slipway_trainer", "tune", "--config", str(config)]
+    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        progress = artifacts / "progress.json"
+        if progress.exists() and json.loads(progress.read_text()).get("trialsDone", 0) >= 2:
+            break
+        time.sleep(0.2)
+    os.killpg(job.pid, signal.SIGKILL)
+    job.wait()
+    finished = {
+        p.parent.parent.name: p.stat().st_mtime_ns for p in artifacts.glob("trials/*/checkpoints/epoch-0004.pt")
+    }
+    assert len(finished) >= 2
+    subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = json.loads((artifacts / "result.json").read_text())
+    assert result["status"] == "Succeeded", result.get("message")
+    assert result["trials"]["total"] == 4
+    for trial, mtime in finished.items():  # the trials finished before the interruption were not run again
+        assert (artifacts / "trials" / trial / "checkpoints" / "epoch-0004.pt").stat().st_mtime_ns == mtime
