@@ -56,6 +56,7 @@ demo: venv datasets
 bench: venv datasets
 	$(PY) benchmarks/prep_vs_pandas.py --rows $${BENCH_ROWS:-1000000}
 	$(PY) benchmarks/train_vs_torch.py
+	$(PY) benchmarks/tune_asha_vs_fifo.py
 
 cluster: venv testbed
 	@$(PY) tests/cluster/testbed.py up

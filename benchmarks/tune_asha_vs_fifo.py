@@ -1,0 +1,113 @@
+"""Tuning: ASHA early stopping against FIFO random search, on the same trial budget and search space.
+
+Both run the same random search (same seed, so the same sampled configurations) of `--trials` trials of up to
+`--epochs` epochs on scikit-learn's digits; FIFO runs every trial to the end, ASHA stops poor ones at its rungs.
+Prints the best validation accuracy each reaches and the trial-epochs each spends, and the ratios.
+
+    python benchmarks/tune_asha_vs_fifo.py [--trials 8] [--epochs 9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parent / ".out"
+
+
+def prepare() -> str:
+    from slipway_trainer.config.prep import PrepConfig
+    from slipway_trainer.data import workload
+
+    uri = (OUT / "digits").as_uri()
+    result = workload.run(
+        PrepConfig.model_validate(
+            {
+                "outputUri": uri,
+                "spec": {
+                    "source": {"uri": "builtin://sklearn/digits"},
+                    "transforms": [{"type": "minMax"}],
+                    "split": {"stratifyBy": "target", "seed": 3},
+                },
+            }
+        )
+    )
+    if result["status"] != "Succeeded":
+        raise SystemExit(f"data prep failed: {result['message']}")
+    return uri
+
+
+def sweep(dataset: str, scheduler: str, trials: int, epochs: int) -> tuple[dict[str, Any], float]:
+    artifacts = OUT / f"sweep-{scheduler}"
+    shutil.rmtree(artifacts, ignore_errors=True)
+    config = OUT / f"sweep-{scheduler}.json"
+    config.write_text(
+        json.dumps(
+            {
+                "name": scheduler,
+                "datasetUri": dataset,
+                "artifactUri": artifacts.as_uri(),
+                "template": {
+                    "model": {"architecture": "mlp", "params": {"hidden": [64]}},
+                    "training": {"epochs": epochs, "batchSize": 32, "seed": 7},
+                    "export": {"formats": ["onnx"]},
+                },
+                "spec": {
+                    "searchSpace": {
+                        "optimizer.learningRate": {"loguniform": [0.00003, 0.03]},
+                        "model.params.dropout": {"uniform": [0.0, 0.6]},
+                    },
+                    "algorithm": "random",
+                    "scheduler": {"type": scheduler, "gracePeriod": 1, "reductionFactor": 3},
+                    "objective": {"metric": "val_accuracy"},
+                    "maxTrials": trials,
+                    "parallelTrials": 1,
+                },
+            }
+        )
+    )
+    start = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "slipway_trainer", "tune", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - start
+    result: dict[str, Any] = json.loads((artifacts / "result.json").read_text())
+    if result["status"] != "Succeeded":
+        raise SystemExit(f"{scheduler} sweep failed: {result['message']}")
+    return result, seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--trials", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=9)
+    args = parser.parse_args()
+    OUT.mkdir(exist_ok=True)
+    dataset = prepare()
+    fifo, fifo_s = sweep(dataset, "fifo", args.trials, args.epochs)
+    asha, asha_s = sweep(dataset, "asha", args.trials, args.epochs)
+    print(f"tuning on digits: {args.trials} random trials of up to {args.epochs} epochs, same seed")
+    print(f"{'':6} {'best val_accuracy':>18} {'trial-epochs':>13} {'stopped early':>14} {'seconds':>8}")
+    for name, r, s in (("fifo", fifo, fifo_s), ("asha", asha, asha_s)):
+        print(
+            f"{name:6} {r['bestTrial']['metric']:18.4f} {r['trialEpochs']:13d} {r['trials']['stoppedEarly']:14d} "
+            f"{s:8.1f}"
+        )
+    print(
+        f"ratio asha/fifo: best metric {asha['bestTrial']['metric'] / fifo['bestTrial']['metric']:.3f}, "
+        f"trial-epochs {asha['trialEpochs'] / fifo['trialEpochs']:.3f}, wall time {asha_s / fifo_s:.3f}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
