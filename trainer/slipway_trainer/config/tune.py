@@ -44,6 +44,17 @@ class Parameter(ConfigModel):
             )
         return self
 
+    @model_validator(mode="after")
+    def _bounds(self) -> Parameter:
+        # The same rules and words as the CRD's CEL rules, for configs that never passed an API server.
+        for name in ("uniform", "randint"):
+            bounds = getattr(self, name)
+            if bounds is not None and not bounds[0] < bounds[1]:
+                raise ValueError(f"{name}: [low, high] needs low < high")
+        if self.loguniform is not None and not 0 < self.loguniform[0] < self.loguniform[1]:
+            raise ValueError("loguniform: [low, high] needs 0 < low < high (a log scale cannot reach 0 or below)")
+        return self
+
     @property
     def kind(self) -> str:
         """Which of uniform, loguniform, randint, choice or grid this parameter is."""
