@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import sys
 import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -131,3 +134,26 @@ def run(artifact_uri: str, config: BaseModel, work: Callable[[Progress], dict[st
     progress.update(force=True, phase=str(result["status"]))
     storage.write_json_atomic(storage.join(artifact_uri, RESULT), result)
     return result
+
+
+def run_staged(
+    artifact_uri: str, config: BaseModel, work: Callable[[Progress, Path], dict[str, Any]]
+) -> dict[str, Any]:
+    """`run` with a private local scratch folder for the work, removed afterwards whatever happened."""
+    workdir = storage.staging_dir()
+    try:
+        return run(artifact_uri, config, lambda progress: work(progress, workdir))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(config_path: str, model: type[C], runner: Callable[[C], dict[str, Any]]) -> int:
+    """The command line of a workload: load the config, run, print the result; exit 0 when it succeeded."""
+    try:
+        config = load_config(config_path, model)
+    except WorkloadError as err:
+        print(f"error: {err.message}", file=sys.stderr)
+        return 2
+    result = runner(config)
+    print(json.dumps({k: v for k, v in result.items() if k != "traceback"}, indent=2, default=str))
+    return 0 if result["status"] == Status.SUCCEEDED else 1

@@ -77,14 +77,8 @@ class Lineage(ConfigModel):
     """The sweep trial that trained it (if any)."""
 
 
-class TrainingRunStatus(RunStatusBase):
-    """Progress, metrics, the exported model and where it came from."""
-
-    epoch: int | None = None
-    """The last finished epoch."""
-
-    total_epochs: int | None = None
-    """Epochs planned."""
+class ModelRunStatus(RunStatusBase):
+    """What a run that produces a model reports: metrics, the exported model and where it came from."""
 
     metrics: Metrics = Field(default_factory=dict)
     """Latest metrics: train and validation while training, test metrics after evaluation."""
@@ -95,11 +89,21 @@ class TrainingRunStatus(RunStatusBase):
     model_uri: str | None = None
     """The exported model (ONNX and/or TorchScript, transform spec and model card)."""
 
-    checkpoint_uri: str | None = None
-    """The newest checkpoint."""
-
     lineage: Lineage = Field(default_factory=Lineage)
     """Dataset and fingerprint the model was trained on."""
+
+
+class TrainingRunStatus(ModelRunStatus):
+    """Progress, metrics, the exported model and where it came from."""
+
+    epoch: int | None = None
+    """The last finished epoch."""
+
+    total_epochs: int | None = None
+    """Epochs planned."""
+
+    checkpoint_uri: str | None = None
+    """The newest checkpoint."""
 
 
 KIND = Kind(

@@ -6,9 +6,9 @@ from typing import Any
 
 from pydantic import Field
 
-from slipway_operator.api.common import FailurePolicy, Metrics, RunStatusBase
+from slipway_operator.api.common import FailurePolicy
 from slipway_operator.api.kind import COMMON_COLUMNS_AGE, Kind, PrinterColumn, Rule, immutable
-from slipway_operator.api.trainingrun import Lineage, TrialTemplate
+from slipway_operator.api.trainingrun import ModelRunStatus, TrialTemplate
 from slipway_trainer.config.base import ConfigModel
 from slipway_trainer.config.tune import Parameter, TuneSpec
 
@@ -55,7 +55,7 @@ class BestTrial(ConfigModel):
     """Its objective metric."""
 
 
-class TuningSweepStatus(RunStatusBase):
+class TuningSweepStatus(ModelRunStatus):
     """Trials, the best so far and its exported model."""
 
     trials: Trials = Field(default_factory=Trials)
@@ -64,20 +64,8 @@ class TuningSweepStatus(RunStatusBase):
     best_trial: BestTrial | None = None
     """The best trial so far."""
 
-    metrics: Metrics = Field(default_factory=dict)
-    """The best trial's metrics (test metrics once evaluated)."""
-
-    key_metric: str = Field(default="", max_length=128)
-    """The objective's best value in words."""
-
-    model_uri: str | None = None
-    """The best trial's exported model."""
-
     leaderboard_uri: str | None = None
     """The leaderboard of every trial (JSON) and the comparison report."""
-
-    lineage: Lineage = Field(default_factory=Lineage)
-    """Dataset and fingerprint the trials were trained on."""
 
 
 KIND = Kind(

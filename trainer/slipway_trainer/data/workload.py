@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-import sys
 from typing import Any
 
 from slipway_trainer import storage, workload
@@ -18,19 +15,10 @@ def artifact_uri(config: PrepConfig) -> str:
 
 def run(config: PrepConfig) -> dict[str, Any]:
     """Prepare the dataset (or return the result of an earlier identical run)."""
-    workdir = storage.staging_dir()
-    try:
-        return workload.run(artifact_uri(config), config, lambda progress: prepare(config, progress, workdir))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    return workload.run_staged(
+        artifact_uri(config), config, lambda progress, workdir: prepare(config, progress, workdir)
+    )
 
 
 def main(config_path: str) -> int:
-    try:
-        config = workload.load_config(config_path, PrepConfig)
-    except workload.WorkloadError as err:
-        print(f"error: {err.message}", file=sys.stderr)
-        return 2
-    result = run(config)
-    print(json.dumps({k: v for k, v in result.items() if k != "traceback"}, indent=2))
-    return 0 if result["status"] == workload.Status.SUCCEEDED else 1
+    return workload.main(config_path, PrepConfig, run)

@@ -23,7 +23,7 @@ from slipway_trainer import storage
 from slipway_trainer.config.train import TrainConfig
 from slipway_trainer.train import export, models
 from slipway_trainer.train.data import Dataset
-from slipway_trainer.train.loop import CHECKPOINTS, checkpoint_uris, load_checkpoint, save_checkpoint
+from slipway_trainer.train.loop import checkpoint_uris, load_checkpoint, save_epoch_checkpoint
 from slipway_trainer.workload import Progress, WorkloadError
 
 
@@ -84,18 +84,14 @@ def train(config: TrainConfig, dataset: Dataset, progress: Progress, workdir: Pa
         state["history"].append({"epoch": epoch, **metrics})
         state["epoch"] = epoch
         if epoch % spec.checkpoint.every_epochs == 0 or epoch == spec.training.epochs:
-            save_checkpoint(
-                storage.join(config.artifact_uri, CHECKPOINTS, f"epoch-{epoch:04d}.pt"),
-                {
-                    "generator": generator.state_dict(),
-                    "discriminator": discriminator.state_dict(),
-                    "opt_g": opt_g.state_dict(),
-                    "opt_d": opt_d.state_dict(),
-                    "state": state,
-                },
-            )
-            for _, old in checkpoint_uris(config.artifact_uri)[: -spec.checkpoint.keep]:
-                storage.remove(old)
+            snapshot = {
+                "generator": generator.state_dict(),
+                "discriminator": discriminator.state_dict(),
+                "opt_g": opt_g.state_dict(),
+                "opt_d": opt_d.state_dict(),
+                "state": state,
+            }
+            save_epoch_checkpoint(config.artifact_uri, epoch, snapshot, spec.checkpoint.keep)
         progress.update(
             force=True,
             phase="Training",

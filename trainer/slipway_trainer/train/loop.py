@@ -247,6 +247,13 @@ def save_checkpoint(uri: str, state: dict[str, Any]) -> None:
     storage.write_bytes_atomic(uri, buffer.getvalue())
 
 
+def save_epoch_checkpoint(artifact_uri: str, epoch: int, snapshot: dict[str, Any], keep: int) -> None:
+    """Write `checkpoints/epoch-NNNN.pt` and keep only the `keep` newest."""
+    save_checkpoint(storage.join(artifact_uri, CHECKPOINTS, f"epoch-{epoch:04d}.pt"), snapshot)
+    for _, old in checkpoint_uris(artifact_uri)[:-keep]:
+        storage.remove(old)
+
+
 def load_checkpoint(uri: str) -> dict[str, Any]:
     """Tensors and plain values only: `weights_only=True` never unpickles code."""
     state: dict[str, Any] = torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu", weights_only=True)
@@ -451,9 +458,7 @@ def _chief_epoch(
             storage.join(config.artifact_uri, CHECKPOINTS, BEST), {"model": model.state_dict(), "epoch": epoch}
         )
     if epoch % spec.checkpoint.every_epochs == 0 or stop or epoch == spec.training.epochs:
-        save_checkpoint(storage.join(config.artifact_uri, CHECKPOINTS, f"epoch-{epoch:04d}.pt"), snapshot)
-        for _, old in checkpoint_uris(config.artifact_uri)[: -spec.checkpoint.keep]:
-            storage.remove(old)
+        save_epoch_checkpoint(config.artifact_uri, epoch, snapshot, spec.checkpoint.keep)
     storage.write_json_atomic(storage.join(config.artifact_uri, HISTORY), state["history"])
     if writer is not None:
         for key, value in metrics.items():

@@ -7,8 +7,6 @@ metrics.json) and model/ (model.onnx, model.pt, transform.json, model_card.md, m
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,11 +23,7 @@ from slipway_trainer.workload import Progress, WorkloadError, now
 
 
 def run(config: TrainConfig) -> dict[str, Any]:
-    workdir = storage.staging_dir()
-    try:
-        return workload.run(config.artifact_uri, config, lambda progress: train(config, progress, workdir))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    return workload.run_staged(config.artifact_uri, config, lambda progress, workdir: train(config, progress, workdir))
 
 
 def train(config: TrainConfig, progress: Progress, workdir: Path) -> dict[str, Any]:
@@ -176,11 +170,4 @@ def _card_facts(
 
 
 def main(config_path: str) -> int:
-    try:
-        config = workload.load_config(config_path, TrainConfig)
-    except workload.WorkloadError as err:
-        print(f"error: {err.message}", file=sys.stderr)
-        return 2
-    result = run(config)
-    print(json.dumps({k: v for k, v in result.items() if k != "traceback"}, indent=2))
-    return 0 if result["status"] == workload.Status.SUCCEEDED else 1
+    return workload.main(config_path, TrainConfig, run)

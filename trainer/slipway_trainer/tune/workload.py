@@ -8,8 +8,6 @@ leaderboard.md, comparison.png, the best trial's evaluation) and model/ (the bes
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +31,7 @@ BOOTSTRAP = 1000
 
 
 def run(config: TuneConfig) -> dict[str, Any]:
-    workdir = storage.staging_dir()
-    try:
-        return workload.run(config.artifact_uri, config, lambda progress: tune(config, progress, workdir))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    return workload.run_staged(config.artifact_uri, config, lambda progress, workdir: tune(config, progress, workdir))
 
 
 def tune(config: TuneConfig, progress: Progress, workdir: Path) -> dict[str, Any]:
@@ -225,11 +219,4 @@ def comparison_png(board: list[dict[str, Any]], config: TuneConfig, metric: str,
 
 
 def main(config_path: str) -> int:
-    try:
-        config = workload.load_config(config_path, TuneConfig)
-    except workload.WorkloadError as err:
-        print(f"error: {err.message}", file=sys.stderr)
-        return 2
-    result = run(config)
-    print(json.dumps({k: v for k, v in result.items() if k != "traceback"}, indent=2, default=str))
-    return 0 if result["status"] == workload.Status.SUCCEEDED else 1
+    return workload.main(config_path, TuneConfig, run)
