@@ -20,7 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--config", required=True, help="the workload's JSON config (file path or URI)")
     tune = commands.add_parser("tune", help="search hyperparameters and keep the best model (the TuningSweep workload)")
     tune.add_argument("--config", required=True, help="the workload's JSON config (file path or URI)")
+    serve = commands.add_parser("serve", help="serve a model over the Open Inference Protocol v2")
+    serve.add_argument("--config", required=True, help="the server's JSON config (file path or URI)")
     args = parser.parse_args(argv)
+    if args.command == "serve":
+        from slipway_trainer.serve import workload as serve_workload
+
+        return serve_workload.main(args.config)
     if args.command == "tune":
         from slipway_trainer.tune import workload as tune_workload
 

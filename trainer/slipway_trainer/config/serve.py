@@ -66,3 +66,34 @@ class Monitoring(ConfigModel):
 
     drift: Drift = Field(default_factory=Drift)
     """Data drift of live inputs."""
+
+
+class ServeConfig(ConfigModel):
+    """The config file of `python -m slipway_trainer serve`."""
+
+    model_uri: str = Field(min_length=1, max_length=2048)
+    """The exported model folder (model.onnx / model.pt, transform.json, model_card.json)."""
+
+    model_name: str = Field(default="model", min_length=1, max_length=253, pattern=r"^[a-zA-Z0-9][-a-zA-Z0-9_.]*$")
+    """The model's name on the wire (a ModelDeployment's name)."""
+
+    model_version: str = Field(default="1", max_length=63)
+    """The version reported in the model metadata."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on."""
+
+    port: int = Field(default=8080, ge=0, le=65535)
+    """Port to listen on (0: any free port; the chosen one is written to `readyFile`)."""
+
+    server: ServerSpec = Field(default_factory=ServerSpec)
+    """Model format, batching and limits."""
+
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+    """Drift monitoring."""
+
+    profile_uri: str | None = Field(default=None, max_length=2048)
+    """The dataset manifest whose profile is the drift baseline; default: the one the model card names."""
+
+    ready_file: str | None = None
+    """A local file the server writes `{"port": N}` to once it is ready (how a parent learns the port)."""

@@ -1,0 +1,444 @@
+"""The inference server for real: trained models exported to ONNX/TorchScript, served on loopback, spoken to
+over HTTP in the Open Inference Protocol v2 as KServe and Triton clients speak it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from slipway_trainer.config.prep import PrepConfig
+from slipway_trainer.config.train import TrainConfig
+from slipway_trainer.data import workload as prep_workload
+from slipway_trainer.train import workload as train_workload
+
+
+@dataclass
+class Served:
+    url: str
+    name: str
+    process: subprocess.Popen[str]
+    dataset: Path
+
+    def infer(self, body: Any, name: str | None = None, **kw: Any) -> requests.Response:
+        return requests.post(f"{self.url}/v2/models/{name or self.name}/infer", json=body, timeout=30, **kw)
+
+
+def prepare_and_train(root: Path, name: str, prep: dict[str, Any], train: dict[str, Any]) -> tuple[Path, Path]:
+    dataset = root / f"{name}-data"
+    result = prep_workload.run(PrepConfig.model_validate({"outputUri": dataset.as_uri(), "spec": prep}))
+    assert result["status"] == "Succeeded", result
+    run = root / f"{name}-run"
+    result = train_workload.run(
+        TrainConfig.model_validate(
+            {"datasetUri": dataset.as_uri(), "artifactUri": run.as_uri(), "useRay": False, "spec": train}
+        )
+    )
+    assert result["status"] == "Succeeded", result
+    return dataset, run / "model"
+
+
+def start(root: Path, name: str, model: Path, **server: Any) -> Iterator[subprocess.Popen[str]]:
+    ready = root / f"{name}.ready"
+    ready.unlink(missing_ok=True)
+    config = root / f"{name}.json"
+    config.write_text(
+        json.dumps({"modelUri": model.as_uri(), "modelName": name, "port": 0, "readyFile": str(ready), **server})
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "slipway_trainer", "serve", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not ready.exists():
+        assert process.poll() is None, process.communicate()[0]
+        assert time.monotonic() < deadline, "the server did not get ready"
+        time.sleep(0.1)
+    yield process
+    if process.poll() is None:
+        process.terminate()
+        process.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("serve")
+
+
+@pytest.fixture(scope="module")
+def fashion(root: Path) -> Iterator[Served]:
+    dataset, model = prepare_and_train(
+        root,
+        "fashion",
+        {"source": {"uri": "builtin://fashion-mnist"}, "sample": {"rows": 2000}, "split": {"stratifyBy": "label"}},
+        {
+            "model": {"architecture": "cnn", "params": {"channels": [8, 16], "hidden": 32}},
+            "training": {"epochs": 2, "batchSize": 64},
+            "optimizer": {"learningRate": 0.003},
+        },
+    )
+    for process in start(
+        root,
+        "fashion",
+        model,
+        server={
+            "batching": {"maxBatchSize": 64, "maxLatencyMs": 20},
+            "limits": {"maxBodyBytes": 2_000_000, "maxRowsPerRequest": 256},
+        },
+    ):
+        port = json.loads((root / "fashion.ready").read_text())["port"]
+        yield Served(f"http://127.0.0.1:{port}", "fashion", process, dataset)
+
+
+@pytest.fixture(scope="module")
+def mpg(root: Path) -> Iterator[Served]:
+    dataset, model = prepare_and_train(
+        root,
+        "mpg",
+        {
+            "source": {"uri": "builtin://vega/cars"},
+            "label": "Miles_per_Gallon",
+            "cleaning": {"missing": {"default": "drop", "columns": {"Horsepower": "median"}}},
+            "transforms": [{"type": "oneHot", "columns": ["Origin"]}, {"type": "standardize"}],
+            "privacy": {"dropColumns": ["Name", "Year"]},
+        },
+        {
+            "model": {"architecture": "mlp", "params": {"hidden": [32]}},
+            "objective": {"loss": "mse", "metric": "mae", "direction": "minimize"},
+            "optimizer": {"learningRate": 0.01},
+            "training": {"epochs": 60, "batchSize": 32},
+            "export": {"formats": ["torchscript"]},
+        },
+    )
+    for process in start(
+        root,
+        "mpg",
+        model,
+        server={"format": "torchscript"},
+        monitoring={"drift": {"method": "psi", "threshold": 0.2, "windowSize": 200}},
+    ):
+        port = json.loads((root / "mpg.ready").read_text())["port"]
+        yield Served(f"http://127.0.0.1:{port}", "mpg", process, dataset)
+
+
+def test_health_and_metadata_speak_oip_v2(fashion: Served) -> None:
+    assert requests.get(f"{fashion.url}/v2/health/live", timeout=5).status_code == 200
+    assert requests.get(f"{fashion.url}/v2/health/ready", timeout=5).json() == {"ready": True}
+    assert requests.get(f"{fashion.url}/v2/models/fashion/ready", timeout=5).status_code == 200
+    meta = requests.get(f"{fashion.url}/v2/models/fashion", timeout=5).json()
+    assert meta["name"] == "fashion" and meta["platform"] == "onnxruntime_onnx"
+    assert meta["inputs"][0]["shape"] == [-1, 28, 28, 1]
+    assert meta["parameters"]["class_names"][9] == "Ankle boot"
+    assert requests.get(f"{fashion.url}/v2", timeout=5).json()["name"] == "slipway"
+
+
+def test_images_sent_as_pixels_get_labels_and_probabilities(fashion: Served) -> None:
+    test = pq.read_table(next((fashion.dataset).glob("v-*/test/*.parquet")))
+    pixels = np.stack([np.frombuffer(b, dtype=np.uint8) for b in test.column("image").to_pylist()[:40]])
+    truth = test.column("label").to_pylist()[:40]
+    answer = fashion.infer(
+        {
+            "id": "r1",
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [40, 28, 28],
+                    "datatype": "UINT8",
+                    "data": pixels.reshape(40, 28, 28).tolist(),
+                }
+            ],
+        }
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["id"] == "r1" and body["model_name"] == "fashion"
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["probabilities"]["shape"] == [40, 10]
+    probabilities = np.array(outputs["probabilities"]["data"]).reshape(40, 10)
+    assert np.allclose(probabilities.sum(1), 1, atol=1e-4)
+    accuracy = np.mean(np.array(outputs["label"]["data"]) == np.array(truth))
+    assert accuracy > 0.5  # a 2-epoch CNN on 1,600 images; chance is 0.1
+    assert outputs["class_name"]["data"][0] in meta_names(fashion)
+
+
+def meta_names(served: Served) -> list[str]:
+    return list(requests.get(f"{served.url}/v2/models/{served.name}", timeout=5).json()["parameters"]["class_names"])
+
+
+def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(fashion: Served) -> None:
+    images = np.random.default_rng(0).integers(0, 255, (32, 28, 28))
+    single = [
+        fashion.infer(
+            {"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "UINT8", "data": images[i].tolist()}]}
+        ).json()
+        for i in range(4)
+    ]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(
+            pool.map(
+                lambda i: fashion.infer(
+                    {
+                        "inputs": [
+                            {"name": "input", "shape": [1, 28, 28], "datatype": "UINT8", "data": images[i].tolist()}
+                        ]
+                    }
+                ).json(),
+                range(32),
+            )
+        )
+    for i in range(4):
+        assert answers[i]["outputs"][0]["data"] == single[i]["outputs"][0]["data"]
+    metrics = requests.get(f"{fashion.url}/metrics", timeout=5).text
+    batches = [line for line in metrics.splitlines() if line.startswith("slipway_inference_batch_rows_count")]
+    rows = [line for line in metrics.splitlines() if line.startswith("slipway_inference_batch_rows_sum")]
+    assert float(rows[0].split()[-1]) > float(batches[0].split()[-1])  # some model calls took several requests
+
+
+BAD = [
+    ("not-json", "{nope", 400, "not valid JSON"),
+    ("no-inputs", {"id": "x"}, 400, "`inputs` must be a non-empty list"),
+    (
+        "wrong-shape",
+        {"inputs": [{"name": "input", "shape": [1, 27, 27], "datatype": "UINT8", "data": [0] * 729}]},
+        400,
+        "this model takes [rows, 28, 28] pixels",
+    ),
+    (
+        "shape-data-mismatch",
+        {"inputs": [{"name": "input", "shape": [2, 28, 28], "datatype": "UINT8", "data": [0] * 784}]},
+        400,
+        "needs 1568",
+    ),
+    (
+        "wrong-datatype",
+        {"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "FP128", "data": [0] * 784}]},
+        400,
+        "datatype 'FP128' is not one of",
+    ),
+    (
+        "text-pixels",
+        {"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "BYTES", "data": ["a"] * 784}]},
+        400,
+        "pixels must be numbers",
+    ),
+    (
+        "pixels-out-of-range",
+        {"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "FP32", "data": [300.0] * 784}]},
+        400,
+        "within 0..255",
+    ),
+    (
+        "too-many-rows",
+        {"inputs": [{"name": "input", "shape": [257, 28, 28], "datatype": "UINT8", "data": [0] * (257 * 784)}]},
+        400,
+        "the limit is 256",
+    ),
+    (
+        "unknown-output",
+        {
+            "inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "UINT8", "data": [0] * 784}],
+            "outputs": [{"name": "logits"}],
+        },
+        400,
+        "unknown outputs logits",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "status", "message"), BAD, ids=[b[0] for b in BAD])
+def test_bad_requests_get_a_4xx_naming_the_problem(
+    fashion: Served, case: str, body: Any, status: int, message: str
+) -> None:
+    if isinstance(body, str):
+        answer = requests.post(f"{fashion.url}/v2/models/fashion/infer", data=body, timeout=30)
+    else:
+        answer = fashion.infer(body)
+    assert answer.status_code == status, answer.text
+    assert message in answer.json()["error"]
+
+
+def test_wrong_model_name_and_oversized_bodies_are_refused_and_the_server_keeps_serving(fashion: Served) -> None:
+    wrong = fashion.infer({"inputs": []}, name="other")
+    assert wrong.status_code == 404 and "model 'other' is not served here" in wrong.json()["error"]
+    big = requests.post(
+        f"{fashion.url}/v2/models/fashion/infer",
+        data=b"x" * 3_000_000,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert big.status_code == 413
+    ok = fashion.infer({"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "UINT8", "data": [0] * 784}]})
+    assert ok.status_code == 200
+    metrics = requests.get(f"{fashion.url}/metrics", timeout=5).text
+    assert 'slipway_inference_requests_total{code="404",model="fashion"}' in metrics
+    assert 'slipway_inference_requests_total{code="200",model="fashion"}' in metrics
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=6) | st.dictionaries(st.text(max_size=10), children, max_size=6),
+    max_leaves=30,
+)
+TENSORISH = st.fixed_dictionaries(
+    {
+        "inputs": st.lists(
+            st.fixed_dictionaries(
+                {
+                    "name": st.sampled_from(["input", "x", ""]),
+                    "shape": st.lists(st.integers(-1, 30), max_size=4),
+                    "datatype": st.sampled_from(["UINT8", "FP32", "BYTES", "INT64", "X"]),
+                    "data": JSON,
+                }
+            ),
+            max_size=2,
+        )
+    }
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(body=st.one_of(JSON, TENSORISH))
+def test_fuzzed_requests_never_crash_the_server(fashion: Served, body: Any) -> None:
+    answer = fashion.infer(body)
+    assert answer.status_code < 500, answer.text
+    assert fashion.process.poll() is None
+
+
+def test_tabular_requests_by_tensor_and_by_column_agree(mpg: Served) -> None:
+    meta = requests.get(f"{mpg.url}/v2/models/mpg", timeout=5).json()
+    features = meta["parameters"]["features"]
+    assert meta["platform"] == "pytorch_torchscript" and "Origin" in features
+    cars = [
+        {
+            "Cylinders": 4,
+            "Displacement": 97.0,
+            "Horsepower": 88.0,
+            "Weight_in_lbs": 2130,
+            "Acceleration": 14.5,
+            "Origin": "Japan",
+        },
+        {
+            "Cylinders": 8,
+            "Displacement": 350.0,
+            "Horsepower": None,
+            "Weight_in_lbs": 4100,
+            "Acceleration": 11.0,
+            "Origin": "USA",
+        },
+    ]
+    tensor = mpg.infer(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [2, len(features)],
+                    "datatype": "BYTES",
+                    "data": [[car[f] for f in features] for car in cars],
+                }
+            ]
+        }
+    )
+    assert tensor.status_code == 200, tensor.text
+    columns = mpg.infer(
+        {
+            "inputs": [
+                {
+                    "name": f,
+                    "shape": [2],
+                    "datatype": "BYTES" if f == "Origin" else "FP64",
+                    "data": [car[f] for car in cars],
+                }
+                for f in features
+            ]
+        }
+    )
+    assert columns.status_code == 200, columns.text
+    a, b = tensor.json()["outputs"][0]["data"], columns.json()["outputs"][0]["data"]
+    assert a == pytest.approx(b)
+    assert a[0] > a[1] + 5  # a light Japanese four-cylinder goes further on a gallon than a heavy V8
+    missing = mpg.infer(
+        {
+            "inputs": [
+                {
+                    "name": f,
+                    "shape": [1],
+                    "datatype": "BYTES" if f == "Origin" else "FP64",
+                    "data": [None if f == "Weight_in_lbs" else cars[0][f]],
+                }
+                for f in features
+            ]
+        }
+    )
+    assert missing.status_code == 400 and "Weight_in_lbs" in missing.json()["error"]
+
+
+def test_drift_is_measured_against_the_training_profile(mpg: Served) -> None:
+    train = pq.read_table(next(mpg.dataset.glob("v-*/train/*.parquet")))
+    features = requests.get(f"{mpg.url}/v2/models/mpg", timeout=5).json()["parameters"]["features"]
+
+    def send(rows: dict[str, list[Any]]) -> None:
+        n = len(rows[features[0]])
+        answer = mpg.infer(
+            {
+                "inputs": [
+                    {"name": f, "shape": [n], "datatype": "BYTES" if f == "Origin" else "FP64", "data": rows[f]}
+                    for f in features
+                ]
+            }
+        )
+        assert answer.status_code == 200, answer.text
+
+    like_training = {f: train.column(f).to_pylist()[:200] for f in features}
+    send(like_training)
+    calm = requests.get(f"{mpg.url}/v2/models/mpg/drift", timeout=5).json()
+    assert "Weight_in_lbs" not in calm["drifted"] and calm["maxScore"] is not None
+    heavier = {**like_training, "Weight_in_lbs": [w + 2500 for w in like_training["Weight_in_lbs"]]}
+    send(heavier)
+    drifted = requests.get(f"{mpg.url}/v2/models/mpg/drift", timeout=5).json()
+    assert "Weight_in_lbs" in drifted["drifted"] and drifted["scores"]["Weight_in_lbs"] > 0.2
+    metrics = requests.get(f"{mpg.url}/metrics", timeout=5).text
+    assert 'slipway_drift_score{feature="Weight_in_lbs",method="psi",model="mpg"}' in metrics
+    assert "slipway_input_feature_mean" in metrics and "slipway_prediction_value_bucket" in metrics
+
+
+def test_sigterm_lets_in_flight_requests_finish_and_drops_readiness_first(root: Path) -> None:
+    model = next(root.glob("fashion-run/model"))
+    process = next(start(root, "graceful", model, server={"batching": {"maxBatchSize": 64, "maxLatencyMs": 400}}))
+    port = json.loads((root / "graceful.ready").read_text())["port"]
+    url = f"http://127.0.0.1:{port}"
+    answers: list[int] = []
+    body = {"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "UINT8", "data": [0] * 784}]}
+    sender = threading.Thread(
+        target=lambda: answers.append(
+            requests.post(f"{url}/v2/models/graceful/infer", json=body, timeout=30).status_code
+        )
+    )
+    sender.start()
+    time.sleep(0.15)  # the request is waiting in the batcher (up to 400 ms)
+    process.send_signal(signal.SIGTERM)
+    sender.join(timeout=30)
+    assert answers == [200]
+    assert process.wait(timeout=60) == 0

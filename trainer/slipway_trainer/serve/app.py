@@ -1,0 +1,258 @@
+"""The inference server over HTTP (aiohttp): the OIP v2 REST endpoints, /metrics, and drift as JSON.
+
+The HTTP layer only adapts: parsing and answers are in `protocol`, batching in `batcher`, drift in `drift`.
+Bad requests get a 4xx with `{"error": message}` and the server keeps serving. On SIGTERM readiness drops
+first, new requests are refused with 503, in-flight ones finish, then it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from slipway_trainer.config.serve import ServeConfig
+from slipway_trainer.serve import protocol
+from slipway_trainer.serve.batcher import Batcher
+from slipway_trainer.serve.drift import DriftMonitor
+from slipway_trainer.serve.model import ServedModel
+
+log = logging.getLogger("slipway.serve")
+PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_torchscript"}
+
+
+class Metrics:
+    def __init__(self, name: str) -> None:
+        self.registry = CollectorRegistry()
+        self.name = name
+        self.requests = Counter(
+            "slipway_inference_requests",
+            "Inference requests by model and HTTP status code",
+            ["model", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "slipway_inference_request_seconds",
+            "Inference request latency",
+            ["model", "code"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.batch = Histogram(
+            "slipway_inference_batch_rows",
+            "Rows per model call (dynamic batching)",
+            ["model"],
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+        )
+        self.queue = Gauge(
+            "slipway_inference_queue_depth", "Requests waiting for a model call", ["model"], registry=self.registry
+        )
+        self.predictions = Counter(
+            "slipway_predictions", "Predicted classes", ["model", "label"], registry=self.registry
+        )
+        self.values = Histogram(
+            "slipway_prediction_value", "Predicted values (regression)", ["model"], registry=self.registry
+        )
+        self.feature_mean = Gauge(
+            "slipway_input_feature_mean",
+            "Mean of a numeric input feature over the drift window",
+            ["model", "feature"],
+            registry=self.registry,
+        )
+        self.drift = Gauge(
+            "slipway_drift_score",
+            "Drift score of an input feature against the training profile",
+            ["model", "feature", "method"],
+            registry=self.registry,
+        )
+        self.drifted = Gauge(
+            "slipway_drifted_features",
+            "Input features whose drift score is above the threshold",
+            ["model"],
+            registry=self.registry,
+        )
+
+
+class Server:
+    def __init__(self, config: ServeConfig, model: ServedModel, profile: dict[str, Any] | None) -> None:
+        self.config = config
+        self.model = model
+        self.name = config.model_name
+        self.metrics = Metrics(self.name)
+        batching = config.server.batching
+        self.batcher = Batcher(
+            model.predict,
+            batching.max_batch_size,
+            batching.max_latency_ms,
+            on_batch=lambda rows: self.metrics.batch.labels(self.name).observe(rows),
+        )
+        drift = config.monitoring.drift
+        self.drift = (
+            DriftMonitor(profile, drift.method, drift.threshold, drift.window_size)
+            if (drift.enabled and profile)
+            else None
+        )
+        self.ready = False
+        self.stopping = False
+        self.in_flight = 0
+
+    # --- routes -----------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.config.server.limits.max_body_bytes)
+        app.add_routes(
+            [
+                web.get("/v2/health/live", self.live),
+                web.get("/v2/health/ready", self.ready_route),
+                web.get("/v2", self.server_metadata),
+                web.get("/v2/models/{name}", self.model_metadata),
+                web.get("/v2/models/{name}/ready", self.model_ready),
+                web.post("/v2/models/{name}/infer", self.infer),
+                web.get("/v2/models/{name}/drift", self.drift_route),
+                web.get("/metrics", self.prometheus),
+            ]
+        )
+        return app
+
+    async def live(self, request: web.Request) -> web.Response:
+        return web.json_response({"live": True})
+
+    async def ready_route(self, request: web.Request) -> web.Response:
+        return web.json_response({"ready": self.is_ready}, status=200 if self.is_ready else 503)
+
+    @property
+    def is_ready(self) -> bool:
+        return self.ready and not self.stopping
+
+    async def server_metadata(self, request: web.Request) -> web.Response:
+        from slipway_trainer import __version__
+
+        return web.json_response({"name": "slipway", "version": __version__, "extensions": ["drift"]})
+
+    def _check_name(self, request: web.Request) -> None:
+        name = request.match_info["name"]
+        if name != self.name:
+            raise protocol.ProtocolError(404, f"model {name!r} is not served here (this server serves {self.name!r})")
+
+    async def model_metadata(self, request: web.Request) -> web.Response:
+        return await self._guard(
+            request,
+            lambda: protocol.metadata(
+                self.model.transform, self.name, self.config.model_version, PLATFORMS[self.model.format]
+            ),
+        )
+
+    async def model_ready(self, request: web.Request) -> web.Response:
+        try:
+            self._check_name(request)
+        except protocol.ProtocolError as err:
+            return web.json_response({"error": err.message}, status=err.status)
+        return web.json_response({"name": self.name, "ready": self.is_ready}, status=200 if self.is_ready else 503)
+
+    async def drift_route(self, request: web.Request) -> web.Response:
+        return await self._guard(request, lambda: self.drift.report() if self.drift else {"enabled": False})
+
+    async def _guard(self, request: web.Request, answer: Any) -> web.Response:
+        try:
+            self._check_name(request)
+            return web.json_response(answer())
+        except protocol.ProtocolError as err:
+            return web.json_response({"error": err.message}, status=err.status)
+
+    async def infer(self, request: web.Request) -> web.Response:
+        start = time.perf_counter()
+        status, body = await self._infer(request)
+        self.metrics.requests.labels(self.name, str(status)).inc()
+        self.metrics.latency.labels(self.name, str(status)).observe(time.perf_counter() - start)
+        return web.json_response(body, status=status)
+
+    async def _infer(self, request: web.Request) -> tuple[int, dict[str, Any]]:
+        if not self.is_ready:
+            return 503, {"error": "the server is not ready (loading, or shutting down)"}
+        self.in_flight += 1
+        try:
+            self._check_name(request)
+            try:
+                body = await request.json(loads=json.loads)
+            except web.HTTPRequestEntityTooLarge:
+                raise protocol.ProtocolError(
+                    413,
+                    f"the request body is larger than "
+                    f"{self.config.server.limits.max_body_bytes} bytes "
+                    "(server.limits.maxBodyBytes)",
+                ) from None
+            except (ValueError, UnicodeDecodeError) as err:
+                raise protocol.ProtocolError(400, f"the request body is not valid JSON: {err}") from err
+            parsed = protocol.parse(body, self.model.transform, self.config.server.limits.max_rows_per_request)
+            x = protocol.features(parsed, self.model.transform)
+            self.metrics.queue.labels(self.name).set(self.batcher.depth)
+            outputs = await self.batcher.submit(x)
+            answer = protocol.response(parsed, outputs, self.model.transform, self.name, self.config.model_version)
+            self._observe(parsed, answer)
+            return 200, answer
+        except protocol.ProtocolError as err:
+            return err.status, {"error": err.message}
+        except Exception as err:  # a bug or a model failure: 500, logged, and the server keeps serving
+            log.exception("inference failed")
+            return 500, {"error": f"inference failed: {type(err).__name__}: {err}"}
+        finally:
+            self.in_flight -= 1
+
+    def _observe(self, parsed: protocol.Request, answer: dict[str, Any]) -> None:
+        for tensor in answer["outputs"]:
+            if tensor["name"] == "label":
+                for value in tensor["data"]:
+                    self.metrics.predictions.labels(self.name, str(value)).inc()
+            elif tensor["name"] == "prediction":
+                for value in tensor["data"]:
+                    self.metrics.values.labels(self.name).observe(value)
+        if self.drift is not None:
+            self.drift.observe(parsed.table)
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        if self.drift is not None:
+            report = self.drift.report()
+            for feature, score in report["scores"].items():
+                self.metrics.drift.labels(self.name, feature, self.drift.method).set(score)
+            self.metrics.drifted.labels(self.name).set(len(report["drifted"]))
+            for feature, window in self.drift.windows.items():
+                if self.drift.profile[feature]["type"] == "numeric" and window:
+                    self.metrics.feature_mean.labels(self.name, feature).set(float(np.mean(window)))
+        self.metrics.queue.labels(self.name).set(self.batcher.depth)
+        return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    # --- life cycle -------------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.config.host, self.config.port, shutdown_timeout=30)
+        await site.start()
+        port = runner.addresses[0][1]
+        self.batcher.start()
+        self.model.warm_up()
+        self.ready = True
+        log.info("serving %s on http://%s:%s", self.name, self.config.host, port)
+        if self.config.ready_file:
+            Path(self.config.ready_file).write_text(json.dumps({"port": port}))
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        self.stopping = True  # readiness drops first; new inference requests get 503
+        log.info("shutting down: finishing %d in-flight requests", self.in_flight)
+        deadline = loop.time() + 30
+        while self.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        await self.batcher.close()
+        await runner.cleanup()
