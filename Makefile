@@ -54,9 +54,11 @@ demo: venv datasets
 	$(VENV)/bin/slipway demo
 
 bench: venv datasets
+	@scripts/install-bench-tools.sh
 	$(PY) benchmarks/prep_vs_pandas.py --rows $${BENCH_ROWS:-1000000}
 	$(PY) benchmarks/train_vs_torch.py
 	$(PY) benchmarks/tune_asha_vs_fifo.py
+	$(PY) benchmarks/serve_vs_naive.py
 
 cluster: venv testbed
 	@$(PY) tests/cluster/testbed.py up

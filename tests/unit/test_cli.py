@@ -57,7 +57,8 @@ def test_demo_prepares_data_trains_and_says_what_is_not_built_yet(tmp_path: Path
     )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "Not run by this demo: tuning (the TuningSweep workload exists" in result.stdout
-    assert "serving (ModelDeployment: not built yet)" in result.stdout
+    assert "5. Serve 'fashion-cnn' over the Open Inference Protocol v2" in result.stdout
+    assert re.search(r"\d+/10 right", result.stdout), result.stdout
     assert "valid: TrainingRun/fashion-cnn" in result.stdout
     assert re.search(r"3,000 rows: train 2,\d{3}, validation \d{3}, test \d{3}", result.stdout), result.stdout
     assert "1 epochs in" in result.stdout and "test_accuracy=" in result.stdout

@@ -94,6 +94,7 @@ class Server:
             batching.max_batch_size,
             batching.max_latency_ms,
             on_batch=lambda rows: self.metrics.batch.labels(self.name).observe(rows),
+            in_flight=lambda: self.in_flight,
         )
         drift = config.monitoring.drift
         self.drift = (

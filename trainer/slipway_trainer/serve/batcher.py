@@ -1,6 +1,6 @@
 """Dynamic batching, with no HTTP in sight: concurrent requests are merged into one model call of at most
 `max_batch_size` rows, or whatever has arrived `max_latency_ms` after the first, whichever comes first; each
-caller gets back exactly its own rows."""
+caller gets back exactly its own rows. A lone request does not wait for company that is not coming."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ class Batcher:
     max_batch_size: int
     max_latency_ms: float
     on_batch: Callable[[int], None] = lambda rows: None  # metrics hook: rows in each model call
+    # How many requests are in the server right now (queued or still being parsed). When every one of them is
+    # already in the batch, waiting for more would only add latency, so the batch goes at once.
+    in_flight: Callable[[], int] | None = None
     executor: Executor = field(default_factory=lambda: ThreadPoolExecutor(max_workers=1))
     _queue: asyncio.Queue[_Pending] = field(default_factory=asyncio.Queue)
     _task: asyncio.Task[None] | None = None
@@ -64,6 +67,8 @@ class Batcher:
             rows = first.x.shape[0]
             deadline = loop.time() + self.max_latency_ms / 1000
             while rows < self.max_batch_size:
+                if self.in_flight is not None and self.in_flight() <= len(batch) and self._queue.empty():
+                    break
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
