@@ -6,6 +6,7 @@ It runs the workloads as `python -m slipway_trainer <step>` processes, as the lo
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -37,25 +38,65 @@ def _step(title: str) -> None:
     print(f"\n== {title}")
 
 
-def _run_workload(step: str, config: BaseModel) -> dict[str, Any] | None:
-    """Run `python -m slipway_trainer <step>`; its result, or None after saying why it failed."""
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        handle.write(config.model_dump_json(by_alias=True))
-    try:
-        done = subprocess.run(
-            [sys.executable, "-m", "slipway_trainer", step, "--config", handle.name], stdout=subprocess.PIPE, text=True
+def _run_workload(step: str, config: BaseModel, logs: Path, progress: Path | None = None) -> dict[str, Any] | None:
+    """Run `python -m slipway_trainer <step>` with its log in `logs/`, showing `progress` (a progress.json)
+    as a live line while it runs; its result, or None after saying why it failed and where the log is."""
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{step}-{getattr(config, 'name', step)}.log"
+    config_file = logs / f"{step}-{getattr(config, 'name', step)}.config.json"
+    config_file.write_text(config.model_dump_json(by_alias=True, indent=2))
+    with log.open("w") as err:
+        job = subprocess.Popen(
+            [sys.executable, "-m", "slipway_trainer", step, "--config", str(config_file)],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
         )
-    finally:
-        Path(handle.name).unlink(missing_ok=True)
+        out = ""
+        try:
+            while job.poll() is None:
+                if progress is not None:
+                    _show(progress)
+                time.sleep(1)
+            out = job.stdout.read() if job.stdout else ""
+        except KeyboardInterrupt:
+            job.terminate()
+            job.wait()
+            raise
+    if progress is not None:
+        print()
     try:
-        result: dict[str, Any] = json.loads(done.stdout)
+        result: dict[str, Any] = json.loads(out)
     except json.JSONDecodeError:
-        print(f"  {step} did not finish: {done.stdout[-2000:]}")
+        print(f"  {step} did not finish; its log: {log}")
         return None
     if result.get("status") != "Succeeded":
-        print(f"  {step} failed ({result.get('reason')}): {result.get('message')}")
+        print(f"  {step} failed ({result.get('reason')}): {result.get('message')}\n  its log: {log}")
         return None
+    print(f"  log: {log}")
     return result
+
+
+def _show(progress: Path) -> None:
+    """One line, rewritten in place: epoch, a bar, the validation metrics, the ETA."""
+    try:
+        state = json.loads(progress.read_text())
+    except (OSError, json.JSONDecodeError):
+        return
+    epoch, total = state.get("epoch"), state.get("totalEpochs")
+    if not epoch or not total:
+        print(f"\r  {state.get('phase', 'starting')}...", end="", flush=True)
+        return
+    done = int(20 * epoch / total)
+    metrics = state.get("metrics", {})
+    shown = " ".join(f"{k}={v:.3f}" for k, v in metrics.items() if k in ("val_loss", "val_accuracy", "val_mae"))
+    eta = state.get("etaSeconds")
+    print(
+        f"\r  [{'#' * done}{'.' * (20 - done)}] epoch {epoch}/{total} {shown} "
+        f"{f'ETA {eta:.0f} s' if eta is not None else ''} ({state.get('phase', '')})   ",
+        end="",
+        flush=True,
+    )
 
 
 def demo(manifests: Path, store: Path) -> int:
@@ -92,7 +133,7 @@ def demo(manifests: Path, store: Path) -> int:
     for name, spec in preps:
         _step(f"3. Prepare the dataset {name!r} (python -m slipway_trainer prep)")
         output = (store / "datasets" / name).resolve()
-        result = _run_workload("prep", prep_config(name, spec, output.as_uri()))
+        result = _run_workload("prep", prep_config(name, spec, output.as_uri()), store / "logs")
         if result is None:
             return 1
         rows = result["rows"]
@@ -122,9 +163,10 @@ def demo(manifests: Path, store: Path) -> int:
             artifacts.as_uri(),
             workers=1,
             gpus_per_worker=0,
+            cpus_per_worker=min(spec.resources.cpus_per_worker, os.cpu_count() or 1),
             lineage={"trainingRun": name, "datasetPrep": ref},
         )
-        result = _run_workload("train", config)
+        result = _run_workload("train", config, store / "logs", artifacts / "progress.json")
         if result is None:
             return 1
         shown = ", ".join(f"{k}={v:.4f}" for k, v in result["metrics"].items() if k.count("_") == 1)

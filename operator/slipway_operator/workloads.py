@@ -51,6 +51,7 @@ def train_config(
     *,
     workers: int | None = None,
     gpus_per_worker: int | None = None,
+    cpus_per_worker: int | None = None,
     lineage: dict[str, str] | None = None,
 ) -> TrainConfig:
     """The training workload's config for a TrainingRun (or a sweep's template). `workers` and
@@ -65,7 +66,7 @@ def train_config(
             "artifactUri": artifact_uri,
             "workers": resources.workers if workers is None else workers,
             "gpusPerWorker": resources.gpus_per_worker if gpus_per_worker is None else gpus_per_worker,
-            "cpusPerWorker": resources.cpus_per_worker,
+            "cpusPerWorker": resources.cpus_per_worker if cpus_per_worker is None else cpus_per_worker,
             "maxFailures": spec.failure_policy.max_failures,
             "lineage": lineage or {},
         }

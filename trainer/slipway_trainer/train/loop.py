@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 import time
 from collections.abc import Callable
@@ -272,7 +273,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 def train_loop(config: TrainConfig, worker: Worker, tensorboard_dir: Path | None = None) -> None:
     spec = config.spec
     torch.manual_seed(spec.training.seed)
-    torch.set_num_threads(config.cpus_per_worker)
+    torch.set_num_threads(max(1, min(config.cpus_per_worker, os.cpu_count() or 1)))  # never more than there are
     dataset = open_dataset(config.dataset_uri)
     train_split = shard(dataset.load("train"), worker.rank, worker.world_size)
     val_split = shard(dataset.load("validation"), worker.rank, worker.world_size)
