@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -424,21 +425,41 @@ def test_drift_is_measured_against_the_training_profile(mpg: Served) -> None:
     assert "slipway_input_feature_mean" in metrics and "slipway_prediction_value_bucket" in metrics
 
 
-def test_sigterm_lets_in_flight_requests_finish_and_drops_readiness_first(root: Path) -> None:
-    model = next(root.glob("fashion-run/model"))
-    process = next(start(root, "graceful", model, server={"batching": {"maxBatchSize": 64, "maxLatencyMs": 400}}))
+def test_sigterm_lets_in_flight_requests_finish_and_drops_readiness_first(root: Path, fashion: Served) -> None:
+    """Two requests are in flight when SIGTERM arrives: one still uploading its body, one waiting in the
+    batcher for company. Both are answered 200, readiness is 503 meanwhile, and the server exits 0."""
+    model = root / "fashion-run" / "model"  # trained by the fashion fixture
+    process = next(start(root, "graceful", model, server={"batching": {"maxBatchSize": 64, "maxLatencyMs": 1500}}))
     port = json.loads((root / "graceful.ready").read_text())["port"]
     url = f"http://127.0.0.1:{port}"
+    body = json.dumps(
+        {"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "UINT8", "data": [0] * 784}]}
+    ).encode()
+    slow = socket.create_connection(("127.0.0.1", port), timeout=30)
+    slow.sendall(
+        b"POST /v2/models/graceful/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+        + body[:10]
+    )
+    time.sleep(0.3)  # its handler has started and awaits the rest of the body
     answers: list[int] = []
-    body = {"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "UINT8", "data": [0] * 784}]}
     sender = threading.Thread(
         target=lambda: answers.append(
-            requests.post(f"{url}/v2/models/graceful/infer", json=body, timeout=30).status_code
+            requests.post(f"{url}/v2/models/graceful/infer", data=body, timeout=30).status_code
         )
     )
     sender.start()
-    time.sleep(0.15)  # the request is waiting in the batcher (up to 400 ms)
+    time.sleep(0.3)  # waiting in the batcher: another request is in flight, so it waits for company
     process.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert requests.get(f"{url}/v2/health/ready", timeout=5).status_code == 503
+    assert requests.post(f"{url}/v2/models/graceful/infer", data=body, timeout=5).status_code == 503
+    slow.sendall(body[10:])
+    reply = b""
+    while chunk := slow.recv(65536):
+        reply += chunk
+    slow.close()
     sender.join(timeout=30)
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
     assert answers == [200]
     assert process.wait(timeout=60) == 0
