@@ -68,6 +68,17 @@ def slipway_crds(control_plane: testbed.ControlPlane) -> testbed.ControlPlane:
 
 
 @pytest.fixture(scope="session")
+def kuberay_crds(control_plane: testbed.ControlPlane) -> testbed.ControlPlane:
+    """The control plane with KubeRay's CRDs (RayJob, RayCluster, RayService) from its pinned Go module."""
+    crds = testbed.BIN / "kuberay-crds"
+    if not crds.is_dir():
+        raise testbed.TestbedError(f"{crds} is missing: run tests/cluster/build.sh")
+    control_plane.kubectl("apply", "--server-side", "-f", str(crds))
+    control_plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crds))
+    return control_plane
+
+
+@pytest.fixture(scope="session")
 def kubeconfig(control_plane: testbed.ControlPlane) -> Path:
     return control_plane.kubeconfig
 
@@ -136,7 +147,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         return
     used = set(getattr(item, "fixturenames", ()))
     plane = item.config.stash.get(_PLANE, None)
-    if plane is not None and plane.components and used & {"control_plane", "slipway_crds", "namespace", "kube_api"}:
+    if (
+        plane is not None
+        and plane.components
+        and used & {"control_plane", "slipway_crds", "kuberay_crds", "namespace", "kube_api"}
+    ):
         report.sections.append(("test control plane logs", plane.logs_summary()))
     store = item.config.stash.get(_STORE, None)
     if store is not None and store.component is not None and used & {"object_store", "bucket", "s3_env"}:

@@ -37,7 +37,7 @@ needs_build() {
   [ "$force" = 1 ] && return 0
   [ "$(cat "$bin/.stamp-$tool" 2>/dev/null)" = "$(stamp_of "$tool")" ] || return 0
   local b
-  for b in "$@"; do [ -x "$bin/$b" ] || return 0; done
+  for b in "$@"; do [ -e "$bin/$b" ] || return 0; done
   return 1
 }
 
@@ -90,6 +90,15 @@ build_kwok() {
   chmod u+w "$bin"/kwok-stages/*.yaml
 }
 build_seaweedfs() { build seaweedfs weed github.com/seaweedfs/seaweedfs/weed; }
+build_kuberay() {
+  # Nothing to compile: the RayJob/RayCluster/RayService CRDs ship inside the module.
+  (cd "$here/tools/kuberay" && go mod download github.com/ray-project/kuberay/ray-operator)
+  local dir
+  dir=$(cd "$here/tools/kuberay" && go list -m -f '{{.Dir}}' github.com/ray-project/kuberay/ray-operator)
+  rm -rf "$bin/kuberay-crds" && mkdir -p "$bin/kuberay-crds"
+  cp "$dir"/config/crd/bases/ray.io_*.yaml "$bin/kuberay-crds/"
+  chmod u+w "$bin"/kuberay-crds/*.yaml
+}
 
 if needs_build etcd etcd; then timed etcd build_etcd; fi
 if needs_build kubernetes kube-apiserver kube-controller-manager kube-scheduler kubectl; then
@@ -98,4 +107,5 @@ fi
 if needs_build kwok kwok; then timed kwok build_kwok; fi
 if needs_build helm helm; then timed helm build_helm; fi
 if needs_build seaweedfs weed; then timed seaweedfs build_seaweedfs; fi
+if needs_build kuberay kuberay-crds/ray.io_rayjobs.yaml; then timed kuberay build_kuberay; fi
 echo ">> test bed binaries ready in $bin"

@@ -1,0 +1,205 @@
+"""Pure builders of the Kubernetes objects the operator creates: resource in, object (a dict) out.
+
+No API calls and no environment reads here: the image, the owner and the workload config are arguments.
+Every child carries an ownerReference to its Slipway resource and the labels
+`app.kubernetes.io/managed-by: slipway` and `slipway.dev/<kind>: <name>`; names are deterministic, so a
+restarted operator finds (adopts) what it created instead of creating it again.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from slipway_operator.api.common import Resources, SecretKeyRef
+
+RAY_VERSION = "2.60.0"
+CONFIG_DIR = "/etc/slipway"
+CONFIG_FILE = "config.json"
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+SALT_ENV = "SLIPWAY_HASH_SALT"
+
+
+@dataclass(frozen=True)
+class Owner:
+    """The Slipway resource a child belongs to."""
+
+    api_version: str
+    kind: str
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def of(cls, obj: dict[str, Any]) -> Owner:
+        meta = obj["metadata"]
+        return cls(obj["apiVersion"], obj["kind"], meta["name"], meta["namespace"], meta["uid"])
+
+
+def labels(owner: Owner) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/managed-by": "slipway",
+        "app.kubernetes.io/part-of": "slipway",
+        f"slipway.dev/{owner.kind.lower()}": owner.name,
+    }
+
+
+def metadata(owner: Owner, name: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": {**labels(owner), **(extra_labels or {})},
+        "ownerReferences": [
+            {
+                "apiVersion": owner.api_version,
+                "kind": owner.kind,
+                "name": owner.name,
+                "uid": owner.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+
+
+def child_name(owner: Owner, suffix: str) -> str:
+    """`<name>-<suffix>`, within the 63 characters a label value (and a RayJob's name) allows."""
+    return f"{owner.name[: 62 - len(suffix)]}-{suffix}"
+
+
+def config_map(owner: Owner, step: str, config: BaseModel) -> dict[str, Any]:
+    """The workload's config (no credentials: those come from Secrets as environment variables)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(owner, child_name(owner, step)),
+        "data": {CONFIG_FILE: json.dumps(config.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True)},
+    }
+
+
+POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 1000,
+    "runAsGroup": 1000,
+    "fsGroup": 1000,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": False,
+}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a RayJob runs and on what."""
+
+    step: str  # prep | train | tune
+    image: str
+    resources: Resources
+    config_map: str
+    storage_secret: str | None = None  # envFrom: AWS_* keys for s3:// artifacts and sources
+    salt: SecretKeyRef | None = None  # SLIPWAY_HASH_SALT for hashed columns
+    ttl_seconds_after_finished: int | None = None
+    backoff_limit: int = 0
+    active_deadline_seconds: int | None = None
+    suspend: bool = False
+
+
+def _container(name: str, workload: Workload, cpus: int, memory: str, gpus: int) -> dict[str, Any]:
+    limits: dict[str, Any] = {"cpu": str(cpus), "memory": memory}
+    if gpus:
+        limits[GPU_RESOURCE] = str(gpus)
+    container: dict[str, Any] = {
+        "name": name,
+        "image": workload.image,
+        "resources": {"requests": dict(limits), "limits": limits},
+        "volumeMounts": [{"name": "slipway-config", "mountPath": CONFIG_DIR, "readOnly": True}],
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY),
+    }
+    env = []
+    if workload.salt is not None:
+        env.append(
+            {"name": SALT_ENV, "valueFrom": {"secretKeyRef": {"name": workload.salt.name, "key": workload.salt.key}}}
+        )
+    if env:
+        container["env"] = env
+    if workload.storage_secret:
+        container["envFrom"] = [{"secretRef": {"name": workload.storage_secret}}]
+    return container
+
+
+def _pod_spec(container: dict[str, Any], workload: Workload, gpus: int) -> dict[str, Any]:
+    r = workload.resources
+    spec: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [{"name": "slipway-config", "configMap": {"name": workload.config_map}}],
+        "securityContext": copy.deepcopy(POD_SECURITY),
+    }
+    if r.node_selector:
+        spec["nodeSelector"] = dict(r.node_selector)
+    tolerations = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in r.tolerations]
+    if gpus and not any(t.get("key") == GPU_RESOURCE for t in tolerations):
+        tolerations.append(dict(GPU_TOLERATION))
+    if tolerations:
+        spec["tolerations"] = tolerations
+    if r.priority_class_name:
+        spec["priorityClassName"] = r.priority_class_name
+    return spec
+
+
+def ray_job(owner: Owner, workload: Workload) -> dict[str, Any]:
+    """A KubeRay RayJob (ray.io/v1): the head runs the entrypoint, the worker group gets the GPUs."""
+    r = workload.resources
+    extra = {KUEUE_QUEUE_LABEL: r.queue} if r.queue else None
+    head = _container("ray-head", workload, cpus=r.cpus_per_worker, memory=r.memory, gpus=0)
+    head["ports"] = [
+        {"containerPort": 6379, "name": "gcs"},
+        {"containerPort": 8265, "name": "dashboard"},
+        {"containerPort": 10001, "name": "client"},
+    ]
+    worker = _container("ray-worker", workload, cpus=r.cpus_per_worker, memory=r.memory, gpus=r.gpus_per_worker)
+    spec: dict[str, Any] = {
+        "entrypoint": f"python -m slipway_trainer {workload.step} --config {CONFIG_DIR}/{CONFIG_FILE}",
+        "shutdownAfterJobFinishes": True,
+        "backoffLimit": workload.backoff_limit,
+        "suspend": workload.suspend,
+        "rayClusterSpec": {
+            "rayVersion": RAY_VERSION,
+            "headGroupSpec": {
+                # The head schedules, it does not train: no GPU and no Ray work on it.
+                "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
+                "template": {"metadata": {"labels": labels(owner)}, "spec": _pod_spec(head, workload, gpus=0)},
+            },
+            "workerGroupSpecs": [
+                {
+                    "groupName": "workers",
+                    "replicas": r.workers,
+                    "minReplicas": r.workers,
+                    "maxReplicas": r.workers,
+                    "rayStartParams": {},
+                    "template": {
+                        "metadata": {"labels": labels(owner)},
+                        "spec": _pod_spec(worker, workload, gpus=r.gpus_per_worker),
+                    },
+                }
+            ],
+        },
+    }
+    if workload.ttl_seconds_after_finished is not None:
+        spec["ttlSecondsAfterFinished"] = workload.ttl_seconds_after_finished
+    if workload.active_deadline_seconds is not None:
+        spec["activeDeadlineSeconds"] = workload.active_deadline_seconds
+    return {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayJob",
+        "metadata": metadata(owner, child_name(owner, workload.step), extra),
+        "spec": spec,
+    }

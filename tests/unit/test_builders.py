@@ -1,0 +1,163 @@
+"""Golden-object tests of the pure builders: resource in, the exact Kubernetes object out.
+
+Regenerate the golden files after an intended change with `UPDATE_GOLDEN=1 pytest tests/unit/test_builders.py`
+and review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from slipway_operator import builders
+from slipway_operator.api.datasetprep import DatasetPrepSpec
+from slipway_operator.api.trainingrun import TrainingRunSpec
+from slipway_operator.api.validation import validate_manifest
+from slipway_operator.workloads import prep_config, train_config
+
+GOLDEN = Path(__file__).parent / "golden"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+IMAGE = "ghcr.io/example/slipway-trainer:0.1.0"
+
+
+def owner_of(kind: str, name: str) -> builders.Owner:
+    return builders.Owner("slipway.dev/v1alpha1", kind, name, "ml", f"uid-{name}")
+
+
+def example(path: str) -> Any:
+    return validate_manifest(yaml.safe_load((EXAMPLES / path).read_text()))
+
+
+def training_objects() -> list[dict[str, Any]]:
+    spec = example("fashion-mnist/02-trainingrun.yaml")
+    assert isinstance(spec, TrainingRunSpec)
+    owner = owner_of("TrainingRun", "fashion-cnn")
+    config = train_config("fashion-cnn", spec, "s3://slipway/datasets/ml/fashion", "s3://slipway/runs/ml/fashion-cnn")
+    config_map = builders.config_map(owner, "train", config)
+    job = builders.ray_job(
+        owner,
+        builders.Workload(
+            step="train",
+            image=IMAGE,
+            resources=spec.resources,
+            config_map=config_map["metadata"]["name"],
+            storage_secret="s3-creds",
+            ttl_seconds_after_finished=spec.ttl_seconds_after_finished,
+            backoff_limit=spec.failure_policy.backoff_limit,
+            active_deadline_seconds=spec.failure_policy.active_deadline_seconds,
+            suspend=spec.suspend,
+        ),
+    )
+    return [config_map, job]
+
+
+def prep_objects() -> list[dict[str, Any]]:
+    spec = DatasetPrepSpec.model_validate(
+        {
+            "source": {"uri": "s3://raw/people/", "format": "csv", "secretRef": "s3-creds"},
+            "label": "bought",
+            "privacy": {"hashColumns": ["email"], "saltSecretRef": {"name": "salts", "key": "people"}},
+            "resources": {
+                "workers": 3,
+                "cpusPerWorker": 2,
+                "memory": "8Gi",
+                "queue": "team-a",
+                "nodeSelector": {"pool": "cpu"},
+                "priorityClassName": "batch",
+            },
+        }
+    )
+    owner = owner_of("DatasetPrep", "people")
+    config = prep_config("people", spec, "s3://slipway/datasets/ml/people")
+    config_map = builders.config_map(owner, "prep", config)
+    job = builders.ray_job(
+        owner,
+        builders.Workload(
+            step="prep",
+            image=IMAGE,
+            resources=spec.resources,
+            config_map=config_map["metadata"]["name"],
+            storage_secret=spec.source.secret_ref,
+            salt=spec.privacy.salt_secret_ref,
+        ),
+    )
+    return [config_map, job]
+
+
+CASES = {"trainingrun-fashion-cnn": training_objects, "datasetprep-people": prep_objects}
+
+
+class Readable(yaml.SafeDumper):
+    """Multi-line strings (the ConfigMap's config.json) as literal blocks, so golden diffs read well."""
+
+
+Readable.add_representer(
+    str,
+    lambda dumper, value: dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|" if "\n" in value else None),
+)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_builders_match_their_golden_objects(name: str) -> None:
+    built = yaml.dump_all(CASES[name](), Dumper=Readable, sort_keys=True)
+    path = GOLDEN / f"{name}.yaml"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(built)
+    assert path.exists(), f"{path} is missing: run with UPDATE_GOLDEN=1 and review it"
+    assert built == path.read_text(), f"{name} differs from {path}; if intended, UPDATE_GOLDEN=1 and review the diff"
+
+
+def test_gpu_workers_get_the_gpu_limit_and_toleration_and_the_head_gets_none() -> None:
+    _, job = training_objects()
+    cluster = job["spec"]["rayClusterSpec"]
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    workers = cluster["workerGroupSpecs"][0]
+    assert workers["replicas"] == 2
+    limits = workers["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits == {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}
+    assert builders.GPU_TOLERATION in workers["template"]["spec"]["tolerations"]
+    assert "nvidia.com/gpu" not in head["containers"][0]["resources"]["limits"]
+    assert "tolerations" not in head
+    assert job["spec"]["entrypoint"] == "python -m slipway_trainer train --config /etc/slipway/config.json"
+    assert job["spec"]["ttlSecondsAfterFinished"] == 3600 and job["spec"]["activeDeadlineSeconds"] == 86400
+
+
+def test_children_are_owned_labelled_and_deterministically_named() -> None:
+    for obj in prep_objects():
+        meta = obj["metadata"]
+        assert meta["name"] == "people-prep"
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "slipway"
+        assert meta["labels"]["slipway.dev/datasetprep"] == "people"
+        assert meta["ownerReferences"][0]["uid"] == "uid-people" and meta["ownerReferences"][0]["controller"]
+    assert prep_objects()[1]["metadata"]["labels"][builders.KUEUE_QUEUE_LABEL] == "team-a"
+
+
+def test_credentials_reach_pods_from_secrets_and_never_the_config_map() -> None:
+    config_map, job = prep_objects()
+    text = json.dumps(config_map)
+    assert "s3-creds" not in text and "salts" not in text
+    container = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    assert container["env"] == [
+        {"name": "SLIPWAY_HASH_SALT", "valueFrom": {"secretKeyRef": {"name": "salts", "key": "people"}}}
+    ]
+
+
+def test_pods_are_non_root_and_drop_every_capability() -> None:
+    _, job = training_objects()
+    for group in [job["spec"]["rayClusterSpec"]["headGroupSpec"], *job["spec"]["rayClusterSpec"]["workerGroupSpecs"]]:
+        pod = group["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        container = pod["containers"][0]["securityContext"]
+        assert container["allowPrivilegeEscalation"] is False and container["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_long_names_stay_within_63_characters() -> None:
+    owner = builders.Owner("slipway.dev/v1alpha1", "TrainingRun", "x" * 63, "ml", "u")
+    assert len(builders.child_name(owner, "train")) == 63
