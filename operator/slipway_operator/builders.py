@@ -203,3 +203,81 @@ def ray_job(owner: Owner, workload: Workload) -> dict[str, Any]:
         "metadata": metadata(owner, child_name(owner, workload.step), extra),
         "spec": spec,
     }
+
+
+SERVER_PORT = 8080
+
+
+def server_deployment(
+    owner: Owner,
+    revision: str,
+    image: str,
+    config_map_name: str,
+    resources: Any,
+    replicas: int,
+    storage_secret: str | None = None,
+) -> dict[str, Any]:
+    """One revision of a ModelDeployment's inference server: `<name>-<revision>`, probed on OIP v2 health."""
+    selector = {f"slipway.dev/{owner.kind.lower()}": owner.name, "slipway.dev/revision": revision}
+    limits: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
+    if resources.gpus:
+        limits[GPU_RESOURCE] = str(resources.gpus)
+    container: dict[str, Any] = {
+        "name": "server",
+        "image": image,
+        "command": ["python", "-m", "slipway_trainer", "serve", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+        "ports": [{"containerPort": SERVER_PORT, "name": "http"}],
+        "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5},
+        "livenessProbe": {
+            "httpGet": {"path": "/v2/health/live", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "resources": {"requests": dict(limits), "limits": limits},
+        "volumeMounts": [{"name": "slipway-config", "mountPath": CONFIG_DIR, "readOnly": True}],
+        "securityContext": copy.deepcopy(CONTAINER_SECURITY),
+    }
+    if storage_secret:
+        container["envFrom"] = [{"secretRef": {"name": storage_secret}}]
+    pod: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [{"name": "slipway-config", "configMap": {"name": config_map_name}}],
+        "securityContext": copy.deepcopy(POD_SECURITY),
+        "terminationGracePeriodSeconds": 45,  # the server finishes in-flight requests on SIGTERM
+    }
+    if resources.gpus:
+        pod["tolerations"] = [dict(GPU_TOLERATION)]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(owner, child_name(owner, revision), {"slipway.dev/revision": revision}),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {
+                    "labels": {**labels(owner), **selector},
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(SERVER_PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": pod,
+            },
+        },
+    }
+
+
+def server_service(owner: Owner) -> dict[str, Any]:
+    """One Service over every revision of a ModelDeployment: traffic splits by ready replicas (canaries)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(owner, owner.name),
+        "spec": {
+            "selector": {f"slipway.dev/{owner.kind.lower()}": owner.name},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    }

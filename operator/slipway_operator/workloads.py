@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from slipway_operator.api.datasetprep import DatasetPrepSpec
+from slipway_operator.api.modeldeployment import ModelDeploymentSpec
 from slipway_operator.api.trainingrun import TrainingRunSpec, TrialTemplate
 from slipway_trainer.config.prep import PrepConfig
+from slipway_trainer.config.serve import ServeConfig
 from slipway_trainer.config.train import TrainConfig
 
 KUBERNETES_ONLY_PREP_FIELDS: dict[str, Any] = {
@@ -69,5 +71,19 @@ def train_config(
             "cpusPerWorker": resources.cpus_per_worker if cpus_per_worker is None else cpus_per_worker,
             "maxFailures": spec.failure_policy.max_failures,
             "lineage": lineage or {},
+        }
+    )
+
+
+def serve_config(name: str, spec: ModelDeploymentSpec, model_uri: str, *, port: int = 8080) -> ServeConfig:
+    """The inference server's config for a ModelDeployment: its name is the model's name on the wire."""
+    return ServeConfig.model_validate(
+        {
+            "modelUri": model_uri,
+            "modelName": name,
+            "host": "0.0.0.0",  # in its pod, reached through the Service
+            "port": port,
+            "server": spec.server.model_dump(mode="json", by_alias=True),
+            "monitoring": spec.monitoring.model_dump(mode="json", by_alias=True),
         }
     )

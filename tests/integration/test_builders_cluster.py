@@ -14,7 +14,7 @@ import yaml
 from slipway_operator import builders
 from slipway_operator.api.trainingrun import TrainingRunSpec
 from slipway_operator.api.validation import validate_manifest
-from slipway_operator.workloads import train_config
+from slipway_operator.workloads import serve_config, train_config
 
 pytestmark = pytest.mark.cluster
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -82,3 +82,32 @@ def pruned(ours: Any, stored: Any, path: str = "spec") -> list[str]:
             return [path]
         return [p for i, (a, b) in enumerate(zip(ours, stored, strict=True)) for p in pruned(a, b, f"{path}[{i}]")]
     return [] if ours == stored else [f"{path} ({ours!r} became {stored!r})"]
+
+
+def test_server_pods_run_in_a_namespace_that_enforces_the_restricted_pod_security_standard(
+    control_plane: testbed.ControlPlane, namespace: str
+) -> None:
+    control_plane.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    with pytest.raises(testbed.TestbedError, match="violates PodSecurity"):  # the standard is enforced here
+        control_plane.kubectl("run", "root-pod", "--image=busybox:1.36", "-n", namespace)
+    spec = validate_manifest(yaml.safe_load((EXAMPLES / "fashion-mnist" / "04-modeldeployment.yaml").read_text()))
+    # A stand-in owner object that exists (the operator's ModelDeployment will own them for real).
+    anchor = control_plane.kubectl("create", "configmap", "owner", "-n", namespace, "-o", "json")
+    owner = builders.Owner("v1", "ConfigMap", "owner", namespace, json.loads(anchor)["metadata"]["uid"])
+    config_map = builders.config_map(owner, "serve-r1", serve_config("fashion", spec, "s3://b/models/fashion"))
+    deployment = builders.server_deployment(
+        owner, "r1", "slipway/server:test", config_map["metadata"]["name"], spec.resources, 2
+    )
+    service = builders.server_service(owner)
+    for obj in (config_map, deployment, service):
+        control_plane.kubectl("apply", "-f", "-", input=json.dumps(obj))
+
+    def ready() -> bool:
+        status = json.loads(
+            control_plane.kubectl("get", "deployment", deployment["metadata"]["name"], "-n", namespace, "-o", "json")
+        )["status"]
+        return status.get("readyReplicas") == 2
+
+    testbed.wait_until("2 ready server pods under the restricted standard", ready, 90)
+    events = control_plane.kubectl("get", "events", "-n", namespace, "-o", "json")
+    assert "violates PodSecurity" not in events

@@ -18,7 +18,7 @@ from slipway_operator import builders
 from slipway_operator.api.datasetprep import DatasetPrepSpec
 from slipway_operator.api.trainingrun import TrainingRunSpec
 from slipway_operator.api.validation import validate_manifest
-from slipway_operator.workloads import prep_config, train_config
+from slipway_operator.workloads import prep_config, serve_config, train_config
 
 GOLDEN = Path(__file__).parent / "golden"
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -89,7 +89,31 @@ def prep_objects() -> list[dict[str, Any]]:
     return [config_map, job]
 
 
-CASES = {"trainingrun-fashion-cnn": training_objects, "datasetprep-people": prep_objects}
+def deployment_objects() -> list[dict[str, Any]]:
+    spec = example("fashion-mnist/04-modeldeployment.yaml")
+    owner = owner_of("ModelDeployment", "fashion")
+    config = serve_config("fashion", spec, "s3://slipway/sweeps/ml/fashion-sweep/model")
+    config_map = builders.config_map(owner, "serve-r1", config)
+    return [
+        config_map,
+        builders.server_deployment(
+            owner,
+            "r1",
+            IMAGE,
+            config_map["metadata"]["name"],
+            spec.resources,
+            spec.replicas.min,
+            storage_secret="s3-creds",
+        ),
+        builders.server_service(owner),
+    ]
+
+
+CASES = {
+    "trainingrun-fashion-cnn": training_objects,
+    "datasetprep-people": prep_objects,
+    "modeldeployment-fashion": deployment_objects,
+}
 
 
 class Readable(yaml.SafeDumper):
@@ -161,3 +185,17 @@ def test_pods_are_non_root_and_drop_every_capability() -> None:
 def test_long_names_stay_within_63_characters() -> None:
     owner = builders.Owner("slipway.dev/v1alpha1", "TrainingRun", "x" * 63, "ml", "u")
     assert len(builders.child_name(owner, "train")) == 63
+
+
+def test_the_server_is_probed_on_oip_health_and_serves_under_the_deployments_name() -> None:
+    config_map, deployment, service = deployment_objects()
+    served = json.loads(config_map["data"]["config.json"])
+    assert served["modelName"] == "fashion" and served["server"]["batching"] == {
+        "maxBatchSize": 32,
+        "maxLatencyMs": 5.0,
+    }
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert deployment["metadata"]["name"] == "fashion-r1" and deployment["spec"]["replicas"] == 2
+    assert service["spec"]["selector"] == {"slipway.dev/modeldeployment": "fashion"}  # every revision
