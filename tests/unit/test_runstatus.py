@@ -1,0 +1,136 @@
+"""The status of a run from what is observed: a table of situations and the phase, reason and conditions."""
+
+from __future__ import annotations
+
+import pytest
+
+from slipway_operator.api.common import Phase
+from slipway_operator.runstatus import Observed, condition, run_status
+
+NOW = "2026-11-26T12:00:00Z"
+
+TABLE = [
+    ("invalid spec", Observed(invalid="searchSpace[x]: no field x"), Phase.INVALID, "InvalidSpec", "Stalled"),
+    ("kuberay missing", Observed(missing_crd="rayjobs.ray.io"), Phase.PENDING, "KubeRayMissing", "Stalled"),
+    (
+        "waiting for the dataset",
+        Observed(waiting_for="DatasetPrep fashion (Running)"),
+        Phase.WAITING,
+        "WaitingForDependency",
+        "Reconciling",
+    ),
+    ("suspended", Observed(suspended=True), Phase.SUSPENDED, "Suspended", None),
+    ("no RayJob yet", Observed(), Phase.PENDING, "Creating", "Reconciling"),
+    (
+        "cluster starting",
+        Observed(ray_job={"jobDeploymentStatus": "Initializing"}),
+        Phase.PENDING,
+        "Starting",
+        "Reconciling",
+    ),
+    (
+        "running",
+        Observed(
+            ray_job={"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},
+            progress={"phase": "Training", "epoch": 3, "totalEpochs": 10},
+        ),
+        Phase.RUNNING,
+        "Running",
+        "Reconciling",
+    ),
+    (
+        "retrying",
+        Observed(ray_job={"jobDeploymentStatus": "Retrying", "message": "worker died"}),
+        Phase.RUNNING,
+        "Retrying",
+        "Reconciling",
+    ),
+    ("kueue holds it", Observed(ray_job={"jobDeploymentStatus": "Suspended"}), Phase.SUSPENDED, "Suspended", None),
+    (
+        "deadline exceeded",
+        Observed(
+            ray_job={"jobDeploymentStatus": "Failed", "reason": "DeadlineExceeded", "message": "activeDeadlineSeconds"}
+        ),
+        Phase.FAILED,
+        "DeadlineExceeded",
+        "Failed",
+    ),
+    (
+        "job done, result not read yet",
+        Observed(ray_job={"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}),
+        Phase.RUNNING,
+        "CollectingResult",
+        "Reconciling",
+    ),
+    (
+        "job stopped",
+        Observed(ray_job={"jobDeploymentStatus": "Complete", "jobStatus": "STOPPED"}),
+        Phase.FAILED,
+        "RayJobFailed",
+        "Failed",
+    ),
+    (
+        "workload succeeded",
+        Observed(
+            ray_job={"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"},
+            result={"status": "Succeeded", "metrics": {"test_accuracy": 0.93}},
+        ),
+        Phase.SUCCEEDED,
+        "Succeeded",
+        "Ready",
+    ),
+    (
+        "workload failed with a reason",
+        Observed(result={"status": "Failed", "reason": "NaNLoss", "message": "lower optimizer.learningRate"}),
+        Phase.FAILED,
+        "NaNLoss",
+        "Failed",
+    ),
+]
+
+
+@pytest.mark.parametrize(("case", "observed", "phase", "reason", "true_condition"), TABLE, ids=[t[0] for t in TABLE])
+def test_status_table(case: str, observed: Observed, phase: Phase, reason: str, true_condition: str | None) -> None:
+    status = run_status(observed, [], generation=2, now=NOW)
+    assert status.phase == phase
+    by_type = {c["type"]: c for c in status.conditions}
+    assert set(by_type) == {"Ready", "Reconciling", "Stalled", "Succeeded", "Failed"}
+    assert by_type["Ready"]["reason"] == reason
+    assert all(c["observedGeneration"] == 2 for c in status.conditions)
+    trues = {t for t, c in by_type.items() if c["status"] == "True"}
+    assert trues == (
+        {true_condition} | ({"Succeeded"} if true_condition == "Ready" else set()) if true_condition else set()
+    )
+    assert status.message
+
+
+def test_messages_say_what_to_do() -> None:
+    assert "install KubeRay" in run_status(Observed(missing_crd="rayjobs.ray.io"), [], 1, NOW).message
+    assert "spec.suspend to false" in run_status(Observed(suspended=True), [], 1, NOW).message
+    assert (
+        "NaNLoss: lower"
+        in run_status(
+            Observed(result={"status": "Failed", "reason": "NaNLoss", "message": "lower the rate"}), [], 1, NOW
+        ).message
+    )
+
+
+def test_progress_in_words() -> None:
+    running = Observed(
+        ray_job={"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}, progress={"epoch": 3, "totalEpochs": 10}
+    )
+    assert run_status(running, [], 1, NOW).progress == "epoch 3/10"
+    sweep = Observed(
+        ray_job={"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}, progress={"trialsDone": 4, "maxTrials": 12}
+    )
+    assert run_status(sweep, [], 1, NOW).progress == "4/12 trials"
+    prep = Observed(ray_job={"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}, progress={"rowsRead": 1200000})
+    assert run_status(prep, [], 1, NOW).progress == "1,200,000 rows"
+
+
+def test_transition_time_moves_only_when_the_status_changes() -> None:
+    before = [condition("Ready", False, "Running", "", 1, "2026-01-01T00:00:00Z", [])]
+    same = condition("Ready", False, "Running", "epoch 4", 1, NOW, before)
+    assert same["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    flipped = condition("Ready", True, "Succeeded", "", 1, NOW, before)
+    assert flipped["lastTransitionTime"] == NOW
