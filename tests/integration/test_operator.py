@@ -1,0 +1,147 @@
+"""The operator (Kopf, kubernetes backend) on the real control plane: children, dependencies, status from the
+RayJob and the workload's result, and no duplicates after a restart. KubeRay's CRDs are installed but not its
+controller, so the test plays KubeRay's part by writing the RayJob's status, and the workload's by writing
+result.json to the artifact store."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testbed
+from kopf.testing import KopfRunner
+
+pytestmark = pytest.mark.cluster
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture
+def operator_env(
+    kuberay_crds: testbed.ControlPlane, slipway_crds: testbed.ControlPlane, tmp_path: Path
+) -> Iterator[Path]:
+    store = tmp_path / "store"
+    saved = {k: os.environ.get(k) for k in ("KUBECONFIG", "SLIPWAY_STORE", "SLIPWAY_IMAGE")}
+    os.environ |= {
+        "KUBECONFIG": str(kuberay_crds.kubeconfig),
+        "SLIPWAY_STORE": store.as_uri(),
+        "SLIPWAY_IMAGE": "slipway/trainer:test",
+    }
+    yield store
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def get(plane: testbed.ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    out = plane.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(out) if out else None
+
+
+def runner(namespace: str) -> KopfRunner:
+    return KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "slipway_operator.handlers"], timeout=120)
+
+
+def test_the_operator_drives_data_prep_then_training_and_adopts_after_a_restart(
+    control_plane: testbed.ControlPlane, namespace: str, operator_env: Path
+) -> None:
+    plane = control_plane
+    with runner(namespace):
+        plane.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "fashion-mnist" / "01-datasetprep.yaml"))
+        plane.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "fashion-mnist" / "02-trainingrun.yaml"))
+        testbed.wait_until("the prep RayJob", lambda: get(plane, "rayjob", "fashion-prep", namespace), 60)
+        config_map = get(plane, "configmap", "fashion-prep", namespace)
+        assert config_map is not None
+        output = f"{operator_env.as_uri()}/datasets/{namespace}/fashion"
+        assert json.loads(config_map["data"]["config.json"])["outputUri"] == output
+        prep = get(plane, "datasetprep", "fashion", namespace)
+        job = get(plane, "rayjob", "fashion-prep", namespace)
+        assert prep is not None and job is not None
+        assert job["metadata"]["ownerReferences"][0]["uid"] == prep["metadata"]["uid"]
+
+        def phase(kind: str, name: str) -> str:
+            return str(((get(plane, kind, name, namespace) or {}).get("status") or {}).get("phase"))
+
+        testbed.wait_until(
+            "the TrainingRun to wait for its dataset", lambda: phase("trainingrun", "fashion-cnn") == "Waiting", 60
+        )
+        run = get(plane, "trainingrun", "fashion-cnn", namespace) or {}
+        ready = next(c for c in run["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["reason"] == "WaitingForDependency" and "DatasetPrep fashion" in ready["message"]
+        assert get(plane, "rayjob", "fashion-cnn-train", namespace) is None
+
+        # KubeRay's part: the job runs; the workload's part: progress, then a result in the store.
+        plane.kubectl(
+            "patch",
+            "rayjob",
+            "fashion-prep",
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}}),
+        )
+        run_dir = Path(output.removeprefix("file://")) / "_run"
+        run_dir.mkdir(parents=True)
+        (run_dir / "progress.json").write_text(json.dumps({"phase": "Reading", "rowsRead": 35000}))
+        testbed.wait_until("the prep to run", lambda: phase("datasetprep", "fashion") == "Running", 60)
+        assert (get(plane, "datasetprep", "fashion", namespace) or {})["status"]["progress"] == "35,000 rows"
+        (run_dir / "result.json").write_text(
+            json.dumps(
+                {
+                    "status": "Succeeded",
+                    "fingerprint": "sha256:abc",
+                    "manifestUri": f"{output}/manifest.json",
+                    "rows": {"train": 56000, "validation": 7000, "test": 7000, "total": 70000},
+                    "droppedRows": {},
+                }
+            )
+        )
+        plane.kubectl(
+            "patch",
+            "rayjob",
+            "fashion-prep",
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}}),
+        )
+        testbed.wait_until("the prep to succeed", lambda: phase("datasetprep", "fashion") == "Succeeded", 60)
+        status = (get(plane, "datasetprep", "fashion", namespace) or {})["status"]
+        assert status["outputUri"] == output and status["rows"]["total"] == 70000
+        assert status["fingerprint"] == "sha256:abc"
+        table = plane.kubectl("get", "datasetprep", "fashion", "-n", namespace)
+        assert "Succeeded" in table and "70000" in table
+
+        testbed.wait_until("the training RayJob", lambda: get(plane, "rayjob", "fashion-cnn-train", namespace), 60)
+        train_config = json.loads(
+            (get(plane, "configmap", "fashion-cnn-train", namespace) or {})["data"]["config.json"]
+        )
+        assert train_config["datasetUri"] == output
+
+    # A restarted operator finds what it made: no second RayJob or ConfigMap appears.
+    with runner(namespace):
+        testbed.wait_until(
+            "a pass of the restarted operator",
+            lambda: phase("trainingrun", "fashion-cnn") in ("Pending", "Running"),
+            60,
+        )
+    names = plane.kubectl(
+        "get", "rayjobs,configmaps", "-n", namespace, "-l", "app.kubernetes.io/managed-by=slipway", "-o", "name"
+    ).split()
+    assert sorted(names) == sorted(
+        [
+            "rayjob.ray.io/fashion-prep",
+            "rayjob.ray.io/fashion-cnn-train",
+            "configmap/fashion-prep",
+            "configmap/fashion-cnn-train",
+        ]
+    )
