@@ -17,10 +17,44 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser = commands.add_parser("demo", help="run the main job on this machine (what exists so far)")
     demo_parser.add_argument("--manifests", type=Path, default=DEMO_MANIFESTS, help="folder of the journey")
     demo_parser.add_argument("--store", type=Path, default=DEMO_STORE, help="where artifacts go (default .slipway/)")
+    op = commands.add_parser("operator", help="run the operator against the current kubeconfig's cluster")
+    op.add_argument(
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch this namespace (repeatable); default: all namespaces",
+    )
+    op.add_argument("--store", default=None, help="artifact store URI, e.g. s3://slipway (env SLIPWAY_STORE)")
+    op.add_argument("--image", default=None, help="trainer/server image for the pods (env SLIPWAY_IMAGE)")
+    op.add_argument(
+        "--backend",
+        choices=["kubernetes"],
+        default="kubernetes",
+        help="kubernetes: RayJobs and Deployments (the local backend is not built yet)",
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.manifests, args.store)
+    if args.command == "operator":
+        return run_operator(args.namespace, args.store, args.image)
     return 2
+
+
+def run_operator(namespaces: list[str], store: str | None, image: str | None) -> int:
+    """The Kopf operator in this process (Ctrl-C or SIGTERM stops it)."""
+    import os
+
+    import kopf
+
+    if store:
+        os.environ["SLIPWAY_STORE"] = store
+    if image:
+        os.environ["SLIPWAY_IMAGE"] = image
+    import slipway_operator.handlers  # noqa: F401  (registers the handlers)
+
+    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces)
+    return 0
 
 
 if __name__ == "__main__":

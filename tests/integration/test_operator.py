@@ -145,3 +145,42 @@ def test_the_operator_drives_data_prep_then_training_and_adopts_after_a_restart(
             "configmap/fashion-cnn-train",
         ]
     )
+
+
+def test_slipway_operator_command_reconciles_a_namespace(
+    kuberay_crds: testbed.ControlPlane, slipway_crds: testbed.ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    plane = kuberay_crds
+    slipway = Path(sys.executable).parent / "slipway"
+    env = {**os.environ, "KUBECONFIG": str(plane.kubeconfig)}
+    process = subprocess.Popen(
+        [
+            str(slipway),
+            "operator",
+            "--namespace",
+            namespace,
+            "--store",
+            (tmp_path / "store").as_uri(),
+            "--image",
+            "slipway/trainer:cli",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        plane.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "auto-mpg" / "01-datasetprep.yaml"))
+        testbed.wait_until(
+            "the RayJob made by `slipway operator`", lambda: get(plane, "rayjob", "mpg-prep", namespace), 90
+        )
+        job = get(plane, "rayjob", "mpg-prep", namespace) or {}
+        head = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+        assert head["image"] == "slipway/trainer:cli"
+    finally:
+        process.terminate()
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr[-2000:]
