@@ -28,7 +28,8 @@ NOT_RUN = (
     "tuning (the TuningSweep workload exists, `python -m slipway_trainer tune`, but the example's sweep takes "
     "about 25 minutes on 2 cores)",
     "the ModelDeployment's rollout, monitoring and updates (they come with the operator)",
-    "the operator and `slipway run` (not built yet)",
+    "the operator (on a cluster, `slipway operator` drives DatasetPrep and TrainingRun so far) and `slipway run` "
+    "(not built yet)",
 )
 DEMO_MANIFESTS = Path("examples/fashion-mnist")
 DEMO_STORE = Path(".slipway")
@@ -176,7 +177,7 @@ def demo(manifests: Path, store: Path) -> int:
         _step(f"5. Serve {name!r} over the Open Inference Protocol v2 and ask it about test images")
         if not _serve_and_ask(name, artifacts / "model", Path(datasets[ref].removeprefix("file://"))):
             return 1
-    print("\nDone with what exists. The operator and `slipway run` land with their issues.")
+    print("\nDone with what exists. `slipway run` and the rest of the operator land with their issues.")
     return 0
 
 
