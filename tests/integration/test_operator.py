@@ -43,6 +43,14 @@ def get(plane: testbed.ControlPlane, kind: str, name: str, namespace: str) -> di
     return json.loads(out) if out else None
 
 
+def play_kuberay(plane: testbed.ControlPlane, namespace: str, name: str, deployment: str, job: str) -> None:
+    """Write a RayJob's status as KubeRay's controller would (it is not running in the test bed)."""
+    status = {"status": {"jobDeploymentStatus": deployment, "jobStatus": job}}
+    plane.kubectl(
+        "patch", "rayjob", name, "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps(status)
+    )
+
+
 def runner(namespace: str) -> KopfRunner:
     return KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "slipway_operator.handlers"], timeout=120)
 
@@ -76,17 +84,7 @@ def test_the_operator_drives_data_prep_then_training_and_adopts_after_a_restart(
         assert get(plane, "rayjob", "fashion-cnn-train", namespace) is None
 
         # KubeRay's part: the job runs; the workload's part: progress, then a result in the store.
-        plane.kubectl(
-            "patch",
-            "rayjob",
-            "fashion-prep",
-            "-n",
-            namespace,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            json.dumps({"status": {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}}),
-        )
+        play_kuberay(plane, namespace, "fashion-prep", "Running", "RUNNING")
         run_dir = Path(output.removeprefix("file://")) / "_run"
         run_dir.mkdir(parents=True)
         (run_dir / "progress.json").write_text(json.dumps({"phase": "Reading", "rowsRead": 35000}))
@@ -103,17 +101,7 @@ def test_the_operator_drives_data_prep_then_training_and_adopts_after_a_restart(
                 }
             )
         )
-        plane.kubectl(
-            "patch",
-            "rayjob",
-            "fashion-prep",
-            "-n",
-            namespace,
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            json.dumps({"status": {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}}),
-        )
+        play_kuberay(plane, namespace, "fashion-prep", "Complete", "SUCCEEDED")
         testbed.wait_until("the prep to succeed", lambda: phase("datasetprep", "fashion") == "Succeeded", 60)
         status = (get(plane, "datasetprep", "fashion", namespace) or {})["status"]
         assert status["outputUri"] == output and status["rows"]["total"] == 70000

@@ -23,7 +23,7 @@ from slipway_trainer import storage
 from slipway_trainer.config.train import TrainConfig
 from slipway_trainer.train import export, models
 from slipway_trainer.train.data import Dataset
-from slipway_trainer.train.loop import checkpoint_uris, load_checkpoint, save_epoch_checkpoint
+from slipway_trainer.train.loop import resume, save_epoch_checkpoint
 from slipway_trainer.workload import Progress, WorkloadError
 
 
@@ -43,15 +43,8 @@ def train(config: TrainConfig, dataset: Dataset, progress: Progress, workdir: Pa
     lr = spec.optimizer.learning_rate
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
-    state: dict[str, Any] = {"epoch": 0, "history": []}
-    existing = checkpoint_uris(config.artifact_uri)
-    if existing:
-        saved = load_checkpoint(existing[-1][1])
-        generator.load_state_dict(saved["generator"])
-        discriminator.load_state_dict(saved["discriminator"])
-        opt_g.load_state_dict(saved["opt_g"])
-        opt_d.load_state_dict(saved["opt_d"])
-        state = saved["state"]
+    parts = {"generator": generator, "discriminator": discriminator, "opt_g": opt_g, "opt_d": opt_d}
+    state: dict[str, Any] = resume(config.artifact_uri, parts) or {"epoch": 0, "history": []}
     bce = nn.functional.binary_cross_entropy_with_logits
     rng = torch.Generator().manual_seed(spec.training.seed)
     size = spec.training.batch_size

@@ -255,6 +255,20 @@ def save_epoch_checkpoint(artifact_uri: str, epoch: int, snapshot: dict[str, Any
         storage.remove(old)
 
 
+def resume(artifact_uri: str, parts: dict[str, Any]) -> dict[str, Any] | None:
+    """Load the newest checkpoint into `parts` (name -> object with `load_state_dict`); its loop state, or None
+    when there is no checkpoint yet."""
+    existing = checkpoint_uris(artifact_uri)
+    if not existing:
+        return None
+    saved = load_checkpoint(existing[-1][1])
+    for name, part in parts.items():
+        part.load_state_dict(saved[name])
+    state: dict[str, Any] = saved["state"]
+    state.setdefault("resumedFrom", []).append(state["epoch"])
+    return state
+
+
 def load_checkpoint(uri: str) -> dict[str, Any]:
     """Tensors and plain values only: `weights_only=True` never unpickles code."""
     state: dict[str, Any] = torch.load(io.BytesIO(storage.read_bytes(uri)), map_location="cpu", weights_only=True)
@@ -284,15 +298,13 @@ def train_loop(config: TrainConfig, worker: Worker, tensorboard_dir: Path | None
     schedule = make_schedule(spec, optimizer)
     objective = f"val_{spec.objective.metric.removeprefix('val_')}"
     stopping = spec.training.early_stopping
-    state: dict[str, Any] = {"epoch": 0, "history": [], "best": None, "bestEpoch": None, "stale": 0}
-    existing = checkpoint_uris(config.artifact_uri)
-    if existing:
-        saved = load_checkpoint(existing[-1][1])
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        state = saved["state"]
-        state.setdefault("resumedFrom", []).append(state["epoch"])
+    state = resume(config.artifact_uri, {"model": model, "optimizer": optimizer, "schedule": schedule}) or {
+        "epoch": 0,
+        "history": [],
+        "best": None,
+        "bestEpoch": None,
+        "stale": 0,
+    }
     model = worker.prepare(model.to(worker.device))
     progress = Progress(config.artifact_uri, interval=0.0) if worker.is_chief else None
     writer = _tensorboard(tensorboard_dir) if worker.is_chief and tensorboard_dir else None
