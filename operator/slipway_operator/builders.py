@@ -70,7 +70,11 @@ def metadata(owner: Owner, name: str, extra_labels: dict[str, str] | None = None
 
 def child_name(owner: Owner, suffix: str) -> str:
     """`<name>-<suffix>`, within the 63 characters a label value (and a RayJob's name) allows."""
-    return f"{owner.name[: 62 - len(suffix)]}-{suffix}"
+    return suffixed(owner.name, suffix)
+
+
+def suffixed(name: str, suffix: str) -> str:
+    return f"{name[: 62 - len(suffix)]}-{suffix}"
 
 
 def config_map(owner: Owner, step: str, config: BaseModel) -> dict[str, Any]:
@@ -208,17 +212,27 @@ def ray_job(owner: Owner, workload: Workload) -> dict[str, Any]:
 SERVER_PORT = 8080
 
 
+TRACK_LABEL = "slipway.dev/track"
+REVISION_LABEL = "slipway.dev/revision"
+WEIGHT_ANNOTATION = "slipway.dev/traffic-weight"
+
+
 def server_deployment(
     owner: Owner,
+    track: str,
     revision: str,
     image: str,
     config_map_name: str,
     resources: Any,
     replicas: int,
+    weight: int = 100,
     storage_secret: str | None = None,
 ) -> dict[str, Any]:
-    """One revision of a ModelDeployment's inference server: `<name>-<revision>`, probed on OIP v2 health."""
-    selector = {f"slipway.dev/{owner.kind.lower()}": owner.name, "slipway.dev/revision": revision}
+    """One track (`stable` or `canary`) of a ModelDeployment's inference server: `<name>-<track>`, serving one
+    revision, probed on OIP v2 health. The selector names the track only (selectors are immutable), so a new
+    revision on the stable track is a Deployment rolling update. `weight` is the track's share of traffic in
+    percent: on Kubernetes the Service splits by ready replicas; the local backend's router uses the weight."""
+    selector = {f"slipway.dev/{owner.kind.lower()}": owner.name, TRACK_LABEL: track}
     limits: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
     if resources.gpus:
         limits[GPU_RESOURCE] = str(resources.gpus)
@@ -247,17 +261,19 @@ def server_deployment(
     }
     if resources.gpus:
         pod["tolerations"] = [dict(GPU_TOLERATION)]
+    meta = metadata(owner, child_name(owner, track), {TRACK_LABEL: track, REVISION_LABEL: revision})
+    meta["annotations"] = {WEIGHT_ANNOTATION: str(weight)}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": metadata(owner, child_name(owner, revision), {"slipway.dev/revision": revision}),
+        "metadata": meta,
         "spec": {
             "replicas": replicas,
             "selector": {"matchLabels": selector},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
             "template": {
                 "metadata": {
-                    "labels": {**labels(owner), **selector},
+                    "labels": {**labels(owner), **selector, REVISION_LABEL: revision},
                     "annotations": {
                         "prometheus.io/scrape": "true",
                         "prometheus.io/port": str(SERVER_PORT),

@@ -29,28 +29,39 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument("--image", default=None, help="trainer/server image for the pods (env SLIPWAY_IMAGE)")
     op.add_argument(
         "--backend",
-        choices=["kubernetes"],
+        choices=["kubernetes", "local"],
         default="kubernetes",
-        help="kubernetes: RayJobs and Deployments (the local backend is not built yet)",
+        help="kubernetes: RayJobs (KubeRay) and Deployments; local: the same workloads as processes on this machine",
+    )
+    op.add_argument("--state", default=None, help="the local backend's folder (default .slipway/state)")
+    op.add_argument(
+        "--metrics-address", default=None, metavar="HOST:PORT", help="serve the operator's Prometheus metrics here"
     )
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.manifests, args.store)
     if args.command == "operator":
-        return run_operator(args.namespace, args.store, args.image)
+        return run_operator(
+            args.namespace,
+            {
+                "SLIPWAY_STORE": args.store,
+                "SLIPWAY_IMAGE": args.image,
+                "SLIPWAY_BACKEND": args.backend,
+                "SLIPWAY_STATE": args.state,
+                "SLIPWAY_METRICS_ADDRESS": args.metrics_address,
+            },
+        )
     return 2
 
 
-def run_operator(namespaces: list[str], store: str | None, image: str | None) -> int:
-    """The Kopf operator in this process (Ctrl-C or SIGTERM stops it)."""
+def run_operator(namespaces: list[str], environment: dict[str, str | None]) -> int:
+    """The Kopf operator in this process (Ctrl-C or SIGTERM stops it). Flags reach the handlers as the
+    environment they read at start-up."""
     import os
 
     import kopf
 
-    if store:
-        os.environ["SLIPWAY_STORE"] = store
-    if image:
-        os.environ["SLIPWAY_IMAGE"] = image
+    os.environ.update({k: v for k, v in environment.items() if v})
     import slipway_operator.handlers  # noqa: F401  (registers the handlers)
 
     kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces)

@@ -165,7 +165,7 @@ def demo(manifests: Path, store: Path) -> int:
             workers=1,
             gpus_per_worker=0,
             cpus_per_worker=min(spec.resources.cpus_per_worker, os.cpu_count() or 1),
-            lineage={"trainingRun": name, "datasetPrep": ref},
+            lineage={"trainingRun": name, "datasetRef": ref},
         )
         result = _run_workload("train", config, store / "logs", artifacts / "progress.json")
         if result is None:

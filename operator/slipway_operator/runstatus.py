@@ -151,6 +151,8 @@ def _decide(o: Observed) -> tuple[Phase, str, str, bool, bool, bool, bool | None
             False,
             None,
         )
+    if deployment == "Queued":  # the local backend runs a few jobs at a time
+        return Phase.PENDING, "Queued", str(job.get("message") or "queued"), False, True, False, None
     if deployment == "Running" and job.get("jobStatus") == "RUNNING":
         return Phase.RUNNING, "Running", _running_message(o.progress), False, True, False, None
     return Phase.PENDING, "Starting", f"the Ray cluster is starting ({deployment or 'new'})", False, True, False, None

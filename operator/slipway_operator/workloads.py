@@ -11,9 +11,11 @@ from typing import Any
 from slipway_operator.api.datasetprep import DatasetPrepSpec
 from slipway_operator.api.modeldeployment import ModelDeploymentSpec
 from slipway_operator.api.trainingrun import TrainingRunSpec, TrialTemplate
+from slipway_operator.api.tuningsweep import TuningSweepSpec
 from slipway_trainer.config.prep import PrepConfig
 from slipway_trainer.config.serve import ServeConfig
 from slipway_trainer.config.train import TrainConfig
+from slipway_trainer.config.tune import TuneConfig
 
 KUBERNETES_ONLY_PREP_FIELDS: dict[str, Any] = {
     "resources": True,
@@ -70,6 +72,46 @@ def train_config(
             "gpusPerWorker": resources.gpus_per_worker if gpus_per_worker is None else gpus_per_worker,
             "cpusPerWorker": resources.cpus_per_worker if cpus_per_worker is None else cpus_per_worker,
             "maxFailures": spec.failure_policy.max_failures,
+            "lineage": lineage or {},
+        }
+    )
+
+
+KUBERNETES_ONLY_SWEEP_FIELDS: dict[str, Any] = {
+    "template": True,
+    "failure_policy": True,
+    "ttl_seconds_after_finished": True,
+    "suspend": True,
+}
+KUBERNETES_ONLY_TEMPLATE_FIELDS: dict[str, Any] = {"dataset": True, "resources": True, "failure_policy": True}
+
+
+def tune_config(
+    name: str,
+    spec: TuningSweepSpec,
+    dataset_uri: str,
+    artifact_uri: str,
+    *,
+    cpus_per_trial: int | None = None,
+    gpus_per_trial: int | None = None,
+    lineage: dict[str, str] | None = None,
+) -> TuneConfig:
+    """The tuning workload's config for a TuningSweep: each trial gets the template's per-worker compute
+    (a local run passes what this machine has)."""
+    resources = spec.template.resources
+    return TuneConfig.model_validate(
+        {
+            "name": name,
+            "spec": spec.model_dump(
+                mode="json", by_alias=True, exclude_none=True, exclude=KUBERNETES_ONLY_SWEEP_FIELDS
+            ),
+            "template": spec.template.model_dump(
+                mode="json", by_alias=True, exclude_none=True, exclude=KUBERNETES_ONLY_TEMPLATE_FIELDS
+            ),
+            "datasetUri": dataset_uri,
+            "artifactUri": artifact_uri,
+            "cpusPerTrial": resources.cpus_per_worker if cpus_per_trial is None else cpus_per_trial,
+            "gpusPerTrial": resources.gpus_per_worker if gpus_per_trial is None else gpus_per_trial,
             "lineage": lineage or {},
         }
     )

@@ -96,7 +96,7 @@ def test_server_pods_run_in_a_namespace_that_enforces_the_restricted_pod_securit
     owner = builders.Owner("v1", "ConfigMap", "owner", namespace, json.loads(anchor)["metadata"]["uid"])
     config_map = builders.config_map(owner, "serve-r1", serve_config("fashion", spec, "s3://b/models/fashion"))
     deployment = builders.server_deployment(
-        owner, "r1", "slipway/server:test", config_map["metadata"]["name"], spec.resources, 2
+        owner, "stable", "r1", "slipway/server:test", config_map["metadata"]["name"], spec.resources, 2
     )
     service = builders.server_service(owner)
     for obj in (config_map, deployment, service):

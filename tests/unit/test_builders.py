@@ -93,12 +93,13 @@ def deployment_objects() -> list[dict[str, Any]]:
     spec = example("fashion-mnist/04-modeldeployment.yaml")
     owner = owner_of("ModelDeployment", "fashion")
     config = serve_config("fashion", spec, "s3://slipway/sweeps/ml/fashion-sweep/model")
-    config_map = builders.config_map(owner, "serve-r1", config)
+    config_map = builders.config_map(owner, "0123abcd", config)
     return [
         config_map,
         builders.server_deployment(
             owner,
-            "r1",
+            "stable",
+            "0123abcd",
             IMAGE,
             config_map["metadata"]["name"],
             spec.resources,
@@ -197,5 +198,8 @@ def test_the_server_is_probed_on_oip_health_and_serves_under_the_deployments_nam
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
-    assert deployment["metadata"]["name"] == "fashion-r1" and deployment["spec"]["replicas"] == 2
+    assert deployment["metadata"]["name"] == "fashion-stable" and deployment["spec"]["replicas"] == 2
+    # The selector names the track (immutable); the revision is a pod label, so a new one is a rolling update.
+    assert deployment["spec"]["selector"]["matchLabels"]["slipway.dev/track"] == "stable"
+    assert deployment["spec"]["template"]["metadata"]["labels"]["slipway.dev/revision"] == "0123abcd"
     assert service["spec"]["selector"] == {"slipway.dev/modeldeployment": "fashion"}  # every revision

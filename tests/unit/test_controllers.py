@@ -61,7 +61,7 @@ def test_a_training_run_trains_on_the_prepared_dataset_once_it_succeeded() -> No
     config = config_of(desired.children)
     assert config["datasetUri"] == "s3://slipway/datasets/ml/fashion"
     assert config["artifactUri"] == "s3://slipway/runs/ml/fashion-cnn"
-    assert config["lineage"] == {"trainingRun": "fashion-cnn", "datasetPrep": "fashion"}
+    assert config["lineage"] == {"trainingRun": "fashion-cnn", "datasetRef": "fashion"}
     assert config["workers"] == 2 and config["gpusPerWorker"] == 1
     job = desired.children[1]
     assert job["metadata"]["name"] == "fashion-cnn-train"

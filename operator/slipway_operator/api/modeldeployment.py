@@ -152,10 +152,35 @@ class Revision(ConfigModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     """The model's test metrics when it was trained."""
 
+    source: str = ""
+    """What supplied the model: `TrainingRun/<name>`, `TuningSweep/<name>` or `uri`."""
+
+    outcome: str = ""
+    """For history entries: Replaced (by a newer revision) or RolledBack (a canary that failed its gate)."""
+
+    reason: str = ""
+    """Why, in words (the failed gate, the promotion)."""
+
+    at: str | None = None
+    """When it started serving, or when its outcome was decided."""
+
 
 class ReplicaCounts(ConfigModel):
     desired: int = 0
     ready: int = 0
+
+
+class TrafficStatus(ConfigModel):
+    """Inference traffic of the stable revision since its pods started, from their /metrics."""
+
+    requests: int = 0
+    """Requests answered."""
+
+    error_rate: float = 0.0
+    """Fraction answered 5xx."""
+
+    p99_latency_ms: float | None = None
+    """99th-percentile latency (the upper bound of its histogram bucket)."""
 
 
 class DriftStatus(ConfigModel):
@@ -197,6 +222,15 @@ class ModelDeploymentStatus(StatusBase):
 
     canary_weight: int | None = None
     """Percent of traffic on the canary."""
+
+    step_started_at: str | None = None
+    """When the canary step in progress started (its gate is judged intervalSeconds later)."""
+
+    source_revision: str | None = None
+    """The revision spec.model resolved to when last rolled out (autoUpdate may serve a better one)."""
+
+    traffic: TrafficStatus = Field(default_factory=TrafficStatus)
+    """Requests, error rate and latency of the stable revision."""
 
     drift: DriftStatus = Field(default_factory=DriftStatus)
     """Data drift of live inputs."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,3 +34,38 @@ class Desired:
 
     children: list[dict[str, Any]]
     waiting_for: str | None = None
+
+
+CONFIG_HASH = "slipway.dev/config-hash"
+APPLIED_HASH = "slipway.dev/applied-hash"
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def stamp(children: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The children with two annotations on the one that runs (RayJob): the hash of the workload config it was
+    started with (a started run's config never changes silently) and the hash of everything applied (so a pass
+    that changes nothing sends nothing)."""
+    config: dict[str, Any] = next((c["data"] for c in children if c["kind"] == "ConfigMap"), {})
+    applied = _digest(children)
+    out = []
+    for child in children:
+        stamped = copy.deepcopy(child)
+        if child["kind"] == "RayJob":
+            stamped["metadata"].setdefault("annotations", {}).update(
+                {CONFIG_HASH: _digest(config), APPLIED_HASH: applied}
+            )
+        out.append(stamped)
+    return out
+
+
+def changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
+    """Dotted paths where two JSON documents differ, e.g. ['spec.model.params.dropout']."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        paths: list[str] = []
+        for key in sorted(set(before) | set(after)):
+            paths += changed_paths(before.get(key), after.get(key), f"{prefix}{key}.")
+        return paths
+    return [] if before == after else [prefix.rstrip(".") or "(all)"]

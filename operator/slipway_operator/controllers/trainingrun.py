@@ -6,15 +6,15 @@ from typing import Any
 
 from slipway_operator import builders
 from slipway_operator.api.common import Phase
-from slipway_operator.api.trainingrun import TrainingRunSpec
+from slipway_operator.api.trainingrun import TrainingRunSpec, TrialTemplate
 from slipway_operator.controllers.common import Desired, Settings, artifact_uri, phase_of
 from slipway_operator.workloads import train_config
 
 PLURAL = "runs"
 
 
-def dataset_uri(spec: TrainingRunSpec, dataset: dict[str, Any] | None) -> tuple[str | None, str | None]:
-    """(the prepared dataset's URI, or what the run waits for)."""
+def dataset_uri(spec: TrialTemplate, dataset: dict[str, Any] | None) -> tuple[str | None, str | None]:
+    """(the prepared dataset's URI, or what the run (or a sweep's template) waits for)."""
     if spec.dataset.uri:
         return spec.dataset.uri, None
     ref = spec.dataset.ref
@@ -33,7 +33,7 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
     data, waiting = dataset_uri(spec, dataset)
     if data is None:
         return Desired([], waiting_for=waiting)
-    lineage = {"trainingRun": owner.name, **({"datasetPrep": spec.dataset.ref} if spec.dataset.ref else {})}
+    lineage = {"trainingRun": owner.name, **({"datasetRef": spec.dataset.ref} if spec.dataset.ref else {})}
     config = train_config(
         owner.name, spec, data, artifact_uri(settings, PLURAL, owner.namespace, owner.name), lineage=lineage
     )

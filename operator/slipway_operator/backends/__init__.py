@@ -1,0 +1,38 @@
+"""Where children run. The controllers decide the children (ConfigMaps, RayJobs, Deployments, Services) as
+Kubernetes objects; a backend makes them real and says how they are doing, in the same shapes:
+
+- `kubernetes`: applies them to the cluster (KubeRay runs the RayJobs, Kubernetes the Deployments).
+- `local`: runs them on this machine: a RayJob becomes a `python -m slipway_trainer <step>` process (its own
+  local Ray), a Deployment an inference-server process on a free loopback port, a Service a loopback router.
+  What it observes is written as KubeRay and Kubernetes would write it (RayJob `jobDeploymentStatus`,
+  Deployment `readyReplicas`), so one status computation serves both.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Backend(Protocol):
+    name: str
+
+    def missing_prerequisite(self) -> str | None:
+        """What must be installed before RayJobs can run (KubeRay's CRD), or None."""
+
+    def apply(self, children: list[dict[str, Any]]) -> None:
+        """Create or update the children (idempotent: deterministic names, adopted when they exist)."""
+
+    def observe(self, child: dict[str, Any]) -> dict[str, Any] | None:
+        """The child as it is now (with its status), or None when it does not exist."""
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        """Delete a child if it exists."""
+
+    def endpoint(self, service: dict[str, Any]) -> str | None:
+        """The base URL clients use to reach a Service."""
+
+    def scrape(self, deployment: dict[str, Any], path: str) -> tuple[list[str], str | None]:
+        """GET `path` from every ready replica of a Deployment: (bodies, why some could not be read)."""
+
+    def close(self) -> None:
+        """Stop what this process started and must not outlive it."""

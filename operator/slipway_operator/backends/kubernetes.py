@@ -1,0 +1,128 @@
+"""The kubernetes backend: children are applied to the cluster (server-side apply, field manager `slipway`);
+KubeRay runs the RayJobs, Kubernetes the Deployments. Also the operator's reads of Slipway resources."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+
+from slipway_operator.builders import SERVER_PORT
+
+FIELD_MANAGER = "slipway"
+CRD_RECHECK_SECONDS = 30.0
+
+
+class KubernetesApi:
+    """One API client for the process (discovery is done once, not per call)."""
+
+    def __init__(self) -> None:
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+        except config.ConfigException:
+            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))  # type: ignore[no-untyped-call]
+        self.api_client = client.ApiClient()
+        self.dynamic = DynamicClient(self.api_client)  # type: ignore[no-untyped-call]
+        self.core = client.CoreV1Api(self.api_client)
+        self._resources: dict[tuple[str, str], Any] = {}
+        self._lock = threading.Lock()
+
+    def resource(self, api_version: str, kind: str) -> Any:
+        with self._lock:
+            if (api_version, kind) not in self._resources:
+                self._resources[api_version, kind] = self.dynamic.resources.get(api_version=api_version, kind=kind)
+            return self._resources[api_version, kind]
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            found = self.resource(api_version, kind).get(name=name, namespace=namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        result: dict[str, Any] = found.to_dict()
+        return result
+
+    def list(self, api_version: str, kind: str, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
+        found = self.resource(api_version, kind).get(namespace=namespace, label_selector=label_selector)
+        return [item.to_dict() for item in found.items]
+
+    def crd_exists(self, name: str) -> bool:
+        try:
+            client.ApiextensionsV1Api(self.api_client).read_custom_resource_definition(name)
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+
+class KubernetesBackend:
+    name = "kubernetes"
+
+    def __init__(self, api: KubernetesApi) -> None:
+        self.api = api
+        self._crd_checked = (0.0, False)
+
+    def missing_prerequisite(self) -> str | None:
+        checked_at, present = self._crd_checked
+        if not present or time.monotonic() - checked_at > CRD_RECHECK_SECONDS:
+            present = self.api.crd_exists("rayjobs.ray.io")
+            self._crd_checked = (time.monotonic(), present)
+        return None if present else "the RayJob CRD (rayjobs.ray.io)"
+
+    def apply(self, children: list[dict[str, Any]]) -> None:
+        for child in children:
+            self.api.resource(child["apiVersion"], child["kind"]).server_side_apply(
+                body=child,
+                name=child["metadata"]["name"],
+                namespace=child["metadata"]["namespace"],
+                field_manager=FIELD_MANAGER,
+                force_conflicts=True,
+            )
+
+    def observe(self, child: dict[str, Any]) -> dict[str, Any] | None:
+        meta = child["metadata"]
+        return self.api.get(child["apiVersion"], child["kind"], meta["namespace"], meta["name"])
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        try:
+            self.api.resource(api_version, kind).delete(name=name, namespace=namespace)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
+    def endpoint(self, service: dict[str, Any]) -> str | None:
+        meta = service["metadata"]
+        return f"http://{meta['name']}.{meta['namespace']}.svc.cluster.local"
+
+    def scrape(self, deployment: dict[str, Any], path: str) -> tuple[list[str], str | None]:
+        """Through the API server's pod proxy (works from inside and outside the cluster; needs pods/proxy)."""
+        meta = deployment["metadata"]
+        selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
+        pods = self.api.core.list_namespaced_pod(meta["namespace"], label_selector=selector).items
+        bodies, errors = [], []
+        for pod in pods:
+            conditions = pod.status.conditions if pod.status else None
+            if not any(c.type == "Ready" and c.status == "True" for c in conditions or []):
+                continue
+            pod_name = pod.metadata.name if pod.metadata else ""
+            try:
+                bodies.append(
+                    str(
+                        self.api.core.connect_get_namespaced_pod_proxy_with_path(
+                            f"{pod_name}:{SERVER_PORT}", meta["namespace"], path.lstrip("/")
+                        )
+                    )
+                )
+            except ApiException as err:
+                errors.append(f"{pod_name}: {err.status} {err.reason}")
+        return bodies, "; ".join(errors) or (None if bodies else "no ready pod")
+
+    def close(self) -> None:
+        pass

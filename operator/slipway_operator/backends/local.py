@@ -1,0 +1,471 @@
+"""The local backend: the children of Slipway resources as processes on this machine.
+
+- ConfigMap: kept (in memory and under the state folder) for the children that mount it.
+- RayJob: `python -m slipway_trainer <step> --config <file>` with the ConfigMap's config made to fit this
+  machine (one worker, at most its CPUs, GPUs only where it has them). Each workload starts its own local Ray.
+  At most `max_jobs` run at once; the others wait in order (reported as jobDeploymentStatus `Queued`).
+- Deployment: one inference-server process (`replicas` > 0) on a free loopback port. A new revision starts a
+  new process; the old one stops once the new one is ready (a rolling update without a gap).
+- Service: a loopback router (`python -m slipway_operator.router`) splitting requests between the ready
+  Deployments it selects by their traffic weight.
+
+State lives under `state_dir/<namespace>/<kind>/<name>/` (config, log, pid, exit status, port), so an operator
+restarted while its processes run adopts them instead of starting them twice. Processes run in their own
+process group; stopping one stops what it started (its Ray included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from slipway_operator.builders import WEIGHT_ANNOTATION
+
+STOP_GRACE_SECONDS = 30.0
+
+
+def local_gpus() -> int:
+    """GPUs the NVIDIA driver shows on this machine (none where there is no driver)."""
+    path = Path("/proc/driver/nvidia/gpus")
+    return len(list(path.iterdir())) if path.is_dir() else 0
+
+
+class Proc:
+    """A process whose files live in one folder: config.json, log, pid, exit, ready.json."""
+
+    def __init__(self, folder: Path) -> None:
+        self.dir = folder
+        self.popen: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.dir / "log"
+
+    def record(self) -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads((self.dir / "pid").read_text())
+            return data
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    @property
+    def key(self) -> str | None:
+        return self.record().get("key")
+
+    def start(self, argv: list[str], key: str) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for name in ("exit", "ready.json"):
+            (self.dir / name).unlink(missing_ok=True)
+        with self.log.open("ab") as log:
+            log.write(f"$ {shlex.join(argv)}\n".encode())
+            log.flush()
+            self.popen = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: stopping it stops its Ray too
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        (self.dir / "pid").write_text(json.dumps({"pid": self.popen.pid, "key": key, "started": time.time()}))
+
+    def alive(self) -> bool:
+        if self.popen is not None:
+            code = self.popen.poll()
+            if code is None:
+                return True
+            if not (self.dir / "exit").exists():
+                (self.dir / "exit").write_text(str(code))
+            return False
+        pid = self.record().get("pid")
+        if not pid or (self.dir / "exit").exists():
+            return False
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state != "Z"
+
+    def exit_code(self) -> int | None:
+        try:
+            return int((self.dir / "exit").read_text())
+        except (OSError, ValueError):
+            return None
+
+    def port(self) -> int | None:
+        """The port it listens on, once it wrote its ready file."""
+        try:
+            return int(json.loads((self.dir / "ready.json").read_text())["port"])
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def ready(self) -> bool:
+        return self.alive() and self.port() is not None
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        pid = self.popen.pid if self.popen is not None else self.record().get("pid")
+        if not pid or not self.alive():
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        while self.alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        if self.popen is not None:
+            self.popen.wait()
+            self.alive()  # records the exit status
+
+
+def _hash(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _volume_config_map(pod_spec: dict[str, Any]) -> str:
+    return str(next(v["configMap"]["name"] for v in pod_spec["volumes"] if "configMap" in v))
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        cpus: int | None = None,
+        gpus: int | None = None,
+        max_jobs: int = 1,
+        python: str = sys.executable,
+        stop_on_close: bool = True,
+    ) -> None:
+        self.state = state_dir
+        self.cpus = cpus or os.cpu_count() or 1
+        self.gpus = local_gpus() if gpus is None else gpus
+        self.max_jobs = max_jobs
+        self.python = python
+        self.stop_on_close = stop_on_close
+        self.lock = threading.RLock()  # Kopf runs sync handlers in threads
+        self.procs: dict[Path, Proc] = {}
+        self.queue: list[Path] = []  # RayJob folders waiting for a free slot, in order
+
+    # -- files and processes ---------------------------------------------------------------------------------
+
+    def _dir(self, kind: str, namespace: str, name: str) -> Path:
+        return self.state / namespace / kind.lower() / name
+
+    def _proc(self, folder: Path) -> Proc:
+        if folder not in self.procs:
+            self.procs[folder] = Proc(folder)
+        return self.procs[folder]
+
+    def _config_map(self, namespace: str, name: str) -> dict[str, Any]:
+        path = self._dir("ConfigMap", namespace, name) / "config.json"
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise LookupError(f"ConfigMap {namespace}/{name} was not applied before the child that mounts it") from err
+        return data
+
+    def local_config(self, step: str, config: dict[str, Any], folder: Path) -> dict[str, Any]:
+        """The workload's config made to fit this machine."""
+        config = dict(config)
+        if step == "prep":
+            config["workers"] = min(int(config.get("workers") or 1), self.cpus)
+        elif step == "train":
+            config |= {
+                "workers": 1,
+                "gpusPerWorker": min(int(config.get("gpusPerWorker") or 0), self.gpus),
+                "cpusPerWorker": min(int(config.get("cpusPerWorker") or 1), self.cpus),
+            }
+        elif step == "tune":
+            config |= {
+                "gpusPerTrial": min(int(config.get("gpusPerTrial") or 0), self.gpus),
+                "cpusPerTrial": min(int(config.get("cpusPerTrial") or 1), self.cpus),
+            }
+        elif step == "serve":
+            config |= {"host": "127.0.0.1", "port": 0, "readyFile": str(folder / "ready.json")}
+        return config
+
+    def _start(self, proc: Proc, step: str, config: dict[str, Any], key: str) -> None:
+        proc.dir.mkdir(parents=True, exist_ok=True)
+        (proc.dir / "config.json").write_text(json.dumps(config, indent=2))
+        proc.start([self.python, "-m", "slipway_trainer", step, "--config", str(proc.dir / "config.json")], key)
+
+    # -- RayJob ------------------------------------------------------------------------------------------------
+
+    def _running_jobs(self) -> int:
+        return sum(1 for folder, p in self.procs.items() if "rayjob" in folder.parts and p.alive())
+
+    def _pump(self) -> None:
+        while self.queue and self._running_jobs() < self.max_jobs:
+            folder = self.queue.pop(0)
+            desired = json.loads((folder / "desired.json").read_text())
+            self._start(self._proc(folder), desired["step"], desired["config"], desired["key"])
+
+    def _apply_ray_job(self, job: dict[str, Any]) -> None:
+        meta, spec = job["metadata"], job["spec"]
+        folder = self._dir("RayJob", meta["namespace"], meta["name"])
+        step = spec["entrypoint"].split()[3]  # python -m slipway_trainer <step> --config ...
+        head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+        config = self.local_config(step, self._config_map(meta["namespace"], _volume_config_map(head)), folder)
+        key = _hash([step, config])
+        proc = self._proc(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        suspended = folder / "suspended"
+        if spec.get("suspend"):
+            proc.stop()
+            if folder in self.queue:
+                self.queue.remove(folder)
+            suspended.touch()
+            return
+        resumed = suspended.exists()
+        suspended.unlink(missing_ok=True)
+        if proc.key == key and not resumed and (proc.alive() or proc.exit_code() is not None or folder in self.queue):
+            return  # adopted or already done: never started twice
+        if proc.key != key:
+            proc.stop()  # a changed config: the workload resumes from its artifacts
+        (folder / "desired.json").write_text(json.dumps({"step": step, "config": config, "key": key}))
+        (folder / "pid").unlink(missing_ok=True)
+        (folder / "exit").unlink(missing_ok=True)
+        if folder not in self.queue:
+            self.queue.append(folder)
+        self._pump()
+
+    def _observe_ray_job(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        meta = job["metadata"]
+        folder = self._dir("RayJob", meta["namespace"], meta["name"])
+        if not folder.exists():
+            return None
+        self._pump()
+        proc = self._proc(folder)
+        if (folder / "suspended").exists():
+            status = {"jobDeploymentStatus": "Suspended", "jobStatus": ""}
+        elif folder in self.queue:
+            ahead = self.queue.index(folder)
+            status = {
+                "jobDeploymentStatus": "Queued",
+                "message": f"queued on this machine behind {ahead + self._running_jobs()} job(s) "
+                f"(at most {self.max_jobs} at once)",
+            }
+        elif proc.alive():
+            status = {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
+        else:
+            code = proc.exit_code()
+            if code == 0:
+                status = {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}
+            else:
+                why = "ended without an exit status" if code is None else f"exited with code {code}"
+                status = {
+                    "jobDeploymentStatus": "Complete",
+                    "jobStatus": "FAILED",
+                    "message": f"the workload process {why}; its log: {proc.log}",
+                }
+        return {**job, "status": status}
+
+    # -- Deployment and Service ----------------------------------------------------------------------------------
+
+    def _tracks(self, namespace: str, name: str) -> tuple[Path, dict[str, Any]]:
+        folder = self._dir("Deployment", namespace, name)
+        try:
+            return folder, json.loads((folder / "deployment.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return folder, {}
+
+    def _apply_deployment(self, deployment: dict[str, Any]) -> None:
+        meta, spec = deployment["metadata"], deployment["spec"]
+        folder, state = self._tracks(meta["namespace"], meta["name"])
+        pod = spec["template"]["spec"]
+        revision = meta.get("labels", {}).get("slipway.dev/revision", "")
+        config = self._config_map(meta["namespace"], _volume_config_map(pod))
+        key = _hash(config)
+        state |= {
+            "labels": meta.get("labels", {}),
+            "weight": float(meta.get("annotations", {}).get(WEIGHT_ANNOTATION, 100)),
+            "replicas": min(int(spec.get("replicas") or 0), 1),  # one process serves a track locally
+            "revision": revision,
+        }
+        folder.mkdir(parents=True, exist_ok=True)
+        current = self._proc(folder / state["current"]) if state.get("current") else None
+        if state["replicas"] == 0:
+            for sub in (state.get("current"), state.get("previous")):
+                if sub:
+                    self._proc(folder / sub).stop()
+        elif current is None or current.key != key or not current.alive():
+            if current is not None and current.key != key and current.alive():
+                state["previous"] = state["current"]  # stops once the new one is ready
+            state["current"] = key
+            proc = self._proc(folder / key)
+            self._start(proc, "serve", self.local_config("serve", config, proc.dir), key)
+        (folder / "deployment.json").write_text(json.dumps(state))
+
+    def _observe_deployment(self, deployment: dict[str, Any]) -> dict[str, Any] | None:
+        meta = deployment["metadata"]
+        folder, state = self._tracks(meta["namespace"], meta["name"])
+        if not state:
+            return None
+        current = self._proc(folder / state["current"]) if state.get("current") else None
+        ready = bool(current and current.ready())
+        if ready and state.get("previous"):
+            self._proc(folder / state["previous"]).stop()
+            state.pop("previous")
+            (folder / "deployment.json").write_text(json.dumps(state))
+        alive = sum(
+            1 for sub in (state.get("current"), state.get("previous")) if sub and self._proc(folder / sub).alive()
+        )
+        replicas = state["replicas"]
+        status: dict[str, Any] = {
+            "observedGeneration": 1,
+            "replicas": alive,
+            "readyReplicas": int(ready) if replicas else 0,
+            "updatedReplicas": int(ready) if replicas else 0,
+        }
+        if current is not None and not current.alive() and replicas:
+            status["message"] = f"the server exited ({current.exit_code()}); its log: {current.log}"
+        return {
+            **deployment,
+            "metadata": {**meta, "generation": 1},
+            "spec": {**deployment["spec"], "replicas": replicas},
+            "status": status,
+        }
+
+    def _url(self, namespace: str, name: str) -> str | None:
+        folder, state = self._tracks(namespace, name)
+        current = self._proc(folder / state["current"]) if state.get("current") else None
+        if current is None or not current.ready():
+            return None
+        return f"http://127.0.0.1:{current.port()}"
+
+    def _sync_routes(self, namespace: str) -> None:
+        for service_dir in (self.state / namespace / "service").glob("*"):
+            try:
+                selector = json.loads((service_dir / "selector.json").read_text())
+            except (OSError, json.JSONDecodeError):
+                continue
+            backends = []
+            for deployment_dir in sorted((self.state / namespace / "deployment").glob("*")):
+                _, state = self._tracks(namespace, deployment_dir.name)
+                labels = state.get("labels", {})
+                if state.get("replicas") and all(labels.get(k) == v for k, v in selector.items()):
+                    url = self._url(namespace, deployment_dir.name)
+                    if url:
+                        backends.append({"url": url, "weight": state["weight"], "deployment": deployment_dir.name})
+            routes = service_dir / "routes.json"
+            text = json.dumps({"backends": backends}, indent=2)
+            if not routes.exists() or routes.read_text() != text:
+                tmp = routes.with_suffix(".tmp")
+                tmp.write_text(text)
+                tmp.replace(routes)
+
+    def _apply_service(self, service: dict[str, Any]) -> None:
+        meta = service["metadata"]
+        folder = self._dir("Service", meta["namespace"], meta["name"])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "selector.json").write_text(json.dumps(service["spec"]["selector"]))
+        self._sync_routes(meta["namespace"])
+        proc = self._proc(folder)
+        if not proc.alive():
+            (folder / "ready.json").unlink(missing_ok=True)
+            argv = [
+                self.python,
+                "-m",
+                "slipway_operator.router",
+                "--routes",
+                str(folder / "routes.json"),
+                "--ready-file",
+                str(folder / "ready.json"),
+            ]
+            proc.start(argv, "router")
+
+    # -- the Backend interface -----------------------------------------------------------------------------------
+
+    def missing_prerequisite(self) -> str | None:
+        return None  # Ray comes with the trainer; `python -m slipway_trainer doctor` checks this machine
+
+    def apply(self, children: list[dict[str, Any]]) -> None:
+        with self.lock:
+            for child in children:
+                meta = child["metadata"]
+                if child["kind"] == "ConfigMap":
+                    folder = self._dir("ConfigMap", meta["namespace"], meta["name"])
+                    folder.mkdir(parents=True, exist_ok=True)
+                    (folder / "config.json").write_text(next(iter(child["data"].values())))
+                elif child["kind"] == "RayJob":
+                    self._apply_ray_job(child)
+                elif child["kind"] == "Deployment":
+                    self._apply_deployment(child)
+                elif child["kind"] == "Service":
+                    self._apply_service(child)
+                else:
+                    raise ValueError(f"the local backend cannot run a {child['kind']}")
+            namespaces = {c["metadata"]["namespace"] for c in children}
+            for namespace in namespaces:
+                self._sync_routes(namespace)
+
+    def observe(self, child: dict[str, Any]) -> dict[str, Any] | None:
+        with self.lock:
+            meta = child["metadata"]
+            if child["kind"] == "RayJob":
+                return self._observe_ray_job(child)
+            if child["kind"] == "Deployment":
+                found = self._observe_deployment(child)
+                self._sync_routes(meta["namespace"])
+                return found
+            folder = self._dir(child["kind"], meta["namespace"], meta["name"])
+            if child["kind"] == "ConfigMap":
+                config = folder / "config.json"
+                return {**child, "data": {"config.json": config.read_text()}} if config.exists() else None
+            return {**child, "status": {}} if folder.exists() else None
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        with self.lock:
+            folder = self._dir(kind, namespace, name)
+            for path, proc in list(self.procs.items()):
+                if path == folder or folder in path.parents:
+                    proc.stop()
+                    self.procs.pop(path)
+            if folder in self.queue:
+                self.queue.remove(folder)
+            for sub in folder.glob("*/pid"):  # adopted processes this operator did not start
+                Proc(sub.parent).stop()
+            if (folder / "pid").exists():
+                Proc(folder).stop()
+            if folder.exists():  # its logs stay readable under .deleted/
+                graveyard = folder.parent / ".deleted"
+                graveyard.mkdir(exist_ok=True)
+                folder.rename(graveyard / f"{name}-{int(time.time() * 1000)}")
+            self._sync_routes(namespace)
+
+    def endpoint(self, service: dict[str, Any]) -> str | None:
+        meta = service["metadata"]
+        port = self._proc(self._dir("Service", meta["namespace"], meta["name"])).port()
+        return f"http://127.0.0.1:{port}" if port else None
+
+    def scrape(self, deployment: dict[str, Any], path: str) -> tuple[list[str], str | None]:
+        meta = deployment["metadata"]
+        url = self._url(meta["namespace"], meta["name"])
+        if url is None:
+            return [], "no ready server"
+        try:
+            with urllib.request.urlopen(url + path, timeout=5) as answer:
+                return [answer.read().decode()], None
+        except OSError as err:
+            return [], f"{url}{path}: {err}"
+
+    def close(self) -> None:
+        if not self.stop_on_close:
+            return
+        with self.lock:
+            for proc in self.procs.values():
+                proc.stop()

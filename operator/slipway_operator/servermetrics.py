@@ -1,0 +1,88 @@
+"""What the operator reads from the inference servers' /metrics: traffic, errors, latency and drift.
+
+Pure: Prometheus text in, a `Traffic` summary out. Replicas are added up (counters and histogram buckets sum),
+so a revision's p99 is computed over all of its pods' requests, as a Prometheus `histogram_quantile` would.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from prometheus_client.parser import text_string_to_metric_families
+
+REQUESTS = "slipway_inference_requests"
+LATENCY = "slipway_inference_request_seconds"
+DRIFT = "slipway_drift_score"
+
+
+@dataclass
+class Traffic:
+    """Inference traffic of one revision (all its replicas), since they started."""
+
+    requests: int = 0
+    errors: int = 0  # answered 5xx
+    buckets: dict[float, float] = field(default_factory=dict)  # upper bound (s) -> cumulative count
+    drift: dict[str, float] = field(default_factory=dict)  # feature -> largest score over replicas
+    replicas: int = 0  # how many replicas answered
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.requests if self.requests else 0.0
+
+    def quantile_ms(self, q: float = 0.99) -> float | None:
+        """The q-quantile of request latency in milliseconds (the upper bound of the bucket that holds it),
+        None without requests; +Inf (math.inf) when it lies beyond the largest bucket."""
+        total = self.buckets.get(math.inf, 0.0)
+        if total <= 0:
+            return None
+        for bound in sorted(self.buckets):
+            if self.buckets[bound] >= q * total:
+                return bound * 1000.0
+        return math.inf
+
+    def add(self, other: Traffic) -> Traffic:
+        buckets = dict(self.buckets)
+        for bound, count in other.buckets.items():
+            buckets[bound] = buckets.get(bound, 0.0) + count
+        drift = dict(self.drift)
+        for feature, score in other.drift.items():
+            drift[feature] = max(drift.get(feature, 0.0), score)
+        return Traffic(
+            self.requests + other.requests,
+            self.errors + other.errors,
+            buckets,
+            drift,
+            self.replicas + other.replicas,
+        )
+
+
+def parse(text: str, model: str) -> Traffic:
+    """One server's /metrics, for the model served under `model` (the ModelDeployment's name)."""
+    traffic = Traffic(replicas=1)
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("model") != model:
+                continue
+            if sample.name == f"{REQUESTS}_total":
+                count = int(sample.value)
+                traffic.requests += count
+                if sample.labels.get("code", "").startswith("5"):
+                    traffic.errors += count
+            elif sample.name == f"{LATENCY}_bucket":
+                bound = float(sample.labels["le"])
+                traffic.buckets[bound] = traffic.buckets.get(bound, 0.0) + sample.value
+            elif sample.name == DRIFT:
+                feature = sample.labels.get("feature", "")
+                traffic.drift[feature] = max(traffic.drift.get(feature, 0.0), float(sample.value))
+    return traffic
+
+
+def total(samples: list[Traffic]) -> Traffic | None:
+    """All replicas of a revision together; None when none answered."""
+    if not samples:
+        return None
+    out = Traffic()
+    for sample in samples:
+        out = out.add(sample)
+    return out

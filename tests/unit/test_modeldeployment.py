@@ -1,0 +1,269 @@
+"""The ModelDeployment controller is a pure state machine: stored status + what was observed -> children, status,
+Events. These tests walk it through deploy, rolling update, canary steps, promotion, rollback and autoUpdate."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from slipway_operator.controllers import modeldeployment as md
+from slipway_operator.controllers.common import Settings
+from slipway_operator.servermetrics import Traffic, parse
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+SETTINGS = Settings(image="slipway/server:test", store_uri="s3://slipway")
+T0 = 1_800_000_000.0
+
+
+def deployment_resource(**spec: Any) -> dict[str, Any]:
+    obj: dict[str, Any] = yaml.safe_load((EXAMPLES / "fashion-mnist" / "04-modeldeployment.yaml").read_text())
+    obj["metadata"] |= {"namespace": "ml", "uid": "uid-md", "generation": 1}
+    obj["spec"] |= spec
+    return obj
+
+
+def run(name: str, uri: str, accuracy: float, phase: str = "Succeeded", kind: str = "TuningSweep") -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "metadata": {"name": name},
+        "status": {
+            "phase": phase,
+            "modelUri": uri,
+            "metrics": {"test_accuracy": accuracy},
+            "lineage": {"tuningSweep": name, "datasetFingerprint": "sha256:f", "unknown": "dropped"},
+        },
+    }
+
+
+def ready(deployment: dict[str, Any]) -> dict[str, Any]:
+    """A Deployment as Kubernetes reports it once every replica of its template is ready."""
+    n = deployment["spec"]["replicas"]
+    return {
+        **deployment,
+        "metadata": {**deployment["metadata"], "generation": 1},
+        "status": {"observedGeneration": 1, "replicas": n, "readyReplicas": n, "updatedReplicas": n},
+    }
+
+
+def healthy(requests: int = 200, errors: int = 0, p99_seconds: float = 0.01) -> Traffic:
+    return Traffic(requests, errors, {p99_seconds: float(requests), math.inf: float(requests)}, {}, 1)
+
+
+class World:
+    """Applies plans the way the handler does and plays Kubernetes: Deployments become ready when asked."""
+
+    def __init__(self, obj: dict[str, Any], source: dict[str, Any] | None) -> None:
+        self.obj = obj
+        self.source = source
+        self.candidates: list[dict[str, Any]] = []
+        self.deployments: dict[str, dict[str, Any]] = {}
+        self.traffic: dict[str, Traffic | None] = {}
+        self.now = T0
+        self.events: list[tuple[str, str, str]] = []
+
+    def step(self, advance: float = 0.0, make_ready: bool = True) -> md.Plan:
+        self.now += advance
+        spec = md.ModelDeploymentSpec.model_validate(self.obj["spec"])
+        source, waiting = md.source_of(spec, self.source)
+        candidates = [m for m in (md.model_of(c) for c in self.candidates) if m is not None]
+        observed = md.Observed(
+            source=source,
+            waiting_for=waiting,
+            candidates=candidates,
+            deployments={t: self.deployments.get(t) for t in (md.STABLE, md.CANARY)},
+            traffic=dict(self.traffic),
+            endpoint="http://fashion.ml.svc.cluster.local",
+            now=self.now,
+        )
+        plan = md.plan(copy.deepcopy(self.obj), observed, SETTINGS)
+        for child in plan.children:
+            if child["kind"] == "Deployment":
+                track = child["metadata"]["labels"]["slipway.dev/track"]
+                self.deployments[track] = ready(child) if make_ready else child
+        for _, _, name in plan.delete:
+            self.deployments.pop(name.rsplit("-", 1)[1], None)
+        self.obj["status"] = plan.status
+        self.events += plan.events
+        return plan
+
+    def revision(self, track: str) -> str:
+        return str(self.deployments[track]["metadata"]["labels"]["slipway.dev/revision"])
+
+    def condition(self, type_: str) -> dict[str, Any]:
+        return next(c for c in self.obj["status"]["conditions"] if c["type"] == type_)
+
+
+def test_it_waits_for_its_model_source_and_then_serves_it_under_its_own_name() -> None:
+    world = World(deployment_resource(), run("fashion-sweep", "s3://m/1", 0.90, phase="Running"))
+    plan = world.step()
+    assert plan.children == [] and world.obj["status"]["phase"] == "Waiting"
+    assert world.condition("Ready")["reason"] == "WaitingForDependency"
+    assert "TuningSweep fashion-sweep (Running)" in world.obj["status"]["message"]
+
+    world.source = run("fashion-sweep", "s3://m/1", 0.90)
+    plan = world.step(make_ready=False)
+    kinds = sorted(c["kind"] for c in plan.children)
+    assert kinds == ["ConfigMap", "Deployment", "Service"]
+    assert world.obj["status"]["phase"] == "Deploying"
+    assert world.deployments[md.STABLE]["spec"]["replicas"] == 2
+    current = world.obj["status"]["current"]
+    assert current["modelUri"] == "s3://m/1" and current["source"] == "TuningSweep/fashion-sweep"
+    assert current["lineage"] == {"tuningSweep": "fashion-sweep", "datasetFingerprint": "sha256:f"}
+    assert world.obj["status"]["modelName"] == "fashion"
+    assert ("Normal", "Deploying") == world.events[0][:2]
+
+    world.step()  # Kubernetes made the replicas ready
+    world.step()
+    assert world.obj["status"]["phase"] == "Available"
+    assert world.condition("Ready")["status"] == "True" and world.condition("Available")["status"] == "True"
+    assert world.obj["status"]["readyReplicas"] == "2/2"
+
+
+def serving_world(**spec: Any) -> World:
+    world = World(deployment_resource(**spec), run("fashion-sweep", "s3://m/1", 0.90))
+    world.step()
+    world.step()
+    assert world.obj["status"]["phase"] == "Available"
+    return world
+
+
+def test_a_new_model_with_the_rolling_strategy_is_a_rolling_update_of_the_stable_track() -> None:
+    world = serving_world(rollout={"strategy": "rolling"})
+    first = world.revision(md.STABLE)
+    world.source = run("fashion-sweep", "s3://m/2", 0.91)
+    plan = world.step(make_ready=False)
+    assert world.revision(md.STABLE) != first and md.CANARY not in world.deployments
+    assert world.obj["status"]["phase"] == "Deploying"
+    assert world.obj["status"]["history"][0]["name"] == first
+    assert world.obj["status"]["history"][0]["outcome"] == "Replaced"
+    assert any(e[1] == "RollingUpdate" for e in plan.events)
+
+
+def test_a_canary_steps_up_while_its_gate_holds_then_is_promoted() -> None:
+    world = serving_world()
+    stable = world.revision(md.STABLE)
+    world.source = run("fashion-sweep", "s3://m/2", 0.92)
+    world.step()
+    canary = world.revision(md.CANARY)
+    assert canary != stable
+    status = world.obj["status"]
+    assert status["canaryWeight"] == 10 and status["canaryStep"] == 0 and status["phase"] == "Deploying"
+    # 2 replicas: the canary gets one and the stable track keeps one until promotion
+    assert world.deployments[md.CANARY]["spec"]["replicas"] == 1
+    assert world.deployments[md.STABLE]["spec"]["replicas"] == 1
+    assert world.deployments[md.CANARY]["metadata"]["annotations"]["slipway.dev/traffic-weight"] == "10"
+
+    world.traffic[md.CANARY] = healthy()
+    world.step(advance=30)  # before intervalSeconds (60): nothing is judged
+    assert world.obj["status"]["canaryWeight"] == 10
+    world.step(advance=31)
+    assert world.obj["status"]["canaryWeight"] == 50 and world.events[-1][1] == "CanaryStep"
+    world.step(advance=61)
+    assert world.obj["status"]["canaryWeight"] == 100
+    world.step(advance=61, make_ready=False)  # passes the last step: the stable track rolls to the canary
+    status = world.obj["status"]
+    assert status["current"]["name"] == canary and world.revision(md.STABLE) == canary
+    assert status["history"][0] == {**status["history"][0], "name": stable, "outcome": "Replaced"}
+    assert status["phase"] == "Deploying" and md.CANARY in world.deployments  # kept until stable is rolled out
+    world.step()
+    world.step()
+    assert md.CANARY not in world.deployments
+    assert world.obj["status"]["canary"] is None and world.obj["status"]["phase"] == "Available"
+    assert [e[1] for e in world.events].count("Promoted") == 1
+
+
+def test_a_canary_that_fails_its_gate_is_rolled_back_and_not_tried_again() -> None:
+    world = serving_world()
+    stable = world.revision(md.STABLE)
+    world.source = run("fashion-sweep", "s3://m/bad", 0.95)
+    world.step()
+    bad = world.revision(md.CANARY)
+    world.traffic[md.CANARY] = healthy(requests=100, errors=5)  # 5% > maxErrorRate 1%
+    plan = world.step(advance=61)
+    assert md.CANARY not in world.deployments and world.revision(md.STABLE) == stable
+    status = world.obj["status"]
+    assert status["canary"] is None and status["history"][0]["name"] == bad
+    assert status["history"][0]["outcome"] == "RolledBack" and "error rate 5.00%" in status["history"][0]["reason"]
+    assert ("Warning", "RolledBack") == plan.events[-1][:2]
+    assert "rolled back" in status["message"]
+    for _ in range(3):
+        world.step(advance=61)
+    assert md.CANARY not in world.deployments and world.obj["status"]["current"]["name"] == stable
+
+
+def test_a_slow_canary_fails_on_p99_latency() -> None:
+    world = serving_world()
+    world.source = run("fashion-sweep", "s3://m/slow", 0.95)
+    world.step()
+    world.traffic[md.CANARY] = healthy(p99_seconds=0.5)  # p99 <= 500 ms > 100 ms
+    world.step(advance=61)
+    assert world.obj["status"]["history"][0]["outcome"] == "RolledBack"
+    assert "p99 above maxP99LatencyMs 100 ms" in world.obj["status"]["history"][0]["reason"]
+
+
+def test_auto_update_rolls_out_only_a_better_model_matching_the_selector() -> None:
+    world = serving_world()
+    world.candidates = [run("worse", "s3://m/w", 0.80, kind="TrainingRun")]
+    world.step()
+    assert md.CANARY not in world.deployments
+    world.candidates.append(run("better", "s3://m/b", 0.93, kind="TrainingRun"))
+    world.candidates.append(run("unfinished", "s3://m/u", 0.99, phase="Running", kind="TrainingRun"))
+    world.step()
+    assert world.obj["status"]["canary"]["source"] == "TrainingRun/better"
+    assert any("autoUpdate: TrainingRun/better has test_accuracy=0.93" in e[2] for e in world.events)
+
+
+def test_health_conditions_say_degraded_and_drifted() -> None:
+    world = serving_world()
+    world.traffic[md.STABLE] = Traffic(100, 10, {0.01: 100.0, math.inf: 100.0}, {"pixels": 0.5, "x": 0.01}, 2)
+    world.step()
+    status = world.obj["status"]
+    assert status["phase"] == "Degraded"
+    assert (
+        world.condition("Degraded")["status"] == "True"
+        and "error rate 10.00%" in world.condition("Degraded")["message"]
+    )
+    assert world.condition("Drifted")["status"] == "True" and "pixels" in world.condition("Drifted")["message"]
+    assert status["drift"]["driftedFeatures"] == ["pixels"] and status["drift"]["score"] == 0.5
+    assert status["traffic"] == {"requests": 100, "errorRate": 0.1, "p99LatencyMs": 10.0}
+
+
+def test_replicas_split_by_weight_and_the_stable_track_keeps_one_until_promotion() -> None:
+    assert md.replicas_for(10, 10) == (9, 1)
+    assert md.replicas_for(10, 50) == (5, 5)
+    assert md.replicas_for(4, 100) == (1, 4)
+    assert md.replicas_for(1, 10) == (1, 1)
+
+
+def test_server_metrics_are_summed_over_replicas_with_p99_from_the_buckets() -> None:
+    text = """# TYPE slipway_inference_requests counter
+slipway_inference_requests_total{code="200",model="m"} 98.0
+slipway_inference_requests_total{code="500",model="m"} 2.0
+slipway_inference_requests_total{code="200",model="other"} 1000.0
+# TYPE slipway_inference_request_seconds histogram
+slipway_inference_request_seconds_bucket{code="200",le="0.005",model="m"} 90.0
+slipway_inference_request_seconds_bucket{code="200",le="0.01",model="m"} 98.0
+slipway_inference_request_seconds_bucket{code="200",le="+Inf",model="m"} 98.0
+slipway_inference_request_seconds_bucket{code="500",le="0.005",model="m"} 0.0
+slipway_inference_request_seconds_bucket{code="500",le="0.01",model="m"} 0.0
+slipway_inference_request_seconds_bucket{code="500",le="+Inf",model="m"} 2.0
+# TYPE slipway_drift_score gauge
+slipway_drift_score{feature="pixels",method="psi",model="m"} 0.3
+"""
+    one = parse(text, "m")
+    assert (one.requests, one.errors, one.drift) == (100, 2, {"pixels": 0.3})
+    assert one.quantile_ms(0.5) == 5.0 and math.isinf(one.quantile_ms(0.99) or 0.0)
+    two = one.add(parse(text, "m"))
+    assert (two.requests, two.errors, two.replicas) == (200, 4, 2) and two.error_rate == 0.02
+
+
+def test_selectors_are_written_as_the_api_reads_them() -> None:
+    selector = {
+        "matchLabels": {"app": "fashion"},
+        "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}],
+    }
+    assert md.selector_string(selector) == "app=fashion,tier in (a,b)"
