@@ -114,7 +114,7 @@ def test_it_waits_for_its_model_source_and_then_serves_it_under_its_own_name() -
     assert current["modelUri"] == "s3://m/1" and current["source"] == "TuningSweep/fashion-sweep"
     assert current["lineage"] == {"tuningSweep": "fashion-sweep", "datasetFingerprint": "sha256:f"}
     assert world.obj["status"]["modelName"] == "fashion"
-    assert ("Normal", "Deploying") == world.events[0][:2]
+    assert world.events[0][:2] == ("Normal", "Deploying")
 
     world.step()  # Kubernetes made the replicas ready
     world.step()
@@ -188,7 +188,7 @@ def test_a_canary_that_fails_its_gate_is_rolled_back_and_not_tried_again() -> No
     status = world.obj["status"]
     assert status["canary"] is None and status["history"][0]["name"] == bad
     assert status["history"][0]["outcome"] == "RolledBack" and "error rate 5.00%" in status["history"][0]["reason"]
-    assert ("Warning", "RolledBack") == plan.events[-1][:2]
+    assert plan.events[-1][:2] == ("Warning", "RolledBack")
     assert "rolled back" in status["message"]
     for _ in range(3):
         world.step(advance=61)
