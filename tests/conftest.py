@@ -79,6 +79,28 @@ def kuberay_crds(control_plane: testbed.ControlPlane) -> testbed.ControlPlane:
 
 
 @pytest.fixture(scope="session")
+def kuberay_operator(kuberay_crds: testbed.ControlPlane) -> Iterator[testbed.KubeRayOperator]:
+    """KubeRay's real operator (built from its pinned module), started once, reconciling RayJobs and RayClusters
+    in a namespace of its own only: `kuberay_operator.watch_namespaces[0]`. Elsewhere tests play KubeRay's part
+    by writing RayJob statuses themselves (test_operator.py), and a real controller there would race them.
+    Tests that create objects in its namespace delete them before they end."""
+    name = f"kuberay-{uuid.uuid4().hex[:8]}"
+    kuberay_crds.kubectl("create", "namespace", name)
+    testbed.wait_until(
+        f"ServiceAccount default in {name}",
+        lambda: kuberay_crds.kubectl("get", "serviceaccount", "default", "-n", name, check=False) != "",
+        30,
+    )
+    operator = testbed.KubeRayOperator(kuberay_crds, watch_namespaces=[name])
+    try:
+        operator.start()
+        yield operator
+    finally:
+        operator.stop()
+        kuberay_crds.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
 def kubeconfig(control_plane: testbed.ControlPlane) -> Path:
     return control_plane.kubeconfig
 

@@ -91,8 +91,9 @@ build_kwok() {
 }
 build_seaweedfs() { build seaweedfs weed github.com/seaweedfs/seaweedfs/weed; }
 build_kuberay() {
-  # Nothing to compile: the RayJob/RayCluster/RayService CRDs ship inside the module.
-  (cd "$here/tools/kuberay" && go mod download github.com/ray-project/kuberay/ray-operator)
+  # The operator (its main package is the module root; the version is a constant, nothing to stamp) and
+  # the RayJob/RayCluster/RayService CRDs that ship inside the module.
+  build kuberay kuberay-operator github.com/ray-project/kuberay/ray-operator
   local dir
   dir=$(cd "$here/tools/kuberay" && go list -m -f '{{.Dir}}' github.com/ray-project/kuberay/ray-operator)
   rm -rf "$bin/kuberay-crds" && mkdir -p "$bin/kuberay-crds"
@@ -107,5 +108,5 @@ fi
 if needs_build kwok kwok; then timed kwok build_kwok; fi
 if needs_build helm helm; then timed helm build_helm; fi
 if needs_build seaweedfs weed; then timed seaweedfs build_seaweedfs; fi
-if needs_build kuberay kuberay-crds/ray.io_rayjobs.yaml; then timed kuberay build_kuberay; fi
+if needs_build kuberay kuberay-operator kuberay-crds/ray.io_rayjobs.yaml; then timed kuberay build_kuberay; fi
 echo ">> test bed binaries ready in $bin"

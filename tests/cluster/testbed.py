@@ -4,6 +4,8 @@ Started from the binaries that ``tests/cluster/build.sh`` builds into ``tests/cl
 etcd, kube-apiserver (RBAC, generated certificates, service-account signing keys),
 kube-controller-manager, kube-scheduler and KWOK, which plays the kubelets of fake nodes
 (one CPU node and one GPU node advertising ``nvidia.com/gpu: 8``). SeaweedFS serves S3.
+KubeRay's operator, built from its pinned module, can be started against the control plane
+(``KubeRayOperator``; the tests do, ``make cluster`` does not).
 
 Used by the pytest session fixtures in ``tests/conftest.py`` and, for manual use, by
 ``make cluster`` / ``make cluster-down``::
@@ -553,6 +555,62 @@ def nodes_manifest() -> str:
         ),
     ]
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": items})
+
+
+# ---------------------------------------------------------------------------------------------
+# KubeRay's operator
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class KubeRayOperator:
+    """KubeRay's operator (``bin/kuberay-operator``, built from the pinned module) against a ControlPlane.
+
+    It reconciles RayJobs into RayClusters, head and worker pods, a head Service and (K8sJobMode) a submitter
+    Job. Leader election is off; metrics and the health probe listen on free loopback ports. With
+    ``watch_namespaces`` it watches (and caches) only those namespaces, so tests elsewhere that write a
+    RayJob's status themselves are not raced by a real controller. Its log goes to the plane's log folder and,
+    as one of the plane's components, into the logs attached to a failing test. KubeRay's CRDs must be
+    installed first (``kubectl apply -f bin/kuberay-crds``).
+    """
+
+    plane: ControlPlane
+    watch_namespaces: list[str] = field(default_factory=list)
+    component: Component | None = None
+    metrics_port: int = 0
+    probe_port: int = 0
+
+    def argv(self) -> list[str]:
+        return [
+            binary("kuberay-operator"),
+            f"--kubeconfig={self.plane.kubeconfig}",
+            "--enable-leader-election=false",
+            f"--metrics-addr=127.0.0.1:{self.metrics_port}",
+            f"--health-probe-bind-address=127.0.0.1:{self.probe_port}",
+            f"--watch-namespace={','.join(self.watch_namespaces)}",
+            "--log-stdout-encoder=console",
+        ]
+
+    def start(self) -> None:
+        self.metrics_port, self.probe_port = free_port(), free_port()
+        # ENABLE_WEBHOOKS would need a serving certificate and a webhook configuration: left off, as in
+        # KubeRay's default install.
+        self.component = Component("kuberay-operator", self.argv(), self.plane.logs / "kuberay-operator.log")
+        self.component.start(env={"ENABLE_WEBHOOKS": "false"})
+        self.plane.components.append(self.component)
+        wait_until(
+            "kuberay-operator /readyz",
+            lambda: _http_ok(f"http://127.0.0.1:{self.probe_port}/readyz"),
+            60,
+            self.component,
+        )
+
+    def stop(self) -> None:
+        if self.component is None:
+            return
+        self.component.stop()
+        with contextlib.suppress(ValueError):
+            self.plane.components.remove(self.component)
 
 
 # ---------------------------------------------------------------------------------------------

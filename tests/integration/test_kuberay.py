@@ -1,0 +1,196 @@
+"""The real KubeRay operator (v1.5.0, built from its pinned module) on the test control plane, given a RayJob exactly
+as Slipway's builder makes it for a TrainingRun with two one-GPU workers.
+
+What is real here: KubeRay accepts the RayJob, creates a RayCluster whose head pod lands on the CPU node and whose
+two GPU workers land on the GPU node (KWOK marks all three Running and Ready), then its submitter Job (K8sJobMode)
+with our image and entrypoint. What KWOK cannot give is a Ray dashboard: the submitter's pod is completed at once by
+KWOK, the dashboard's address does not resolve, so the Ray job never reports a status; 30 s after the submitter
+finished KubeRay counts the attempt as FAILED and retries it on a fresh RayCluster (the example allows two retries).
+The test asserts exactly that much, then deletes the TrainingRun and checks that everything goes with it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testbed
+import yaml
+
+from slipway_operator.builders import GPU_RESOURCE, GPU_TOLERATION
+from slipway_operator.controllers import trainingrun
+from slipway_operator.controllers.common import Settings
+
+pytestmark = pytest.mark.cluster
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+IMAGE = "slipway/trainer:test"
+# KubeRay v1.5.0's DefaultSubmitterFinishedTimeout: how long it waits for a Ray status once the submitter is done.
+SUBMITTER_FINISHED_TIMEOUT = 30
+
+
+def get(plane: testbed.ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+    out = plane.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(out) if out else None
+
+
+def items(plane: testbed.ControlPlane, kind: str, namespace: str, selector: str | None = None) -> list[dict[str, Any]]:
+    args = ["get", kind, "-n", namespace, "-o", "json", *(["-l", selector] if selector else [])]
+    found: list[dict[str, Any]] = json.loads(plane.kubectl(*args))["items"]
+    return found
+
+
+def server_side_apply(plane: testbed.ControlPlane, obj: dict[str, Any]) -> None:
+    """As the operator's kubernetes backend applies its children."""
+    plane.kubectl(
+        "apply", "--server-side", "--force-conflicts", "--field-manager=slipway", "-f", "-", input=json.dumps(obj)
+    )
+
+
+def running_and_ready(pod: dict[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
+    return status.get("phase") == "Running" and ready
+
+
+def test_kuberay_runs_a_training_rayjob_on_a_ray_cluster_with_gpu_workers(
+    control_plane: testbed.ControlPlane, slipway_crds: testbed.ControlPlane, kuberay_operator: testbed.KubeRayOperator
+) -> None:
+    plane, namespace = control_plane, kuberay_operator.watch_namespaces[0]
+
+    # A real owner: the example TrainingRun, with a dataset URI so that it waits for no DatasetPrep.
+    manifest = yaml.safe_load((EXAMPLES / "fashion-mnist" / "02-trainingrun.yaml").read_text())
+    manifest["spec"]["dataset"] = {"uri": "s3://slipway-test/datasets/fashion"}
+    assert manifest["spec"]["resources"]["workers"] == 2 and manifest["spec"]["resources"]["gpusPerWorker"] == 1
+    plane.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+    run = get(plane, "trainingrun", "fashion-cnn", namespace)
+    assert run is not None
+    desired = trainingrun.desired_children(run, None, Settings(image=IMAGE, store_uri="s3://slipway-test"))
+    assert desired.waiting_for is None
+    config_map, ray_job = desired.children
+    assert ray_job["kind"] == "RayJob"
+    for child in desired.children:
+        server_side_apply(plane, child)
+    name = ray_job["metadata"]["name"]
+
+    # Every jobDeploymentStatus seen while polling, in order (KubeRay passes through some in milliseconds).
+    seen: list[str] = []
+
+    def job() -> dict[str, Any]:
+        obj = get(plane, "rayjob", name, namespace) or {}
+        status = obj.get("status") or {}
+        deployment = str(status.get("jobDeploymentStatus", ""))
+        if deployment and (not seen or seen[-1] != deployment):
+            seen.append(deployment)
+        return obj
+
+    # KubeRay takes the RayJob: its finalizer, then a RayCluster owned by the RayJob.
+    testbed.wait_until(
+        "KubeRay to create the RayCluster", lambda: (job().get("status") or {}).get("rayClusterName"), 60
+    )
+    rayjob = job()
+    assert "ray.io/rayjob-finalizer" in rayjob["metadata"]["finalizers"]
+    assert rayjob["spec"]["submissionMode"] == "K8sJobMode"  # the CRD's default: the builder sets none
+    cluster_name = rayjob["status"]["rayClusterName"]
+    cluster = get(plane, "raycluster", cluster_name, namespace)
+    assert cluster is not None
+    assert cluster["metadata"]["ownerReferences"][0]["uid"] == rayjob["metadata"]["uid"]
+
+    # Head and two GPU workers, Running and Ready on the right nodes.
+    selector = f"ray.io/cluster={cluster_name}"
+
+    def pods() -> list[dict[str, Any]]:
+        return items(plane, "pods", namespace, selector)
+
+    testbed.wait_until(
+        "3 Ray pods Running and Ready", lambda: len(pods()) == 3 and all(running_and_ready(p) for p in pods()), 60
+    )
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    for pod in pods():
+        by_type.setdefault(pod["metadata"]["labels"]["ray.io/node-type"], []).append(pod)
+    (head,) = by_type["head"]
+    workers = by_type["worker"]
+    assert len(workers) == 2
+    assert head["spec"]["nodeName"] == testbed.CPU_NODE
+    assert GPU_RESOURCE not in head["spec"]["containers"][0]["resources"].get("limits", {})
+    for worker in workers:
+        assert worker["spec"]["nodeName"] == testbed.GPU_NODE
+        assert worker["metadata"]["labels"]["ray.io/group"] == "workers"
+        assert worker["spec"]["containers"][0]["resources"]["limits"][GPU_RESOURCE] == "1"
+        assert GPU_TOLERATION in worker["spec"]["tolerations"]
+    for pod in (head, *workers):
+        assert pod["metadata"]["labels"]["slipway.dev/trainingrun"] == "fashion-cnn"  # our template labels survive
+        assert pod["spec"]["containers"][0]["image"] == IMAGE
+        assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+        mounts = {m["mountPath"]: m["name"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
+        assert mounts["/etc/slipway"] == "slipway-config"
+    # KubeRay turns our rayStartParams into the `ray start` command: a head with no CPUs, one GPU per worker.
+    assert "--num-cpus=0" in head["spec"]["containers"][0]["args"][0]
+    assert all("--num-gpus=1" in w["spec"]["containers"][0]["args"][0] for w in workers)
+
+    testbed.wait_until(
+        "the RayCluster to be ready",
+        lambda: ((get(plane, "raycluster", cluster_name, namespace) or {}).get("status") or {}).get("state") == "ready",
+        60,
+    )
+    cluster_status = (get(plane, "raycluster", cluster_name, namespace) or {})["status"]
+    assert cluster_status["desiredGPU"] == "2" and cluster_status["availableWorkerReplicas"] == 2
+
+    # The cluster is ready, so KubeRay submits: a Kubernetes Job running `ray job submit` with our image and
+    # entrypoint. KWOK completes its pod at once (it runs nothing).
+    testbed.wait_until(
+        "the RayJob to run", lambda: (job().get("status") or {}).get("jobDeploymentStatus") == "Running", 60
+    )
+    submitter = get(plane, "job", name, namespace)
+    assert submitter is not None
+    assert submitter["metadata"]["ownerReferences"][0]["uid"] == rayjob["metadata"]["uid"]
+    container = submitter["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == IMAGE
+    assert f"-- {ray_job['spec']['entrypoint']}" in container["args"][0]
+    testbed.wait_until(
+        "the submitter Job to complete",
+        lambda: ((get(plane, "job", name, namespace) or {}).get("status") or {}).get("succeeded") == 1,
+        60,
+    )
+    assert job()["status"].get("jobStatus", "") == ""  # no Ray job status: the dashboard is unreachable
+
+    # With no Ray status 30 s after the submitter finished, KubeRay counts a failed attempt (reason
+    # JobDeploymentStatusTransitionGracePeriodExceeded), deletes that RayCluster and starts again on a new one.
+    testbed.wait_until(
+        "KubeRay to count the attempt as failed",
+        lambda: (job().get("status") or {}).get("failed", 0) >= 1,
+        SUBMITTER_FINISHED_TIMEOUT + 60,
+    )
+    testbed.wait_until(
+        "the retry on a new RayCluster",
+        lambda: (job().get("status") or {}).get("rayClusterName") not in (None, cluster_name),
+        60,
+    )
+    testbed.wait_until(
+        "the first RayCluster to be deleted", lambda: get(plane, "raycluster", cluster_name, namespace) is None, 60
+    )
+    # Statuses pass in milliseconds (Initializing lasts until the pods run, Retrying until the cluster is
+    # deleted), so polling sees some of them; KubeRay's events on the RayJob tell the whole story.
+    assert "Running" in seen and set(seen) <= {"Initializing", "Running", "Retrying"}, seen
+    assert job()["spec"]["backoffLimit"] == 2  # the example's failurePolicy.backoffLimit: retries remain
+    events = items(plane, "events", namespace)
+    reasons = {e["reason"] for e in events if e["involvedObject"]["kind"] == "RayJob"}
+    assert {"CreatedRayCluster", "CreatedRayJobSubmitter", "DeletedRayCluster", "DeletedRayJobSubmitter"} <= reasons
+    assert not [e for e in events if e["type"] == "Warning" and e["involvedObject"]["kind"] in ("RayJob", "RayCluster")]
+
+    # Deleting the TrainingRun takes everything with it: the garbage collector deletes the RayJob (KubeRay
+    # removes its finalizer), then the RayCluster, the submitter Job and the pods.
+    plane.kubectl("delete", "trainingrun", "fashion-cnn", "-n", namespace)
+    testbed.wait_until(
+        "the RayJob, its RayClusters and their pods to be gone",
+        lambda: (
+            get(plane, "rayjob", name, namespace) is None
+            and get(plane, "configmap", config_map["metadata"]["name"], namespace) is None
+            and items(plane, "rayclusters", namespace, "slipway.dev/trainingrun=fashion-cnn") == []
+            and items(plane, "jobs", namespace) == []
+            and items(plane, "pods", namespace) == []
+        ),
+        90,
+    )
+    print(f"jobDeploymentStatus seen: {seen}")
