@@ -140,13 +140,20 @@ def _container(name: str, workload: Workload, cpus: int, memory: str, gpus: int)
     return container
 
 
-def _pod_spec(container: dict[str, Any], workload: Workload, gpus: int) -> dict[str, Any]:
+def _pod_spec(container: dict[str, Any], workload: Workload, gpus: int, *, worker: bool) -> dict[str, Any]:
+    """Node selectors and tolerations place the workers (where the GPUs are); the head, which only schedules,
+    may run on any node (a GPU-pool selector on it would keep it Pending on clusters whose GPU nodes are tainted
+    or scarce)."""
     r = workload.resources
     spec: dict[str, Any] = {
         "containers": [container],
         "volumes": [{"name": "slipway-config", "configMap": {"name": workload.config_map}}],
         "securityContext": copy.deepcopy(POD_SECURITY),
     }
+    if r.priority_class_name:
+        spec["priorityClassName"] = r.priority_class_name
+    if not worker:
+        return spec
     if r.node_selector:
         spec["nodeSelector"] = dict(r.node_selector)
     tolerations = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in r.tolerations]
@@ -154,9 +161,28 @@ def _pod_spec(container: dict[str, Any], workload: Workload, gpus: int) -> dict[
         tolerations.append(dict(GPU_TOLERATION))
     if tolerations:
         spec["tolerations"] = tolerations
-    if r.priority_class_name:
-        spec["priorityClassName"] = r.priority_class_name
     return spec
+
+
+def _submitter(workload: Workload) -> dict[str, Any]:
+    """The pod KubeRay runs `ray job submit` in (K8sJobMode); KubeRay fills in the command. Given here so it
+    meets the restricted Pod Security Standard like the Ray pods (KubeRay's default sets no securityContext)."""
+    limits = {"cpu": "1", "memory": "1Gi"}
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "securityContext": copy.deepcopy(POD_SECURITY),
+        "containers": [
+            {
+                "name": "ray-job-submitter",
+                "image": workload.image,
+                "resources": {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": limits},
+                "securityContext": copy.deepcopy(CONTAINER_SECURITY),
+            }
+        ],
+    }
+    if workload.resources.priority_class_name:
+        spec["priorityClassName"] = workload.resources.priority_class_name
+    return {"spec": spec}
 
 
 def ray_job(owner: Owner, workload: Workload) -> dict[str, Any]:
@@ -175,12 +201,16 @@ def ray_job(owner: Owner, workload: Workload) -> dict[str, Any]:
         "shutdownAfterJobFinishes": True,
         "backoffLimit": workload.backoff_limit,
         "suspend": workload.suspend,
+        "submitterPodTemplate": _submitter(workload),
         "rayClusterSpec": {
             "rayVersion": RAY_VERSION,
             "headGroupSpec": {
                 # The head schedules, it does not train: no GPU and no Ray work on it.
                 "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
-                "template": {"metadata": {"labels": labels(owner)}, "spec": _pod_spec(head, workload, gpus=0)},
+                "template": {
+                    "metadata": {"labels": labels(owner)},
+                    "spec": _pod_spec(head, workload, gpus=0, worker=False),
+                },
             },
             "workerGroupSpecs": [
                 {
@@ -191,7 +221,7 @@ def ray_job(owner: Owner, workload: Workload) -> dict[str, Any]:
                     "rayStartParams": {},
                     "template": {
                         "metadata": {"labels": labels(owner)},
-                        "spec": _pod_spec(worker, workload, gpus=r.gpus_per_worker),
+                        "spec": _pod_spec(worker, workload, gpus=r.gpus_per_worker, worker=True),
                     },
                 }
             ],

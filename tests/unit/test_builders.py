@@ -173,10 +173,20 @@ def test_credentials_reach_pods_from_secrets_and_never_the_config_map() -> None:
     ]
 
 
+def test_the_workers_get_the_node_selector_and_the_head_runs_anywhere() -> None:
+    _, job = prep_objects()
+    cluster = job["spec"]["rayClusterSpec"]
+    assert cluster["workerGroupSpecs"][0]["template"]["spec"]["nodeSelector"] == {"pool": "cpu"}
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    assert "nodeSelector" not in head and head["priorityClassName"] == "batch"
+
+
 def test_pods_are_non_root_and_drop_every_capability() -> None:
     _, job = training_objects()
-    for group in [job["spec"]["rayClusterSpec"]["headGroupSpec"], *job["spec"]["rayClusterSpec"]["workerGroupSpecs"]]:
-        pod = group["template"]["spec"]
+    cluster = job["spec"]["rayClusterSpec"]
+    templates = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"], job["spec"]["submitterPodTemplate"]]
+    for group in templates:
+        pod = group["template"]["spec"] if "template" in group else group["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         container = pod["containers"][0]["securityContext"]

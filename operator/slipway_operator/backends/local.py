@@ -291,6 +291,7 @@ class LocalBackend:
         config = self._config_map(meta["namespace"], _volume_config_map(pod))
         key = _hash(config)
         state |= {
+            "object": deployment,
             "labels": meta.get("labels", {}),
             "weight": float(meta.get("annotations", {}).get(WEIGHT_ANNOTATION, 100)),
             "replicas": min(int(spec.get("replicas") or 0), 1),  # one process serves a track locally
@@ -333,10 +334,11 @@ class LocalBackend:
         }
         if current is not None and not current.alive() and replicas:
             status["message"] = f"the server exited ({current.exit_code()}); its log: {current.log}"
+        applied = state["object"]
         return {
-            **deployment,
-            "metadata": {**meta, "generation": 1},
-            "spec": {**deployment["spec"], "replicas": replicas},
+            **applied,
+            "metadata": {**applied["metadata"], "generation": 1},
+            "spec": {**applied["spec"], "replicas": replicas},
             "status": status,
         }
 
