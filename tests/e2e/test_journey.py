@@ -1,0 +1,235 @@
+"""End to end: the Fashion-MNIST journey applied with kubectl to the test control plane, driven by the operator
+with the local backend — real data prep, Ray Train, Ray Tune and inference servers on this machine — then
+predictions from the endpoint the ModelDeployment's status names, and a canary promoted and one rolled back on
+the servers' real /metrics.
+
+The example manifests are applied with a small subset (2,000 images) and few epochs so it fits CI on 2 cores."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+import testbed
+import yaml
+from kopf.testing import KopfRunner
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "fashion-mnist"
+
+
+def small_journey() -> list[dict[str, Any]]:
+    """The example journey, shrunk: 2,000 images, 2 epochs, a 2-trial sweep, one replica, short canary steps."""
+    docs = {d["kind"]: d for f in sorted(EXAMPLES.glob("*.yaml")) for d in yaml.safe_load_all(f.read_text())}
+    prep, run, sweep, serve = (
+        docs["DatasetPrep"],
+        docs["TrainingRun"],
+        docs["TuningSweep"],
+        docs["ModelDeployment"],
+    )
+    prep["spec"]["sample"] = {"rows": 2000, "seed": 7}
+    run["spec"]["model"]["params"] = {"channels": [8, 16], "hidden": 32, "dropout": 0.1}
+    run["spec"]["training"] |= {"epochs": 2, "batchSize": 64}
+    run["spec"]["training"].pop("earlyStopping", None)
+    sweep["spec"]["template"]["model"]["params"] = {"channels": [8, 16], "hidden": 32, "dropout": 0.1}
+    sweep["spec"]["template"]["training"] |= {"epochs": 2, "batchSize": 64}
+    sweep["spec"]["searchSpace"] = {"optimizer.learningRate": {"grid": [0.003, 0.0003]}}
+    # grid: maxTrials counts passes over the grid, so one pass is 2 trials
+    sweep["spec"] |= {"algorithm": "grid", "maxTrials": 1, "parallelTrials": 1, "scheduler": {"type": "fifo"}}
+    sweep["spec"]["objective"].pop("goal", None)
+    serve["spec"]["replicas"] = {"min": 1}
+    # A generous latency gate: on 2 busy cores a canary's first requests can take a few hundred ms, and with a
+    # handful of requests per step the p99 is the slowest of them. (The rollback below uses an impossible gate.)
+    serve["spec"]["rollout"]["canary"] |= {
+        "intervalSeconds": 5,
+        "analysis": {"maxErrorRate": 0.0, "maxP99LatencyMs": 5000},
+    }
+    serve["spec"]["autoUpdate"] = {"enabled": False}
+    return [prep, run, sweep, serve]
+
+
+@pytest.fixture
+def local_operator(
+    kuberay_crds: testbed.ControlPlane, slipway_crds: testbed.ControlPlane, namespace: str, tmp_path: Path
+) -> Iterator[Path]:
+    """The operator with the local backend, watching `namespace`; yields the artifact store's folder."""
+    store = tmp_path / "store"
+    keys = ("KUBECONFIG", "SLIPWAY_STORE", "SLIPWAY_BACKEND", "SLIPWAY_STATE")
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ |= {
+        "KUBECONFIG": str(kuberay_crds.kubeconfig),
+        "SLIPWAY_STORE": store.as_uri(),
+        "SLIPWAY_BACKEND": "local",
+        "SLIPWAY_STATE": str(tmp_path / "state"),
+    }
+    runner = KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "slipway_operator.handlers"])
+    with runner:
+        yield store
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    assert runner.exit_code == 0, runner.output[-3000:]
+
+
+def get(plane: testbed.ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    out = plane.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(out) if out else {}
+
+
+def status(plane: testbed.ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    return dict(get(plane, kind, name, namespace).get("status") or {})
+
+
+def wait_for_phase(
+    plane: testbed.ControlPlane, kind: str, name: str, namespace: str, phases: set[str], timeout: float
+) -> dict[str, Any]:
+    def check() -> bool:
+        phase = status(plane, kind, name, namespace).get("phase")
+        if phase in ("Failed", "Invalid") and phase not in phases:
+            raise AssertionError(f"{kind} {name} {phase}: {status(plane, kind, name, namespace).get('message')}")
+        return phase in phases
+
+    try:
+        testbed.wait_until(f"{kind} {name} to be {'/'.join(phases)}", check, timeout)
+    except testbed.TestbedError as err:
+        raise AssertionError(f"{err}\nlast status: {json.dumps(status(plane, kind, name, namespace))[:2000]}") from err
+    return status(plane, kind, name, namespace)
+
+
+def infer(endpoint: str, model: str, images: list[bytes], size: int = 28) -> dict[str, Any]:
+    body = {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": [len(images), size, size],
+                "datatype": "UINT8",
+                "data": [list(i) for i in images],
+            }
+        ]
+    }
+    request = urllib.request.Request(
+        f"{endpoint}/v2/models/{model}/infer",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return {o["name"]: o for o in json.loads(answer.read())["outputs"]}
+
+
+class Traffic:
+    """Requests sent to an endpoint in the background while a canary is judged."""
+
+    def __init__(self, endpoint: str, model: str, images: list[bytes]) -> None:
+        self.stop = threading.Event()
+        self.codes: list[int] = []
+        self.thread = threading.Thread(target=self._send, args=(endpoint, model, images), daemon=True)
+
+    def _send(self, endpoint: str, model: str, images: list[bytes]) -> None:
+        while not self.stop.is_set():
+            try:
+                infer(endpoint, model, images[:4])
+                self.codes.append(200)
+            except urllib.error.HTTPError as err:
+                self.codes.append(err.code)
+            except OSError:
+                self.codes.append(0)
+            self.stop.wait(0.05)
+
+    def __enter__(self) -> Traffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+
+
+def test_the_fashion_journey_applied_with_kubectl_runs_on_the_local_backend_and_serves_predictions(
+    control_plane: testbed.ControlPlane, namespace: str, local_operator: Path
+) -> None:
+    plane = control_plane
+    journey = small_journey()
+    plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": journey})
+    )
+
+    prep = wait_for_phase(plane, "datasetprep", "fashion", namespace, {"Succeeded"}, 300)
+    assert prep["rows"]["total"] == 2000 and prep["fingerprint"].startswith("sha256:")
+    run = wait_for_phase(plane, "trainingrun", "fashion-cnn", namespace, {"Succeeded"}, 600)
+    assert run["metrics"]["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
+    assert run["lineage"]["datasetRef"] == "fashion" and run["lineage"]["datasetFingerprint"] == prep["fingerprint"]
+    sweep = wait_for_phase(plane, "tuningsweep", "fashion-sweep", namespace, {"Succeeded"}, 900)
+    assert sweep["trials"]["completed"] == 2 and sweep["bestTrial"]["params"]["optimizer.learningRate"] in (
+        0.003,
+        0.0003,
+    )
+    assert sweep["modelUri"] and sweep["lineage"]["tuningSweep"] == "fashion-sweep"
+
+    serving = wait_for_phase(plane, "modeldeployment", "fashion", namespace, {"Available"}, 300)
+    assert serving["endpoint"].startswith("http://127.0.0.1:") and serving["modelName"] == "fashion"
+    assert serving["current"]["modelUri"] == sweep["modelUri"]
+    assert serving["current"]["lineage"]["tuningSweep"] == "fashion-sweep"
+    conditions = {c["type"]: c["status"] for c in serving["conditions"]}
+    assert conditions["Ready"] == conditions["Available"] == "True" and conditions["Stalled"] == "False"
+
+    # Predictions from the endpoint in the status, on test images the model never saw.
+    dataset = Path(prep["outputUri"].removeprefix("file://"))
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    test = pq.read_table(dataset / manifest["splits"]["test"]).slice(0, 100)
+    images = test.column("image").to_pylist()
+    truth = test.column(manifest["label"]).to_pylist()
+    outputs = infer(serving["endpoint"], "fashion", images)
+    right = sum(int(p == t) for p, t in zip(outputs["label"]["data"], truth, strict=True))
+    assert right >= 50, f"{right}/100 right"
+    table = plane.kubectl("get", "slipway", "-n", namespace)
+    assert "fashion-sweep" in table and "Available" in table
+
+    # A canary: the TrainingRun's model replaces the sweep's, step by step, while real traffic passes the gate.
+    with Traffic(serving["endpoint"], "fashion", images) as traffic:
+        plane.kubectl(
+            "patch", "modeldeployment", "fashion", "-n", namespace, "--type=merge",
+            "-p", json.dumps({"spec": {"model": {"fromTuningSweep": None, "fromTrainingRun": "fashion-cnn"}}}),
+        )  # fmt: skip
+        testbed.wait_until(
+            "a canary", lambda: status(plane, "modeldeployment", "fashion", namespace).get("canaryWeight") == 10, 120
+        )
+        promoted = wait_for_phase(plane, "modeldeployment", "fashion", namespace, {"Available"}, 300)
+    assert promoted["current"]["modelUri"] == run["modelUri"], promoted["history"][0]["reason"]
+    assert promoted["history"][0]["modelUri"] == sweep["modelUri"] and promoted["history"][0]["outcome"] == "Replaced"
+    assert promoted.get("canary") is None and traffic.codes.count(200) > 20
+    assert set(traffic.codes) == {200}, "requests failed during the rollout"
+    events = plane.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=fashion")
+    assert "CanaryStarted" in events and "CanaryStep" in events and "Promoted" in events
+
+    # A canary that cannot meet its latency gate (p99 under 1 microsecond) is rolled back; the stable one serves on.
+    plane.kubectl(
+        "patch", "modeldeployment", "fashion", "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {
+            "model": {"fromTrainingRun": None, "fromTuningSweep": "fashion-sweep"},
+            "rollout": {"canary": {"analysis": {"maxP99LatencyMs": 0.001}}},
+        }}),
+    )  # fmt: skip
+    with Traffic(serving["endpoint"], "fashion", images) as traffic:
+        testbed.wait_until(
+            "the canary to be rolled back",
+            lambda: any(
+                h.get("outcome") == "RolledBack"
+                for h in status(plane, "modeldeployment", "fashion", namespace).get("history", [])
+            ),
+            300,
+        )
+    after = status(plane, "modeldeployment", "fashion", namespace)
+    assert after["current"]["modelUri"] == run["modelUri"] and after.get("canary") is None
+    assert "p99 above maxP99LatencyMs" in after["history"][0]["reason"]
+    assert set(traffic.codes) == {200}
+    assert infer(serving["endpoint"], "fashion", images[:2])["label"]["data"]

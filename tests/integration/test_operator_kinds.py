@@ -1,0 +1,343 @@
+"""The operator (kubernetes backend) on the real control plane: sweeps, model deployments on KWOK nodes, specs
+only the operator can refuse, a started run's spec changes, KubeRay missing, every example, Events and the
+operator's own metrics. KubeRay's controller is not running here: tests that need a RayJob's status write it
+as KubeRay would, and results are written to the artifact store as the workloads would."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import testbed
+import yaml
+from kopf.testing import KopfRunner
+
+pytestmark = pytest.mark.cluster
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+CRDS = Path(__file__).resolve().parents[2] / "crds"
+
+
+@pytest.fixture
+def operator(
+    kuberay_crds: testbed.ControlPlane, slipway_crds: testbed.ControlPlane, namespace: str, tmp_path: Path
+) -> Iterator[tuple[Path, int]]:
+    """The operator (kubernetes backend) watching `namespace`: (the artifact store folder, its metrics port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {
+        "KUBECONFIG": str(kuberay_crds.kubeconfig),
+        "SLIPWAY_STORE": (tmp_path / "store").as_uri(),
+        "SLIPWAY_IMAGE": "slipway/trainer:test",
+        "SLIPWAY_BACKEND": "kubernetes",
+        "SLIPWAY_METRICS_ADDRESS": f"127.0.0.1:{port}",
+    }
+    with (
+        environment(env),
+        KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "slipway_operator.handlers"]) as runner,
+    ):
+        yield tmp_path / "store", port
+    assert runner.exit_code == 0, runner.output[-3000:]
+    assert "Traceback" not in runner.output, runner.output[-5000:]
+
+
+class environment:
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> None:
+        self.saved = {k: os.environ.get(k) for k in self.values}
+        os.environ.update(self.values)
+
+    def __exit__(self, *_: object) -> None:
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def get(plane: testbed.ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    out = plane.kubectl("get", kind, name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(out) if out else {}
+
+
+def status(plane: testbed.ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    return dict(get(plane, kind, name, namespace).get("status") or {})
+
+
+def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next((c for c in st.get("conditions", []) if c["type"] == type_), {})
+
+
+def apply(plane: testbed.ControlPlane, namespace: str, *docs: dict[str, Any]) -> None:
+    plane.kubectl(
+        "apply", "-n", namespace, "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": list(docs)})
+    )
+
+
+def example(path: str) -> dict[str, Any]:
+    return dict(yaml.safe_load((EXAMPLES / path).read_text()))
+
+
+def test_every_example_is_reconciled_and_each_kind_says_what_it_waits_for(
+    control_plane: testbed.ControlPlane, namespace: str, operator: tuple[Path, int]
+) -> None:
+    plane = control_plane
+    plane.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "fashion-mnist"), "-f", str(EXAMPLES / "auto-mpg"))
+    docs = [
+        d
+        for folder in ("fashion-mnist", "auto-mpg")
+        for f in sorted((EXAMPLES / folder).glob("*.yaml"))
+        for d in yaml.safe_load_all(f.read_text())
+    ]
+
+    def all_have_a_phase() -> bool:
+        return all(status(plane, d["kind"], d["metadata"]["name"], namespace).get("phase") for d in docs)
+
+    testbed.wait_until("a status on every example", all_have_a_phase, 90)
+    for doc in docs:
+        st = status(plane, doc["kind"], doc["metadata"]["name"], namespace)
+        if doc["kind"] == "DatasetPrep":
+            assert st["phase"] == "Pending" and st["rayJobName"] == f"{doc['metadata']['name']}-prep"
+        else:  # everything else waits for a dataset or a model that is not ready yet
+            assert st["phase"] == "Waiting", (doc["metadata"]["name"], st)
+            assert condition(st, "Ready")["reason"] == "WaitingForDependency"
+    jobs = plane.kubectl("get", "rayjobs", "-n", namespace, "-o", "name").split()
+    assert sorted(jobs) == ["rayjob.ray.io/fashion-prep", "rayjob.ray.io/mpg-prep"]
+    events = plane.kubectl("get", "events", "-n", namespace, "-o", "json")
+    reasons = {
+        e["reason"]
+        for e in json.loads(events)["items"]
+        if e["source"].get("component") == "kopf" or e.get("reportingComponent") == "kopf"
+    }
+    assert {"Pending", "Waiting"} <= reasons, reasons
+
+
+def test_a_sweep_runs_as_a_ray_job_and_reports_its_best_trial(
+    control_plane: testbed.ControlPlane, namespace: str, operator: tuple[Path, int]
+) -> None:
+    plane = control_plane
+    store, port = operator
+    sweep = example("fashion-mnist/03-tuningsweep.yaml")
+    sweep["spec"]["template"]["dataset"] = {"uri": "s3://data/fashion"}
+    apply(plane, namespace, sweep)
+    testbed.wait_until("the sweep's RayJob", lambda: get(plane, "rayjob", "fashion-sweep-tune", namespace), 60)
+    job = get(plane, "rayjob", "fashion-sweep-tune", namespace)
+    workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    assert workers["replicas"] == 2  # parallelTrials trials at once, each with the template's GPU
+    assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    config = json.loads(get(plane, "configmap", "fashion-sweep-tune", namespace)["data"]["config.json"])
+    assert config["datasetUri"] == "s3://data/fashion" and config["spec"]["maxTrials"] == 12
+    assert config["lineage"] == {"tuningSweep": "fashion-sweep"}
+
+    artifacts = store / "sweeps" / namespace / "fashion-sweep"
+    artifacts.mkdir(parents=True)
+    (artifacts / "progress.json").write_text(
+        json.dumps({"phase": "Tuning", "trialsDone": 3, "trialsRunning": 2, "maxTrials": 12})
+    )
+    plane.kubectl(
+        "patch",
+        "rayjob",
+        "fashion-sweep-tune",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}}),
+    )
+    testbed.wait_until(
+        "3/12 trials",
+        lambda: status(plane, "tuningsweep", "fashion-sweep", namespace).get("progress") == "3/12 trials",
+        60,
+    )
+    assert status(plane, "tuningsweep", "fashion-sweep", namespace)["trials"]["running"] == 2
+    result = {
+        "status": "Succeeded",
+        "metrics": {"test_accuracy": 0.91},
+        "modelUri": f"{artifacts.as_uri()}/model",
+        "bestTrial": {"id": "t7", "params": {"optimizer.learningRate": 0.002}, "metric": 0.915},
+        "trials": {"total": 12, "completed": 9, "stoppedEarly": 3, "failed": 0, "notStarted": 0},
+        "leaderboardUri": f"{artifacts.as_uri()}/report/leaderboard.json",
+        "lineage": {"tuningSweep": "fashion-sweep", "trial": "t7", "datasetUri": "s3://data/fashion"},
+    }
+    (artifacts / "result.json").write_text(json.dumps(result))
+    testbed.wait_until(
+        "the sweep to succeed",
+        lambda: status(plane, "tuningsweep", "fashion-sweep", namespace).get("phase") == "Succeeded",
+        60,
+    )
+    st = status(plane, "tuningsweep", "fashion-sweep", namespace)
+    assert st["bestTrial"] == {"id": "t7", "params": {"optimizer.learningRate": 0.002}, "metric": 0.915}
+    assert st["trials"]["stoppedEarly"] == 3 and st["keyMetric"] == "test_accuracy=0.91"
+    assert st["lineage"]["trial"] == "t7"
+    table = plane.kubectl("get", "tuningsweep", "fashion-sweep", "-n", namespace, "-o", "wide")
+    assert "Succeeded" in table and "test_accuracy=0.91" in table and "t7" in table
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    assert 'slipway_operator_reconciles_total{kind="TuningSweep",outcome="ok"}' in text
+    assert 'slipway_operator_resources{kind="TuningSweep",phase="Succeeded"} 1.0' in text
+    assert 'slipway_operator_events_total{kind="TuningSweep",reason="Succeeded"} 1.0' in text
+
+
+def test_a_started_runs_spec_change_is_refused_not_ignored(
+    control_plane: testbed.ControlPlane, namespace: str, operator: tuple[Path, int]
+) -> None:
+    plane = control_plane
+    sweep = example("fashion-mnist/03-tuningsweep.yaml")
+    sweep["spec"]["template"]["dataset"] = {"uri": "s3://data/fashion"}
+    apply(plane, namespace, sweep)
+    testbed.wait_until("the RayJob", lambda: get(plane, "rayjob", "fashion-sweep-tune", namespace), 60)
+    before = get(plane, "configmap", "fashion-sweep-tune", namespace)["data"]
+    # The API server refuses what its immutability rules can see...
+    with pytest.raises(testbed.TestbedError, match="cannot change once the TuningSweep exists"):
+        plane.kubectl(
+            "patch", "tuningsweep", "fashion-sweep", "-n", namespace, "--type=merge",
+            "-p", '{"spec":{"algorithm":"random"}}',
+        )  # fmt: skip
+    # ...budgets are not under those rules: the operator sees the change to a started sweep and refuses it.
+    plane.kubectl(
+        "patch", "tuningsweep", "fashion-sweep", "-n", namespace, "--type=merge", "-p", '{"spec":{"maxTrials":20}}'
+    )
+    testbed.wait_until(
+        "the change to be refused",
+        lambda: status(plane, "tuningsweep", "fashion-sweep", namespace).get("phase") == "Invalid",
+        60,
+    )
+    st = status(plane, "tuningsweep", "fashion-sweep", namespace)
+    stalled = condition(st, "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "InvalidSpec"
+    assert "(maxTrials)" in stalled["message"] and "delete and re-create" in stalled["message"]
+    assert get(plane, "configmap", "fashion-sweep-tune", namespace)["data"] == before  # the run keeps its spec
+    # Reverted, it runs on; suspending is a change a started run takes.
+    plane.kubectl(
+        "patch", "tuningsweep", "fashion-sweep", "-n", namespace, "--type=merge",
+        "-p", '{"spec":{"maxTrials":12,"suspend":true}}',
+    )  # fmt: skip
+    testbed.wait_until(
+        "the RayJob to be suspended",
+        lambda: get(plane, "rayjob", "fashion-sweep-tune", namespace)["spec"].get("suspend") is True,
+        60,
+    )
+
+
+def test_what_only_the_operator_can_check_stalls_the_resource_with_an_event(
+    control_plane: testbed.ControlPlane, namespace: str, operator: tuple[Path, int]
+) -> None:
+    plane = control_plane
+    sweep = example("fashion-mnist/03-tuningsweep.yaml")
+    sweep["metadata"]["name"] = "bad-sweep"
+    sweep["spec"]["searchSpace"]["model.params.nonexistent.deep"] = {"uniform": [0.0, 1.0]}
+    sweep["spec"]["searchSpace"]["training.epochz"] = {"choice": [1, 2]}
+    apply(plane, namespace, sweep)  # the API server cannot know the template's fields: it accepts this
+    testbed.wait_until(
+        "InvalidSpec", lambda: status(plane, "tuningsweep", "bad-sweep", namespace).get("phase") == "Invalid", 60
+    )
+    stalled = condition(status(plane, "tuningsweep", "bad-sweep", namespace), "Stalled")
+    assert stalled["reason"] == "InvalidSpec" and "training.epochz" in stalled["message"]
+    assert not get(plane, "rayjob", "bad-sweep-tune", namespace)
+    events = plane.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=bad-sweep")
+    assert "Invalid" in events and "Warning" in events
+
+
+def test_a_model_deployment_serves_on_kwok_and_a_canary_without_metrics_is_rolled_back(
+    control_plane: testbed.ControlPlane, namespace: str, operator: tuple[Path, int]
+) -> None:
+    plane = control_plane
+    serving = example("fashion-mnist/04-modeldeployment.yaml")
+    serving["spec"]["model"] = {"uri": "s3://models/fashion/v1"}
+    serving["spec"]["rollout"]["canary"]["intervalSeconds"] = 3
+    serving["spec"]["autoUpdate"] = {"enabled": False}
+    apply(plane, namespace, serving)
+    testbed.wait_until(
+        "Available", lambda: status(plane, "modeldeployment", "fashion", namespace).get("phase") == "Available", 90
+    )
+    st = status(plane, "modeldeployment", "fashion", namespace)
+    assert st["endpoint"] == f"http://fashion.{namespace}.svc.cluster.local" and st["readyReplicas"] == "2/2"
+    stable = get(plane, "deployment", "fashion-stable", namespace)
+    pods = json.loads(plane.kubectl("get", "pods", "-n", namespace, "-l", "slipway.dev/track=stable", "-o", "json"))[
+        "items"
+    ]
+    assert len(pods) == 2 and all(p["status"]["phase"] == "Running" for p in pods)
+    config = json.loads(get(plane, "configmap", f"fashion-{st['current']['name']}", namespace)["data"]["config.json"])
+    assert config["modelUri"] == "s3://models/fashion/v1" and config["modelName"] == "fashion"
+    assert stable["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+    assert get(plane, "service", "fashion", namespace)["spec"]["selector"] == {"slipway.dev/modeldeployment": "fashion"}
+
+    plane.kubectl(
+        "patch",
+        "modeldeployment",
+        "fashion",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"model":{"uri":"s3://models/fashion/v2"}}}',
+    )
+    testbed.wait_until("a canary Deployment", lambda: get(plane, "deployment", "fashion-canary", namespace), 60)
+    assert get(plane, "deployment", "fashion-canary", namespace)["spec"]["replicas"] == 1
+    assert get(plane, "deployment", "fashion-stable", namespace)["spec"]["replicas"] == 1  # 10% of 2, rounded up
+
+    # KWOK's pods run no server: the gate cannot read the canary's /metrics, and an unjudged canary goes back.
+    def rolled_back() -> bool:
+        return any(
+            h.get("outcome") == "RolledBack"
+            for h in status(plane, "modeldeployment", "fashion", namespace).get("history", [])
+        )
+
+    testbed.wait_until("the rollback", rolled_back, 90)
+    st = status(plane, "modeldeployment", "fashion", namespace)
+    assert "could not be read" in st["history"][0]["reason"] and st["current"]["modelUri"] == "s3://models/fashion/v1"
+    testbed.wait_until(
+        "the canary Deployment to go", lambda: not get(plane, "deployment", "fashion-canary", namespace), 60
+    )
+    testbed.wait_until(
+        "2 stable replicas again",
+        lambda: get(plane, "deployment", "fashion-stable", namespace)["spec"]["replicas"] == 2,
+        60,
+    )
+    events = plane.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=fashion")
+    assert "CanaryStarted" in events and "RolledBack" in events
+
+
+def test_without_kuberay_a_run_stalls_naming_the_crd_and_resumes_once_it_is_installed(tmp_path: Path) -> None:
+    plane = testbed.ControlPlane(tmp_path / "k8s")  # a control plane of its own, without KubeRay's CRDs
+    plane.start()
+    try:
+        plane.kubectl("apply", "--server-side", "-f", str(CRDS))
+        plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRDS))
+        plane.kubectl("create", "namespace", "ml")
+        env = {
+            "KUBECONFIG": str(plane.kubeconfig),
+            "SLIPWAY_STORE": (tmp_path / "store").as_uri(),
+            "SLIPWAY_BACKEND": "kubernetes",
+        }
+        with (
+            environment(env),
+            KopfRunner(["run", "--standalone", "--namespace", "ml", "-m", "slipway_operator.handlers"]) as runner,
+        ):
+            plane.kubectl("apply", "-n", "ml", "-f", str(EXAMPLES / "auto-mpg" / "01-datasetprep.yaml"))
+            testbed.wait_until(
+                "Stalled",
+                lambda: condition(status(plane, "datasetprep", "mpg", "ml"), "Stalled").get("status") == "True",
+                60,
+            )
+            stalled = condition(status(plane, "datasetprep", "mpg", "ml"), "Stalled")
+            assert stalled["reason"] == "KubeRayMissing" and "rayjobs.ray.io" in stalled["message"]
+            assert "helm install kuberay-operator" in stalled["message"]
+            crds = testbed.BIN / "kuberay-crds"
+            plane.kubectl("apply", "--server-side", "-f", str(crds))
+            testbed.wait_until("the RayJob once KubeRay is there", lambda: get(plane, "rayjob", "mpg-prep", "ml"), 90)
+        assert runner.exit_code == 0
+        assert "Traceback" not in runner.output, runner.output[-3000:]
+    finally:
+        plane.stop()
