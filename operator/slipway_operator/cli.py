@@ -37,6 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument(
         "--metrics-address", default=None, metavar="HOST:PORT", help="serve the operator's Prometheus metrics here"
     )
+    op.add_argument("--log-format", choices=["plain", "json"], default="plain", help="json: one JSON object per line")
     args = parser.parse_args(argv)
     if args.command == "demo":
         return demo(args.manifests, args.store)
@@ -50,11 +51,12 @@ def main(argv: list[str] | None = None) -> int:
                 "SLIPWAY_STATE": args.state,
                 "SLIPWAY_METRICS_ADDRESS": args.metrics_address,
             },
+            json_logs=args.log_format == "json",
         )
     return 2
 
 
-def run_operator(namespaces: list[str], environment: dict[str, str | None]) -> int:
+def run_operator(namespaces: list[str], environment: dict[str, str | None], json_logs: bool = False) -> int:
     """The Kopf operator in this process (Ctrl-C or SIGTERM stops it). Flags reach the handlers as the
     environment they read at start-up."""
     import os
@@ -64,6 +66,7 @@ def run_operator(namespaces: list[str], environment: dict[str, str | None]) -> i
     os.environ.update({k: v for k, v in environment.items() if v})
     import slipway_operator.handlers  # noqa: F401  (registers the handlers)
 
+    kopf.configure(log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.PLAIN)
     kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces)
     return 0
 

@@ -88,6 +88,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
     global _runtime  # noqa: PLW0603
     _runtime = None  # settings are read again at every start (tests start several operators in one process)
+    metrics.reset()
     settings.persistence.finalizer = "slipway.dev/finalizer"
     settings.posting.level = 20  # Events from INFO up
     settings.execution.max_workers = int(os.environ.get("SLIPWAY_WORKERS", "8"))

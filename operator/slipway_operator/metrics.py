@@ -55,6 +55,13 @@ def phase(kind: str, namespace: str, name: str, value: str | None) -> None:
             RESOURCES.labels(k, p).set(n)
 
 
+def reset() -> None:
+    """Forget the phases seen by an earlier operator in this process (tests run several)."""
+    with _lock:
+        _phases.clear()
+        RESOURCES.clear()
+
+
 def serve(address: str) -> int:
     """Start the /metrics endpoint on `host:port` (port 0: a free one); the port it listens on."""
     host, _, port = address.rpartition(":")

@@ -177,7 +177,15 @@ def test_kuberay_runs_a_training_rayjob_on_a_ray_cluster_with_gpu_workers(
     events = items(plane, "events", namespace)
     reasons = {e["reason"] for e in events if e["involvedObject"]["kind"] == "RayJob"}
     assert {"CreatedRayCluster", "CreatedRayJobSubmitter", "DeletedRayCluster", "DeletedRayJobSubmitter"} <= reasons
-    assert not [e for e in events if e["type"] == "Warning" and e["involvedObject"]["kind"] in ("RayJob", "RayCluster")]
+    warnings = [
+        (e["reason"], e["message"])
+        for e in events
+        if e["type"] == "Warning"
+        and e["involvedObject"]["kind"] in ("RayJob", "RayCluster")
+        # optimistic-concurrency conflicts are retried by KubeRay; seen under load in a full test run
+        and "the object has been modified" not in e["message"]
+    ]
+    assert not warnings, warnings
 
     # Deleting the TrainingRun takes everything with it: the garbage collector deletes the RayJob (KubeRay
     # removes its finalizer), then the RayCluster, the submitter Job and the pods.

@@ -18,6 +18,8 @@ from slipway_operator import builders
 from slipway_operator.api.datasetprep import DatasetPrepSpec
 from slipway_operator.api.trainingrun import TrainingRunSpec
 from slipway_operator.api.validation import validate_manifest
+from slipway_operator.controllers import tuningsweep
+from slipway_operator.controllers.common import Settings
 from slipway_operator.workloads import prep_config, serve_config, train_config
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -110,8 +112,17 @@ def deployment_objects() -> list[dict[str, Any]]:
     ]
 
 
+def sweep_objects() -> list[dict[str, Any]]:
+    obj = yaml.safe_load((EXAMPLES / "fashion-mnist" / "03-tuningsweep.yaml").read_text())
+    obj["metadata"] |= {"namespace": "ml", "uid": "uid-fashion-sweep"}
+    dataset = {"status": {"phase": "Succeeded", "outputUri": "s3://slipway/datasets/ml/fashion"}}
+    settings = Settings(image=IMAGE, store_uri="s3://slipway", storage_secret="s3-creds")
+    return tuningsweep.desired_children(obj, dataset, settings).children
+
+
 CASES = {
     "trainingrun-fashion-cnn": training_objects,
+    "tuningsweep-fashion-sweep": sweep_objects,
     "datasetprep-people": prep_objects,
     "modeldeployment-fashion": deployment_objects,
 }
