@@ -5,18 +5,51 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from slipway_operator import __version__
-from slipway_operator.demo import DEMO_MANIFESTS, DEMO_STORE, demo
+
+STATE = Path(".slipway")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="slipway", description="From raw data to a monitored inference service.")
     parser.add_argument("--version", action="version", version=f"slipway {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo_parser = commands.add_parser("demo", help="run the main job on this machine (what exists so far)")
-    demo_parser.add_argument("--manifests", type=Path, default=DEMO_MANIFESTS, help="folder of the journey")
-    demo_parser.add_argument("--store", type=Path, default=DEMO_STORE, help="where artifacts go (default .slipway/)")
+
+    run_parser = commands.add_parser("run", help="run the journey in manifests on this machine (no cluster needed)")
+    run_parser.add_argument(
+        "-f", "--filename", action="append", type=Path, required=True, help="a manifest file or folder"
+    )
+    run_parser.add_argument(
+        "--store", default=None, help="artifact store URI (any fsspec URL; default .slipway/artifacts)"
+    )
+    run_parser.add_argument("--state", type=Path, default=STATE, help="where resources, logs and the report go")
+    run_parser.add_argument(
+        "--detach", action="store_true", help="return once serving; `slipway down` stops the server"
+    )
+    run_parser.add_argument("--no-serve", action="store_true", help="skip ModelDeployments")
+    run_parser.add_argument("--no-report", action="store_true", help="do not write the HTML report")
+
+    for name, text in (
+        ("get", "list the resources of `slipway run`"),
+        ("down", "stop what `slipway run` left running"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("--state", type=Path, default=STATE)
+    for name, text in (
+        ("describe", "a resource's spec, status, conditions and events"),
+        ("logs", "the log of a resource's process"),
+    ):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("name", help="NAME or Kind/NAME")
+        sub.add_argument("--state", type=Path, default=STATE)
+
+    demo_parser = commands.add_parser("demo", help="the Fashion-MNIST journey, shrunk to minutes (`make demo`)")
+    demo_parser.add_argument("--state", type=Path, default=STATE / "demo")
+
     op = commands.add_parser("operator", help="run the operator against the current kubeconfig's cluster")
     op.add_argument(
         "--namespace",
@@ -39,21 +72,113 @@ def main(argv: list[str] | None = None) -> int:
     )
     op.add_argument("--log-format", choices=["plain", "json"], default="plain", help="json: one JSON object per line")
     args = parser.parse_args(argv)
+
+    if args.command == "run":
+        return run_journey(args)
+    if args.command == "get":
+        return get(args.state)
+    if args.command == "describe":
+        return describe(args.state, args.name)
+    if args.command == "logs":
+        return logs_of(args.state, args.name)
+    if args.command == "down":
+        from slipway_operator.run import down
+
+        print(f"stopped the processes of {down(args.state)} resource(s)")
+        return 0
     if args.command == "demo":
-        return demo(args.manifests, args.store)
-    if args.command == "operator":
-        return run_operator(
-            args.namespace,
-            {
-                "SLIPWAY_STORE": args.store,
-                "SLIPWAY_IMAGE": args.image,
-                "SLIPWAY_BACKEND": args.backend,
-                "SLIPWAY_STATE": args.state,
-                "SLIPWAY_METRICS_ADDRESS": args.metrics_address,
-            },
-            json_logs=args.log_format == "json",
+        from slipway_operator.demo import demo
+
+        return demo(args.state)
+    return run_operator(
+        args.namespace,
+        {
+            "SLIPWAY_STORE": args.store,
+            "SLIPWAY_IMAGE": args.image,
+            "SLIPWAY_BACKEND": args.backend,
+            "SLIPWAY_STATE": args.state,
+            "SLIPWAY_METRICS_ADDRESS": args.metrics_address,
+        },
+        json_logs=args.log_format == "json",
+    )
+
+
+def run_journey(args: argparse.Namespace) -> int:
+    from slipway_operator.run import Journey, Options, RunError, load
+
+    try:
+        manifests = load(args.filename)
+    except RunError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    options = Options(
+        state=args.state, store=args.store, serve=not args.no_serve, detach=args.detach, report=not args.no_report
+    )
+    return Journey(options).run(manifests)
+
+
+def _store(state: Path) -> Any:
+    from slipway_operator.localstore import LocalStore
+
+    return LocalStore(state)
+
+
+def get(state: Path) -> int:
+    store = _store(state)
+    rows = [("KIND", "NAME", "PHASE", "PROGRESS / RESULT", "CREATED")]
+    for obj in sorted(store.objects.values(), key=lambda o: (o["kind"], o["metadata"]["name"])):
+        status = obj.get("status") or {}
+        shown = status.get("keyMetric") or status.get("progress") or status.get("endpoint") or ""
+        rows.append(
+            (obj["kind"], obj["metadata"]["name"], status.get("phase", ""), shown, obj["metadata"]["creationTimestamp"])
         )
-    return 2
+    if len(rows) == 1:
+        print(f"no resources in {state}: run `slipway run -f <manifests>` first")
+        return 0
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def describe(state: Path, ref: str) -> int:
+    store = _store(state)
+    obj = store.find(ref)
+    if obj is None:
+        print(f"error: no single resource named {ref!r} in {state} (see `slipway get`)", file=sys.stderr)
+        return 1
+    status = dict(obj.get("status") or {})
+    conditions = status.pop("conditions", [])
+    print(f"Name:      {obj['metadata']['name']}\nKind:      {obj['kind']}")
+    print(f"Created:   {obj['metadata']['creationTimestamp']}")
+    print("Spec:\n" + _indent(yaml.safe_dump(obj["spec"], sort_keys=False)))
+    print("Status:\n" + _indent(yaml.safe_dump(status, sort_keys=False)))
+    print("Conditions:")
+    for c in conditions:
+        print(f"  {c['type']:<12} {c['status']:<8} {c['reason']:<22} {c.get('message', '')}")
+    print("Events:")
+    for e in store.events(obj["kind"], obj["metadata"]["name"]):
+        print(f"  {e['time']}  {e['type']:<8} {e['reason']:<16} {e['message']}")
+    return 0
+
+
+def _indent(text: str) -> str:
+    return "\n".join(f"  {line}" for line in text.rstrip().splitlines())
+
+
+def logs_of(state: Path, ref: str) -> int:
+    from slipway_operator.run import log_path
+
+    obj = _store(state).find(ref)
+    if obj is None:
+        print(f"error: no single resource named {ref!r} in {state} (see `slipway get`)", file=sys.stderr)
+        return 1
+    path = log_path(state, obj)
+    if path is None or not path.exists():
+        print(f"{obj['kind']}/{obj['metadata']['name']} has no log yet (it has not started)", file=sys.stderr)
+        return 1
+    sys.stdout.write(path.read_text(errors="replace"))
+    return 0
 
 
 def run_operator(namespaces: list[str], environment: dict[str, str | None], json_logs: bool = False) -> int:

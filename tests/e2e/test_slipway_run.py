@@ -1,0 +1,190 @@
+"""`slipway run` on this machine with no cluster: the Fashion-MNIST journey (small), live progress, serving on a
+loopback URL until Ctrl-C, get/describe/logs, reuse of finished steps, --detach and `slipway down`, invalid
+manifests refused with the API server's messages, and a failing step that stops the run with its log."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from slipway_operator.demo import shrink
+from slipway_operator.run import load
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+SLIPWAY = Path(sys.executable).parent / "slipway"
+EXAMPLES = REPO / "examples" / "fashion-mnist"
+
+
+def small_journey(folder: Path) -> Path:
+    folder.mkdir()
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        spec = doc["spec"]
+        if doc["kind"] == "DatasetPrep":
+            spec["sample"] = {"rows": 1500, "seed": 3}
+        elif doc["kind"] == "TrainingRun":
+            spec["training"] = {"epochs": 1, "batchSize": 64}
+            spec["model"]["params"] = {"channels": [8, 16], "hidden": 32}
+        elif doc["kind"] == "TuningSweep":
+            spec["template"]["training"] = {"epochs": 1, "batchSize": 64}
+            spec["template"]["model"]["params"] = {"channels": [8], "hidden": 16}
+            spec["searchSpace"] = {"optimizer.learningRate": {"grid": [0.003, 0.001]}}
+            spec |= {"algorithm": "grid", "maxTrials": 1, "parallelTrials": 1, "scheduler": {"type": "fifo"}}
+            spec["objective"].pop("goal", None)
+        elif doc["kind"] == "ModelDeployment":
+            spec["replicas"] = {"min": 1}
+            spec["autoUpdate"] = {"enabled": False}
+        (folder / path.name).write_text(yaml.safe_dump(doc))
+    return folder
+
+
+def slipway(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(SLIPWAY), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+def pids(state: Path) -> list[int]:
+    found = []
+    for record in (state / "processes").rglob("pid"):
+        found.append(int(json.loads(record.read_text())["pid"]))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def infer_one(endpoint: str, dataset_uri: str) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    folder = Path(dataset_uri.removeprefix("file://"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    image = pq.read_table(folder / manifest["splits"]["test"]).column("image")[0].as_py()
+    body = {"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "UINT8", "data": list(image)}]}
+    request = urllib.request.Request(
+        f"{endpoint}/v2/models/fashion/infer",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return dict(json.loads(answer.read()))
+
+
+def test_slipway_run_drives_the_journey_serves_until_ctrl_c_and_reuses_finished_steps(tmp_path: Path) -> None:
+    journey, state = small_journey(tmp_path / "journey"), tmp_path / "state"
+    process = subprocess.Popen(
+        [str(SLIPWAY), "run", "-f", str(journey), "--state", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
+    assert process.stdout is not None
+    output = []
+    deadline = time.monotonic() + 900
+    for text in process.stdout:
+        output.append(text)
+        if "serving until Ctrl-C" in text or time.monotonic() > deadline:
+            break
+    log = "".join(output)
+    assert "serving until Ctrl-C" in log, log[-4000:]
+    # Live progress: each step's lines as it went (no terminal here, so lines print when they change).
+    assert "TrainingRun/fashion-cnn" in log and "Running" in log and "epoch 1/1" in log, log
+    assert "TuningSweep/fashion-sweep" in log and "Succeeded" in log
+    assert "report: " in log or "report" not in log  # the report is written when the report module is there
+    endpoint = next(line.split(" at ")[1].strip() for line in output if "serving fashion at" in line)
+    assert endpoint.startswith("http://127.0.0.1:")
+
+    table = slipway("get", "--state", str(state)).stdout
+    for name in ("fashion ", "fashion-cnn", "fashion-sweep"):
+        assert name in table
+    assert table.count("Succeeded") == 3 and "Available" in table
+    described = slipway("describe", "TrainingRun/fashion-cnn", "--state", str(state)).stdout
+    assert "Conditions:" in described and "Succeeded    True" in described and "Events:" in described
+    assert "test_accuracy" in described
+    assert "epoch" in slipway("logs", "fashion-cnn", "--state", str(state)).stdout
+    prep = json.loads((state / "resources" / "datasetprep" / "fashion.json").read_text())
+    answer = infer_one(endpoint, prep["status"]["outputUri"])
+    assert answer["model_name"] == "fashion" and answer["outputs"][0]["name"] in ("label", "class_name")
+
+    started = pids(state)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 130
+    time.sleep(1)
+    assert not [p for p in started if alive(p)], "Ctrl-C left processes running"
+
+    # Unchanged manifests: the finished steps are reused, serving starts again; --detach returns.
+    again = slipway("run", "-f", str(journey), "--state", str(state), "--detach", timeout=300)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert again.stdout.count("unchanged and done earlier, reused") == 3, again.stdout
+    endpoint = next(line.split(" at ")[1].strip() for line in again.stdout.splitlines() if "serving fashion at" in line)
+    assert infer_one(endpoint, prep["status"]["outputUri"])["model_name"] == "fashion"
+    down = slipway("down", "--state", str(state))
+    assert down.returncode == 0 and "stopped" in down.stdout
+    with pytest.raises(urllib.error.URLError):
+        infer_one(endpoint, prep["status"]["outputUri"])
+
+
+def test_invalid_manifests_are_refused_before_anything_runs(tmp_path: Path) -> None:
+    journey = small_journey(tmp_path / "journey")
+    run = yaml.safe_load((journey / "02-trainingrun.yaml").read_text())
+    run["spec"]["training"]["epochs"] = 0
+    run["spec"]["optimizer"]["name"] = "sgdd"
+    (journey / "02-trainingrun.yaml").write_text(yaml.safe_dump(run))
+    result = slipway("run", "-f", str(journey), "--state", str(tmp_path / "state"))
+    assert result.returncode == 1
+    assert "02-trainingrun.yaml" in result.stderr and "spec.training.epochs" in result.stderr
+    assert "spec.optimizer.name" in result.stderr
+    assert not (tmp_path / "state" / "processes").exists()
+
+
+def test_a_failing_step_stops_the_run_with_the_reason_and_its_log(tmp_path: Path) -> None:
+    journey = small_journey(tmp_path / "journey")
+    prep = yaml.safe_load((journey / "01-datasetprep.yaml").read_text())
+    prep["spec"]["label"] = "no_such_column"
+    prep["spec"]["split"]["stratifyBy"] = "no_such_column"
+    (journey / "01-datasetprep.yaml").write_text(yaml.safe_dump(prep))
+    result = slipway("run", "-f", str(journey), "--state", str(tmp_path / "state"), timeout=300)
+    assert result.returncode == 1, result.stdout
+    assert "stopped: DatasetPrep/fashion Failed" in result.stdout and "no_such_column" in result.stdout
+    log = result.stdout.split("its log: ")[1].split()[0]
+    assert Path(log).exists() and "no_such_column" in Path(log).read_text()
+
+
+def test_the_demo_journey_is_the_example_shrunk_and_still_valid() -> None:
+    for digits in (False, True):
+        manifests = shrink(load([EXAMPLES]), digits)
+        assert [m["kind"] for m in manifests] == ["DatasetPrep", "TrainingRun", "TuningSweep", "ModelDeployment"]
+        for doc in manifests:
+            from slipway_operator.api.validation import validate_manifest
+
+            validate_manifest(doc)
+        assert manifests[2]["spec"]["maxTrials"] == 3
+
+
+def test_no_manifests_and_missing_references_are_explained(tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no Slipway manifests" in slipway("run", "-f", str(empty)).stderr
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "run.yaml").write_text((EXAMPLES / "02-trainingrun.yaml").read_text())
+    refused = slipway("run", "-f", str(lone), "--state", str(tmp_path / "s"))
+    assert refused.returncode == 1
+    assert "TrainingRun/fashion-cnn needs DatasetPrep/fashion, which is not among the manifests" in refused.stderr
+    assert os.path.exists(REPO / "examples")
