@@ -29,6 +29,7 @@ from slipway_trainer import storage
 
 ORDER = {"DatasetPrep": 0, "TrainingRun": 1, "TuningSweep": 2, "ModelDeployment": 3}
 PASS_SECONDS = 1.0
+ROLLOUT_EVENTS = {"Deploying", "RollingUpdate", "CanaryStarted", "CanaryStep", "Promoting", "Promoted", "RolledBack"}
 
 
 class RunError(Exception):
@@ -220,6 +221,9 @@ class Journey:
                     f"{name}: serving {status.get('modelName')} at {endpoint}\n"
                     f"  infer: POST {endpoint}/v2/models/{status.get('modelName')}/infer\n"
                 )
+                for event in self.store.events(obj["kind"], obj["metadata"]["name"]):
+                    if event["reason"] in ROLLOUT_EVENTS:
+                        self.out.write(f"  {event['reason']}: {event['message']}\n")
             else:
                 self.out.write(f"{name}: {status.get('message', '')}\n")
         if self.options.report:
@@ -307,7 +311,9 @@ def line(obj: dict[str, Any]) -> str:
         return f"{head} {bar(epoch, total)} epoch {epoch}/{total} {progress_metrics(status)}".rstrip()
     if obj["kind"] == "TuningSweep" and trials:
         budget = int(obj["spec"].get("maxTrials", 1))
-        return f"{head} {bar(trials.get('completed', 0), budget)} {status.get('progress', '')}"
+        return (
+            f"{head} {bar(trials.get('completed', 0), budget)} {status.get('progress', '')} {progress_metrics(status)}"
+        )
     return f"{head} {status.get('progress') or status.get('message', '')}"
 
 
@@ -324,6 +330,9 @@ def progress_metrics(status: dict[str, Any]) -> str:
         for k, v in (progress.get("metrics") or {}).items()
         if k in ("val_loss", "val_accuracy", "val_mae")
     )
+    best = progress.get("best") or {}
+    if best:  # a sweep: the best trial so far
+        shown = "best " + " ".join(f"{k}={v:.3f}" for k, v in best.items())
     eta = progress.get("etaSeconds")
     return f"{shown} ETA {eta:.0f}s" if eta is not None else shown
 

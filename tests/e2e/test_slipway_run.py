@@ -94,6 +94,15 @@ def test_slipway_run_drives_the_journey_serves_until_ctrl_c_and_reuses_finished_
         text=True,
         cwd=REPO,
     )
+    try:
+        check_run_and_serving(process, state, journey)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        slipway("down", "--state", str(state))
+
+
+def check_run_and_serving(process: subprocess.Popen[str], state: Path, journey: Path) -> None:
     assert process.stdout is not None
     output = []
     deadline = time.monotonic() + 900
@@ -136,8 +145,10 @@ def test_slipway_run_drives_the_journey_serves_until_ctrl_c_and_reuses_finished_
     assert infer_one(endpoint, prep["status"]["outputUri"])["model_name"] == "fashion"
     down = slipway("down", "--state", str(state))
     assert down.returncode == 0 and "stopped" in down.stdout
-    with pytest.raises(urllib.error.URLError):
+    with pytest.raises(urllib.error.URLError) as refused:
         infer_one(endpoint, prep["status"]["outputUri"])
+    assert not isinstance(refused.value, urllib.error.HTTPError)  # nothing answers any more
+    assert not [p for p in pids(state) if alive(p)]
 
 
 def test_invalid_manifests_are_refused_before_anything_runs(tmp_path: Path) -> None:
