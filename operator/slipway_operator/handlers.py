@@ -8,6 +8,7 @@ SLIPWAY_WORKERS. Slipway resources are always read from the cluster; where their
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -55,11 +56,24 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_kubeconfig(**kwargs)
 
 
+class QuietResyncs(logging.Filter):
+    """Drops Kopf's `Timer '...' succeeded` line: the resync timers fire every few seconds per resource, and a
+    pass that changes something says so in Events and status instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Timer '") and message.endswith("' succeeded."))
+
+
+QUIET = QuietResyncs()
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
     global _runtime  # noqa: PLW0603
     _runtime = None  # settings are read again at every start (tests start several operators in one process)
     metrics.reset()
+    logging.getLogger("kopf.objects").addFilter(QUIET)  # the same filter object is added once
     settings.persistence.finalizer = "slipway.dev/finalizer"
     settings.posting.level = 20  # Events from INFO up
     settings.execution.max_workers = int(os.environ.get("SLIPWAY_WORKERS", "8"))
