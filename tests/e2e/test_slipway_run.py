@@ -199,3 +199,52 @@ def test_no_manifests_and_missing_references_are_explained(tmp_path: Path) -> No
     assert refused.returncode == 1
     assert "TrainingRun/fashion-cnn needs DatasetPrep/fashion, which is not among the manifests" in refused.stderr
     assert os.path.exists(REPO / "examples")
+
+
+@pytest.mark.s3
+def test_slipway_run_keeps_its_artifacts_in_s3(tmp_path: Path, bucket: str, s3_env: dict[str, str]) -> None:
+    journey = tmp_path / "journey"
+    journey.mkdir()
+    prep = {
+        "apiVersion": "slipway.dev/v1alpha1",
+        "kind": "DatasetPrep",
+        "metadata": {"name": "digits"},
+        "spec": {"source": {"uri": "builtin://sklearn/digits"}, "label": "target", "sample": {"rows": 400}},
+    }
+    run = {
+        "apiVersion": "slipway.dev/v1alpha1",
+        "kind": "TrainingRun",
+        "metadata": {"name": "digits-mlp"},
+        "spec": {
+            "dataset": {"ref": "digits"},
+            "model": {"architecture": "mlp", "params": {"hidden": [16]}},
+            "training": {"epochs": 1, "batchSize": 32},
+            "export": {"formats": ["onnx"]},
+        },
+    }
+    (journey / "journey.yaml").write_text(yaml.safe_dump_all([prep, run]))
+    store = f"s3://{bucket}/slipway"
+    result = subprocess.run(
+        [str(SLIPWAY), "run", "-f", str(journey), "--store", store, "--state", str(tmp_path / "state"), "--no-serve"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+        env={**os.environ, **s3_env},
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    import boto3
+
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_env["AWS_ENDPOINT_URL"],
+        region_name="us-east-1",
+        aws_access_key_id=s3_env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=s3_env["AWS_SECRET_ACCESS_KEY"],
+    )
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix="slipway/")["Contents"]]
+    assert "slipway/runs/default/digits-mlp/model/model.onnx" in keys
+    assert any(k.startswith("slipway/datasets/default/digits/") and k.endswith("manifest.json") for k in keys)
+    assert s3_env["AWS_SECRET_ACCESS_KEY"] not in result.stdout + result.stderr
+    stored = (tmp_path / "state" / "resources" / "trainingrun" / "digits-mlp.json").read_text()
+    assert s3_env["AWS_SECRET_ACCESS_KEY"] not in stored and "s3://" in stored
