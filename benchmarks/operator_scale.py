@@ -1,0 +1,658 @@
+"""The operator at scale: N TrainingRuns (default 300) applied at once, against the same RayJobs created directly
+by one plain client, on the real test control plane (tests/cluster, loopback only).
+
+What a user waits for after `kubectl apply` of many runs is that every run has its RayJob. Both sides start from
+the same `kubectl apply --server-side` of one List of TrainingRuns (the fashion-mnist example with
+`spec.dataset.uri` set, so no run waits for a DatasetPrep), each in its own namespace:
+
+- baseline: one Python client (already started and connected) lists the TrainingRuns and creates the children
+  the operator's own pure builders produce for each (`controllers.trainingrun.desired_children`, `stamp`ed as the
+  operator stamps them: a ConfigMap and a RayJob), one request after another, as fast as it can;
+- Slipway: `slipway operator --namespace NS` (a child process, started and watching before the apply) does it.
+
+The operator's apply runs while the operator works, as it would for a user; both applies are timed.
+
+Prints, side by side with the ratio operator/baseline: the time from the apply until all N RayJobs exist (and
+until the first and half of them), the peak RSS of the process that made them (VmHWM from /proc: the baseline
+client's own, the operator's), their CPU seconds, and the API requests per TrainingRun, from kube-apiserver's
+`apiserver_request_total` by verb and resource, scraped before and after. The counts leave out the apply itself
+(measured on the baseline's namespace), this script's polls, the scrapes, and the control plane's background
+(its rate, measured in a quiet window once the garbage collector watches the new kinds: before that, every
+ownerReference costs it GETs). The operator also re-reconciles every run on a timer, so a steady-state window
+follows (default 60 s): requests per TrainingRun per minute, beside the baseline's runs left alone for a quiet
+window. Last, the TrainingRuns' phases and a summary of the operator's own log (kopf's warnings and errors).
+Outputs go to benchmarks/.out/ (operator_scale.json, operator-scale/ with the operator's and the components'
+logs); the control plane and the operator are stopped at the end whatever happened.
+
+    python benchmarks/operator_scale.py [--runs 300] [--steady 60] [--timeout 900]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import IO, Any, cast
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+OUT = HERE / ".out"
+TEMPLATE = REPO / "examples" / "fashion-mnist" / "02-trainingrun.yaml"
+DATASET_URI = "file:///tmp/slipway-bench-data/fashion"  # never read: no pod runs
+STORE = "file:///tmp/slipway-bench-store"
+IMAGE = "slipway/trainer:bench"
+BASE_NS, OP_NS = "bench-baseline", "bench-operator"
+RAYJOBS = "rayjobs.ray.io"
+
+# (verb, what, HTTP code); `what` is resource.group[/subresource], or the path of a non-resource request.
+Key = tuple[str, str, str]
+
+
+def load_testbed() -> ModuleType:
+    sys.path.insert(0, str(REPO / "tests" / "cluster"))
+    return importlib.import_module("testbed")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the API server and the processes
+# ---------------------------------------------------------------------------------------------
+
+SAMPLE = re.compile(r"^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$")
+LABEL = re.compile(r'(\w+)="([^"]*)"')
+
+
+class Scraper:
+    """kube-apiserver's /metrics as the admin client: `apiserver_request_total` by (verb, resource, code), less the
+    scrapes themselves (GET /metrics)."""
+
+    def __init__(self, server: str, pki: Path) -> None:
+        self.url = server + "/metrics"
+        self.context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        self.context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+
+    def requests(self) -> Counter[Key]:
+        with urllib.request.urlopen(self.url, context=self.context, timeout=30) as response:
+            text = response.read().decode()
+        counts: Counter[Key] = Counter()
+        for line in text.splitlines():
+            match = SAMPLE.match(line)
+            if not match:
+                continue
+            labels = dict(LABEL.findall(match.group("labels")))
+            if labels.get("resource"):
+                what = labels["resource"] + (f".{labels['group']}" if labels.get("group") else "")
+                what += f"/{labels['subresource']}" if labels.get("subresource") else ""
+            else:
+                what = "/" + labels.get("subresource", "").lstrip("/")
+            if what == "/metrics":
+                continue
+            counts[labels.get("verb", ""), what, labels.get("code", "")] += int(float(match.group("value")))
+        return counts
+
+
+def delta(after: Counter[Key], before: Counter[Key]) -> Counter[Key]:
+    return Counter({k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)})
+
+
+def attributed(
+    window: Counter[Key], seconds: float, background: dict[Key, float], minus: Counter[Key] | None = None
+) -> dict[Key, float]:
+    """A window's requests less the background rate over its length and the requests known to be others'."""
+    out: dict[Key, float] = {}
+    for key in set(window) | set(background) | set(minus or {}):
+        value = window.get(key, 0) - background.get(key, 0.0) * seconds - (minus or Counter()).get(key, 0)
+        if abs(value) >= 0.5:
+            out[key] = value
+    return out
+
+
+def as_dict(answer: object) -> dict[str, Any]:
+    """The kubernetes client's custom-object calls return the decoded JSON, typed as object."""
+    return cast(dict[str, Any], answer)
+
+
+def proc_status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------------------------
+# The manifests and the baseline client
+# ---------------------------------------------------------------------------------------------
+
+
+def training_runs(n: int, namespace: str) -> dict[str, Any]:
+    template = yaml.safe_load(TEMPLATE.read_text())
+    items = []
+    for i in range(n):
+        run = copy.deepcopy(template)
+        run["metadata"] = {"name": f"run-{i:03d}", "namespace": namespace, "labels": {"app": "fashion"}}
+        run["spec"]["dataset"] = {"uri": DATASET_URI}
+        items.append(run)
+    return {"apiVersion": "v1", "kind": "List", "items": items}
+
+
+def baseline_client(kubeconfig: str, namespace: str) -> int:
+    """The baseline, in a process of its own so that its peak RSS is its own: connect, say `ready`, wait for
+    `go` on stdin, then list the TrainingRuns and create each one's ConfigMap and RayJob, one after another."""
+    from kubernetes import client, config
+
+    from slipway_operator.controllers import trainingrun
+    from slipway_operator.controllers.common import Settings, stamp
+
+    api = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    core.list_namespaced_config_map(namespace, limit=1)  # the connection is open before the clock starts
+    settings = Settings(image=IMAGE, store_uri=STORE, storage_secret=None)
+    print("ready", flush=True)
+    if sys.stdin.readline().strip() != "go":
+        return 1
+    start = time.monotonic()
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    runs = as_dict(custom.list_namespaced_custom_object("slipway.dev", "v1alpha1", namespace, "trainingruns"))["items"]
+    created, jobs = 0, 0
+    milestones: dict[str, float] = {}
+    for run in runs:
+        for child in stamp(trainingrun.desired_children(run, None, settings).children):
+            if child["kind"] == "ConfigMap":
+                core.create_namespaced_config_map(namespace, cast(Any, child))  # a dict is accepted
+            else:
+                group, version = child["apiVersion"].split("/")
+                custom.create_namespaced_custom_object(group, version, namespace, "rayjobs", child)
+                jobs += 1
+                if jobs == 1:
+                    milestones["first"] = time.monotonic() - start
+                if jobs * 2 >= len(runs) and "half" not in milestones:
+                    milestones["half"] = time.monotonic() - start
+            created += 1
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    report = {
+        "runs": len(runs),
+        "created": created,
+        "seconds": time.monotonic() - start,
+        "milestones": milestones,
+        "vmhwm_kib": proc_status_kib(os.getpid(), "VmHWM"),
+        "cpu_seconds": usage.ru_utime + usage.ru_stime - before.ru_utime - before.ru_stime,
+    }
+    print(json.dumps(report), flush=True)
+    api.close()
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The benchmark
+# ---------------------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, plane: Any, testbed: ModuleType, runs: int) -> None:
+        from kubernetes import client, config
+
+        self.plane, self.testbed, self.runs = plane, testbed, runs
+        self.scraper = Scraper(plane.server, plane.pki)
+        self.api = config.new_client_from_config(config_file=str(plane.kubeconfig))  # type: ignore[no-untyped-call]
+        self.custom = client.CustomObjectsApi(self.api)
+        self.polls = 0
+
+    def count_rayjobs(self, namespace: str) -> int:
+        """One LIST of one item: the rest is `remainingItemCount`."""
+        self.polls += 1
+        found = as_dict(self.custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs", limit=1))
+        return len(found["items"]) + int(found["metadata"].get("remainingItemCount") or 0)
+
+    def my_requests(self) -> Counter[Key]:
+        """This script's own polls since the last reset (they land in the windows)."""
+        polls, self.polls = self.polls, 0
+        return Counter({("LIST", RAYJOBS, "200"): polls})
+
+    def manifest(self, namespace: str) -> Path:
+        path = OUT / "operator-scale" / f"trainingruns-{namespace}.json"
+        path.write_text(json.dumps(training_runs(self.runs, namespace)))
+        return path
+
+    def start_apply(self, path: Path) -> subprocess.Popen[bytes]:
+        """`kubectl apply --server-side` of the List, in the background (the operator works while it runs)."""
+        log = path.with_suffix(".apply.log").open("wb")
+        kubectl = self.testbed.binary("kubectl")
+        argv = [kubectl, "--kubeconfig", str(self.plane.kubeconfig), "apply", "--server-side", "-f", str(path)]
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        return process
+
+    @staticmethod
+    def finish_apply(process: subprocess.Popen[bytes], path: Path) -> None:
+        if process.wait(timeout=600) != 0:
+            log = path.with_suffix(".apply.log").read_text(errors="replace")
+            raise SystemExit(f"kubectl apply -f {path} failed ({process.returncode}):\n{log[-3000:]}")
+
+    def wait_for_rayjobs(
+        self,
+        namespace: str,
+        start: float,
+        timeout: float,
+        label: str,
+        watch: Callable[[], str] | None = None,
+        apply: subprocess.Popen[bytes] | None = None,
+    ) -> tuple[float | None, dict[str, float], int]:
+        """Poll every 0.5 s until N RayJobs exist: (seconds since `start`, or None on timeout; milestones, among
+        them when a running `apply` ended; the count seen last)."""
+        milestones: dict[str, float] = {}
+        count = 0
+        while True:
+            count = self.count_rayjobs(namespace)
+            now = time.monotonic() - start
+            if apply is not None and apply.poll() is not None and "applied" not in milestones:
+                milestones["applied"] = now
+            if count and "first" not in milestones:
+                milestones["first"] = now
+            if count * 2 >= self.runs and "half" not in milestones:
+                milestones["half"] = now
+            extra = f", {watch()}" if watch else ""
+            print(f"\r  {label}: {count}/{self.runs} RayJobs after {now:6.1f} s{extra}   ", end="", file=sys.stderr)
+            if count >= self.runs:
+                print(file=sys.stderr)
+                return now, milestones, count
+            if now > timeout:
+                print(file=sys.stderr)
+                return None, milestones, count
+            time.sleep(0.5)
+
+
+def start_operator(plane: Any, log: IO[bytes]) -> subprocess.Popen[bytes]:
+    slipway = Path(sys.executable).parent / "slipway"
+    if not slipway.exists():
+        raise SystemExit(f"{slipway} is missing: run this with the project's venv (make venv)")
+    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+    env["KUBECONFIG"] = str(plane.kubeconfig)
+    argv = [str(slipway), "operator", "--namespace", OP_NS, "--store", STORE, "--image", IMAGE]
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+
+
+def watching(scraper: Scraper, resource: str, scope: str) -> bool:
+    """True once a watch on `resource` (plural) with `scope` ("namespace": the operator's; "cluster": the garbage
+    collector's and the quota controller's) is open."""
+    with urllib.request.urlopen(scraper.url, context=scraper.context, timeout=30) as response:
+        text = response.read().decode()
+    pattern = re.compile(
+        rf'^apiserver_longrunning_requests\{{[^}}]*resource="{resource}"[^}}]*scope="{scope}"[^}}]*verb="WATCH"'
+        r"[^}]*\} (\S+)$",
+        re.MULTILINE,
+    )
+    return any(float(v) >= 1 for v in pattern.findall(text))
+
+
+def stop_operator(process: subprocess.Popen[bytes]) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return int(process.returncode)
+
+
+LEVEL = re.compile(
+    r"\[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\s*\]|^(DEBUG|INFO|WARNING|ERROR|CRITICAL):|\"levelname\": \"(\w+)\""
+)
+# Problems in lines that carry no level (kopf's messages as the operator may print them bare).
+TROUBLE = re.compile(
+    r"error|exception|traceback|warning|orphaned|not exit|retry|retrying|throttl|timed? ?out|refused|\b[1-9]\d* failed",
+    re.IGNORECASE,
+)
+
+
+def log_summary(text: str) -> dict[str, Any]:
+    """Lines per level (where the format has one), tracebacks, the most frequent messages and the troubling ones
+    (WARNING and up, or a word of trouble in a line without a level), names and numbers folded."""
+    levels: Counter[str] = Counter()
+    messages: Counter[str] = Counter()
+    trouble: Counter[str] = Counter()
+    for line in text.splitlines():
+        match = LEVEL.search(line)
+        level = next((g for g in match.groups() if g), "") if match else ""
+        if level:
+            levels[level.upper()] += 1
+        body = re.sub(r"run-\d+", "run-N", line[match.end() :] if match and not match.group(3) else line)
+        body = re.sub(r"\b\d+(\.\d+)?\b", "N", body).strip()[:200]
+        messages[body] += 1
+        if level.upper() in {"WARNING", "ERROR", "CRITICAL"} or (not level and TROUBLE.search(line)):
+            trouble[f"{level.upper() or 'no level'}: {body}"] += 1
+    return {
+        "lines": len(text.splitlines()),
+        "levels": dict(levels),
+        "tracebacks": text.count("Traceback"),
+        "top": messages.most_common(5),
+        "trouble": trouble.most_common(10),
+    }
+
+
+def per_run_table(
+    columns: list[tuple[str, dict[Key, float], float]], runs: int, title: str, min_value: float = 0.05
+) -> list[str]:
+    """Requests by verb and resource (codes folded, non-2xx listed after), each column divided by `divisor`."""
+    lines = [title]
+    folded: list[dict[tuple[str, str], float]] = []
+    for _, counts, _ in columns:
+        f: dict[tuple[str, str], float] = {}
+        for (verb, what, _code), v in counts.items():
+            f[verb, what] = f.get((verb, what), 0.0) + v
+        folded.append(f)
+    keys = sorted({k for f in folded for k in f}, key=lambda k: -max(abs(f.get(k, 0.0)) for f in folded))
+    header = f"  {'verb':<7} {'resource':<42}" + "".join(f" {name:>24}" for name, _, _ in columns)
+    lines.append(header)
+    for key in keys:
+        values = [f.get(key, 0.0) / runs / divisor for f, (_, _, divisor) in zip(folded, columns, strict=True)]
+        if max(abs(v) for v in values) < min_value:
+            continue
+        lines.append(f"  {key[0]:<7} {key[1]:<42}" + "".join(f" {v:24.2f}" for v in values))
+    totals = [sum(f.values()) / runs / divisor for f, (_, _, divisor) in zip(folded, columns, strict=True)]
+    lines.append(f"  {'all':<7} {'':<42}" + "".join(f" {v:24.2f}" for v in totals))
+    return lines
+
+
+def errors_of(counts: dict[Key, float]) -> dict[str, int]:
+    out: Counter[str] = Counter()
+    for (verb, what, code), v in counts.items():
+        if code and not code.startswith(("2", "3")) and v >= 0.5:
+            out[f"{verb} {what} {code}"] += round(v)
+    return dict(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    testbed = load_testbed()
+    try:
+        for name in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl"):
+            testbed.binary(name)
+        testbed.binary("kuberay-crds")
+    except testbed.TestbedError as err:
+        raise SystemExit(f"error: {err}") from None
+    work = OUT / "operator-scale"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    Path(STORE.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
+    n = args.runs
+    plane = testbed.ControlPlane(work / "k8s")
+    operator: subprocess.Popen[bytes] | None = None
+    baseline: subprocess.Popen[str] | None = None
+    op_log_path = work / "operator.log"
+    result: dict[str, Any] = {"runs": n, "loadavg_before": os.getloadavg()}
+    try:
+        print(f"starting the test control plane in {work} ...", file=sys.stderr)
+        plane.start()
+        for crds in (testbed.BIN / "kuberay-crds", REPO / "crds"):
+            plane.kubectl("apply", "--server-side", "-f", str(crds))
+            plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crds))
+        for ns in (BASE_NS, OP_NS):
+            plane.kubectl("create", "namespace", ns)
+        plane.kubectl("get", "trainingruns,rayjobs", "--all-namespaces")  # kubectl's discovery cache, for both applies
+        bench = Bench(plane, testbed, n)
+        base_manifest, op_manifest = bench.manifest(BASE_NS), bench.manifest(OP_NS)
+
+        # The garbage collector picks new CRDs up within 30 s; until it watches them, every owner reference to a
+        # TrainingRun costs it GETs, in either namespace. Then the control plane's own traffic (leases, node
+        # heartbeats, controllers' resyncs), as a rate.
+        print("waiting for the garbage collector to watch TrainingRuns and RayJobs ...", file=sys.stderr)
+        for plural in ("trainingruns", "rayjobs"):
+            testbed.wait_until(
+                f"the garbage collector's watch on {plural}", lambda p=plural: watching(bench.scraper, p, "cluster"), 90
+            )
+        time.sleep(3)
+        print(f"measuring the control plane's background for {args.background:.0f} s ...", file=sys.stderr)
+        before = bench.scraper.requests()
+        time.sleep(args.background)
+        background = {k: v / args.background for k, v in delta(bench.scraper.requests(), before).items()}
+
+        # Baseline: the apply, then one plain client creating the children.
+        baseline = subprocess.Popen(
+            [sys.executable, __file__, "--baseline-client", str(plane.kubeconfig), BASE_NS],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert baseline.stdin is not None and baseline.stdout is not None
+        if baseline.stdout.readline().strip() != "ready":
+            raise SystemExit("the baseline client did not start")
+        print(f"baseline: applying {n} TrainingRuns, then one client creates their ConfigMaps and RayJobs ...")
+        m0 = bench.scraper.requests()
+        start = time.monotonic()
+        bench.finish_apply(bench.start_apply(base_manifest), base_manifest)
+        apply_base = time.monotonic() - start
+        m_apply = bench.scraper.requests()
+        go = time.monotonic() - start
+        baseline.stdin.write("go\n")
+        baseline.stdin.flush()
+        client_report = json.loads(baseline.stdout.readline())
+        base_time, _, base_count = bench.wait_for_rayjobs(BASE_NS, start, args.timeout, "baseline")
+        base_marks = {k: go + v for k, v in client_report["milestones"].items()}
+        m1 = bench.scraper.requests()
+        baseline.wait(timeout=30)
+        apply_requests = delta(m_apply, m0)
+        base_window = time.monotonic() - start
+        base_counts = attributed(delta(m1, m0), base_window, background, apply_requests + bench.my_requests())
+        # What the baseline's runs cost the API server afterwards, with no controller (expected: nothing).
+        print(f"baseline: {args.background:.0f} s of quiet with its {n} runs in place ...", file=sys.stderr)
+        time.sleep(args.background)
+        base_quiet = time.monotonic() - start - base_window
+        base_steady = attributed(delta(bench.scraper.requests(), m1), base_quiet, background)
+
+        # Slipway: the operator, watching before the apply.
+        op_log = op_log_path.open("wb")
+        operator = start_operator(plane, op_log)
+        testbed.wait_until(
+            "the operator's watch on TrainingRuns", lambda: watching(bench.scraper, "trainingruns", "namespace"), 120
+        )
+        time.sleep(2)
+        pid = operator.pid
+        cpu0 = cpu_seconds(pid)
+        rss_before = proc_status_kib(pid, "VmRSS")
+        print(f"slipway operator (pid {pid}, {rss_before / 1024:.0f} MiB): applying {n} TrainingRuns ...")
+        bench.my_requests()
+        m2 = bench.scraper.requests()
+        start = time.monotonic()
+        applying = bench.start_apply(op_manifest)
+
+        def watch() -> str:
+            if operator.poll() is not None:
+                return f"operator EXITED ({operator.returncode})"
+            return f"operator RSS {proc_status_kib(pid, 'VmRSS') / 1024:.0f} MiB"
+
+        op_time, op_marks, op_count = bench.wait_for_rayjobs(OP_NS, start, args.timeout, "operator", watch, applying)
+        bench.finish_apply(applying, op_manifest)
+        apply_op = op_marks.get("applied", time.monotonic() - start)
+        op_window = time.monotonic() - start
+        m3 = bench.scraper.requests()
+        cpu1 = cpu_seconds(pid) if operator.poll() is None else float("nan")
+        hwm_at_all = proc_status_kib(pid, "VmHWM") if operator.poll() is None else 0
+        op_counts = attributed(delta(m3, m2), op_window, background, apply_requests + bench.my_requests())
+
+        # Steady state: the timers keep reconciling every run.
+        steady_counts: dict[Key, float] = {}
+        steady = 0.0
+        if op_time is not None and args.steady > 0 and operator.poll() is None:
+            s0 = time.monotonic()
+            while (steady := time.monotonic() - s0) < args.steady and operator.poll() is None:
+                print(f"\r  steady state: {steady:4.0f}/{args.steady:.0f} s, {watch()}   ", end="", file=sys.stderr)
+                time.sleep(1)
+            print(file=sys.stderr)
+            m4 = bench.scraper.requests()
+            steady = time.monotonic() - s0
+            steady_counts = attributed(delta(m4, m3), steady, background)
+        cpu2 = cpu_seconds(pid) if operator.poll() is None else float("nan")
+        hwm = proc_status_kib(pid, "VmHWM") if operator.poll() is None else hwm_at_all
+        phases: Counter[str] = Counter(
+            str((r.get("status") or {}).get("phase", "(no status)"))
+            for r in as_dict(
+                bench.custom.list_namespaced_custom_object("slipway.dev", "v1alpha1", OP_NS, "trainingruns")
+            )["items"]
+        )
+        exited = operator.poll()
+        code = stop_operator(operator)
+        op_log.close()
+        logs = log_summary(op_log_path.read_text(errors="replace"))
+        result |= {
+            "applySeconds": {"baseline": apply_base, "operator": apply_op},
+            "baseline": {
+                "seconds": base_time,
+                "milestones": base_marks,
+                "count": base_count,
+                "client": client_report,
+                "requests": {" ".join(k): v for k, v in base_counts.items()},
+                "quiet_seconds": base_quiet,
+                "quiet_requests": {" ".join(k): v for k, v in base_steady.items()},
+            },
+            "operator": {
+                "seconds": op_time,
+                "milestones": op_marks,
+                "count": op_count,
+                "vmhwm_kib": hwm,
+                "vmhwm_kib_at_all_rayjobs": hwm_at_all,
+                "cpu_seconds_to_all": cpu1 - cpu0,
+                "cpu_seconds_steady": cpu2 - cpu1,
+                "steady_seconds": steady,
+                "requests": {" ".join(k): v for k, v in op_counts.items()},
+                "steady_requests": {" ".join(k): v for k, v in steady_counts.items()},
+                "phases": dict(phases),
+                "exited_early": exited,
+                "exit_code": code,
+                "log": logs,
+            },
+            "loadavg_after": os.getloadavg(),
+            "background_per_second": {" ".join(k): v for k, v in background.items()},
+        }
+        (OUT / "operator_scale.json").write_text(json.dumps(result, indent=2))
+        report(result, base_counts, op_counts, base_steady, steady_counts, op_log_path)
+        return 0 if op_time is not None else 1
+    finally:
+        if operator is not None and operator.poll() is None:
+            stop_operator(operator)
+        if baseline is not None and baseline.poll() is None:
+            baseline.kill()
+            baseline.wait()
+        plane.stop()
+
+
+def report(
+    result: dict[str, Any],
+    base_counts: dict[Key, float],
+    op_counts: dict[Key, float],
+    base_steady: dict[Key, float],
+    steady_counts: dict[Key, float],
+    op_log: Path,
+) -> None:
+    n = result["runs"]
+    base, op = result["baseline"], result["operator"]
+    apply = result["applySeconds"]
+    print()
+    print(
+        f"{n} TrainingRuns applied at once (`kubectl apply --server-side` of one List: {apply['baseline']:.1f} s "
+        f"baseline, {apply['operator']:.1f} s operator), on the loopback test control plane; load average "
+        f"{result['loadavg_before'][0]:.2f} before, {result['loadavg_after'][0]:.2f} after, on {os.cpu_count()} CPUs"
+    )
+    if op["seconds"] is None:
+        print(
+            f"FAILED: the operator made only {op['count']}/{n} RayJobs within the timeout; the figures below are "
+            "up to the timeout"
+        )
+    base_req = sum(base_counts.values()) / n
+    op_req = sum(op_counts.values()) / n
+    rows: list[tuple[str, float | None, float | None, str]] = [
+        (f"seconds until all {n} RayJobs exist", base["seconds"], op["seconds"], "{:.1f}"),
+        ("  ... until the first RayJob", base["milestones"].get("first"), op["milestones"].get("first"), "{:.1f}"),
+        ("  ... until half of them", base["milestones"].get("half"), op["milestones"].get("half"), "{:.1f}"),
+        ("peak RSS MiB (VmHWM)", base["client"]["vmhwm_kib"] / 1024, op["vmhwm_kib"] / 1024, "{:.0f}"),
+        ("CPU seconds until all RayJobs", base["client"]["cpu_seconds"], op["cpu_seconds_to_all"], "{:.1f}"),
+        ("API requests per TrainingRun", base_req, op_req, "{:.2f}"),
+    ]
+    print(f"{'':<38} {'baseline (one client)':>22} {'slipway operator':>18} {'ratio op/baseline':>18}")
+    for label, b, o, fmt in rows:
+        bs = fmt.format(b) if b is not None else "-"
+        os_ = fmt.format(o) if o is not None else "-"
+        ratio = f"{o / b:.2f}x" if (b and o is not None) else "-"
+        print(f"{label:<38} {bs:>22} {os_:>18} {ratio:>18}")
+    if steady_counts:
+        minutes = op["steady_seconds"] / 60
+        per_min = sum(steady_counts.values()) / n / minutes
+        cpu = op["cpu_seconds_steady"] / op["steady_seconds"] * 100
+        base_min = sum(base_steady.values()) / n / (base["quiet_seconds"] / 60)
+        print(
+            f"steady state after all RayJobs exist ({op['steady_seconds']:.0f} s): {per_min:.1f} API requests per "
+            f"TrainingRun per minute, {per_min * n / 60:.0f} requests/s in all; operator CPU {cpu:.0f}% of one core "
+            f"(the baseline's runs with no controller: {base_min:.2f} per TrainingRun per minute)"
+        )
+    print()
+    columns = [
+        ("baseline /run", base_counts, 1.0),
+        ("operator /run", op_counts, 1.0),
+    ]
+    if steady_counts:
+        columns.append(("baseline /run/min after", base_steady, base["quiet_seconds"] / 60))
+        columns.append(("operator /run/min after", steady_counts, op["steady_seconds"] / 60))
+    title = (
+        "API requests by verb and resource (less the apply, this script's polls and the background; after: per "
+        "minute once all RayJobs exist)"
+    )
+    for line in per_run_table(columns, n, title):
+        print(line)
+    windows = [("baseline", base_counts), ("operator", op_counts), ("baseline after", base_steady)]
+    for name, counts in [*windows, ("operator after", steady_counts)]:
+        errors = errors_of(counts)
+        if errors:
+            print(f"non-2xx answers ({name}): " + ", ".join(f"{k}: {v}" for k, v in sorted(errors.items())))
+    print()
+    print(f"TrainingRun phases at the end: {op['phases']}")
+    logs = op["log"]
+    early = op["exited_early"]
+    print(
+        f"operator log ({op_log}): {logs['lines']} lines, by level {logs['levels']}, {logs['tracebacks']} tracebacks; "
+        f"exit code {op['exit_code']}" + (f" (it had exited by itself with {early})" if early is not None else "")
+    )
+    if logs["top"]:
+        print("  most frequent:")
+        for message, count in logs["top"]:
+            print(f"  {count:8d}x {message}")
+    if logs["trouble"]:
+        print("  warnings, errors and troubling lines:")
+        for message, count in logs["trouble"]:
+            print(f"  {count:8d}x {message}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=300, help="TrainingRuns to apply at once (default 300)")
+    parser.add_argument("--steady", type=float, default=60.0, help="seconds of steady state measured after (60)")
+    parser.add_argument("--background", type=float, default=15.0, help="seconds of quiet measured first (15)")
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for all RayJobs (900)")
+    parser.add_argument("--baseline-client", nargs=2, metavar=("KUBECONFIG", "NS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.baseline_client:
+        return baseline_client(*args.baseline_client)
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
