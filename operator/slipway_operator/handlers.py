@@ -105,36 +105,23 @@ def _pass(body: kopf.Body, patch: kopf.Patch) -> None:
     metrics.phase(kind, str(body.metadata.namespace), str(body.metadata.name), phase)
 
 
-@kopf.on.resume(GROUP, VERSION, "datasetpreps")
-@kopf.on.create(GROUP, VERSION, "datasetpreps")
-@kopf.on.update(GROUP, VERSION, "datasetpreps", field="spec")
-@kopf.timer(GROUP, VERSION, "datasetpreps", interval=RUN_RESYNC_SECONDS, idle=0)
-def reconcile_datasetprep(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+def reconcile_resource(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
     _pass(body, patch)
 
 
-@kopf.on.resume(GROUP, VERSION, "trainingruns")
-@kopf.on.create(GROUP, VERSION, "trainingruns")
-@kopf.on.update(GROUP, VERSION, "trainingruns", field="spec")
-@kopf.timer(GROUP, VERSION, "trainingruns", interval=RUN_RESYNC_SECONDS, idle=0)
-def reconcile_trainingrun(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    _pass(body, patch)
-
-
-@kopf.on.resume(GROUP, VERSION, "tuningsweeps")
-@kopf.on.create(GROUP, VERSION, "tuningsweeps")
-@kopf.on.update(GROUP, VERSION, "tuningsweeps", field="spec")
-@kopf.timer(GROUP, VERSION, "tuningsweeps", interval=RUN_RESYNC_SECONDS, idle=0)
-def reconcile_tuningsweep(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    _pass(body, patch)
-
-
-@kopf.on.resume(GROUP, VERSION, "modeldeployments")
-@kopf.on.create(GROUP, VERSION, "modeldeployments")
-@kopf.on.update(GROUP, VERSION, "modeldeployments", field="spec")
-@kopf.timer(GROUP, VERSION, "modeldeployments", interval=SERVING_RESYNC_SECONDS, idle=0)
-def reconcile_modeldeployment(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    _pass(body, patch)
+# Every kind: on creation, on spec changes, when the operator (re)starts, and on a resync timer (runs read their
+# workload's progress; ModelDeployments judge canary gates and health).
+for _plural, _interval in (
+    ("datasetpreps", RUN_RESYNC_SECONDS),
+    ("trainingruns", RUN_RESYNC_SECONDS),
+    ("tuningsweeps", RUN_RESYNC_SECONDS),
+    ("modeldeployments", SERVING_RESYNC_SECONDS),
+):
+    kopf.on.resume(GROUP, VERSION, _plural)(reconcile_resource)
+    kopf.on.create(GROUP, VERSION, _plural)(reconcile_resource)
+    kopf.on.update(GROUP, VERSION, _plural, field="spec")(reconcile_resource)
+    # The first tick waits one interval: the create (or resume) handler has just done the first pass.
+    kopf.timer(GROUP, VERSION, _plural, interval=_interval, initial_delay=_interval)(reconcile_resource)
 
 
 def _local(**_: Any) -> bool:

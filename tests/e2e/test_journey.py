@@ -8,7 +8,6 @@ The example manifests are applied with a small subset (2,000 images) and few epo
 from __future__ import annotations
 
 import json
-import os
 import threading
 import urllib.error
 import urllib.request
@@ -58,26 +57,21 @@ def small_journey() -> list[dict[str, Any]]:
 
 @pytest.fixture
 def local_operator(
-    kuberay_crds: testbed.ControlPlane, slipway_crds: testbed.ControlPlane, namespace: str, tmp_path: Path
+    kuberay_crds: testbed.ControlPlane,
+    slipway_crds: testbed.ControlPlane,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Path]:
     """The operator with the local backend, watching `namespace`; yields the artifact store's folder."""
     store = tmp_path / "store"
-    keys = ("KUBECONFIG", "SLIPWAY_STORE", "SLIPWAY_BACKEND", "SLIPWAY_STATE")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ |= {
-        "KUBECONFIG": str(kuberay_crds.kubeconfig),
-        "SLIPWAY_STORE": store.as_uri(),
-        "SLIPWAY_BACKEND": "local",
-        "SLIPWAY_STATE": str(tmp_path / "state"),
-    }
+    monkeypatch.setenv("KUBECONFIG", str(kuberay_crds.kubeconfig))
+    monkeypatch.setenv("SLIPWAY_STORE", store.as_uri())
+    monkeypatch.setenv("SLIPWAY_BACKEND", "local")
+    monkeypatch.setenv("SLIPWAY_STATE", str(tmp_path / "state"))
     runner = KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "slipway_operator.handlers"])
     with runner:
         yield store
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
     assert runner.exit_code == 0, runner.output[-3000:]
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +20,17 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 @pytest.fixture
 def operator_env(
-    kuberay_crds: testbed.ControlPlane, slipway_crds: testbed.ControlPlane, tmp_path: Path
-) -> Iterator[Path]:
+    kuberay_crds: testbed.ControlPlane,
+    slipway_crds: testbed.ControlPlane,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Path:
     store = tmp_path / "store"
-    saved = {k: os.environ.get(k) for k in ("KUBECONFIG", "SLIPWAY_STORE", "SLIPWAY_IMAGE")}
-    os.environ |= {
-        "KUBECONFIG": str(kuberay_crds.kubeconfig),
-        "SLIPWAY_STORE": store.as_uri(),
-        "SLIPWAY_IMAGE": "slipway/trainer:test",
-    }
-    yield store
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    monkeypatch.setenv("KUBECONFIG", str(kuberay_crds.kubeconfig))
+    monkeypatch.setenv("SLIPWAY_STORE", store.as_uri())
+    monkeypatch.setenv("SLIPWAY_IMAGE", "slipway/trainer:test")
+    monkeypatch.setenv("SLIPWAY_BACKEND", "kubernetes")
+    return store
 
 
 def get(plane: testbed.ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any] | None:

@@ -6,7 +6,6 @@ as KubeRay would, and results are written to the artifact store as the workloads
 from __future__ import annotations
 
 import json
-import os
 import socket
 import urllib.request
 from collections.abc import Iterator
@@ -26,43 +25,26 @@ CRDS = Path(__file__).resolve().parents[2] / "crds"
 
 @pytest.fixture
 def operator(
-    kuberay_crds: testbed.ControlPlane, slipway_crds: testbed.ControlPlane, namespace: str, tmp_path: Path
+    kuberay_crds: testbed.ControlPlane,
+    slipway_crds: testbed.ControlPlane,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[tuple[Path, int]]:
     """The operator (kubernetes backend) watching `namespace`: (the artifact store folder, its metrics port)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {
-        "KUBECONFIG": str(kuberay_crds.kubeconfig),
-        "SLIPWAY_STORE": (tmp_path / "store").as_uri(),
-        "SLIPWAY_IMAGE": "slipway/trainer:test",
-        "SLIPWAY_BACKEND": "kubernetes",
-        "SLIPWAY_METRICS_ADDRESS": f"127.0.0.1:{port}",
-    }
-    with (
-        environment(env),
-        KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "slipway_operator.handlers"]) as runner,
-    ):
+    monkeypatch.setenv("KUBECONFIG", str(kuberay_crds.kubeconfig))
+    monkeypatch.setenv("SLIPWAY_STORE", (tmp_path / "store").as_uri())
+    monkeypatch.setenv("SLIPWAY_IMAGE", "slipway/trainer:test")
+    monkeypatch.setenv("SLIPWAY_BACKEND", "kubernetes")
+    monkeypatch.setenv("SLIPWAY_METRICS_ADDRESS", f"127.0.0.1:{port}")
+    args = ["run", "--standalone", "--namespace", namespace, "-m", "slipway_operator.handlers"]
+    with KopfRunner(args) as runner:
         yield tmp_path / "store", port
     assert runner.exit_code == 0, runner.output[-3000:]
     assert "Traceback" not in runner.output, runner.output[-5000:]
-
-
-class environment:
-    def __init__(self, values: dict[str, str]) -> None:
-        self.values = values
-        self.saved: dict[str, str | None] = {}
-
-    def __enter__(self) -> None:
-        self.saved = {k: os.environ.get(k) for k in self.values}
-        os.environ.update(self.values)
-
-    def __exit__(self, *_: object) -> None:
-        for key, value in self.saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def get(plane: testbed.ControlPlane, kind: str, name: str, namespace: str) -> dict[str, Any]:
@@ -316,22 +298,20 @@ def test_a_model_deployment_serves_on_kwok_and_a_canary_without_metrics_is_rolle
     assert "CanaryStarted" in events and "RolledBack" in events
 
 
-def test_without_kuberay_a_run_stalls_naming_the_crd_and_resumes_once_it_is_installed(tmp_path: Path) -> None:
+def test_without_kuberay_a_run_stalls_naming_the_crd_and_resumes_once_it_is_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     plane = testbed.ControlPlane(tmp_path / "k8s")  # a control plane of its own, without KubeRay's CRDs
     plane.start()
     try:
         plane.kubectl("apply", "--server-side", "-f", str(CRDS))
         plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRDS))
         plane.kubectl("create", "namespace", "ml")
-        env = {
-            "KUBECONFIG": str(plane.kubeconfig),
-            "SLIPWAY_STORE": (tmp_path / "store").as_uri(),
-            "SLIPWAY_BACKEND": "kubernetes",
-        }
-        with (
-            environment(env),
-            KopfRunner(["run", "--standalone", "--namespace", "ml", "-m", "slipway_operator.handlers"]) as runner,
-        ):
+        monkeypatch.setenv("KUBECONFIG", str(plane.kubeconfig))
+        monkeypatch.setenv("SLIPWAY_STORE", (tmp_path / "store").as_uri())
+        monkeypatch.setenv("SLIPWAY_BACKEND", "kubernetes")
+        monkeypatch.delenv("SLIPWAY_METRICS_ADDRESS", raising=False)
+        with KopfRunner(["run", "--standalone", "--namespace", "ml", "-m", "slipway_operator.handlers"]) as runner:
             plane.kubectl("apply", "-n", "ml", "-f", str(EXAMPLES / "auto-mpg" / "01-datasetprep.yaml"))
             testbed.wait_until(
                 "Stalled",

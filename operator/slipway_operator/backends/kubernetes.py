@@ -68,12 +68,16 @@ class KubernetesBackend:
     def __init__(self, api: KubernetesApi) -> None:
         self.api = api
         self._crd_checked = (0.0, False)
+        self._crd_lock = threading.Lock()
 
     def missing_prerequisite(self) -> str | None:
-        checked_at, present = self._crd_checked
-        if not present or time.monotonic() - checked_at > CRD_RECHECK_SECONDS:
-            present = self.api.crd_exists("rayjobs.ray.io")
-            self._crd_checked = (time.monotonic(), present)
+        """Checked at most every 30 s while present (one thread asks, the others take its answer); every pass
+        while missing, so runs start as soon as KubeRay is installed."""
+        with self._crd_lock:
+            checked_at, present = self._crd_checked
+            if not present or time.monotonic() - checked_at > CRD_RECHECK_SECONDS:
+                present = self.api.crd_exists("rayjobs.ray.io")
+                self._crd_checked = (time.monotonic(), present)
         return None if present else "the RayJob CRD (rayjobs.ray.io)"
 
     def apply(self, children: list[dict[str, Any]]) -> None:

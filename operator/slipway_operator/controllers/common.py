@@ -8,7 +8,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from slipway_operator.api.common import Phase
+from slipway_operator import builders
+from slipway_operator.api.common import FailurePolicy, Phase, Resources
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,33 @@ class Desired:
 
     children: list[dict[str, Any]]
     waiting_for: str | None = None
+
+
+def run_job(
+    owner: builders.Owner,
+    step: str,
+    settings: Settings,
+    resources: Resources,
+    config_map: dict[str, Any],
+    failure_policy: FailurePolicy,
+    ttl_seconds_after_finished: int | None,
+    suspend: bool,
+) -> dict[str, Any]:
+    """The RayJob of a TrainingRun or TuningSweep."""
+    return builders.ray_job(
+        owner,
+        builders.Workload(
+            step=step,
+            image=settings.image,
+            resources=resources,
+            config_map=config_map["metadata"]["name"],
+            storage_secret=settings.storage_secret,
+            ttl_seconds_after_finished=ttl_seconds_after_finished,
+            backoff_limit=failure_policy.backoff_limit,
+            active_deadline_seconds=failure_policy.active_deadline_seconds,
+            suspend=suspend,
+        ),
+    )
 
 
 CONFIG_HASH = "slipway.dev/config-hash"

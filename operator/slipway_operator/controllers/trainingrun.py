@@ -7,7 +7,7 @@ from typing import Any
 from slipway_operator import builders
 from slipway_operator.api.common import Phase
 from slipway_operator.api.trainingrun import TrainingRunSpec, TrialTemplate
-from slipway_operator.controllers.common import Desired, Settings, artifact_uri, phase_of
+from slipway_operator.controllers.common import Desired, Settings, artifact_uri, phase_of, run_job
 from slipway_operator.workloads import train_config
 
 PLURAL = "runs"
@@ -38,18 +38,14 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
         owner.name, spec, data, artifact_uri(settings, PLURAL, owner.namespace, owner.name), lineage=lineage
     )
     config_map = builders.config_map(owner, "train", config)
-    job = builders.ray_job(
+    job = run_job(
         owner,
-        builders.Workload(
-            step="train",
-            image=settings.image,
-            resources=spec.resources,
-            config_map=config_map["metadata"]["name"],
-            storage_secret=settings.storage_secret,
-            ttl_seconds_after_finished=spec.ttl_seconds_after_finished,
-            backoff_limit=spec.failure_policy.backoff_limit,
-            active_deadline_seconds=spec.failure_policy.active_deadline_seconds,
-            suspend=spec.suspend,
-        ),
+        "train",
+        settings,
+        spec.resources,
+        config_map,
+        spec.failure_policy,
+        spec.ttl_seconds_after_finished,
+        spec.suspend,
     )
     return Desired([config_map, job])

@@ -7,7 +7,7 @@ from typing import Any
 
 from slipway_operator import builders
 from slipway_operator.api.tuningsweep import TuningSweepSpec
-from slipway_operator.controllers.common import Desired, Settings, artifact_uri
+from slipway_operator.controllers.common import Desired, Settings, artifact_uri, run_job
 from slipway_operator.controllers.trainingrun import dataset_uri
 from slipway_operator.workloads import tune_config
 
@@ -29,18 +29,14 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
     config_map = builders.config_map(owner, "tune", config)
     # Trials are single-worker: the Ray cluster has room for parallelTrials of them at once.
     resources = spec.template.resources.model_copy(update={"workers": spec.parallel_trials})
-    job = builders.ray_job(
+    job = run_job(
         owner,
-        builders.Workload(
-            step="tune",
-            image=settings.image,
-            resources=resources,
-            config_map=config_map["metadata"]["name"],
-            storage_secret=settings.storage_secret,
-            ttl_seconds_after_finished=spec.ttl_seconds_after_finished,
-            backoff_limit=spec.failure_policy.backoff_limit,
-            active_deadline_seconds=spec.failure_policy.active_deadline_seconds,
-            suspend=spec.suspend,
-        ),
+        "tune",
+        settings,
+        resources,
+        config_map,
+        spec.failure_policy,
+        spec.ttl_seconds_after_finished,
+        spec.suspend,
     )
     return Desired([config_map, job])
