@@ -114,7 +114,7 @@ def test_it_waits_for_its_model_source_and_then_serves_it_under_its_own_name() -
     assert current["modelUri"] == "s3://m/1" and current["source"] == "TuningSweep/fashion-sweep"
     assert current["lineage"] == {"tuningSweep": "fashion-sweep", "datasetFingerprint": "sha256:f"}
     assert world.obj["status"]["modelName"] == "fashion"
-    assert world.events[0][:2] == ("Normal", "Deploying")
+    assert world.events[0][:2] == ("Normal", "FirstRevision")
 
     world.step()  # Kubernetes made the replicas ready
     world.step()

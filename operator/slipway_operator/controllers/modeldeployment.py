@@ -315,7 +315,7 @@ def plan(obj: dict[str, Any], o: Observed, settings: Settings) -> Plan:
     # 1. Nothing served yet: the target becomes the stable revision.
     if not current:
         status["current"] = current = _revision(target, rev, now)
-        events.append(("Normal", "Deploying", f"serving revision {rev} ({target.source}: {target.uri})"))
+        events.append(("Normal", "FirstRevision", f"serving revision {rev} ({target.source}: {target.uri})"))
 
     stable_rev = str(current["name"])
     canary = status["canary"]
