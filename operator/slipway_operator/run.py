@@ -29,7 +29,15 @@ from slipway_trainer import storage
 
 ORDER = {"DatasetPrep": 0, "TrainingRun": 1, "TuningSweep": 2, "ModelDeployment": 3}
 PASS_SECONDS = 1.0
-ROLLOUT_EVENTS = {"FirstRevision", "RollingUpdate", "CanaryStarted", "CanaryStep", "Promoting", "Promoted", "RolledBack"}
+ROLLOUT_EVENTS = {
+    "FirstRevision",
+    "RollingUpdate",
+    "CanaryStarted",
+    "CanaryStep",
+    "Promoting",
+    "Promoted",
+    "RolledBack",
+}
 
 
 class RunError(Exception):
