@@ -329,7 +329,7 @@ def test_sweep_leaderboard_comparison_plot_and_top_two_verdict(journey: Journey)
         assert f"<td>{row['best']:.4g}</td>" in text
     assert html.escape(top_two["verdict"]) in text
     assert ("The winner is really better" if top_two["winnerIsBetter"] else "Not distinguishable") in text
-    assert "tuningsweep-sweep-comparison.png" in text
+    assert "tuningsweep-sweep-comparison.png" in text.split("<h3>Leaderboard</h3>")[1].split("<h3>")[0]
     assert "tuningsweep-sweep-confusion-matrix.png" in text  # the best trial's evaluation
     assert "<h3>Model card</h3>" in text and best["id"] in text
 
