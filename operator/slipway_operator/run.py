@@ -199,6 +199,7 @@ class Journey:
             problem = self.until_done(objs)
             if problem:
                 self.out.write(f"\nstopped: {problem}\n")
+                self.report(objs)
                 return 1
             self.summary(objs)
             if not any(o["kind"] == "ModelDeployment" for o in objs):
@@ -234,6 +235,10 @@ class Journey:
                         self.out.write(f"  {event['reason']}: {event['message']}\n")
             else:
                 self.out.write(f"{name}: {status.get('message', '')}\n")
+        self.report(objs)
+
+    def report(self, objs: list[dict[str, Any]]) -> None:
+        """The HTML report of the journey as it stands (a failed step is reported as failed)."""
         if self.options.report:
             path = write_report(objs, self.options.state / "report")
             if path:
@@ -242,7 +247,7 @@ class Journey:
 
 def write_report(objs: list[dict[str, Any]], folder: Path) -> Path | None:
     try:
-        from slipway_trainer.report import journey_report  # type: ignore[import-not-found,unused-ignore]
+        from slipway_trainer.report import journey_report
     except ImportError:  # the report needs matplotlib (the trainer extra)
         return None
     path: Path = journey_report(objs, folder)

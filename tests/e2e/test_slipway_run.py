@@ -115,7 +115,11 @@ def check_run_and_serving(process: subprocess.Popen[str], state: Path, journey: 
     # Live progress: each step's lines as it went (no terminal here, so lines print when they change).
     assert "TrainingRun/fashion-cnn" in log and "Running" in log and "epoch 1/1" in log, log
     assert "TuningSweep/fashion-sweep" in log and "Succeeded" in log
-    assert "report: " in log or "report" not in log  # the report is written when the report module is there
+    report = Path(next(line.split("report: ")[1].strip() for line in output if line.startswith("report: ")))
+    page = report.read_text()
+    for section in ("DatasetPrep", "fashion-cnn", "fashion-sweep", "ModelDeployment", "Leaderboard"):
+        assert section in page, section
+    assert list(report.parent.glob("*.png")), "the report has no plots"
     endpoint = next(line.split(" at ")[1].strip() for line in output if "serving fashion at" in line)
     assert endpoint.startswith("http://127.0.0.1:")
 
@@ -173,6 +177,7 @@ def test_a_failing_step_stops_the_run_with_the_reason_and_its_log(tmp_path: Path
     result = slipway("run", "-f", str(journey), "--state", str(tmp_path / "state"), timeout=300)
     assert result.returncode == 1, result.stdout
     assert "stopped: DatasetPrep/fashion Failed" in result.stdout and "no_such_column" in result.stdout
+    assert "report: " in result.stdout  # the report says what failed, too
     log = result.stdout.split("its log: ")[1].split()[0]
     assert Path(log).exists() and "no_such_column" in Path(log).read_text()
 
