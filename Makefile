@@ -41,8 +41,10 @@ fmt: venv
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# The chart ships the same CRDs (charts/slipway/crds/, byte-identical; tests/integration/test_chart.py checks).
 crds: venv
 	$(PY) -m slipway_operator.api.crd crds
+	rm -f charts/slipway/crds/*.yaml && cp crds/*.yaml charts/slipway/crds/
 
 test: venv testbed datasets lint
 	$(PY) -m pytest $(PYTEST_ARGS)
