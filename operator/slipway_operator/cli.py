@@ -70,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     op.add_argument(
         "--metrics-address", default=None, metavar="HOST:PORT", help="serve the operator's Prometheus metrics here"
     )
+    op.add_argument(
+        "--allow-file-uris",
+        action="store_true",
+        help="accept file:// URIs in specs on the kubernetes backend (every node mounts the same path)",
+    )
     op.add_argument("--log-format", choices=["plain", "json"], default="plain", help="json: one JSON object per line")
     args = parser.parse_args(argv)
 

@@ -2,8 +2,9 @@
 
 Run with `slipway operator` (or `kopf run -m slipway_operator.handlers`). Settings come from the environment
 once, at start-up, here at the edge: SLIPWAY_BACKEND (kubernetes | local), SLIPWAY_IMAGE, SLIPWAY_STORE,
-SLIPWAY_STORAGE_SECRET, SLIPWAY_STATE (the local backend's folder), SLIPWAY_METRICS_ADDRESS (host:port),
-SLIPWAY_WORKERS. Slipway resources are always read from the cluster; where their children run is the backend's.
+SLIPWAY_STORAGE_SECRET, SLIPWAY_ALLOW_FILE_URIS, SLIPWAY_STATE (the local backend's folder),
+SLIPWAY_METRICS_ADDRESS (host:port), SLIPWAY_WORKERS. Slipway resources are always read from the cluster;
+where their children run is the backend's.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ def runtime() -> Runtime:
             image=os.environ.get("SLIPWAY_IMAGE", "ghcr.io/slipway/trainer:0.1.0"),
             store_uri=os.environ.get("SLIPWAY_STORE", "file:///var/lib/slipway"),
             storage_secret=os.environ.get("SLIPWAY_STORAGE_SECRET") or None,
+            allow_file_uris=os.environ.get("SLIPWAY_BACKEND") == "local"
+            or os.environ.get("SLIPWAY_ALLOW_FILE_URIS", "").lower() in ("1", "true", "yes"),
         )
         cluster = KubernetesApi()
         backend: Backend

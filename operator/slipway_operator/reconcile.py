@@ -29,6 +29,7 @@ from slipway_operator.controllers.common import (
     Settings,
     artifact_uri,
     changed_paths,
+    file_uri_paths,
     stamp,
 )
 from slipway_operator.runstatus import Observed, run_status
@@ -75,8 +76,16 @@ def _read(uri: str) -> dict[str, Any] | None:
 _validated: dict[tuple[str, int, str], str | None] = {}
 
 
-def invalid(obj: dict[str, Any]) -> str | None:
-    """What only the operator can find wrong (the API server checked the rest), once per generation."""
+def invalid(obj: dict[str, Any], settings: Settings | None = None) -> str | None:
+    """What only the operator can find wrong (the API server checked the rest), once per generation; with
+    `settings` that refuse file:// URIs (the kubernetes backend), any file:// URI in the spec too."""
+    if settings is not None and not settings.allow_file_uris:
+        paths = file_uri_paths(obj["spec"])
+        if paths:
+            return (
+                f"{', '.join(paths)}: a file:// URI names a path on whichever node a pod runs on; use s3:// (or "
+                "another shared store), or start the operator with --allow-file-uris when every node mounts it"
+            )
     meta = obj["metadata"]
     key = (str(meta.get("uid", "")), int(meta.get("generation", 1)), json.dumps(obj["spec"], sort_keys=True))
     if key not in _validated:
@@ -176,7 +185,7 @@ def reconcile_run(obj: dict[str, Any], rt: Runtime) -> Outcome:
     status = obj.get("status") or {}
     meta = obj["metadata"]
     desired, artifacts, extra = _where(obj, rt)
-    observed = Observed(invalid=invalid(obj), suspended=bool(obj["spec"].get("suspend", False)))
+    observed = Observed(invalid=invalid(obj, rt.settings), suspended=bool(obj["spec"].get("suspend", False)))
     wanted = Desired([]) if observed.invalid else desired()
     observed.waiting_for = wanted.waiting_for
     observed.missing_crd = rt.backend.missing_prerequisite()
@@ -259,7 +268,7 @@ def _stub(api_version: str, kind: str, namespace: str, name: str) -> dict[str, A
 
 def observe_serving(obj: dict[str, Any], rt: Runtime) -> modeldeployment.Observed:
     name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
-    observed = modeldeployment.Observed(invalid=invalid(obj), now=time.time())
+    observed = modeldeployment.Observed(invalid=invalid(obj, rt.settings), now=time.time())
     if observed.invalid:
         return observed
     spec = ModelDeploymentSpec.model_validate(obj["spec"])

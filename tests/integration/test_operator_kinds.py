@@ -238,6 +238,21 @@ def test_what_only_the_operator_can_check_stalls_the_resource_with_an_event(
     assert "Invalid" in events and "Warning" in events
 
 
+def test_a_file_uri_in_a_spec_is_refused_on_the_cluster(
+    control_plane: testbed.ControlPlane, namespace: str, operator: tuple[Path, int]
+) -> None:
+    plane = control_plane
+    run = example("fashion-mnist/02-trainingrun.yaml")
+    run["spec"]["dataset"] = {"uri": "file:///home/me/fashion"}  # fine for `slipway run`, not for a pod
+    apply(plane, namespace, run)
+    testbed.wait_until(
+        "InvalidSpec", lambda: status(plane, "trainingrun", "fashion-cnn", namespace).get("phase") == "Invalid", 60
+    )
+    stalled = condition(status(plane, "trainingrun", "fashion-cnn", namespace), "Stalled")
+    assert "spec.dataset.uri" in stalled["message"] and "--allow-file-uris" in stalled["message"]
+    assert not get(plane, "rayjob", "fashion-cnn-train", namespace)
+
+
 def test_a_model_deployment_serves_on_kwok_and_a_canary_without_metrics_is_rolled_back(
     control_plane: testbed.ControlPlane, namespace: str, operator: tuple[Path, int]
 ) -> None:

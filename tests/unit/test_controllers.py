@@ -80,3 +80,15 @@ def test_children_are_the_same_on_every_pass() -> None:
     run = resource("fashion-mnist/02-trainingrun.yaml")
     first = trainingrun.desired_children(run, dataset, SETTINGS).children
     assert trainingrun.desired_children(run, dataset, SETTINGS).children == first  # deterministic: adopt, not duplicate
+
+
+def test_file_uris_in_a_spec_are_found_wherever_they_are() -> None:
+    from slipway_operator.controllers.common import file_uri_paths
+
+    spec = {
+        "source": {"uri": "file:///data/raw.csv"},
+        "output": {"uri": "s3://b/out"},
+        "extra": [{"uri": "s3://x"}, {"uri": "file:///mnt/y"}],
+        "note": "see file:///not-a-prefix",
+    }
+    assert file_uri_paths(spec) == ["spec.source.uri", "spec.extra[1].uri"]

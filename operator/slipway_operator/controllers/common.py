@@ -19,6 +19,16 @@ class Settings:
     image: str  # the trainer/server image the children run
     store_uri: str  # e.g. s3://slipway: artifacts go under <store>/<plural>/<namespace>/<name>
     storage_secret: str | None = None  # the Secret with the store's credentials, when the resource names none
+    allow_file_uris: bool = True  # file:// in specs; the kubernetes backend refuses them unless allowed
+
+
+def file_uri_paths(spec: Any, prefix: str = "spec") -> list[str]:
+    """Where a spec names a `file://` URI: on a cluster that is a path on whichever node a pod lands on."""
+    if isinstance(spec, dict):
+        return [p for k, v in spec.items() for p in file_uri_paths(v, f"{prefix}.{k}")]
+    if isinstance(spec, list):
+        return [p for i, v in enumerate(spec) for p in file_uri_paths(v, f"{prefix}[{i}]")]
+    return [prefix] if isinstance(spec, str) and spec.startswith("file://") else []
 
 
 def artifact_uri(settings: Settings, plural: str, namespace: str, name: str) -> str:
