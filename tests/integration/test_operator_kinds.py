@@ -343,3 +343,60 @@ def test_without_kuberay_a_run_stalls_naming_the_crd_and_resumes_once_it_is_inst
         assert "Traceback" not in runner.output, runner.output[-3000:]
     finally:
         plane.stop()
+
+
+def test_credentials_stay_in_their_secret(
+    kuberay_crds: testbed.ControlPlane,
+    slipway_crds: testbed.ControlPlane,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The store's credentials reach pods only as a Secret reference: never in ConfigMaps, statuses, Events,
+    children's specs or the operator's log."""
+    plane = slipway_crds
+    secret_value = "s3cr3t-VALUE-that-must-not-leak"
+    plane.kubectl(
+        "create", "secret", "generic", "store-creds", "-n", namespace,
+        "--from-literal=AWS_ACCESS_KEY_ID=slipway", f"--from-literal=AWS_SECRET_ACCESS_KEY={secret_value}",
+    )  # fmt: skip
+    monkeypatch.setenv("KUBECONFIG", str(plane.kubeconfig))
+    monkeypatch.setenv("SLIPWAY_STORE", "s3://slipway-artifacts")
+    monkeypatch.setenv("SLIPWAY_STORAGE_SECRET", "store-creds")
+    monkeypatch.setenv("SLIPWAY_BACKEND", "kubernetes")
+    monkeypatch.delenv("SLIPWAY_METRICS_ADDRESS", raising=False)
+    prep = example("auto-mpg/01-datasetprep.yaml")
+    prep["spec"]["source"] = {"uri": "s3://raw/mpg.csv", "format": "csv", "secretRef": "store-creds"}
+    run = example("fashion-mnist/02-trainingrun.yaml")
+    run["spec"]["dataset"] = {"uri": "s3://data/fashion"}
+    serving = example("fashion-mnist/04-modeldeployment.yaml")
+    serving["spec"]["model"] = {"uri": "s3://models/fashion/v1"}
+    serving["spec"]["autoUpdate"] = {"enabled": False}
+    with KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "slipway_operator.handlers"]) as runner:
+        apply(plane, namespace, prep, run, serving)
+        testbed.wait_until(
+            "children of all three",
+            lambda: all(
+                get(plane, kind, name, namespace)
+                for kind, name in (
+                    ("rayjob", "mpg-prep"),
+                    ("rayjob", "fashion-cnn-train"),
+                    ("deployment", "fashion-stable"),
+                )
+            ),
+            60,
+        )
+        job = get(plane, "rayjob", "mpg-prep", namespace)
+    worker = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
+    assert worker["envFrom"] == [{"secretRef": {"name": "store-creds"}}]
+    for kind in (
+        "configmaps",
+        "rayjobs",
+        "deployments",
+        "services",
+        "events",
+        "datasetprep",
+        "trainingrun",
+        "modeldeployment",
+    ):
+        assert secret_value not in plane.kubectl("get", kind, "-n", namespace, "-o", "yaml"), kind
+    assert secret_value not in runner.output
