@@ -441,7 +441,9 @@ class ControlPlane:
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--node-ip=127.0.0.1",
-                "--cidr=10.244.0.1/16",
+                # Pod IPs inside loopback: nothing in a test can dial off this machine through a fake pod's
+                # address (the API server's pod proxy refuses loopback targets without connecting).
+                "--cidr=127.244.0.1/16",
                 "--node-lease-duration-seconds=40",
                 "--server-address=127.0.0.1:0",
                 *[f"--config={s}" for s in stages],
