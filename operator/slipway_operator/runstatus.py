@@ -3,7 +3,8 @@ RayJob's status and the workload's progress.json / result.json — on every pass
 
 Pure: `run_status(observed, previous_conditions, generation, now)` returns the new status fields; the
 handler patches only what changed. Conditions follow kstatus (Ready, Reconciling, Stalled) plus Succeeded and
-Failed, each with a reason a machine can match and a message a person can act on.
+Failed, each with a reason a machine can match and a message a person can act on. A failed run is Stalled too:
+it ends there until its spec changes, which is what kstatus (Flux's `wait`) reads as Failed.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def _decide(o: Observed) -> tuple[Phase, str, str, bool, bool, bool, bool | None
         return Phase.SUCCEEDED, "Succeeded", _summary(result), True, False, False, True
     if result.get("status") == "Failed":
         message = f"{result.get('reason', 'Failed')}: {result.get('message', '')}"
-        return Phase.FAILED, str(result.get("reason") or "WorkloadFailed"), message, False, False, False, False
+        return Phase.FAILED, str(result.get("reason") or "WorkloadFailed"), message, False, False, True, False
     if o.waiting_for:
         return (Phase.WAITING, "WaitingForDependency", f"waiting for {o.waiting_for}", False, True, False, None)
     if o.suspended:
@@ -118,7 +119,7 @@ def _decide(o: Observed) -> tuple[Phase, str, str, bool, bool, bool, bool | None
     if deployment in DEPLOYMENT_FAILED:
         reason = str(job.get("reason") or "RayJobFailed")
         detail = job.get("message") or "the RayJob failed before the workload wrote a result"
-        return Phase.FAILED, reason, f"{reason}: {detail}", False, False, False, False
+        return Phase.FAILED, reason, f"{reason}: {detail}", False, False, True, False
     if deployment == "Complete" and job.get("jobStatus") == "SUCCEEDED":
         return (
             Phase.RUNNING,
@@ -136,7 +137,7 @@ def _decide(o: Observed) -> tuple[Phase, str, str, bool, bool, bool, bool | None
             f"the Ray job ended {job.get('jobStatus')}: {job.get('message', '')}",
             False,
             False,
-            False,
+            True,
             False,
         )
     if deployment in ("Suspending", "Suspended"):
