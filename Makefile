@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help venv testbed datasets lint fmt crds test test-unit demo bench cluster cluster-down clean
+.PHONY: help venv testbed datasets lint fmt crds test test-unit gpu-check demo bench cluster cluster-down clean
 
 help:
 	@echo "make demo          run the main job on this machine (installs what is missing)"
@@ -51,6 +51,11 @@ test: venv testbed datasets lint
 
 test-unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+# On a machine with a CUDA GPU: the training tests again, training on it, then the GPU throughput comparison.
+gpu-check: venv datasets
+	SLIPWAY_TEST_GPUS=1 $(PY) -m pytest -p no:cacheprovider tests/unit/test_train.py $(PYTEST_ARGS)
+	$(PY) benchmarks/train_vs_torch.py --device cuda --rows 60000 --epochs 4
 
 demo: venv datasets
 	$(VENV)/bin/slipway demo

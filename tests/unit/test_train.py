@@ -57,6 +57,10 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return uris
 
 
+# `make gpu-check` sets SLIPWAY_TEST_GPUS=1 on a machine with a CUDA GPU: the same tests then train on it.
+GPUS = int(os.environ.get("SLIPWAY_TEST_GPUS", "0"))
+
+
 def train(tmp_path: Path, dataset: str, spec: dict[str, Any], name: str = "run", **extra: Any) -> dict[str, Any]:
     config = TrainConfig.model_validate(
         {
@@ -64,10 +68,19 @@ def train(tmp_path: Path, dataset: str, spec: dict[str, Any], name: str = "run",
             "datasetUri": dataset,
             "artifactUri": (tmp_path / name).as_uri(),
             "useRay": False,
+            "gpusPerWorker": GPUS,
             "spec": spec,
             **extra,
         }
     )
+    if GPUS:
+        import torch
+
+        assert torch.cuda.is_available(), "SLIPWAY_TEST_GPUS is set but torch sees no CUDA GPU"
+        torch.cuda.reset_peak_memory_stats()
+        result = workload.run(config)
+        assert torch.cuda.max_memory_allocated() > 0, "the run did not use the GPU"
+        return result
     return workload.run(config)
 
 

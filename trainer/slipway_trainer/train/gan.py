@@ -23,7 +23,7 @@ from slipway_trainer import storage
 from slipway_trainer.config.train import TrainConfig
 from slipway_trainer.train import export, models
 from slipway_trainer.train.data import Dataset
-from slipway_trainer.train.loop import resume, save_epoch_checkpoint
+from slipway_trainer.train.loop import resident, resume, save_epoch_checkpoint
 from slipway_trainer.workload import Progress, WorkloadError
 
 
@@ -37,9 +37,13 @@ def train(config: TrainConfig, dataset: Dataset, progress: Progress, workdir: Pa
     if len(dataset.input_shape) != 3:
         raise WorkloadError("ModelDoesNotFitData", "gan generates images: this dataset is tabular; use an image set")
     torch.manual_seed(spec.training.seed)
+    device = torch.device("cuda" if config.gpus_per_worker and torch.cuda.is_available() else "cpu")
     real = _unit_range(dataset.load("train").x)
     held_out = _unit_range(dataset.load("test").x)
     generator, discriminator, latent = models.build_gan(dataset.input_shape, spec.model.params)
+    generator.to(device)  # before the optimizers and the resume, so their state lands on the same device
+    discriminator.to(device)
+    images = resident(real, device)
     lr = spec.optimizer.learning_rate
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
@@ -51,26 +55,26 @@ def train(config: TrainConfig, dataset: Dataset, progress: Progress, workdir: Pa
     for epoch in range(state["epoch"] + 1, spec.training.epochs + 1):
         generator.train()
         discriminator.train()
-        order = torch.randperm(len(real), generator=rng)
-        d_total = g_total = 0.0
+        order = torch.randperm(len(real), generator=rng).to(images.device)
+        totals = torch.zeros(2, dtype=torch.float64, device=device)  # summed on the device: no sync per step
         steps = 0
         for start in range(0, len(order), size):
-            batch = torch.from_numpy(real[order[start : start + size].numpy()])
+            batch = images[order[start : start + size]].to(device, non_blocking=True)
             n = batch.shape[0]
-            fake = generator(torch.randn(n, latent, generator=rng))
-            d_loss = bce(discriminator(batch), torch.full((n, 1), 0.9)) + bce(
-                discriminator(fake.detach()), torch.zeros(n, 1)
+            fake = generator(torch.randn(n, latent, generator=rng).to(device))
+            d_loss = bce(discriminator(batch), torch.full((n, 1), 0.9, device=device)) + bce(
+                discriminator(fake.detach()), torch.zeros(n, 1, device=device)
             )
             opt_d.zero_grad()
             d_loss.backward()  # type: ignore[no-untyped-call]
             opt_d.step()
-            g_loss = bce(discriminator(fake), torch.ones(n, 1))
+            g_loss = bce(discriminator(fake), torch.ones(n, 1, device=device))
             opt_g.zero_grad()
             g_loss.backward()  # type: ignore[no-untyped-call]
             opt_g.step()
-            d_total += float(d_loss)
-            g_total += float(g_loss)
+            totals += torch.stack([d_loss.detach(), g_loss.detach()]).double()
             steps += 1
+        d_total, g_total = totals.tolist()
         metrics = {"d_loss": d_total / max(steps, 1), "g_loss": g_total / max(steps, 1)}
         if not all(math.isfinite(v) for v in metrics.values()):
             raise WorkloadError("NaNLoss", f"a GAN loss became non-finite in epoch {epoch}: lower the learning rate")
@@ -93,8 +97,8 @@ def train(config: TrainConfig, dataset: Dataset, progress: Progress, workdir: Pa
             metrics={k: round(v, 6) for k, v in metrics.items()},
         )
 
-    generator.eval()
-    discriminator.eval()
+    generator.cpu().eval()  # evaluation, plots and export on the CPU, as for the other architectures
+    discriminator.cpu().eval()
     with torch.no_grad():
         probe = torch.from_numpy(held_out[:512])
         fakes = generator(torch.randn(len(probe), latent, generator=rng))
