@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
@@ -22,6 +23,31 @@ CONFIG_DIR = "/etc/slipway"
 CONFIG_FILE = "config.json"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
+
+@dataclass(frozen=True)
+class GpuPool:
+    """Where GPU work lands on this cluster (the chart's `gpu` values): the extended resource GPUs are requested
+    as, and the node selector and tolerations every pod that asks for GPUs gets. A resource's own nodeSelector
+    wins key by key; its tolerations come first, and a pool toleration for a key it already tolerates is left
+    out."""
+
+    resource: str = GPU_RESOURCE
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = (GPU_TOLERATION,)
+
+    def place(self, node_selector: Mapping[str, str], tolerations: list[dict[str, Any]]) -> dict[str, Any]:
+        """nodeSelector and tolerations of a pod that asks for GPUs (empty ones left out)."""
+        keys = {t.get("key") for t in tolerations}
+        placed: dict[str, Any] = {}
+        if self.node_selector or node_selector:
+            placed["nodeSelector"] = {**self.node_selector, **node_selector}
+        merged = tolerations + [dict(t) for t in self.tolerations if t.get("key") not in keys]
+        if merged:
+            placed["tolerations"] = merged
+        return placed
+
+
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 SALT_ENV = "SLIPWAY_HASH_SALT"
 
@@ -115,12 +141,13 @@ class Workload:
     backoff_limit: int = 0
     active_deadline_seconds: int | None = None
     suspend: bool = False
+    gpu: GpuPool = GpuPool()
 
 
 def _container(name: str, workload: Workload, cpus: int, memory: str, gpus: int) -> dict[str, Any]:
     limits: dict[str, Any] = {"cpu": str(cpus), "memory": memory}
     if gpus:
-        limits[GPU_RESOURCE] = str(gpus)
+        limits[workload.gpu.resource] = str(gpus)
     container: dict[str, Any] = {
         "name": name,
         "image": workload.image,
@@ -154,11 +181,12 @@ def _pod_spec(container: dict[str, Any], workload: Workload, gpus: int, *, worke
         spec["priorityClassName"] = r.priority_class_name
     if not worker:
         return spec
+    tolerations = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in r.tolerations]
+    if gpus:
+        spec |= workload.gpu.place(r.node_selector, tolerations)
+        return spec
     if r.node_selector:
         spec["nodeSelector"] = dict(r.node_selector)
-    tolerations = [t.model_dump(mode="json", by_alias=True, exclude_none=True) for t in r.tolerations]
-    if gpus and not any(t.get("key") == GPU_RESOURCE for t in tolerations):
-        tolerations.append(dict(GPU_TOLERATION))
     if tolerations:
         spec["tolerations"] = tolerations
     return spec
@@ -257,6 +285,7 @@ def server_deployment(
     replicas: int,
     weight: int = 100,
     storage_secret: str | None = None,
+    gpu: GpuPool = GpuPool(),
 ) -> dict[str, Any]:
     """One track (`stable` or `canary`) of a ModelDeployment's inference server: `<name>-<track>`, serving one
     revision, probed on OIP v2 health. The selector names the track only (selectors are immutable), so a new
@@ -265,7 +294,7 @@ def server_deployment(
     selector = {f"slipway.dev/{owner.kind.lower()}": owner.name, TRACK_LABEL: track}
     limits: dict[str, Any] = {"cpu": resources.cpu, "memory": resources.memory}
     if resources.gpus:
-        limits[GPU_RESOURCE] = str(resources.gpus)
+        limits[gpu.resource] = str(resources.gpus)
     container: dict[str, Any] = {
         "name": "server",
         "image": image,
@@ -290,7 +319,7 @@ def server_deployment(
         "terminationGracePeriodSeconds": 45,  # the server finishes in-flight requests on SIGTERM
     }
     if resources.gpus:
-        pod["tolerations"] = [dict(GPU_TOLERATION)]
+        pod |= gpu.place({}, [])
     meta = metadata(owner, child_name(owner, track), {TRACK_LABEL: track, REVISION_LABEL: revision})
     meta["annotations"] = {WEIGHT_ANNOTATION: str(weight)}
     return {

@@ -59,7 +59,12 @@ def main(argv: list[str] | None = None) -> int:
         help="watch this namespace (repeatable); default: all namespaces",
     )
     op.add_argument("--store", default=None, help="artifact store URI, e.g. s3://slipway (env SLIPWAY_STORE)")
-    op.add_argument("--image", default=None, help="trainer/server image for the pods (env SLIPWAY_IMAGE)")
+    op.add_argument("--image", default=None, help="trainer image for the RayJob pods (env SLIPWAY_IMAGE)")
+    op.add_argument(
+        "--server-image",
+        default=None,
+        help="serving-only image for ONNX models' servers (env SLIPWAY_SERVER_IMAGE; default: --image)",
+    )
     op.add_argument(
         "--backend",
         choices=["kubernetes", "local"],
@@ -100,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         {
             "SLIPWAY_STORE": args.store,
             "SLIPWAY_IMAGE": args.image,
+            "SLIPWAY_SERVER_IMAGE": args.server_image,
+            "SLIPWAY_ALLOW_FILE_URIS": "true" if args.allow_file_uris else None,
             "SLIPWAY_BACKEND": args.backend,
             "SLIPWAY_STATE": args.state,
             "SLIPWAY_METRICS_ADDRESS": args.metrics_address,

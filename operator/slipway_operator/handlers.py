@@ -1,9 +1,10 @@
 """The Kopf glue, thin: one handler set per kind calls `reconcile`, posts its Events and patches what changed.
 
 Run with `slipway operator` (or `kopf run -m slipway_operator.handlers`). Settings come from the environment
-once, at start-up, here at the edge: SLIPWAY_BACKEND (kubernetes | local), SLIPWAY_IMAGE, SLIPWAY_STORE,
-SLIPWAY_STORAGE_SECRET, SLIPWAY_ALLOW_FILE_URIS, SLIPWAY_STATE (the local backend's folder),
-SLIPWAY_METRICS_ADDRESS (host:port), SLIPWAY_WORKERS. Slipway resources are always read from the cluster;
+once, at start-up, here at the edge: SLIPWAY_BACKEND (kubernetes | local), SLIPWAY_IMAGE, SLIPWAY_SERVER_IMAGE,
+SLIPWAY_STORE, SLIPWAY_STORAGE_SECRET, SLIPWAY_ALLOW_FILE_URIS, SLIPWAY_GPU_RESOURCE, SLIPWAY_GPU_NODE_SELECTOR
+and SLIPWAY_GPU_TOLERATIONS (JSON), SLIPWAY_STATE (the local backend's folder), SLIPWAY_METRICS_ADDRESS
+(host:port), SLIPWAY_WORKERS (see `Settings.from_env`). Slipway resources are always read from the cluster;
 where their children run is the backend's.
 """
 
@@ -32,13 +33,7 @@ _runtime: Runtime | None = None
 def runtime() -> Runtime:
     global _runtime  # noqa: PLW0603 (made once per process, at the edge)
     if _runtime is None:
-        settings = Settings(
-            image=os.environ.get("SLIPWAY_IMAGE", "ghcr.io/slipway/trainer:0.1.0"),
-            store_uri=os.environ.get("SLIPWAY_STORE", "file:///var/lib/slipway"),
-            storage_secret=os.environ.get("SLIPWAY_STORAGE_SECRET") or None,
-            allow_file_uris=os.environ.get("SLIPWAY_BACKEND") == "local"
-            or os.environ.get("SLIPWAY_ALLOW_FILE_URIS", "").lower() in ("1", "true", "yes"),
-        )
+        settings = Settings.from_env(os.environ)
         cluster = KubernetesApi()
         backend: Backend
         if os.environ.get("SLIPWAY_BACKEND", "kubernetes") == "local":
@@ -75,6 +70,10 @@ QUIET = QuietResyncs()
 def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
     global _runtime  # noqa: PLW0603
     _runtime = None  # settings are read again at every start (tests start several operators in one process)
+    try:
+        ready = runtime()
+    except ValueError as err:  # a malformed setting: stop with the reason rather than retry forever
+        raise kopf.PermanentError(f"cannot start: {err}") from None
     metrics.reset()
     logging.getLogger("kopf.objects").addFilter(QUIET)  # the same filter object is added once
     settings.persistence.finalizer = "slipway.dev/finalizer"
@@ -83,7 +82,7 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     address = os.environ.get("SLIPWAY_METRICS_ADDRESS")
     if address:
         logger.info(f"operator metrics on http://{address.rpartition(':')[0]}:{metrics.serve(address)}/metrics")
-    logger.info(f"backend: {runtime().backend.name}, store: {runtime().settings.store_uri}")
+    logger.info(f"backend: {ready.backend.name}, store: {ready.settings.store_uri}")
 
 
 @kopf.on.cleanup()

@@ -20,6 +20,9 @@ import testbed
 import yaml
 from kopf.testing import KopfRunner
 
+from slipway_operator.builders import GpuPool
+from slipway_operator.controllers.common import Settings
+
 pytestmark = pytest.mark.cluster
 
 REPO = Path(__file__).resolve().parents[2]
@@ -148,6 +151,44 @@ def test_the_operator_deployment() -> None:
     plain_container = plain["spec"]["template"]["spec"]["containers"][0]
     assert "envFrom" not in plain_container
     assert "SLIPWAY_STORAGE_SECRET" not in {e["name"] for e in plain_container["env"]}
+
+
+def operator_env(docs: list[dict[str, Any]]) -> dict[str, str]:
+    (deployment,) = of_kind(docs, "Deployment")
+    return {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_the_operator_reads_the_charts_images_gpu_pool_and_file_uri_values(tmp_path: Path) -> None:
+    """The values reach the operator pod's environment in the form the operator's own parser reads."""
+    defaults = Settings.from_env(operator_env(render()))
+    assert defaults.image == "ghcr.io/slipway/trainer:0.1.0" and defaults.server_image == "ghcr.io/slipway/server:0.1.0"
+    assert defaults.gpu == GpuPool() and defaults.allow_file_uris is False
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        yaml.safe_dump(
+            {
+                "serverImage": {"digest": "sha256:" + "ab" * 32},
+                "operator": {"allowFileUris": True},
+                "gpu": {
+                    "resourceName": "amd.com/gpu",
+                    "nodeSelector": {"pool": "mi300x", "amd.com/gpu.family": "MI300"},
+                    "tolerations": [
+                        {"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+                        {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoExecute"},
+                    ],
+                },
+            }
+        )
+    )
+    settings = Settings.from_env(operator_env(render("-f", str(values))))
+    assert settings.server_image == "ghcr.io/slipway/server@sha256:" + "ab" * 32
+    assert settings.allow_file_uris is True
+    assert settings.gpu.resource == "amd.com/gpu"
+    assert dict(settings.gpu.node_selector) == {"pool": "mi300x", "amd.com/gpu.family": "MI300"}
+    assert [t["key"] for t in settings.gpu.tolerations] == ["amd.com/gpu", "dedicated"]
+    # No server image: every model is served from the trainer image.
+    plain = Settings.from_env(operator_env(render("--set", "serverImage.repository=")))
+    assert plain.serving_image("onnx") == "ghcr.io/slipway/trainer:0.1.0"
 
 
 def test_the_optional_monitoring_objects() -> None:

@@ -15,11 +15,12 @@ import pytest
 import yaml
 
 from slipway_operator import builders
+from slipway_operator.api.common import Toleration
 from slipway_operator.api.datasetprep import DatasetPrepSpec
 from slipway_operator.api.trainingrun import TrainingRunSpec
 from slipway_operator.api.validation import validate_manifest
 from slipway_operator.controllers import tuningsweep
-from slipway_operator.controllers.common import Settings
+from slipway_operator.controllers.common import Settings, run_job
 from slipway_operator.workloads import prep_config, serve_config, train_config
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -224,3 +225,89 @@ def test_the_server_is_probed_on_oip_health_and_serves_under_the_deployments_nam
     assert deployment["spec"]["selector"]["matchLabels"]["slipway.dev/track"] == "stable"
     assert deployment["spec"]["template"]["metadata"]["labels"]["slipway.dev/revision"] == "0123abcd"
     assert service["spec"]["selector"] == {"slipway.dev/modeldeployment": "fashion"}  # every revision
+
+
+# --- the cluster's GPU pool (the chart's `gpu` values) and the serving image -----------------------------------
+
+H100_POOL = builders.GpuPool(
+    resource="nvidia.com/gpu",
+    node_selector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "pool": "gpu"},
+    tolerations=(
+        builders.GPU_TOLERATION,
+        {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"},
+    ),
+)
+
+
+def test_gpu_workers_land_on_the_pool_and_the_spec_wins_key_by_key() -> None:
+    spec = example("fashion-mnist/02-trainingrun.yaml")
+    spec.resources.node_selector = {"pool": "gpu-spot"}
+    spec.resources.tolerations = [Toleration(key="dedicated", operator="Exists")]
+    settings = Settings(image=IMAGE, store_uri="s3://slipway", gpu=H100_POOL)
+    job = run_job(
+        owner_of("TrainingRun", "r"),
+        "train",
+        settings,
+        spec.resources,
+        {"metadata": {"name": "r-train"}},
+        spec.failure_policy,
+        None,
+        False,
+    )
+    cluster = job["spec"]["rayClusterSpec"]
+    worker = cluster["workerGroupSpecs"][0]["template"]["spec"]
+    assert worker["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "pool": "gpu-spot"}
+    # The spec's own toleration for `dedicated` replaces the pool's; the pool's GPU toleration is added.
+    assert worker["tolerations"] == [{"key": "dedicated", "operator": "Exists"}, builders.GPU_TOLERATION]
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    assert "nodeSelector" not in head and "tolerations" not in head  # the head needs no GPU node
+
+
+def test_cpu_only_workers_ignore_the_gpu_pool() -> None:
+    spec = DatasetPrepSpec.model_validate({"source": {"uri": "s3://raw/x.csv"}, "resources": {"workers": 2}})
+    workload = builders.Workload(step="prep", image=IMAGE, resources=spec.resources, config_map="x", gpu=H100_POOL)
+    worker = builders.ray_job(owner_of("DatasetPrep", "x"), workload)["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    assert "nodeSelector" not in worker["template"]["spec"] and "tolerations" not in worker["template"]["spec"]
+
+
+def test_another_gpu_vendor_is_requested_by_its_resource_name() -> None:
+    amd = Settings.from_env({"SLIPWAY_GPU_RESOURCE": "amd.com/gpu"}).gpu
+    spec = example("fashion-mnist/02-trainingrun.yaml")
+    workload = builders.Workload(step="train", image=IMAGE, resources=spec.resources, config_map="x", gpu=amd)
+    worker = builders.ray_job(owner_of("TrainingRun", "r"), workload)["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    pod = worker["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["amd.com/gpu"] == "1"
+    assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
+    assert pod["tolerations"] == [{"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    md = example("fashion-mnist/04-modeldeployment.yaml")
+    md.resources.gpus = 1
+    server = builders.server_deployment(
+        owner_of("ModelDeployment", "m"), "stable", "r1", IMAGE, "cm", md.resources, 1, gpu=amd
+    )
+    pod = server["spec"]["template"]["spec"]
+    assert pod["containers"][0]["resources"]["limits"]["amd.com/gpu"] == "1"
+    assert pod["tolerations"] == [{"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_settings_from_the_environment_and_clear_errors_for_malformed_values() -> None:
+    settings = Settings.from_env(
+        {
+            "SLIPWAY_IMAGE": "trainer:1",
+            "SLIPWAY_SERVER_IMAGE": "server:1",
+            "SLIPWAY_GPU_NODE_SELECTOR": '{"pool": "h100"}',
+            "SLIPWAY_GPU_TOLERATIONS": "[]",
+            "SLIPWAY_ALLOW_FILE_URIS": "true",
+        }
+    )
+    assert settings.gpu.node_selector == {"pool": "h100"} and settings.gpu.tolerations == ()
+    assert settings.allow_file_uris
+    # ONNX models are served from the slim server image; TorchScript needs torch, so the trainer image.
+    assert settings.serving_image("onnx") == "server:1" and settings.serving_image("torchscript") == "trainer:1"
+    assert Settings.from_env({"SLIPWAY_IMAGE": "trainer:1"}).serving_image("onnx") == "trainer:1"
+    assert not Settings.from_env({}).allow_file_uris
+    with pytest.raises(ValueError, match=r"SLIPWAY_GPU_NODE_SELECTOR is not valid JSON"):
+        Settings.from_env({"SLIPWAY_GPU_NODE_SELECTOR": "pool=h100"})
+    with pytest.raises(ValueError, match=r"SLIPWAY_GPU_TOLERATIONS must be a list of toleration objects in JSON"):
+        Settings.from_env({"SLIPWAY_GPU_TOLERATIONS": '{"key": "x"}'})
+    with pytest.raises(ValueError, match=r"SLIPWAY_GPU_NODE_SELECTOR must be an object of label strings in JSON"):
+        Settings.from_env({"SLIPWAY_GPU_NODE_SELECTOR": '{"count": 8}'})

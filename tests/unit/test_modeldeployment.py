@@ -15,7 +15,7 @@ from slipway_operator.controllers.common import Settings
 from slipway_operator.servermetrics import Traffic, parse
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-SETTINGS = Settings(image="slipway/server:test", store_uri="s3://slipway")
+SETTINGS = Settings(image="slipway/trainer:test", server_image="slipway/server:test", store_uri="s3://slipway")
 T0 = 1_800_000_000.0
 
 
@@ -121,6 +121,13 @@ def test_it_waits_for_its_model_source_and_then_serves_it_under_its_own_name() -
     assert world.obj["status"]["phase"] == "Available"
     assert world.condition("Ready")["status"] == "True" and world.condition("Available")["status"] == "True"
     assert world.obj["status"]["readyReplicas"] == "2/2"
+
+
+def test_onnx_models_are_served_from_the_server_image_and_torchscript_from_the_trainer_image() -> None:
+    for model_format, image in (("onnx", "slipway/server:test"), ("torchscript", "slipway/trainer:test")):
+        world = World(deployment_resource(server={"format": model_format}), run("fashion-sweep", "s3://m/1", 0.9))
+        world.step()
+        assert world.deployments[md.STABLE]["spec"]["template"]["spec"]["containers"][0]["image"] == image
 
 
 def serving_world(**spec: Any) -> World:

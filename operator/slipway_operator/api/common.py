@@ -49,7 +49,8 @@ class Resources(ConfigModel):
     """CPU cores per worker."""
 
     gpus_per_worker: int = Field(default=0, ge=0, le=16)
-    """GPUs per worker, requested as `nvidia.com/gpu`. Workers with GPUs tolerate the usual GPU taint."""
+    """GPUs per worker, requested as the cluster's GPU resource (`nvidia.com/gpu` unless the operator is set up
+    otherwise). Workers with GPUs land on the operator's GPU pool (its node selector and tolerations)."""
 
     memory: Quantity = "4Gi"
     """Memory per worker, a Kubernetes quantity such as 4Gi."""

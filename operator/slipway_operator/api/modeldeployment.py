@@ -48,7 +48,8 @@ class ServingResources(ConfigModel):
     """Memory per pod, a Kubernetes quantity."""
 
     gpus: int = Field(default=0, ge=0, le=16)
-    """GPUs per pod (`nvidia.com/gpu`)."""
+    """GPUs per pod, requested as the cluster's GPU resource (`nvidia.com/gpu` unless the operator is set up
+    otherwise); such pods land on the operator's GPU pool."""
 
 
 class Analysis(ConfigModel):

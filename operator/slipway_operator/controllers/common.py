@@ -5,7 +5,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from slipway_operator import builders
@@ -14,12 +15,55 @@ from slipway_operator.api.common import FailurePolicy, Phase, Resources
 
 @dataclass(frozen=True)
 class Settings:
-    """The operator's flags, passed in (never read from the environment down here)."""
+    """The operator's flags, passed in (read from the environment only by `from_env`, at the edge)."""
 
-    image: str  # the trainer/server image the children run
+    image: str  # the trainer image: RayJob pods (prep, train, tune), and servers of TorchScript models
     store_uri: str  # e.g. s3://slipway: artifacts go under <store>/<plural>/<namespace>/<name>
     storage_secret: str | None = None  # the Secret with the store's credentials, when the resource names none
     allow_file_uris: bool = True  # file:// in specs; the kubernetes backend refuses them unless allowed
+    server_image: str = ""  # the serving-only image (ONNX Runtime, no torch) for ONNX models; "" = `image`
+    gpu: builders.GpuPool = field(default_factory=builders.GpuPool)
+
+    def serving_image(self, model_format: str) -> str:
+        """The server image has no torch: it serves ONNX; TorchScript models are served from the trainer image."""
+        return self.server_image if self.server_image and model_format == "onnx" else self.image
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """The operator's settings from its environment (the chart sets these); a malformed value is an error
+        that names the variable."""
+        resource = env.get("SLIPWAY_GPU_RESOURCE") or builders.GPU_RESOURCE
+        taint = {**builders.GPU_TOLERATION, "key": resource}  # the usual taint of a GPU pool: <resource> NoSchedule
+        return cls(
+            image=env.get("SLIPWAY_IMAGE", "ghcr.io/slipway/trainer:0.1.0"),
+            server_image=env.get("SLIPWAY_SERVER_IMAGE", ""),
+            store_uri=env.get("SLIPWAY_STORE", "file:///var/lib/slipway"),
+            storage_secret=env.get("SLIPWAY_STORAGE_SECRET") or None,
+            allow_file_uris=env.get("SLIPWAY_BACKEND") == "local"
+            or env.get("SLIPWAY_ALLOW_FILE_URIS", "").lower() in ("1", "true", "yes"),
+            gpu=builders.GpuPool(
+                resource=resource,
+                node_selector=_json_env(env, "SLIPWAY_GPU_NODE_SELECTOR", dict, {}),
+                tolerations=tuple(_json_env(env, "SLIPWAY_GPU_TOLERATIONS", list, [taint])),
+            ),
+        )
+
+
+def _json_env(env: Mapping[str, str], name: str, kind: type, default: Any) -> Any:
+    """A JSON object of label strings (kind dict) or a list of objects (kind list) from `env[name]`."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{name} is not valid JSON ({err.msg} at character {err.pos}): {raw[:80]!r}") from None
+    if isinstance(value, dict) and kind is dict and all(isinstance(v, str) for v in value.values()):
+        return value
+    if isinstance(value, list) and kind is list and all(isinstance(t, dict) for t in value):
+        return value
+    shape = "an object of label strings" if kind is dict else "a list of toleration objects"
+    raise ValueError(f"{name} must be {shape} in JSON, got {raw[:80]!r}")
 
 
 def file_uri_paths(spec: Any, prefix: str = "spec") -> list[str]:
@@ -66,6 +110,7 @@ def run_job(
             resources=resources,
             config_map=config_map["metadata"]["name"],
             storage_secret=settings.storage_secret,
+            gpu=settings.gpu,
             ttl_seconds_after_finished=ttl_seconds_after_finished,
             backoff_limit=failure_policy.backoff_limit,
             active_deadline_seconds=failure_policy.active_deadline_seconds,

@@ -32,6 +32,7 @@ def desired_children(obj: dict[str, Any], settings: Settings) -> Desired:
             config_map=config_map["metadata"]["name"],
             storage_secret=spec.source.secret_ref or settings.storage_secret,
             salt=spec.privacy.salt_secret_ref,
+            gpu=settings.gpu,
         ),
     )
     return Desired([config_map, job])

@@ -259,12 +259,13 @@ class _Builder:
             self.owner,
             track,
             rev,
-            self.settings.image,
+            self.settings.serving_image(self.spec.server.format),
             builders.child_name(self.owner, rev),
             self.spec.resources,
             replicas,
             weight=weight,
             storage_secret=self.settings.storage_secret,
+            gpu=self.settings.gpu,
         )
 
 
