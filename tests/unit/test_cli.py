@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import slipway_operator
 
 SLIPWAY = Path(sys.executable).parent / "slipway"
@@ -35,3 +37,27 @@ def test_unknown_command_names_the_choices() -> None:
     result = subprocess.run([str(SLIPWAY), "launch"], capture_output=True, text=True)
     assert result.returncode == 2
     assert "invalid choice: 'launch'" in result.stderr
+
+
+def test_operator_flags_become_the_settings_the_operator_reads(monkeypatch: pytest.MonkeyPatch) -> None:
+    from slipway_operator import cli
+    from slipway_operator.controllers.common import Settings
+
+    seen: dict[str, object] = {}
+
+    def capture(namespaces: list[str], environment: dict[str, str | None], json_logs: bool = False) -> int:
+        seen.update(namespaces=namespaces, environment=environment)
+        return 0
+
+    monkeypatch.setattr(cli, "run_operator", capture)
+    argv = ["operator", "--namespace", "ml", "--image", "t:1", "--server-image", "s:1", "--allow-file-uris"]
+    assert cli.main(argv) == 0
+    assert seen["namespaces"] == ["ml"]
+    environment = seen["environment"]
+    assert isinstance(environment, dict)
+    settings = Settings.from_env({k: v for k, v in environment.items() if v})
+    assert settings.allow_file_uris and settings.image == "t:1" and settings.serving_image("onnx") == "s:1"
+    assert cli.main(["operator"]) == 0
+    environment = seen["environment"]
+    assert isinstance(environment, dict)
+    assert not Settings.from_env({k: v for k, v in environment.items() if v}).allow_file_uris
