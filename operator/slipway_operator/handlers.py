@@ -77,6 +77,17 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
     metrics.reset()
     logging.getLogger("kopf.objects").addFilter(QUIET)  # the same filter object is added once
     settings.persistence.finalizer = "slipway.dev/finalizer"
+    # No cluster-wide list/watch of CRDs and Namespaces: the resources are found once by API discovery (which
+    # every account may do) and the named namespaces are taken as given. So the operator needs no cluster-wide
+    # read rights, and starts at once instead of retrying 403s for ~55 s. The cost: a watched namespace added
+    # later, or a CRD version change, needs a restart (a helm upgrade that changes watchNamespaces rolls the pod).
+    settings.scanning.disabled = True
+    missing = ready.cluster.unserved(GROUP, VERSION, tuple(PLURALS)) if isinstance(ready.cluster, KubernetesApi) else ()
+    if missing:
+        raise kopf.PermanentError(
+            f"Slipway's CRDs are not installed ({', '.join(missing)}): `kubectl apply -f crds/` or install the "
+            "Helm chart, then start the operator again"
+        )
     settings.posting.level = 20  # Events from INFO up
     settings.execution.max_workers = int(os.environ.get("SLIPWAY_WORKERS", "8"))
     address = os.environ.get("SLIPWAY_METRICS_ADDRESS")
@@ -113,12 +124,13 @@ def reconcile_resource(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
 
 # Every kind: on creation, on spec changes, when the operator (re)starts, and on a resync timer (runs read their
 # workload's progress; ModelDeployments judge canary gates and health).
-for _plural, _interval in (
-    ("datasetpreps", RUN_RESYNC_SECONDS),
-    ("trainingruns", RUN_RESYNC_SECONDS),
-    ("tuningsweeps", RUN_RESYNC_SECONDS),
-    ("modeldeployments", SERVING_RESYNC_SECONDS),
-):
+PLURALS = {
+    "datasetpreps": RUN_RESYNC_SECONDS,
+    "trainingruns": RUN_RESYNC_SECONDS,
+    "tuningsweeps": RUN_RESYNC_SECONDS,
+    "modeldeployments": SERVING_RESYNC_SECONDS,
+}
+for _plural, _interval in PLURALS.items():
     kopf.on.resume(GROUP, VERSION, _plural)(reconcile_resource)
     kopf.on.create(GROUP, VERSION, _plural)(reconcile_resource)
     kopf.on.update(GROUP, VERSION, _plural, field="spec")(reconcile_resource)

@@ -7,6 +7,7 @@ operator itself runs in this process (KopfRunner) with a kubeconfig holding that
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -246,13 +247,16 @@ def test_watch_namespaces_gives_one_role_per_namespace_and_no_broad_cluster_role
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["a", "b"]
     for binding in bindings:
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SA, "namespace": "slipway-system"}]
-    (cluster_role,) = of_kind(docs, "ClusterRole")  # only the small read-only one
+    (cluster_role,) = of_kind(docs, "ClusterRole")  # only the one read: is KubeRay's CRD there?
     assert cluster_role["metadata"]["name"].endswith("-cluster-read")
-    for rule in cluster_role["rules"]:
-        assert set(rule["verbs"]) <= {"get", "list", "watch"}
-        assert rule["resources"] in (["customresourcedefinitions"], ["namespaces"])
-    crd_get = next(r for r in cluster_role["rules"] if r["verbs"] == ["get"])
-    assert crd_get["resourceNames"] == ["rayjobs.ray.io"]
+    assert cluster_role["rules"] == [
+        {
+            "apiGroups": ["apiextensions.k8s.io"],
+            "resources": ["customresourcedefinitions"],
+            "resourceNames": ["rayjobs.ray.io"],
+            "verbs": ["get"],
+        }
+    ]
     (deployment,) = of_kind(docs, "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args == ["--log-format", "json", "--namespace", "a", "--namespace", "b"]
@@ -292,29 +296,35 @@ def test_every_rendered_object_is_accepted_by_the_api_server(
     assert {"ClusterRole", "ClusterRoleBinding", "ConfigMap", "NetworkPolicy"} <= kinds
 
 
-@pytest.fixture(scope="module")
-def release(
-    slipway_crds: testbed.ControlPlane, kuberay_crds: testbed.ControlPlane, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[tuple[str, Path]]:
-    """The chart installed with its defaults into a namespace of its own that enforces the restricted Pod Security
-    Standard: (the namespace, a kubeconfig holding the chart's ServiceAccount token)."""
-    plane = slipway_crds
+@contextlib.contextmanager
+def installed(plane: testbed.ControlPlane, tmp: Path, *values: str) -> Iterator[tuple[str, Path]]:
+    """The chart installed into a namespace of its own that enforces the restricted Pod Security Standard:
+    (the namespace, a kubeconfig holding the chart's ServiceAccount token)."""
     namespace = f"t-{uuid.uuid4().hex[:8]}"
     plane.kubectl("create", "namespace", namespace)
     # The restricted Pod Security Standard, enforced: a non-compliant operator pod would never be created.
     plane.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
     result = helm(
         "install", RELEASE, str(CHART), "-n", namespace, "--wait", "--timeout", "120s",
-        "--set", "image.tag=test", "--set", "workloadImage.tag=test",
+        "--set", "image.tag=test", "--set", "workloadImage.tag=test", *values,
         kubeconfig=plane.kubeconfig,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     try:
-        yield namespace, token_kubeconfig(plane, namespace, tmp_path_factory.mktemp("sa") / "kubeconfig")
+        yield namespace, token_kubeconfig(plane, namespace, tmp / "kubeconfig")
     finally:
         uninstall = helm("uninstall", RELEASE, "-n", namespace, "--wait", kubeconfig=plane.kubeconfig)
         plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         assert uninstall.returncode == 0, uninstall.stderr
+
+
+@pytest.fixture(scope="module")
+def release(
+    slipway_crds: testbed.ControlPlane, kuberay_crds: testbed.ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    """The chart with its defaults: it watches its own namespace."""
+    with installed(slipway_crds, tmp_path_factory.mktemp("sa")) as found:
+        yield found
 
 
 def test_helm_install_runs_the_operator_pod(slipway_crds: testbed.ControlPlane, release: tuple[str, Path]) -> None:
@@ -328,17 +338,20 @@ def test_helm_install_runs_the_operator_pod(slipway_crds: testbed.ControlPlane, 
     assert plane.kubectl("get", "crd", "trainingruns.slipway.dev", "-o", "name").strip()
 
 
-def test_the_operator_reconciles_an_example_with_the_charts_service_account_only(
-    slipway_crds: testbed.ControlPlane,
-    release: tuple[str, Path],
-    tmp_path: Path,
+def reconcile_example(
+    plane: testbed.ControlPlane,
+    kubeconfig: Path,
+    namespace: str,
+    scope: list[str],
+    store: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    plane, (namespace, kubeconfig) = slipway_crds, release
+    """The operator, with nothing but the chart's ServiceAccount token and watching `scope`, takes the auto-mpg
+    journey applied to `namespace` as far as it goes without Ray: no refusal anywhere in its log."""
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     monkeypatch.setenv("SLIPWAY_BACKEND", "kubernetes")
-    monkeypatch.setenv("SLIPWAY_STORE", (tmp_path / "store").as_uri())
+    monkeypatch.setenv("SLIPWAY_STORE", store.as_uri())
     monkeypatch.setenv("SLIPWAY_IMAGE", "slipway/trainer:test")
     monkeypatch.delenv("SLIPWAY_METRICS_ADDRESS", raising=False)
     monkeypatch.delenv("SLIPWAY_STORAGE_SECRET", raising=False)
@@ -347,7 +360,7 @@ def test_the_operator_reconciles_an_example_with_the_charts_service_account_only
         out = plane.kubectl("get", kind, name, "-n", namespace, "-o", "jsonpath={.status.phase}", check=False)
         return out.strip()
 
-    with KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "slipway_operator.handlers"]) as runner:
+    with KopfRunner(["run", "--standalone", *scope, "-m", "slipway_operator.handlers"]) as runner:
         # The whole journey: its ModelDeployment waits for a model, so no server pod is started (and none proxied).
         plane.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "auto-mpg"))
         testbed.wait_until(
@@ -380,20 +393,62 @@ def test_the_operator_reconciles_an_example_with_the_charts_service_account_only
     assert phase("trainingrun", "mpg-mlp") == "Waiting"
 
 
+def test_the_operator_reconciles_an_example_with_the_charts_service_account_only(
+    slipway_crds: testbed.ControlPlane,
+    release: tuple[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    namespace, kubeconfig = release
+    reconcile_example(slipway_crds, kubeconfig, namespace, ["--namespace", namespace], tmp_path / "store", monkeypatch)
+
+
+def can_i(kubeconfig: Path, *args: str) -> str:
+    result = subprocess.run(
+        [testbed.binary("kubectl"), "--kubeconfig", str(kubeconfig), "auth", "can-i", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result.stdout.strip()
+
+
+def test_cluster_wide_the_operator_reconciles_in_any_namespace_and_still_reads_no_secret(
+    slipway_crds: testbed.ControlPlane,
+    kuberay_crds: testbed.ControlPlane,
+    namespace: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`watchNamespaces: all`: a ClusterRole instead of Roles, the operator watching every namespace; an example
+    applied to a namespace the chart never named is reconciled."""
+    with installed(slipway_crds, tmp_path, "--set", "watchNamespaces=all") as (release_namespace, kubeconfig):
+        deployment = json.loads(slipway_crds.kubectl("get", "deployment", SA, "-n", release_namespace, "-o", "json"))
+        assert "--namespace" not in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        reconcile_example(slipway_crds, kubeconfig, namespace, ["--all-namespaces"], tmp_path / "store", monkeypatch)
+        for args in (
+            ("list", "trainingruns.slipway.dev", "--all-namespaces"),
+            ("create", "rayjobs.ray.io", "-n", namespace),
+            ("get", "pods", "--subresource=proxy", "-n", namespace),
+        ):
+            assert can_i(kubeconfig, *args) == "yes", args
+        for args in (
+            ("get", "secrets", "-n", namespace),
+            ("list", "secrets", "--all-namespaces"),
+            ("create", "pods", "-n", namespace),
+            ("list", "namespaces"),
+            ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+            ("create", "clusterroles.rbac.authorization.k8s.io"),
+            ("*", "*"),
+        ):
+            assert can_i(kubeconfig, *args) == "no", args
+
+
 def test_the_service_account_may_do_no_more_than_it_needs(
     slipway_crds: testbed.ControlPlane, release: tuple[str, Path], namespace: str
 ) -> None:
     watched, kubeconfig = release
     other = namespace  # a namespace the release does not watch
-
-    def can_i(*args: str) -> str:
-        result = subprocess.run(
-            [testbed.binary("kubectl"), "--kubeconfig", str(kubeconfig), "auth", "can-i", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        return result.stdout.strip()
 
     allowed = [
         ("list", "trainingruns.slipway.dev", "-n", watched),
@@ -408,7 +463,7 @@ def test_the_service_account_may_do_no_more_than_it_needs(
         ("get", "customresourcedefinitions.apiextensions.k8s.io/rayjobs.ray.io"),
     ]
     for args in allowed:
-        assert can_i(*args) == "yes", args
+        assert can_i(kubeconfig, *args) == "yes", args
     refused = [
         ("get", "secrets", "-n", watched),
         ("list", "secrets", "-n", watched),
@@ -426,13 +481,17 @@ def test_the_service_account_may_do_no_more_than_it_needs(
         ("get", "pods", "--subresource=proxy", "-n", other),
         ("list", "trainingruns.slipway.dev", "--all-namespaces"),
         ("get", "customresourcedefinitions.apiextensions.k8s.io/trainingruns.slipway.dev"),
+        ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("list", "namespaces"),
+        ("watch", "namespaces"),
         ("delete", "customresourcedefinitions.apiextensions.k8s.io"),
         ("create", "clusterroles.rbac.authorization.k8s.io"),
         ("*", "*"),
         ("*", "*", "-n", watched),
     ]
     for args in refused:
-        assert can_i(*args) == "no", args
+        assert can_i(kubeconfig, *args) == "no", args
     listing = subprocess.run(
         [testbed.binary("kubectl"), "--kubeconfig", str(kubeconfig), "auth", "can-i", "--list", "-n", watched],
         capture_output=True,

@@ -6,7 +6,10 @@ as KubeRay would, and results are written to the artifact store as the workloads
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -319,6 +322,17 @@ def test_without_kuberay_a_run_stalls_naming_the_crd_and_resumes_once_it_is_inst
     plane = testbed.ControlPlane(tmp_path / "k8s")  # a control plane of its own, without KubeRay's CRDs
     plane.start()
     try:
+        # Without Slipway's own CRDs the operator does not start and wait in silence: it stops, saying what to do.
+        early = subprocess.run(
+            [str(Path(sys.executable).parent / "slipway"), "operator", "--namespace", "ml"],
+            env={**os.environ, "KUBECONFIG": str(plane.kubeconfig), "SLIPWAY_STORE": (tmp_path / "store").as_uri()},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert early.returncode != 0
+        assert "Slipway's CRDs are not installed" in early.stdout + early.stderr, early.stderr[-3000:]
+        assert "kubectl apply -f crds/" in early.stdout + early.stderr
         plane.kubectl("apply", "--server-side", "-f", str(CRDS))
         plane.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(CRDS))
         plane.kubectl("create", "namespace", "ml")

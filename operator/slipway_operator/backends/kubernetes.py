@@ -52,6 +52,17 @@ class KubernetesApi:
         found = self.resource(api_version, kind).get(namespace=namespace, label_selector=label_selector)
         return [item.to_dict() for item in found.items]
 
+    def unserved(self, group: str, version: str, plurals: tuple[str, ...]) -> tuple[str, ...]:
+        """Which of these resources the API server does not serve (API discovery: no RBAC rule needed)."""
+        try:
+            found = client.CustomObjectsApi(self.api_client).get_api_resources(group, version)
+        except ApiException as err:
+            if err.status == 404:
+                return plurals
+            raise
+        served = {r.name for r in found.resources}
+        return tuple(p for p in plurals if p not in served)
+
     def crd_exists(self, name: str) -> bool:
         try:
             client.ApiextensionsV1Api(self.api_client).read_custom_resource_definition(name)
