@@ -34,7 +34,7 @@ class GpuPool:
 
     resource: str = GPU_RESOURCE
     node_selector: Mapping[str, str] = field(default_factory=dict)
-    tolerations: tuple[Mapping[str, Any], ...] = (GPU_TOLERATION,)
+    tolerations: tuple[Mapping[str, Any], ...] | None = None  # None: the usual `<resource>:NoSchedule` taint
 
     def place(self, node_selector: Mapping[str, str], tolerations: list[dict[str, Any]]) -> dict[str, Any]:
         """nodeSelector and tolerations of a pod that asks for GPUs (empty ones left out)."""
@@ -42,7 +42,8 @@ class GpuPool:
         placed: dict[str, Any] = {}
         if self.node_selector or node_selector:
             placed["nodeSelector"] = {**self.node_selector, **node_selector}
-        merged = tolerations + [dict(t) for t in self.tolerations if t.get("key") not in keys]
+        pool = self.tolerations if self.tolerations is not None else ({**GPU_TOLERATION, "key": self.resource},)
+        merged = tolerations + [dict(t) for t in pool if t.get("key") not in keys]
         if merged:
             placed["tolerations"] = merged
         return placed

@@ -163,7 +163,8 @@ def test_the_operator_reads_the_charts_images_gpu_pool_and_file_uri_values(tmp_p
     """The values reach the operator pod's environment in the form the operator's own parser reads."""
     defaults = Settings.from_env(operator_env(render()))
     assert defaults.image == "ghcr.io/slipway/trainer:0.1.0" and defaults.server_image == "ghcr.io/slipway/server:0.1.0"
-    assert defaults.gpu == GpuPool() and defaults.allow_file_uris is False
+    assert defaults.gpu.resource == GpuPool().resource and not defaults.gpu.node_selector
+    assert defaults.gpu.place({}, []) == GpuPool().place({}, []) and defaults.allow_file_uris is False
     values = tmp_path / "values.yaml"
     values.write_text(
         yaml.safe_dump(

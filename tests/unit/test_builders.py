@@ -272,6 +272,7 @@ def test_cpu_only_workers_ignore_the_gpu_pool() -> None:
 
 def test_another_gpu_vendor_is_requested_by_its_resource_name() -> None:
     amd = Settings.from_env({"SLIPWAY_GPU_RESOURCE": "amd.com/gpu"}).gpu
+    assert amd.place({}, []) == builders.GpuPool(resource="amd.com/gpu").place({}, [])  # the pool's own default
     spec = example("fashion-mnist/02-trainingrun.yaml")
     workload = builders.Workload(step="train", image=IMAGE, resources=spec.resources, config_map="x", gpu=amd)
     worker = builders.ray_job(owner_of("TrainingRun", "r"), workload)["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]

@@ -30,6 +30,7 @@ from slipway_trainer.config.train import TrainConfig
 from slipway_trainer.data import workload as prep_workload
 from slipway_trainer.report import journey_report, markdown_html
 from slipway_trainer.train import workload as train_workload
+from specs import AUTO_MPG
 
 API = "slipway.dev/v1alpha1"
 NOW = "2026-01-01T00:00:00+00:00"
@@ -42,14 +43,7 @@ PREPS: dict[str, dict[str, Any]] = {
         "sample": {"rows": 300},
         "split": {"stratifyBy": "target"},
     },
-    "cars": {
-        "source": {"uri": "builtin://vega/cars"},
-        "label": "Miles_per_Gallon",
-        "cleaning": {"missing": {"default": "drop", "columns": {"Horsepower": "median"}}},
-        "transforms": [{"type": "oneHot", "columns": ["Origin"]}, {"type": "standardize"}],
-        "privacy": {"dropColumns": ["Name"]},
-        "split": {"train": 0.7, "validation": 0.15, "test": 0.15},
-    },
+    "cars": AUTO_MPG,
     "fashion": {
         "source": {"uri": "builtin://fashion-mnist"},
         "sample": {"rows": 300, "seed": 1},

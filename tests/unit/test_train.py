@@ -19,6 +19,7 @@ from slipway_trainer.config.prep import PrepConfig
 from slipway_trainer.config.train import TrainConfig
 from slipway_trainer.data import workload as prep_workload
 from slipway_trainer.train import workload
+from specs import AUTO_MPG
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +31,7 @@ def datasets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
             "sample": {"rows": 1500, "seed": 1},
             "split": {"stratifyBy": "label"},
         },
-        "mpg": {
-            "source": {"uri": "builtin://vega/cars"},
-            "label": "Miles_per_Gallon",
-            "cleaning": {"missing": {"default": "drop", "columns": {"Horsepower": "median"}}},
-            "transforms": [{"type": "oneHot", "columns": ["Origin"]}, {"type": "standardize"}],
-            "privacy": {"dropColumns": ["Name"]},
-            "split": {"train": 0.7, "validation": 0.15, "test": 0.15},
-        },
+        "mpg": AUTO_MPG,
         "cancer": {
             "source": {"uri": "builtin://sklearn/breast_cancer"},
             "transforms": [{"type": "standardize"}],

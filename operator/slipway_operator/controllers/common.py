@@ -32,8 +32,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """The operator's settings from its environment (the chart sets these); a malformed value is an error
         that names the variable."""
-        resource = env.get("SLIPWAY_GPU_RESOURCE") or builders.GPU_RESOURCE
-        taint = {**builders.GPU_TOLERATION, "key": resource}  # the usual taint of a GPU pool: <resource> NoSchedule
+        tolerations = _json_env(env, "SLIPWAY_GPU_TOLERATIONS", list, None)
         return cls(
             image=env.get("SLIPWAY_IMAGE", "ghcr.io/slipway/trainer:0.1.0"),
             server_image=env.get("SLIPWAY_SERVER_IMAGE", ""),
@@ -42,9 +41,9 @@ class Settings:
             allow_file_uris=env.get("SLIPWAY_BACKEND") == "local"
             or env.get("SLIPWAY_ALLOW_FILE_URIS", "").lower() in ("1", "true", "yes"),
             gpu=builders.GpuPool(
-                resource=resource,
+                resource=env.get("SLIPWAY_GPU_RESOURCE") or builders.GPU_RESOURCE,
                 node_selector=_json_env(env, "SLIPWAY_GPU_NODE_SELECTOR", dict, {}),
-                tolerations=tuple(_json_env(env, "SLIPWAY_GPU_TOLERATIONS", list, [taint])),
+                tolerations=None if tolerations is None else tuple(tolerations),
             ),
         )
 

@@ -23,7 +23,7 @@ from slipway_trainer import storage
 from slipway_trainer.config.train import TrainConfig
 from slipway_trainer.train import export, models
 from slipway_trainer.train.data import Dataset
-from slipway_trainer.train.loop import resident, resume, save_epoch_checkpoint
+from slipway_trainer.train.loop import local_device, resident, resume, save_epoch_checkpoint
 from slipway_trainer.workload import Progress, WorkloadError
 
 
@@ -37,7 +37,7 @@ def train(config: TrainConfig, dataset: Dataset, progress: Progress, workdir: Pa
     if len(dataset.input_shape) != 3:
         raise WorkloadError("ModelDoesNotFitData", "gan generates images: this dataset is tabular; use an image set")
     torch.manual_seed(spec.training.seed)
-    device = torch.device("cuda" if config.gpus_per_worker and torch.cuda.is_available() else "cpu")
+    device = local_device(config)
     real = _unit_range(dataset.load("train").x)
     held_out = _unit_range(dataset.load("test").x)
     generator, discriminator, latent = models.build_gan(dataset.input_shape, spec.model.params)

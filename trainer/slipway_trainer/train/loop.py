@@ -361,6 +361,11 @@ def train_loop(config: TrainConfig, worker: Worker, tensorboard_dir: Path | None
         writer.close()
 
 
+def local_device(config: TrainConfig) -> torch.device:
+    """Where a run outside Ray Train trains: its GPU when it asks for one and there is one."""
+    return torch.device("cuda" if config.gpus_per_worker and torch.cuda.is_available() else "cpu")
+
+
 def resident(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """An array to batch from: copied to the GPU once for the whole run when it takes at most a quarter of the
     free GPU memory (then no host-to-device copy, and no sync, per batch), else left in host memory."""

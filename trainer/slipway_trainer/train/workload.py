@@ -17,7 +17,15 @@ from slipway_trainer import storage, workload
 from slipway_trainer.config.train import TrainConfig
 from slipway_trainer.train import evaluate, export, models
 from slipway_trainer.train.data import Dataset, open_dataset
-from slipway_trainer.train.loop import BEST, CHECKPOINTS, Worker, checkpoint_uris, load_checkpoint, outputs_for
+from slipway_trainer.train.loop import (
+    BEST,
+    CHECKPOINTS,
+    Worker,
+    checkpoint_uris,
+    load_checkpoint,
+    local_device,
+    outputs_for,
+)
 from slipway_trainer.train.loop import train_loop as local_loop
 from slipway_trainer.workload import Progress, WorkloadError, now
 
@@ -43,8 +51,7 @@ def train(config: TrainConfig, progress: Progress, workdir: Path) -> dict[str, A
 
         ray_runner.fit(config, workdir, tensorboard)
     else:
-        device = torch.device("cuda" if config.gpus_per_worker and torch.cuda.is_available() else "cpu")
-        local_loop(config, Worker(device=device), tensorboard)
+        local_loop(config, Worker(device=local_device(config)), tensorboard)
     train_seconds = time.monotonic() - started
 
     progress.refresh()
