@@ -26,6 +26,7 @@ $(INSTALLED): pyproject.toml
 venv: $(INSTALLED)
 
 testbed:
+	@scripts/install-node-packages.sh
 	@tests/cluster/build.sh
 
 datasets:

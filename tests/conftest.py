@@ -8,6 +8,7 @@ build it.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import uuid
@@ -18,7 +19,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent / "cluster"))
 
+import buildkit
 import testbed
+from node import RealNode, node_namespace_annotations
 
 REPO = Path(__file__).resolve().parent.parent
 # A local Ray started by a test (or a workload it runs) listens on loopback only.
@@ -50,6 +53,53 @@ def object_store(testbed_dir: Path, request: pytest.FixtureRequest) -> Iterator[
         yield store
     finally:
         store.stop()
+
+
+@pytest.fixture(scope="session")
+def real_node(
+    control_plane: testbed.ControlPlane,
+    object_store: testbed.ObjectStore,
+    testbed_dir: Path,
+    request: pytest.FixtureRequest,
+) -> Iterator[RealNode]:
+    """The test bed's real node (containerd, runc, kubelet, CNI, kube-proxy, CoreDNS), registered with the
+    control plane, the S3 store reachable from its pods at ``http://10.88.0.1:9000`` (``node.S3_PORT``). Tainted: only
+    pods of a ``node_namespace`` run there."""
+    node = RealNode(control_plane, testbed_dir / "node", s3_port=object_store.port)
+    request.config.stash[_NODE] = node
+    try:
+        node.start()
+        yield node
+    finally:
+        node.stop()
+
+
+@pytest.fixture(scope="session")
+def operator_image(real_node: RealNode) -> str:
+    """The operator image, built from images/operator/Dockerfile with BuildKit (no network; rebuilt only when
+    what goes into it changed) and loaded into the real node's containerd. Its tag."""
+    archives = buildkit.image_archives(["operator"])
+    real_node.import_image(archives["operator"])
+    return buildkit.image_tag("operator")
+
+
+def _create_namespace(plane: testbed.ControlPlane, name: str, annotations: dict[str, str] | None = None) -> None:
+    manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "annotations": annotations or {}}}
+    plane.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+    testbed.wait_until(
+        f"ServiceAccount default in {name}",
+        lambda: plane.kubectl("get", "serviceaccount", "default", "-n", name, check=False) != "",
+        30,
+    )
+
+
+@pytest.fixture
+def node_namespace(control_plane: testbed.ControlPlane, real_node: RealNode) -> Iterator[str]:
+    """A fresh namespace whose pods all run on the real node (and nowhere else), deleted afterwards."""
+    name = f"n-{uuid.uuid4().hex[:8]}"
+    _create_namespace(control_plane, name, node_namespace_annotations())
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="session")
@@ -119,12 +169,7 @@ def kube_api(control_plane: testbed.ControlPlane):  # type: ignore[no-untyped-de
 def namespace(control_plane: testbed.ControlPlane) -> Iterator[str]:
     """A fresh namespace per test (with its default ServiceAccount), deleted afterwards."""
     name = f"t-{uuid.uuid4().hex[:8]}"
-    control_plane.kubectl("create", "namespace", name)
-    testbed.wait_until(
-        f"ServiceAccount default in {name}",
-        lambda: control_plane.kubectl("get", "serviceaccount", "default", "-n", name, check=False) != "",
-        30,
-    )
+    _create_namespace(control_plane, name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
@@ -159,6 +204,7 @@ def bucket(object_store: testbed.ObjectStore) -> str:
 
 _PLANE = pytest.StashKey[testbed.ControlPlane]()
 _STORE = pytest.StashKey[testbed.ObjectStore]()
+_NODE = pytest.StashKey[RealNode]()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -172,9 +218,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if (
         plane is not None
         and plane.components
-        and used & {"control_plane", "slipway_crds", "kuberay_crds", "namespace", "kube_api"}
+        and used
+        & {"control_plane", "slipway_crds", "kuberay_crds", "namespace", "kube_api", "real_node", "node_namespace"}
     ):
         report.sections.append(("test control plane logs", plane.logs_summary()))
+    node = item.config.stash.get(_NODE, None)
+    if node is not None and node.components and used & {"real_node", "node_namespace"}:
+        report.sections.append(("real node logs", node.logs_summary()))
     store = item.config.stash.get(_STORE, None)
     if store is not None and store.component is not None and used & {"object_store", "bucket", "s3_env"}:
         report.sections.append(("SeaweedFS log", store.component.tail()))

@@ -5,7 +5,7 @@
 #   tests/cluster/build.sh --force    rebuild everything
 #
 # Outputs go to tests/cluster/bin/ (git-ignored). Each tool records a stamp (a hash of its wrapper
-# go.mod, go.sum and this script); a tool is rebuilt only when its binaries are missing or the stamp
+# files and this script); a tool is rebuilt only when its binaries are missing or the stamp
 # differs. Build times are appended to tests/cluster/bin/build-times.txt.
 set -euo pipefail
 
@@ -29,7 +29,7 @@ K8S_MINOR=$(echo "${K8S_VERSION#v}" | cut -d. -f2)
 case "$K8S_VERSION" in v1.*) ;; *) echo "error: cannot read the k8s.io/kubernetes pin ('$K8S_VERSION')" >&2; exit 1;; esac
 
 stamp_of() {
-  cat "$here/tools/$1/go.mod" "$here/tools/$1/go.sum" "$here/build.sh" | sha256sum | cut -c1-16
+  cat "$here/tools/$1"/* "$here/build.sh" | sha256sum | cut -c1-16
 }
 
 needs_build() {
@@ -64,16 +64,27 @@ build_kubernetes() {
     ld="$ld -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
   done
   local cmd
-  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
+  for cmd in kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; do
     build kubernetes "$cmd" "k8s.io/kubernetes/cmd/$cmd" "$ld"
   done
 }
 
 build_etcd() { build etcd etcd go.etcd.io/etcd/server/v3; }
 build_helm() {
-  local hv
+  # Stamped as helm's own Makefile stamps an official build: its version, and the Kubernetes version it
+  # assumes without a cluster (`helm template`, `helm lint`) from the client-go it is built with. Unstamped,
+  # that is v1.20 and charts with a newer kubeVersion constraint are refused.
+  local hv cg major minor ld
   hv=$(module_version helm helm.sh/helm/v3)
-  build helm helm helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=$hv"
+  cg=$(module_version helm k8s.io/client-go)
+  major=$(( $(echo "${cg#v}" | cut -d. -f1) + 1 ))
+  minor=$(echo "${cg#v}" | cut -d. -f2)
+  ld="-X helm.sh/helm/v3/internal/version.version=$hv"
+  local p
+  for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    ld="$ld -X $p.k8sVersionMajor=$major -X $p.k8sVersionMinor=$minor"
+  done
+  build helm helm helm.sh/helm/v3/cmd/helm "$ld"
 }
 build_kwok() {
   build kwok kwok sigs.k8s.io/kwok/cmd/kwok
@@ -89,6 +100,20 @@ build_kwok() {
      "$dir"/kustomize/stage/pod/fast/pod-{ready,complete,delete}.yaml "$bin/kwok-stages/"
   chmod u+w "$bin"/kwok-stages/*.yaml
 }
+build_cni() {
+  # The plugins the real node's containerd calls: the bridge with host-local IPAM, and loopback.
+  mkdir -p "$bin/cni"
+  local p
+  for p in main/bridge ipam/host-local main/loopback; do
+    build cni "cni/${p#*/}" "github.com/containernetworking/plugins/plugins/$p"
+  done
+}
+build_coredns() { build coredns coredns github.com/coredns/coredns; }
+build_pause() { build pause pause .; }
+build_buildkit() {
+  local cmd
+  for cmd in buildkitd buildctl; do build buildkit "$cmd" "github.com/moby/buildkit/cmd/$cmd"; done
+}
 build_seaweedfs() { build seaweedfs weed github.com/seaweedfs/seaweedfs/weed; }
 build_kuberay() {
   # The operator (its main package is the module root; the version is a constant, nothing to stamp) and
@@ -102,11 +127,15 @@ build_kuberay() {
 }
 
 if needs_build etcd etcd; then timed etcd build_etcd; fi
-if needs_build kubernetes kube-apiserver kube-controller-manager kube-scheduler kubectl; then
+if needs_build kubernetes kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy; then
   timed kubernetes build_kubernetes
 fi
 if needs_build kwok kwok; then timed kwok build_kwok; fi
 if needs_build helm helm; then timed helm build_helm; fi
+if needs_build cni cni/bridge cni/host-local cni/loopback cni/portmap; then timed cni build_cni; fi
+if needs_build coredns coredns; then timed coredns build_coredns; fi
+if needs_build pause pause; then timed pause build_pause; fi
+if needs_build buildkit buildkitd buildctl; then timed buildkit build_buildkit; fi
 if needs_build seaweedfs weed; then timed seaweedfs build_seaweedfs; fi
 if needs_build kuberay kuberay-operator kuberay-crds/ray.io_rayjobs.yaml; then timed kuberay build_kuberay; fi
 echo ">> test bed binaries ready in $bin"

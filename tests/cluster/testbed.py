@@ -18,27 +18,37 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
-import ipaddress
 import json
-import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import sys
 import tempfile
 import textwrap
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-BIN = HERE / "bin"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    API_SERVICE_IP,
+    BIN,
+    HERE,
+    NODE_NETWORK_GATEWAY,
+    SERVICE_CIDR,
+    CertificateAuthority,
+    Component,
+    TestbedError,
+    _pem_key,
+    binary,
+    free_port,
+    kubeconfig_text,
+    wait_until,
+)
+
 REPO = HERE.parent.parent
 DEFAULT_DIR = REPO / ".testbed"
 
@@ -51,230 +61,43 @@ GPU_PRODUCT = "NVIDIA-H100-80GB-HBM3"
 S3_ACCESS_KEY = "slipway-test-access"
 S3_SECRET_KEY = "slipway-test-secret-key"  # a throwaway credential of the loopback test store
 
-
-class TestbedError(RuntimeError):
-    """A component of the test bed failed to build, start or become ready."""
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def binary(name: str) -> str:
-    path = BIN / name
-    if not path.exists():
-        raise TestbedError(f"{path} is missing: run `tests/cluster/build.sh` (or `make testbed`) first")
-    return str(path)
-
-
-# ---------------------------------------------------------------------------------------------
-# Certificates
-# ---------------------------------------------------------------------------------------------
+__all__ = [
+    "API_SERVICE_IP",
+    "BIN",
+    "NODE_NETWORK_GATEWAY",
+    "SERVICE_CIDR",
+    "CertificateAuthority",
+    "Component",
+    "ControlPlane",
+    "KubeRayOperator",
+    "ObjectStore",
+    "TestbedError",
+    "binary",
+    "free_port",
+    "kubeconfig_text",
+    "running",
+    "wait_until",
+]
 
 
 def write_pki(pki: Path) -> None:
-    """A CA, the API server's serving certificate, an admin client certificate and the
-    service-account signing key pair, as envtest generates them."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+    """A CA, the API server's serving certificate and its client certificate for kubelets, an admin client
+    certificate and the service-account signing key pair, as envtest generates them."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
-    pki.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    valid = (now - datetime.timedelta(hours=1), now + datetime.timedelta(days=7))
-
-    def pem_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
-        return key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "slipway-testbed-ca")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(valid[0])
-        .not_valid_after(valid[1])
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    def issue(name: str, cn: str, orgs: list[str], server: bool) -> None:
-        key = ec.generate_private_key(ec.SECP256R1())
-        attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
-        attrs += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in orgs]
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(attrs))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(valid[0])
-            .not_valid_after(valid[1])
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
-        )
-        if server:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.DNSName("kubernetes.default.svc"),
-                        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),
-                    ]
-                ),
-                critical=False,
-            )
-        cert = builder.sign(ca_key, hashes.SHA256())
-        (pki / f"{name}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (pki / f"{name}.key").write_bytes(pem_key(key))
-
-    (pki / "ca.crt").write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    (pki / "ca.key").write_bytes(pem_key(ca_key))
-    issue("apiserver", "kube-apiserver", [], server=True)
-    issue("admin", "testbed-admin", ["system:masters"], server=False)
+    ca = CertificateAuthority.create(pki)
+    sans = ["localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"]
+    sans += ["kubernetes.default.svc.cluster.local", "127.0.0.1", API_SERVICE_IP, NODE_NETWORK_GATEWAY]
+    ca.issue(pki, "apiserver", "kube-apiserver", [], server_sans=sans)
+    ca.issue(pki, "apiserver-kubelet-client", "kube-apiserver-kubelet-client", ["system:masters"])
+    ca.issue(pki, "admin", "testbed-admin", ["system:masters"])
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    (pki / "sa.key").write_bytes(pem_key(sa_key))
+    (pki / "sa.key").write_bytes(_pem_key(sa_key))
     (pki / "sa.pub").write_bytes(
         sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
-
-
-def kubeconfig_text(server: str, pki: Path, user: str = "admin") -> str:
-    return textwrap.dedent(
-        f"""\
-        apiVersion: v1
-        kind: Config
-        clusters:
-        - name: testbed
-          cluster:
-            server: {server}
-            certificate-authority: {pki / "ca.crt"}
-        users:
-        - name: {user}
-          user:
-            client-certificate: {pki / f"{user}.crt"}
-            client-key: {pki / f"{user}.key"}
-        contexts:
-        - name: testbed
-          context: {{cluster: testbed, user: {user}}}
-        current-context: testbed
-        """
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Processes
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Component:
-    name: str
-    argv: list[str]
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-    pid: int | None = None
-
-    def start(self, env: dict[str, str] | None = None) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            out.write(f"$ {' '.join(self.argv)}\n".encode())
-            out.flush()
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                env={**os.environ, **(env or {})},
-            )
-        self.pid = self.proc.pid
-
-    def alive(self) -> bool:
-        if self.proc is not None:
-            return self.proc.poll() is None
-        return self.pid is not None and _pid_alive(self.pid)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.pid is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.alive():
-            time.sleep(0.1)
-        if self.alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGKILL)
-        if self.proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=5)
-
-    def tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()
-        except FileNotFoundError:
-            return "(no log)"
-        return "\n".join(text[-lines:])
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie child still answers kill(0); look at its state.
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
-
-
-def wait_until(what: str, check: object, timeout: float, component: Component | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    last_error = ""
-    while time.monotonic() < deadline:
-        if component is not None and not component.alive():
-            raise TestbedError(f"{component.name} exited while waiting for {what}:\n{component.tail()}")
-        try:
-            if check():  # type: ignore[operator]
-                return
-        except Exception as exc:  # a component that is still starting refuses connections
-            last_error = f"{type(exc).__name__}: {exc}"
-        time.sleep(0.25)
-    detail = f"\nlast error: {last_error}" if last_error else ""
-    tail = f"\n--- {component.name} log ---\n{component.tail()}" if component else ""
-    raise TestbedError(f"timed out after {timeout:.0f}s waiting for {what}{detail}{tail}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -305,6 +128,32 @@ class ControlPlane:
     @property
     def logs(self) -> Path:
         return self.workdir / "logs"
+
+    @property
+    def egress_socket(self) -> Path:
+        """Where the real node's CONNECT proxy listens for the API server (tests/cluster/nodeproxy.py)."""
+        return self.workdir / "node-egress.sock"
+
+    def _egress_config(self) -> Path:
+        path = self.workdir / "egress-selector.yaml"
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "apiserver.k8s.io/v1beta1",
+                    "kind": "EgressSelectorConfiguration",
+                    "egressSelections": [
+                        {
+                            "name": "cluster",
+                            "connection": {
+                                "proxyProtocol": "HTTPConnect",
+                                "transport": {"uds": {"udsName": str(self.egress_socket)}},
+                            },
+                        }
+                    ],
+                }
+            )
+        )
+        return path
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
         result = subprocess.run(
@@ -370,7 +219,8 @@ class ControlPlane:
                 binary("kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{etcd_port}",
                 "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                # The `kubernetes` Service's endpoint: the real node's pods reach the API server there (nodeproxy.py).
+                f"--advertise-address={NODE_NETWORK_GATEWAY}",
                 f"--secure-port={self.api_port}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}",
                 f"--tls-private-key-file={pki / 'apiserver.key'}",
@@ -381,13 +231,20 @@ class ControlPlane:
                 "--requestheader-username-headers=X-Remote-User",
                 "--requestheader-group-headers=X-Remote-Group",
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-                "--authorization-mode=RBAC",
-                "--service-cluster-ip-range=10.0.0.0/24",
+                "--authorization-mode=Node,RBAC",
+                # Namespaces pinned to the real node by annotations (node.node_namespace_annotations).
+                "--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
+                f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
                 "--allow-privileged=true",
-                "--endpoint-reconciler-type=none",
+                # Logs, exec, port-forward and the pod proxy reach the real node through its CONNECT proxy.
+                f"--egress-selector-config-file={self._egress_config()}",
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+                "--kubelet-preferred-address-types=InternalIP",
                 f"--cert-dir={self.workdir / 'apiserver-certs'}",
                 "--v=1",
             ],
@@ -471,6 +328,8 @@ class ControlPlane:
                 self.kubectl(
                     "get",
                     "nodes",
+                    "-l",
+                    "type=kwok",
                     "-o",
                     "jsonpath={range .items[*]}{.status.conditions[?(@.type=='Ready')].status}{' '}{end}",
                 ).split()
@@ -726,16 +585,23 @@ def up(workdir: Path) -> None:
     if state_file.exists():
         down(workdir, quiet=True)
     shutil.rmtree(workdir, ignore_errors=True)
+    from node import S3_PORT, RealNode, node_namespace_annotations
+
     plane, store = ControlPlane(workdir / "k8s"), ObjectStore(workdir / "s3")
+    node = RealNode(plane, workdir / "node")
     try:
         plane.start()
         store.start()
+        node.s3_port = store.port
+        node.start()
     except BaseException:
+        node.stop()
         store.stop()
         plane.stop()
         raise
-    state = {"controlPlane": plane.to_state(), "objectStore": store.to_state()}
+    state = {"controlPlane": plane.to_state(), "objectStore": store.to_state(), "realNode": node.to_state()}
     state_file.write_text(json.dumps(state, indent=2))
+    annotations = " ".join(f"{k}='{v}'" for k, v in node_namespace_annotations().items())
     print(
         textwrap.dedent(
             f"""\
@@ -743,7 +609,11 @@ def up(workdir: Path) -> None:
               export KUBECONFIG={plane.kubeconfig}
               kubectl: {BIN / "kubectl"}
               helm:    {BIN / "helm"}
-              S3:      {store.endpoint} (key {store.access_key}, secret in {store.workdir / "s3.json"})
+              S3:      {store.endpoint} (key {store.access_key}, secret in {store.workdir / "s3.json"});
+                       from pods: http://{NODE_NETWORK_GATEWAY}:{S3_PORT}
+            Real node {node.name} runs containers (logs in {node.logs}); it is tainted, so pods go there from
+            a namespace annotated to send them:
+              kubectl annotate namespace NAME {annotations}
             Stop it with `make cluster-down`.
             """
         )
@@ -757,6 +627,10 @@ def down(workdir: Path, quiet: bool = False) -> None:
             print(f"no test bed is running from {workdir}")
         return
     state = json.loads(state_file.read_text())
+    if "realNode" in state:
+        from node import stop_from_state
+
+        stop_from_state(state["realNode"])
     components = state["objectStore"]["components"] + list(reversed(state["controlPlane"]["components"]))
     for c in components:
         Component(c["name"], [], Path(c["log"]), pid=c["pid"]).stop()

@@ -113,6 +113,14 @@ def test_helm_lint_passes_with_the_defaults_and_every_option() -> None:
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_helm_template_renders_without_a_kube_version_like_an_official_helm() -> None:
+    # An official helm build assumes the Kubernetes version of the client-go it was built with; the test bed's
+    # helm is stamped the same way, so a user's `helm template charts/slipway` is what this renders.
+    result = helm("template", RELEASE, str(CHART))
+    assert result.returncode == 0, result.stderr
+    assert any(doc["kind"] == "Deployment" for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
 def test_the_stated_kube_version_is_enforced() -> None:
     render()  # the stated version renders
     older = helm("template", RELEASE, str(CHART), "--kube-version", "1.28.9")

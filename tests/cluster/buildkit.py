@@ -1,0 +1,289 @@
+"""Slipway's images built from ``images/*/Dockerfile`` with BuildKit: no Docker engine, no registry, no network.
+
+The machines Slipway is developed and tested on have neither a Docker engine nor a registry, and their pods
+cannot pull. This builds the three images the way a user without Docker would, with BuildKit (``buildkitd``
+on the same runc the real node uses, and ``buildctl``, both built from their Go module by ``build.sh``):
+
+- the base: the Dockerfiles take it as ``--build-arg PYTHON_IMAGE``; here it is a Debian bookworm root
+  filesystem made by ``debootstrap`` from Debian's packages (Python 3.11, the Python the pins were frozen on,
+  plus what the images would otherwise ``apt-get``), given to BuildKit as a named context;
+- Python packages: a wheelhouse that ``pip download`` fills once (``images/constraints.txt``), given as the
+  ``wheels`` build context, so ``pip install`` runs with ``--no-index``;
+- no network: buildkitd runs in a network namespace of its own with only loopback, so a build that still
+  needed the network would fail here rather than quietly download.
+
+The result is a ``docker save`` archive per image, tagged ``slipway/<name>:dev``, kept in the cache folder
+(``$SLIPWAY_TESTBED_CACHE``, default ``~/.cache/slipway-testbed``) under a hash of everything that goes into it,
+so an image is rebuilt only when its inputs change; ``RealNode.import_image`` loads it into the node.
+
+    python tests/cluster/buildkit.py operator trainer server      # build (or reuse) the archives, print paths
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import BIN, HERE, Component, TestbedError, wait_until
+from node import PATH, CgroupTree
+
+REPO = HERE.parent.parent
+CACHE = Path(
+    os.environ.get("SLIPWAY_TESTBED_CACHE")
+    or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "slipway-testbed"
+)
+DEBIAN_MIRROR = os.environ.get("SLIPWAY_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+DEBIAN_SUITE = "bookworm"
+# What the Dockerfiles' bases have or install: Python with venv (3.11 on bookworm), bash and wget for KubeRay's
+# probes, procps, CA certificates, and Fashion-MNIST for `builtin://fashion-mnist`.
+BASE_PACKAGES = [
+    "python3",
+    "python3-venv",
+    "python-is-python3",
+    "bash",
+    "wget",
+    "ca-certificates",
+    "procps",
+    "dataset-fashion-mnist",
+]
+BASE_NAME = "slipway-testbed-base"  # the build argument PYTHON_IMAGE names this named context
+IMAGES = ("operator", "trainer", "server")
+
+
+def image_tag(name: str) -> str:
+    return f"slipway/{name}:dev"
+
+
+@contextlib.contextmanager
+def _locked(name: str) -> Iterator[None]:
+    """One builder of a cached thing at a time, across processes (make cluster and a test session)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / f".lock-{name}").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(hashlib.sha256(part).digest())
+    return h.hexdigest()[:16]
+
+
+def _log(message: str) -> None:
+    print(f">> {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs: the Debian base and the wheelhouse
+# ---------------------------------------------------------------------------------------------
+
+
+def debian_base() -> Path:
+    """A Debian root filesystem with ``BASE_PACKAGES`` (debootstrap, minbase), made once."""
+    key = _digest(DEBIAN_SUITE.encode(), " ".join(BASE_PACKAGES).encode())
+    root = CACHE / f"base-{DEBIAN_SUITE}-{key}"
+    with _locked("base"):
+        if (root / ".complete").exists():
+            return root
+        _log(f"making the image base: debootstrap {DEBIAN_SUITE} from {DEBIAN_MIRROR} (a few minutes, once)")
+        tmp = Path(tempfile.mkdtemp(prefix="base-", dir=CACHE))
+        try:
+            subprocess.run(
+                ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", DEBIAN_SUITE, str(tmp),
+                 DEBIAN_MIRROR],
+                check=True, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            # Device nodes are the runtime's business; caches and package lists are not part of a base.
+            for leftover in ("dev", "var/cache/apt/archives", "var/lib/apt/lists", "tmp"):
+                shutil.rmtree(tmp / leftover, ignore_errors=True)
+                (tmp / leftover).mkdir(parents=True, exist_ok=True)
+            (tmp / "tmp").chmod(0o1777)
+            (tmp / ".complete").touch()
+            shutil.rmtree(root, ignore_errors=True)
+            tmp.rename(root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return root
+
+
+def wheelhouse() -> Path:
+    """Every wheel the three images install (``images/constraints.txt``), downloaded once by pip."""
+    constraints = (REPO / "images" / "constraints.txt").read_bytes()
+    key = _digest(constraints, (REPO / "pyproject.toml").read_bytes())
+    dest = CACHE / f"wheels-{key}"
+    with _locked("wheels"):
+        if (dest / ".complete").exists():
+            return dest
+        _log("filling the wheelhouse with pip download (images/constraints.txt; once per pin change)")
+        tmp = Path(tempfile.mkdtemp(prefix="wheels-", dir=CACHE))
+        try:
+            subprocess.run(
+                [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(tmp), "--only-binary=:all:",
+                 "-c", str(REPO / "images" / "constraints.txt"),
+                 f"{REPO}[operator,trainer]", "setuptools>=69", "wheel"],
+                check=True,
+            )  # fmt: skip
+            for own in tmp.glob("slipway-*"):  # the project itself is built from the context, not taken from here
+                own.unlink()
+            (tmp / ".complete").touch()
+            shutil.rmtree(dest, ignore_errors=True)
+            tmp.rename(dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return dest
+
+
+SOURCES = ("images", "pyproject.toml", "README.md", "operator", "trainer", ".dockerignore")
+
+
+def _sources_digest() -> bytes:
+    """What of the repository goes into an image (the folders the Dockerfiles copy): tracked files by their blob
+    hashes, uncommitted changes and untracked files by their content."""
+
+    def git(*args: str) -> bytes:
+        return subprocess.run(["git", *args, "--", *SOURCES], cwd=REPO, capture_output=True, check=True).stdout
+
+    untracked = git("ls-files", "--others", "--exclude-standard").decode().split()
+    extra = b"".join((REPO / p).read_bytes() for p in sorted(untracked) if (REPO / p).is_file())
+    return git("ls-files", "-s") + git("diff", "--no-color", "HEAD") + extra
+
+
+# ---------------------------------------------------------------------------------------------
+# BuildKit
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class BuildKit:
+    """buildkitd (runc worker, overlayfs) in a mount and network namespace of its own and a cgroup tree of its
+    own; its state (the layer cache) in ``CACHE/buildkit`` so rebuilds reuse unchanged layers."""
+
+    workdir: Path
+    cgroups: CgroupTree = field(default_factory=lambda: CgroupTree(f"slipway-build-{uuid.uuid4().hex[:8]}"))
+    component: Component | None = None
+
+    @property
+    def socket(self) -> Path:
+        return self.workdir / "buildkitd.sock"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "buildkitd.toml"
+        config.write_text(
+            "\n".join(
+                [
+                    f'root = "{CACHE / "buildkit"}"',
+                    "[grpc]",
+                    f'  address = ["unix://{self.socket}"]',
+                    "[worker.oci]",
+                    "  enabled = true",
+                    '  snapshotter = "overlayfs"',
+                    '  binary = "runc"',
+                    # The builder's namespace has loopback only: RUN steps get no network.
+                    '  networkMode = "host"',
+                    f'  defaultCgroupParent = "/{self.cgroups.root}/build"',
+                    "  gc = true",
+                    '  gckeepstorage = "40GB"',
+                    "[worker.containerd]",
+                    "  enabled = false",
+                ]
+            )
+            + "\n"
+        )
+        self.cgroups.create()
+        argv = [str(HERE / "in-cgroup.sh"), self.cgroups.root, "unshare", "--mount", "--net", "--propagation",
+                "private", "--", "sh", "-c", 'ip link set lo up && exec "$@"', "buildkitd",
+                str(BIN / "buildkitd"), f"--config={config}"]  # fmt: skip
+        self.component = Component("buildkitd", argv, self.workdir / "buildkitd.log")
+        self.component.start(env={"PATH": PATH})
+        wait_until("buildkitd", lambda: self._buildctl("debug", "workers").returncode == 0, 60, self.component)
+
+    def _buildctl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(BIN / "buildctl"), f"--addr=unix://{self.socket}", *args], capture_output=True, text=True
+        )
+
+    def build(self, name: str, out: Path, base: Path, wheels: Path) -> Path:
+        """``images/<name>/Dockerfile`` with the repository as context, as a docker archive at ``out``."""
+        partial = out.with_suffix(".partial")
+        log = self.workdir / f"build-{name}.log"
+        argv = [
+            str(BIN / "buildctl"), f"--addr=unix://{self.socket}", "build", "--progress=plain",
+            "--frontend=dockerfile.v0",
+            f"--local=context={REPO}", f"--local=dockerfile={REPO / 'images' / name}",
+            f"--local=base={base}", f"--opt=context:{BASE_NAME}=local:base",
+            f"--opt=build-arg:PYTHON_IMAGE={BASE_NAME}",
+            f"--local=wheels={wheels}", "--opt=context:wheels=local:wheels",
+            f"--output=type=docker,name={image_tag(name)},dest={partial},compression=uncompressed",
+        ]  # fmt: skip
+        start = time.monotonic()
+        with log.open("w") as out_log:
+            result = subprocess.run(argv, stdout=out_log, stderr=subprocess.STDOUT)
+        if result.returncode != 0:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+            raise TestbedError(f"building images/{name}/Dockerfile failed (log: {log}):\n{tail}")
+        partial.replace(out)
+        _log(f"built {image_tag(name)} in {time.monotonic() - start:.0f}s ({out.stat().st_size / 2**20:.0f} MiB)")
+        return out
+
+    def stop(self) -> None:
+        if self.component is not None:
+            self.component.stop()
+        self.cgroups.kill_all()
+        self.cgroups.remove()
+
+
+def image_archives(names: list[str] | tuple[str, ...] = IMAGES) -> dict[str, Path]:
+    """The docker archives of ``names``, built when their inputs changed, else taken from the cache."""
+    base, wheels = debian_base(), wheelhouse()
+    sources = _sources_digest()
+    wanted: dict[str, Path] = {}
+    for name in names:
+        key = _digest(sources, str(base).encode(), str(wheels).encode(), (HERE / "buildkit.py").read_bytes())
+        wanted[name] = CACHE / "images" / f"{name}-{key}.tar"
+    missing = [n for n, p in wanted.items() if not p.exists()]
+    if missing:
+        with _locked("buildkit"):
+            (CACHE / "images").mkdir(parents=True, exist_ok=True)
+            builder = BuildKit(Path(tempfile.mkdtemp(prefix="slipway-buildkit-")))
+            try:
+                builder.start()
+                for name in missing:
+                    _log(f"building {image_tag(name)} from images/{name}/Dockerfile with BuildKit (no network)")
+                    for stale in (CACHE / "images").glob(f"{name}-*.tar"):
+                        stale.unlink()
+                    builder.build(name, wanted[name], base, wheels)
+            finally:
+                builder.stop()
+    return wanted
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(IMAGES)
+    unknown = sorted(set(names) - set(IMAGES))
+    if unknown:
+        print(f"error: no image {', '.join(unknown)}; the images are {', '.join(IMAGES)}", file=sys.stderr)
+        return 2
+    for name, path in image_archives(names).items():
+        print(f"{image_tag(name)}\t{path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
