@@ -145,14 +145,22 @@ class Workload:
     gpu: GpuPool = GpuPool()
 
 
-def _container(name: str, workload: Workload, cpus: int, memory: str, gpus: int) -> dict[str, Any]:
+# What the Ray head asks the scheduler for: it runs the driver and schedules, Ray runs no work on it
+# (`num-cpus: 0`), so it may burst to a worker's CPUs but does not reserve them.
+HEAD_CPU_REQUEST = "250m"
+
+
+def _container(
+    name: str, workload: Workload, cpus: int, memory: str, gpus: int, cpu_request: str | None = None
+) -> dict[str, Any]:
     limits: dict[str, Any] = {"cpu": str(cpus), "memory": memory}
     if gpus:
         limits[workload.gpu.resource] = str(gpus)
+    requests = dict(limits) | ({"cpu": cpu_request} if cpu_request else {})
     container: dict[str, Any] = {
         "name": name,
         "image": workload.image,
-        "resources": {"requests": dict(limits), "limits": limits},
+        "resources": {"requests": requests, "limits": limits},
         "volumeMounts": [{"name": "slipway-config", "mountPath": CONFIG_DIR, "readOnly": True}],
         "securityContext": copy.deepcopy(CONTAINER_SECURITY),
     }
@@ -218,7 +226,9 @@ def ray_job(owner: Owner, workload: Workload) -> dict[str, Any]:
     """A KubeRay RayJob (ray.io/v1): the head runs the entrypoint, the worker group gets the GPUs."""
     r = workload.resources
     extra = {KUEUE_QUEUE_LABEL: r.queue} if r.queue else None
-    head = _container("ray-head", workload, cpus=r.cpus_per_worker, memory=r.memory, gpus=0)
+    head = _container(
+        "ray-head", workload, cpus=r.cpus_per_worker, memory=r.memory, gpus=0, cpu_request=HEAD_CPU_REQUEST
+    )
     head["ports"] = [
         {"containerPort": 6379, "name": "gcs"},
         {"containerPort": 8265, "name": "dashboard"},

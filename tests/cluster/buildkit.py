@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -275,6 +276,7 @@ def image_archives(names: list[str] | tuple[str, ...] = IMAGES) -> dict[str, Pat
 
 
 def main(argv: list[str]) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop buildkitd and its cgroups on the way out
     names = argv or list(IMAGES)
     unknown = sorted(set(names) - set(IMAGES))
     if unknown:

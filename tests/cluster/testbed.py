@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import json
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -640,6 +641,7 @@ def down(workdir: Path, quiet: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped `make cluster` still tears down
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down"])
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="working folder (default: .testbed/)")
