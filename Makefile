@@ -11,12 +11,13 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help venv testbed datasets lint fmt crds test test-unit gpu-check demo bench cluster cluster-down clean
+.PHONY: help venv testbed images datasets lint fmt crds test test-unit gpu-check demo bench cluster cluster-down clean
 
 help:
 	@echo "make demo          run the main job on this machine (installs what is missing)"
 	@echo "make test          lint, type checks and every test (builds the test control plane when missing)"
 	@echo "make cluster       start the test control plane in the background; make cluster-down stops it"
+	@echo "make images        build the operator, trainer and server images without Docker (docker archives)"
 	@echo "make bench         side-by-side benchmarks (results: benchmarks/RESULTS.md)"
 
 $(INSTALLED): pyproject.toml
@@ -31,6 +32,10 @@ testbed:
 
 datasets:
 	@scripts/install-datasets.sh
+
+# The three images from images/*/Dockerfile with BuildKit, air-gapped (a Debian base, a wheelhouse): docker archives.
+images: venv testbed
+	@$(PY) tests/cluster/buildkit.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

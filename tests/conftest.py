@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent / "cluster"))
 
 import buildkit
 import testbed
-from node import RealNode, node_namespace_annotations
+from node import NODE_IP, S3_PORT, RealNode, node_namespace_annotations
 
 REPO = Path(__file__).resolve().parent.parent
 # A local Ray started by a test (or a workload it runs) listens on loopback only.
@@ -74,13 +75,54 @@ def real_node(
         node.stop()
 
 
+NODE_RELEASE = "slipway"
+NODE_RELEASE_NAMESPACE = "slipway-system"
+NODE_VALUES = REPO / "tests" / "cluster" / "values-testbed.yaml"
+
+
+def helm(plane: testbed.ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [testbed.binary("helm"), "--kubeconfig", str(plane.kubeconfig), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=600)
+
+
 @pytest.fixture(scope="session")
-def operator_image(real_node: RealNode) -> str:
-    """The operator image, built from images/operator/Dockerfile with BuildKit (no network; rebuilt only when
-    what goes into it changed) and loaded into the real node's containerd. Its tag."""
-    archives = buildkit.image_archives(["operator"])
-    real_node.import_image(archives["operator"])
-    return buildkit.image_tag("operator")
+def slipway_on_node(
+    slipway_crds: testbed.ControlPlane, kuberay_crds: testbed.ControlPlane, real_node: RealNode,
+    object_store: testbed.ObjectStore,
+) -> Iterator[str]:  # fmt: skip
+    """Slipway installed as a user installs it, on the real node: the operator image built from
+    images/operator/Dockerfile (BuildKit, no network; rebuilt only when what goes into it changed) and loaded into
+    its containerd, the store's bucket `slipway` and its Secret, and `helm
+    install` of the chart with tests/cluster/values-testbed.yaml into `slipway-system`, whose pods all run on the
+    real node. Yields the namespace; the operator watches it. (The trainer and server images build the same way,
+    `make images`; the RayJobs and servers that run them on this node are the next step.)"""
+    plane, ns = slipway_crds, NODE_RELEASE_NAMESPACE
+    for archive in buildkit.image_archives(["operator"]).values():
+        real_node.import_image(archive)
+    _create_namespace(plane, ns, node_namespace_annotations())
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "slipway-store", "namespace": ns},
+        "stringData": {
+            "AWS_ACCESS_KEY_ID": object_store.access_key,
+            "AWS_SECRET_ACCESS_KEY": object_store.secret_key,
+            "AWS_ENDPOINT_URL": f"http://{NODE_IP}:{S3_PORT}",
+            "AWS_REGION": "us-east-1",
+        },
+    }
+    plane.kubectl("apply", "-f", "-", input=json.dumps(secret))
+    _s3_client(object_store).create_bucket(Bucket="slipway")
+    try:
+        installed = helm(plane, "install", NODE_RELEASE, str(REPO / "charts" / "slipway"), "-f", str(NODE_VALUES),
+                         "-n", ns, "--create-namespace", "--wait", "--timeout", "4m")  # fmt: skip
+        if installed.returncode != 0:
+            pods = plane.kubectl("get", "pods", "-n", ns, "-o", "yaml", check=False)
+            raise testbed.TestbedError(f"helm install on the real node failed:\n{installed.stderr}\n{pods[-4000:]}")
+        yield ns
+    finally:
+        helm(plane, "uninstall", NODE_RELEASE, "-n", ns, "--wait", "--timeout", "2m")
+        plane.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
 def _create_namespace(plane: testbed.ControlPlane, name: str, annotations: dict[str, str] | None = None) -> None:
@@ -188,18 +230,22 @@ def s3_env(object_store: testbed.ObjectStore) -> dict[str, str]:
 @pytest.fixture
 def bucket(object_store: testbed.ObjectStore) -> str:
     """A fresh, empty bucket on the test store."""
-    import boto3
-
     name = f"t-{uuid.uuid4().hex[:12]}"
-    s3 = boto3.client(
-        "s3",
-        endpoint_url=object_store.endpoint,
-        aws_access_key_id=object_store.access_key,
-        aws_secret_access_key=object_store.secret_key,
-        region_name="us-east-1",
-    )
+    s3 = _s3_client(object_store)
     s3.create_bucket(Bucket=name)
     return name
+
+
+def _s3_client(store: testbed.ObjectStore):  # type: ignore[no-untyped-def]
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=store.endpoint,
+        aws_access_key_id=store.access_key,
+        aws_secret_access_key=store.secret_key,
+        region_name="us-east-1",
+    )
 
 
 _PLANE = pytest.StashKey[testbed.ControlPlane]()

@@ -62,6 +62,9 @@ BASE_PACKAGES = [
 ]
 BASE_NAME = "slipway-testbed-base"  # the build argument PYTHON_IMAGE names this named context
 IMAGES = ("operator", "trainer", "server")
+# Part of every image's cache key, with the sources, the base and the wheelhouse: raise it when the way images are
+# built here changes (buildctl's options, the base's making), so that cached archives are rebuilt.
+RECIPE = b"buildkit-docker-archive-1"
 
 
 def image_tag(name: str) -> str:
@@ -200,7 +203,7 @@ class BuildKit:
                     '  networkMode = "host"',
                     f'  defaultCgroupParent = "/{self.cgroups.root}/build"',
                     "  gc = true",
-                    '  gckeepstorage = "40GB"',
+                    '  gckeepstorage = "10GB"',
                     "[worker.containerd]",
                     "  enabled = false",
                 ]
@@ -256,7 +259,7 @@ def image_archives(names: list[str] | tuple[str, ...] = IMAGES) -> dict[str, Pat
     sources = _sources_digest()
     wanted: dict[str, Path] = {}
     for name in names:
-        key = _digest(sources, str(base).encode(), str(wheels).encode(), (HERE / "buildkit.py").read_bytes())
+        key = _digest(sources, str(base).encode(), str(wheels).encode(), RECIPE)
         wanted[name] = CACHE / "images" / f"{name}-{key}.tar"
     missing = [n for n, p in wanted.items() if not p.exists()]
     if missing:
@@ -267,11 +270,12 @@ def image_archives(names: list[str] | tuple[str, ...] = IMAGES) -> dict[str, Pat
                 builder.start()
                 for name in missing:
                     _log(f"building {image_tag(name)} from images/{name}/Dockerfile with BuildKit (no network)")
-                    for stale in (CACHE / "images").glob(f"{name}-*.tar"):
+                    for stale in (CACHE / "images").glob(f"{name}-*"):
                         stale.unlink()
                     builder.build(name, wanted[name], base, wheels)
             finally:
                 builder.stop()
+            shutil.rmtree(builder.workdir, ignore_errors=True)  # kept (with its logs) only when a build failed
     return wanted
 
 
