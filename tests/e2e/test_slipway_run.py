@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -112,6 +113,10 @@ def check_run_and_serving(process: subprocess.Popen[str], state: Path, journey: 
             break
     log = "".join(output)
     assert "serving until Ctrl-C" in log, log[-4000:]
+    # Keep reading while serving: an undrained pipe fills up, the process blocks writing its progress and can
+    # then not even write "stopping (Ctrl-C)" (seen once: Ctrl-C not answered within 120 s).
+    stdout = process.stdout
+    threading.Thread(target=lambda: output.extend(stdout), daemon=True).start()
     # Live progress: each step's lines as it went (no terminal here, so lines print when they change).
     assert "TrainingRun/fashion-cnn" in log and "Running" in log and "epoch 1/1" in log, log
     assert "TuningSweep/fashion-sweep" in log and "Succeeded" in log
