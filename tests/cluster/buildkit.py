@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,54 +96,16 @@ def _log(message: str) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def debian_base() -> Path:
-    """A Debian root filesystem with ``BASE_PACKAGES`` (debootstrap, minbase), made once."""
-    key = _digest(DEBIAN_SUITE.encode(), " ".join(BASE_PACKAGES).encode())
-    root = CACHE / f"base-{DEBIAN_SUITE}-{key}"
-    with _locked("base"):
-        if (root / ".complete").exists():
-            return root
-        _log(f"making the image base: debootstrap {DEBIAN_SUITE} from {DEBIAN_MIRROR} (a few minutes, once)")
-        tmp = Path(tempfile.mkdtemp(prefix="base-", dir=CACHE))
-        try:
-            subprocess.run(
-                ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", DEBIAN_SUITE, str(tmp),
-                 DEBIAN_MIRROR],
-                check=True, stdout=subprocess.DEVNULL,
-            )  # fmt: skip
-            # Device nodes are the runtime's business; caches and package lists are not part of a base.
-            for leftover in ("dev", "var/cache/apt/archives", "var/lib/apt/lists", "tmp"):
-                shutil.rmtree(tmp / leftover, ignore_errors=True)
-                (tmp / leftover).mkdir(parents=True, exist_ok=True)
-            (tmp / "tmp").chmod(0o1777)
-            (tmp / ".complete").touch()
-            shutil.rmtree(root, ignore_errors=True)
-            tmp.rename(root)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return root
-
-
-def wheelhouse() -> Path:
-    """Every wheel the three images install (``images/constraints.txt``), downloaded once by pip."""
-    constraints = (REPO / "images" / "constraints.txt").read_bytes()
-    key = _digest(constraints, (REPO / "pyproject.toml").read_bytes())
-    dest = CACHE / f"wheels-{key}"
-    with _locked("wheels"):
+def _made_once(dest: Path, lock: str, what: str, make: Callable[[Path], None]) -> Path:
+    """``dest``, made by ``make(tmp)`` into a fresh folder and moved into place whole, once; a folder left half made
+    by an interrupted run is never taken for a finished one (``.complete`` is written last)."""
+    with _locked(lock):
         if (dest / ".complete").exists():
             return dest
-        _log("filling the wheelhouse with pip download (images/constraints.txt; once per pin change)")
-        tmp = Path(tempfile.mkdtemp(prefix="wheels-", dir=CACHE))
+        _log(what)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{lock}-", dir=CACHE))
         try:
-            subprocess.run(
-                [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(tmp), "--only-binary=:all:",
-                 "-c", str(REPO / "images" / "constraints.txt"),
-                 f"{REPO}[operator,trainer]", "setuptools>=69", "wheel"],
-                check=True,
-            )  # fmt: skip
-            for own in tmp.glob("slipway-*"):  # the project itself is built from the context, not taken from here
-                own.unlink()
+            make(tmp)
             (tmp / ".complete").touch()
             shutil.rmtree(dest, ignore_errors=True)
             tmp.rename(dest)
@@ -151,6 +113,44 @@ def wheelhouse() -> Path:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     return dest
+
+
+def debian_base() -> Path:
+    """A Debian root filesystem with ``BASE_PACKAGES`` (debootstrap, minbase), made once."""
+    key = _digest(DEBIAN_SUITE.encode(), " ".join(BASE_PACKAGES).encode())
+
+    def make(root: Path) -> None:
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", DEBIAN_SUITE, str(root),
+             DEBIAN_MIRROR],
+            check=True, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        # Device nodes are the runtime's business; caches and package lists are not part of a base.
+        for leftover in ("dev", "var/cache/apt/archives", "var/lib/apt/lists", "tmp"):
+            shutil.rmtree(root / leftover, ignore_errors=True)
+            (root / leftover).mkdir(parents=True, exist_ok=True)
+        (root / "tmp").chmod(0o1777)
+
+    what = f"making the image base: debootstrap {DEBIAN_SUITE} from {DEBIAN_MIRROR} (a few minutes, once)"
+    return _made_once(CACHE / f"base-{DEBIAN_SUITE}-{key}", "base", what, make)
+
+
+def wheelhouse() -> Path:
+    """Every wheel the three images install (``images/constraints.txt``), downloaded once by pip."""
+    constraints = REPO / "images" / "constraints.txt"
+    key = _digest(constraints.read_bytes(), (REPO / "pyproject.toml").read_bytes())
+
+    def make(dest: Path) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(dest), "--only-binary=:all:",
+             "-c", str(constraints), f"{REPO}[operator,trainer]", "setuptools>=69", "wheel"],
+            check=True,
+        )  # fmt: skip
+        for own in dest.glob("slipway-*"):  # the project itself is built from the context, not taken from here
+            own.unlink()
+
+    what = "filling the wheelhouse with pip download (images/constraints.txt; once per pin change)"
+    return _made_once(CACHE / f"wheels-{key}", "wheels", what, make)
 
 
 SOURCES = ("images", "pyproject.toml", "README.md", "operator", "trainer", ".dockerignore")
