@@ -5,7 +5,9 @@ etcd, kube-apiserver (RBAC, generated certificates, service-account signing keys
 kube-controller-manager, kube-scheduler and KWOK, which plays the kubelets of fake nodes
 (one CPU node and one GPU node advertising ``nvidia.com/gpu: 8``). SeaweedFS serves S3.
 KubeRay's operator, built from its pinned module, can be started against the control plane
-(``KubeRayOperator``; the tests do, ``make cluster`` does not).
+(``KubeRayOperator``; the tests do, ``make cluster`` does not). The real node that runs containers is
+``node.RealNode``; ``make cluster`` starts it too. What both share (processes, certificates, addresses)
+is in ``common.py``.
 
 Used by the pytest session fixtures in ``tests/conftest.py`` and, for manual use, by
 ``make cluster`` / ``make cluster-down``::
