@@ -94,10 +94,11 @@ def slipway_on_node(
     images/operator/Dockerfile (BuildKit, no network; rebuilt only when what goes into it changed) and loaded into
     its containerd, the store's bucket `slipway` and its Secret, and `helm
     install` of the chart with tests/cluster/values-testbed.yaml into `slipway-system`, whose pods all run on the
-    real node. Yields the namespace; the operator watches it. (The trainer and server images build the same way,
-    `make images`; the RayJobs and servers that run them on this node are the next step.)"""
+    real node. Yields the namespace; the operator watches it and its ModelDeployments' servers run there from the
+    server image, built and loaded the same way. (The trainer image builds the same way, `make images`; the
+    RayJobs that run it on this node are the next step.)"""
     plane, ns = slipway_crds, NODE_RELEASE_NAMESPACE
-    for archive in buildkit.image_archives(["operator"]).values():
+    for archive in buildkit.image_archives(["operator", "server"]).values():
         real_node.import_image(archive)
     _create_namespace(plane, ns, node_namespace_annotations())
     secret = {

@@ -127,5 +127,6 @@ def serve_config(name: str, spec: ModelDeploymentSpec, model_uri: str, *, port: 
             "port": port,
             "server": spec.server.model_dump(mode="json", by_alias=True),
             "monitoring": spec.monitoring.model_dump(mode="json", by_alias=True),
+            "device": "cuda" if spec.resources.gpus else "cpu",
         }
     )

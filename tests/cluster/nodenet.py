@@ -55,10 +55,17 @@ class NodeNet:
 
     def http_get(self, host: str, port: int, path: str = "/", timeout: float = 5.0) -> tuple[int, str]:
         """A plain HTTP GET to an address inside the node's network (a pod, a ClusterIP, the node)."""
+        return self.http("GET", host, port, path, timeout=timeout)
+
+    def http(
+        self, method: str, host: str, port: int, path: str, body: bytes | None = None, timeout: float = 5.0
+    ) -> tuple[int, str]:
+        """One HTTP request on a new connection (a ClusterIP balances per connection) inside the node's network."""
         conn = http.client.HTTPConnection(host, port, timeout=timeout)
         conn.sock = self.connect(host, port, timeout)
         try:
-            conn.request("GET", path)
+            headers = {"Content-Type": "application/json"} if body is not None else {}
+            conn.request(method, path, body=body, headers=headers)
             resp = conn.getresponse()
             return resp.status, resp.read().decode(errors="replace")
         finally:

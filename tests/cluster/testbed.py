@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import shutil
 import signal
 import ssl
@@ -169,6 +170,26 @@ class ControlPlane:
         if check and result.returncode != 0:
             raise TestbedError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
         return result.stdout
+
+    @contextlib.contextmanager
+    def port_forward(self, namespace: str, target: str, port: int) -> Iterator[str]:
+        """`kubectl port-forward <target> :<port>` from the host shell, as a user runs it; yields its local URL."""
+        forward = subprocess.Popen(
+            [binary("kubectl"), "--kubeconfig", str(self.kubeconfig), "port-forward", "-n", namespace, target,
+             f":{port}"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            assert forward.stdout is not None
+            line = forward.stdout.readline()
+            match = re.search(r"127\.0\.0\.1:(\d+) -> ", line)
+            if not match:
+                said = forward.stderr.read() if forward.stderr and forward.poll() is not None else ""
+                raise TestbedError(f"kubectl port-forward {target} said {line!r} {said}")
+            yield f"http://127.0.0.1:{match.group(1)}"
+        finally:
+            forward.terminate()
+            forward.wait(timeout=10)
 
     def _get(self, url: str, client_cert: bool = True) -> int:
         ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))

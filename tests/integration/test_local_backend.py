@@ -68,7 +68,10 @@ def test_a_job_runs_once_and_a_restarted_operator_adopts_it(tmp_path: Path) -> N
     assert json.loads((tmp_path / "out" / "_run" / "result.json").read_text())["status"] == "Succeeded"
     first.apply(children)  # and a pass after the end starts nothing
     assert json.loads((tmp_path / "state/ml/rayjob/digits-prep/pid").read_text())["pid"] == pid
-    assert job_status(first, children)["jobStatus"] == "SUCCEEDED"
+    # The workload writes result.json and then stops its Ray: its parent sees the exit a moment later.
+    testbed.wait_until(
+        "the first operator to see the end", lambda: job_status(first, children)["jobStatus"] == "SUCCEEDED", 60
+    )
     assert "prep" in (tmp_path / "state/ml/rayjob/digits-prep/log").read_text()
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import re
 import ssl
 import subprocess
 import time
@@ -120,21 +119,9 @@ def test_a_pod_runs_on_the_real_node_and_kubectl_logs_exec_and_port_forward_reac
     out = control_plane.kubectl("exec", "-n", node_namespace, "web", "--", "sh", "-c", "id -u; cat /tmp/www/index.html")
     assert out.split() == ["1000", "hello", "from", "web"]
 
-    forward = subprocess.Popen(
-        [testbed.binary("kubectl"), "--kubeconfig", str(control_plane.kubeconfig), "port-forward", "-n",
-         node_namespace, "pod/web", ":8080"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert forward.stdout is not None
-        line = forward.stdout.readline()
-        match = re.search(r"127\.0\.0\.1:(\d+) -> 8080", line)
-        assert match, f"port-forward said {line!r}: {forward.stderr.read() if forward.poll() is not None else ''}"
-        with urllib.request.urlopen(f"http://127.0.0.1:{match.group(1)}/index.html", timeout=10) as resp:
+    with control_plane.port_forward(node_namespace, "pod/web", 8080) as url:
+        with urllib.request.urlopen(f"{url}/index.html", timeout=10) as resp:
             assert resp.read().decode().strip() == "hello from web"
-    finally:
-        forward.terminate()
-        forward.wait(timeout=10)
 
 
 def test_pods_reach_services_by_cluster_ip_and_dns_name_the_api_server_and_the_s3_store(

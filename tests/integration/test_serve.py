@@ -23,10 +23,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slipway_trainer.config.prep import PrepConfig
-from slipway_trainer.config.train import TrainConfig
-from slipway_trainer.data import workload as prep_workload
-from slipway_trainer.train import workload as train_workload
+from specs import prepare_and_train
 
 
 @dataclass
@@ -38,20 +35,6 @@ class Served:
 
     def infer(self, body: Any, name: str | None = None, **kw: Any) -> requests.Response:
         return requests.post(f"{self.url}/v2/models/{name or self.name}/infer", json=body, timeout=30, **kw)
-
-
-def prepare_and_train(root: Path, name: str, prep: dict[str, Any], train: dict[str, Any]) -> tuple[Path, Path]:
-    dataset = root / f"{name}-data"
-    result = prep_workload.run(PrepConfig.model_validate({"outputUri": dataset.as_uri(), "spec": prep}))
-    assert result["status"] == "Succeeded", result
-    run = root / f"{name}-run"
-    result = train_workload.run(
-        TrainConfig.model_validate(
-            {"datasetUri": dataset.as_uri(), "artifactUri": run.as_uri(), "useRay": False, "spec": train}
-        )
-    )
-    assert result["status"] == "Succeeded", result
-    return dataset, run / "model"
 
 
 def start(root: Path, name: str, model: Path, **server: Any) -> Iterator[subprocess.Popen[str]]:
@@ -463,3 +446,35 @@ def test_sigterm_lets_in_flight_requests_finish_and_drops_readiness_first(root: 
     assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
     assert answers == [200]
     assert process.wait(timeout=60) == 0
+
+
+def test_a_server_given_a_gpu_runs_on_it_or_refuses_to_start_saying_why(root: Path, fashion: Served) -> None:
+    """`device: cuda` (what the operator sets for `resources.gpus > 0`) never silently serves on the CPU: where this
+    machine's runtime can use CUDA the model answers from it, elsewhere the server exits at start-up naming
+    `resources.gpus` and what to change (a crash the failure diagnosis shows, not a slow CPU server)."""
+    import onnxruntime
+    import torch
+
+    model = root / "fashion-run" / "model"  # trained by the fashion fixture
+    usable = {
+        "onnx": "CUDAExecutionProvider" in onnxruntime.get_available_providers(),
+        "torchscript": torch.cuda.is_available(),
+    }
+    for fmt, can in usable.items():
+        if can:
+            process = next(start(root, f"gpu-{fmt}", model, server={"format": fmt}, device="cuda"))
+            port = json.loads((root / f"gpu-{fmt}.ready").read_text())["port"]
+            body = {"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "UINT8", "data": [0] * 784}]}
+            answer = requests.post(f"http://127.0.0.1:{port}/v2/models/gpu-{fmt}/infer", json=body, timeout=30)
+            assert answer.status_code == 200, answer.text
+            process.terminate()
+            assert process.wait(timeout=60) == 0
+            continue
+        config = root / f"gpu-{fmt}.json"
+        config.write_text(json.dumps({"modelUri": model.as_uri(), "server": {"format": fmt}, "device": "cuda"}))
+        refused = subprocess.run(
+            [sys.executable, "-m", "slipway_trainer", "serve", "--config", str(config)],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "resources.gpus" in refused.stderr and "error:" in refused.stderr, refused.stderr

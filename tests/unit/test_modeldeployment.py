@@ -4,6 +4,7 @@ Events. These tests walk it through deploy, rolling update, canary steps, promot
 from __future__ import annotations
 
 import copy
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,24 @@ def test_onnx_models_are_served_from_the_server_image_and_torchscript_from_the_t
         world = World(deployment_resource(server={"format": model_format}), run("fashion-sweep", "s3://m/1", 0.9))
         world.step()
         assert world.deployments[md.STABLE]["spec"]["template"]["spec"]["containers"][0]["image"] == image
+
+
+def test_gpus_put_the_server_on_cuda_and_a_slow_model_gets_a_startup_allowance_before_liveness_counts() -> None:
+    for gpus, device in ((0, "cpu"), (1, "cuda")):
+        resources = {"cpu": "1", "memory": "2Gi", "gpus": gpus}
+        world = World(
+            deployment_resource(resources=resources, server={"format": "torchscript", "startupTimeoutSeconds": 900}),
+            run("fashion-sweep", "s3://m/1", 0.9),
+        )
+        plan = world.step()
+        config_map = next(c for c in plan.children if c["kind"] == "ConfigMap")
+        served = json.loads(next(iter(config_map["data"].values())))
+        assert served["device"] == device
+        container = world.deployments[md.STABLE]["spec"]["template"]["spec"]["containers"][0]
+        assert ("nvidia.com/gpu" in container["resources"]["limits"]) == bool(gpus)
+        startup = container["startupProbe"]
+        assert startup["httpGet"]["path"] == "/v2/health/live"
+        assert startup["periodSeconds"] * startup["failureThreshold"] >= 900  # the allowance asked for, at least
 
 
 def serving_world(**spec: Any) -> World:

@@ -113,20 +113,37 @@ class Proc:
     def ready(self) -> bool:
         return self.alive() and self.port() is not None
 
-    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+    def pid(self) -> int | None:
         pid = self.popen.pid if self.popen is not None else self.record().get("pid")
-        if not pid or not self.alive():
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while self.alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        if self.popen is not None:
-            self.popen.wait()
-            self.alive()  # records the exit status
+        return int(pid) if pid else None
+
+    def signal(self, number: signal.Signals) -> None:
+        """``number`` to its whole process group (what it started, its Ray included)."""
+        pid = self.pid()
+        if pid:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, number)
+
+    def stop(self, grace: float = STOP_GRACE_SECONDS) -> None:
+        stop_all([self], grace)
+
+
+def stop_all(procs: list[Proc], grace: float = STOP_GRACE_SECONDS) -> None:
+    """SIGTERM to every live one at once, one shared grace period, then SIGKILL to what is left: stopping n
+    processes takes at most ``grace``, not n times it. What outlived the grace is said on stderr."""
+    live = [p for p in procs if p.pid() and p.alive()]
+    for proc in live:
+        proc.signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(p.alive() for p in live) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for proc in live:
+        if proc.alive():
+            print(f"slipway: {proc.dir} did not stop within {grace:.0f} s of SIGTERM; killed", file=sys.stderr)
+        proc.signal(signal.SIGKILL)  # its group: a child that outlived its leader goes too
+        if proc.popen is not None:
+            proc.popen.wait()
+            proc.alive()  # records the exit status
 
 
 def _hash(data: Any) -> str:
@@ -196,6 +213,8 @@ class LocalBackend:
             }
         elif step == "serve":
             config |= {"host": "127.0.0.1", "port": 0, "readyFile": str(folder / "ready.json")}
+            if not self.gpus:  # like the steps above: GPUs only where this machine has them
+                config["device"] = "cpu"
         return config
 
     def _start(self, proc: Proc, step: str, config: dict[str, Any], key: str) -> None:
@@ -300,9 +319,7 @@ class LocalBackend:
         folder.mkdir(parents=True, exist_ok=True)
         current = self._proc(folder / state["current"]) if state.get("current") else None
         if state["replicas"] == 0:
-            for sub in (state.get("current"), state.get("previous")):
-                if sub:
-                    self._proc(folder / sub).stop()
+            stop_all([self._proc(folder / sub) for sub in (state.get("current"), state.get("previous")) if sub])
         elif current is None or current.key != key or not current.alive():
             if current is not None and current.key != key and current.alive():
                 state["previous"] = state["current"]  # stops once the new one is ready
@@ -433,16 +450,12 @@ class LocalBackend:
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         with self.lock:
             folder = self._dir(kind, namespace, name)
-            for path, proc in list(self.procs.items()):
-                if path == folder or folder in path.parents:
-                    proc.stop()
-                    self.procs.pop(path)
+            mine = [path for path in self.procs if path == folder or folder in path.parents]
             if folder in self.queue:
                 self.queue.remove(folder)
-            for sub in folder.glob("*/pid"):  # adopted processes this operator did not start
-                Proc(sub.parent).stop()
-            if (folder / "pid").exists():
-                Proc(folder).stop()
+            adopted = [Proc(sub.parent) for sub in folder.glob("*/pid")]  # processes this operator did not start
+            own = [Proc(folder)] if (folder / "pid").exists() else []
+            stop_all([*(self.procs.pop(path) for path in mine), *adopted, *own])
             if folder.exists():  # its logs stay readable under .deleted/
                 graveyard = folder.parent / ".deleted"
                 graveyard.mkdir(exist_ok=True)
@@ -469,5 +482,4 @@ class LocalBackend:
         if not self.stop_on_close:
             return
         with self.lock:
-            for proc in self.procs.values():
-                proc.stop()
+            stop_all(list(self.procs.values()))

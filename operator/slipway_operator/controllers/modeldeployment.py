@@ -266,6 +266,7 @@ class _Builder:
             weight=weight,
             storage_secret=self.settings.storage_secret,
             gpu=self.settings.gpu,
+            startup_seconds=self.spec.server.startup_timeout_seconds,
         )
 
 

@@ -44,6 +44,10 @@ class ServerSpec(ConfigModel):
     limits: Limits = Field(default_factory=Limits)
     """Request limits."""
 
+    startup_timeout_seconds: int = Field(default=600, ge=10, le=7200)
+    """How long a server pod may take to fetch, load and warm up its model before its liveness probe counts
+    (a Kubernetes startup probe); a pod not live by then is restarted. Raise it for large models."""
+
 
 class Drift(ConfigModel):
     """Compares a rolling window of live inputs with the training data's profile."""
@@ -94,6 +98,10 @@ class ServeConfig(ConfigModel):
 
     profile_uri: str | None = Field(default=None, max_length=2048)
     """The dataset manifest whose profile is the drift baseline; default: the one the model card names."""
+
+    device: Literal["cpu", "cuda"] = "cpu"
+    """Where the model runs: cuda when the ModelDeployment asks for GPUs (`resources.gpus`). A server that cannot
+    use the GPU it was given refuses to start and says why; it never falls back to the CPU in silence."""
 
     ready_file: str | None = None
     """A local file the server writes `{"port": N}` to once it is ready (how a parent learns the port)."""

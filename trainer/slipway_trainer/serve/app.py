@@ -242,7 +242,8 @@ class Server:
         self.batcher.start()
         self.model.warm_up()
         self.ready = True
-        log.info("serving %s on http://%s:%s", self.name, self.config.host, port)
+        log.info("serving %s (%s on %s) on http://%s:%s", self.name, self.model.format, self.model.device,
+                 self.config.host, port)  # fmt: skip
         if self.config.ready_file:
             Path(self.config.ready_file).write_text(json.dumps({"port": port}))
         stop = asyncio.Event()

@@ -16,12 +16,29 @@ from slipway_trainer.workload import WorkloadError
 FILES = {"onnx": "model.onnx", "torchscript": "model.pt"}
 
 
+def onnx_providers(device: str) -> list[str]:
+    """ONNX Runtime's execution providers for ``device``: CUDA first on a GPU, and only if this build has it."""
+    if device != "cuda":
+        return ["CPUExecutionProvider"]
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        raise WorkloadError(
+            "NoGpuRuntime",
+            "the server was given a GPU (resources.gpus) but its ONNX Runtime has no CUDA provider (the CPU build: "
+            "onnxruntime, not onnxruntime-gpu): serve server.format: torchscript on GPUs, build the server image "
+            "with onnxruntime-gpu, or set resources.gpus: 0",
+        )
+    return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
 class ServedModel:
     """Loads once; `predict` takes the model's float32 input and returns its raw outputs (thread-safe)."""
 
-    def __init__(self, model_uri: str, fmt: str, workdir: Path) -> None:
+    def __init__(self, model_uri: str, fmt: str, workdir: Path, device: str = "cpu") -> None:
         self.uri = model_uri
         self.format = fmt
+        self.device = device
         name = FILES[fmt]
         local = workdir / "model"
         local.mkdir(parents=True, exist_ok=True)
@@ -42,12 +59,18 @@ class ServedModel:
         if fmt == "onnx":
             import onnxruntime
 
-            self._session = onnxruntime.InferenceSession(str(local / name), providers=["CPUExecutionProvider"])
+            self._session = onnxruntime.InferenceSession(str(local / name), providers=onnx_providers(device))
             self._input = self._session.get_inputs()[0].name
         else:
             import torch
 
-            self._module = torch.jit.load(str(local / name), map_location="cpu")  # type: ignore[no-untyped-call]
+            if device == "cuda" and not torch.cuda.is_available():
+                raise WorkloadError(
+                    "NoGpu",
+                    "the server was given a GPU (resources.gpus) but CUDA sees none in this pod: check the node's "
+                    "NVIDIA driver and device plugin, or set resources.gpus: 0 to serve on the CPU",
+                )
+            self._module = torch.jit.load(str(local / name), map_location=device)  # type: ignore[no-untyped-call]
             self._module.eval()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -56,7 +79,7 @@ class ServedModel:
         import torch
 
         with self._lock, torch.no_grad():
-            return np.asarray(self._module(torch.from_numpy(x)).float().numpy())
+            return np.asarray(self._module(torch.from_numpy(x).to(self.device)).float().cpu().numpy())
 
     def warm_up(self) -> None:
         """One call with a zero input, so the first request does not pay for lazy initialisation."""

@@ -34,7 +34,7 @@ def main(config_path: str) -> int:
         config = workload.load_config(config_path, ServeConfig)
         workdir = storage.staging_dir()
         try:
-            model = ServedModel(config.model_uri, config.server.format, workdir)
+            model = ServedModel(config.model_uri, config.server.format, workdir, config.device)
             profile = drift_profile(config, model) if config.monitoring.drift.enabled else None
             if config.monitoring.drift.enabled and profile is None:
                 logging.getLogger("slipway.serve").warning(

@@ -1,0 +1,233 @@
+"""A ModelDeployment served for real: the chart's operator (a pod on the real node) makes the Deployments and the
+Service, the server pods run the image built from images/server/Dockerfile and fetch the model from the S3 store,
+predictions come back through `kubectl port-forward` and through the Service's ClusterIP, canaries are judged
+on the servers' own /metrics, read by the operator through the API server's pod proxy, and the Service keeps
+answering while pods come and go (a rollout, a rollback, a server pod deleted under load).
+
+What KWOK could never show: the server image starts as its non-root user, reads the store with the Secret's
+credentials, passes its startup, readiness and liveness probes, and the canary gate sees real request counts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import buildkit
+import pytest
+import testbed
+from node import RealNode
+
+from slipway_trainer import storage
+from specs import AUTO_MPG, prepare_and_train
+
+NAME = "mpg-served"
+CARS = [
+    {"Cylinders": 4, "Displacement": 97.0, "Horsepower": 88.0, "Weight_in_lbs": 2130, "Acceleration": 14.5,
+     "Year": "1971-01-01", "Origin": "Japan"},
+    {"Cylinders": 8, "Displacement": 350.0, "Horsepower": 165.0, "Weight_in_lbs": 4100, "Acceleration": 11.0,
+     "Year": "1970-01-01", "Origin": "USA"},
+]  # fmt: skip
+
+
+@pytest.fixture
+def model_uri(tmp_path: Path, s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """A small Auto MPG model trained here (ONNX) and put where the pods read it: s3://slipway/models/..."""
+    _, model = prepare_and_train(
+        tmp_path,
+        "mpg",
+        {**AUTO_MPG, "privacy": {"dropColumns": ["Name", "Year"]}},
+        {
+            "model": {"architecture": "mlp", "params": {"hidden": [16]}},
+            "objective": {"loss": "mse", "metric": "mae", "direction": "minimize"},
+            "optimizer": {"learningRate": 0.01},
+            "training": {"epochs": 40, "batchSize": 32},
+            "export": {"formats": ["onnx"]},
+        },
+    )
+    for key, value in s3_env.items():
+        monkeypatch.setenv(key, value)  # the test itself writes to the store too
+    uri = f"s3://slipway/models/mpg-{uuid.uuid4().hex[:8]}"
+    storage.upload_dir(model, uri)
+    return uri
+
+
+def deployment(ns: str, uri: str, rollout: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "slipway.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": NAME, "namespace": ns},
+        "spec": {
+            "model": {"uri": uri},
+            "replicas": {"min": 2, "max": 2},
+            "resources": {"cpu": "250m", "memory": "768Mi"},
+            "server": {"format": "onnx", "batching": {"maxBatchSize": 16, "maxLatencyMs": 2}},
+            "monitoring": {"drift": {"enabled": False}},
+            **({"rollout": rollout} if rollout else {}),
+        },
+    }
+
+
+def status(plane: testbed.ControlPlane, ns: str) -> dict[str, Any]:
+    obj = json.loads(plane.kubectl("get", "modeldeployment", NAME, "-n", ns, "-o", "json"))
+    return dict(obj.get("status") or {})
+
+
+def wait_status(plane: testbed.ControlPlane, ns: str, what: str, ok: Any, timeout: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    seen: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        seen = status(plane, ns)
+        if ok(seen):
+            return seen
+        time.sleep(2)
+    pods = plane.kubectl("get", "pods", "-n", ns, "-o", "wide", check=False)
+    events = plane.kubectl("get", "events", "-n", ns, "--sort-by=.lastTimestamp", check=False)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s\n{json.dumps(seen, indent=1)}\n{pods}\n{events[-4000:]}")
+
+
+def server_pods(plane: testbed.ControlPlane, ns: str, track: str) -> list[dict[str, Any]]:
+    selector = f"slipway.dev/modeldeployment={NAME},slipway.dev/track={track}"
+    items: list[dict[str, Any]] = json.loads(plane.kubectl("get", "pods", "-n", ns, "-l", selector, "-o", "json"))[
+        "items"
+    ]
+    return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+
+def infer_body(features: list[str]) -> bytes:
+    rows = [[car[f] for f in features] for car in CARS]
+    return json.dumps({"inputs": [{"name": "input", "shape": [len(rows), len(features)], "datatype": "BYTES",
+                                   "data": rows}]}).encode()  # fmt: skip
+
+
+class Load:
+    """Requests to the Service's ClusterIP from inside the node's network, one connection each (the Service
+    balances per connection), until stopped; counts the answers."""
+
+    def __init__(self, node: RealNode, ip: str, body: bytes) -> None:
+        self.node, self.ip, self.body = node, ip, body
+        self.codes: Counter[int] = Counter()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        assert self.node.net is not None
+        while not self.stopped.is_set():
+            try:
+                code, _ = self.node.net.http("POST", self.ip, 80, f"/v2/models/{NAME}/infer", self.body, timeout=10)
+            except OSError:
+                code = 0
+            self.codes[code] += 1
+            time.sleep(0.05)
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=30)
+
+
+def test_a_model_deployment_serves_from_server_pods_on_the_real_node_and_judges_canaries_on_their_metrics(
+    control_plane: testbed.ControlPlane, slipway_on_node: str, real_node: RealNode, model_uri: str
+) -> None:
+    plane, ns = control_plane, slipway_on_node
+    plane.kubectl("apply", "-f", "-", input=json.dumps(deployment(ns, model_uri)))
+    try:
+        served = wait_status(plane, ns, "Available", lambda s: s.get("phase") == "Available", 300)
+        pods = server_pods(plane, ns, "stable")
+        assert len(pods) == 2 and served["readyReplicas"] == "2/2"
+        pod = pods[0]
+        assert pod["spec"]["nodeName"] == real_node.name
+        container = pod["spec"]["containers"][0]
+        assert container["image"] == buildkit.image_tag("server")
+        assert container["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
+        assert all(c["ready"] for c in pod["status"]["containerStatuses"])
+        assert served["endpoint"] == f"http://{NAME}.{ns}.svc.cluster.local"
+
+        # Through the Service, from the host shell: kubectl port-forward.
+        with plane.port_forward(ns, f"svc/{NAME}", 80) as url:
+            with urllib.request.urlopen(f"{url}/v2/models/{NAME}", timeout=10) as answer:
+                features = json.loads(answer.read())["parameters"]["features"]
+            request = urllib.request.Request(f"{url}/v2/models/{NAME}/infer", data=infer_body(features),
+                                             headers={"Content-Type": "application/json"})  # fmt: skip
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                outputs = json.loads(answer.read())["outputs"]
+            (mpg,) = outputs
+            small, big = mpg["data"]
+            assert mpg["shape"] == [2] and small > big, mpg  # the 4-cylinder Japanese car goes further per gallon
+            bad = urllib.request.Request(f"{url}/v2/models/{NAME}/infer", data=b'{"inputs": 3}',
+                                         headers={"Content-Type": "application/json"})  # fmt: skip
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(bad, timeout=10)
+            assert refused.value.code == 400
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=10) as answer:
+                assert answer.status == 200  # and it keeps serving
+
+        # The operator pod reads the servers' /metrics through the pod proxy: its status counts real requests.
+        ip = json.loads(plane.kubectl("get", "service", NAME, "-n", ns, "-o", "json"))["spec"]["clusterIP"]
+        body = infer_body(features)
+        with Load(real_node, ip, body) as load:
+            wait_status(plane, ns, "requests counted", lambda s: (s.get("traffic") or {}).get("requests", 0) >= 20, 120)
+        assert load.codes[200] >= 20 and set(load.codes) == {200}, load.codes
+
+        # A canary of another model revision, judged on its real traffic, promoted.
+        copy = f"{model_uri}-v2"
+        for name in ("model.onnx", "transform.json", "model_card.json"):
+            storage.write_bytes_atomic(storage.join(copy, name), storage.read_bytes(storage.join(model_uri, name)))
+        gate = {"maxErrorRate": 0.01, "maxP99LatencyMs": 2000}
+        canary = {"strategy": "canary", "canary": {"steps": [50], "intervalSeconds": 20, "analysis": gate}}
+        before = served["current"]["name"]
+        with Load(real_node, ip, body) as load:
+            plane.kubectl("apply", "-f", "-", input=json.dumps(deployment(ns, copy, canary)))
+            promoted = wait_status(
+                plane, ns, "the canary promoted",
+                lambda s: s.get("phase") == "Available" and s["current"]["name"] != before, 300,
+            )  # fmt: skip
+        assert set(load.codes) == {200}, load.codes  # the Service kept answering through the whole rollout
+        replaced = promoted["history"][0]
+        assert replaced["outcome"] == "Replaced" and replaced["name"] == before
+        judged = re.search(r"over (\d+) requests", replaced["reason"])
+        assert judged and int(judged.group(1)) > 0, replaced["reason"]  # judged on requests the canary served
+
+        # A canary that misses its latency gate on its real traffic is rolled back; the stable model stays.
+        strict = {
+            **canary,
+            "canary": {**canary["canary"], "analysis": {"maxErrorRate": 0.01, "maxP99LatencyMs": 0.001}},
+        }
+        serving = promoted["current"]["name"]
+        with Load(real_node, ip, body) as load:
+            plane.kubectl("apply", "-f", "-", input=json.dumps(deployment(ns, model_uri, strict)))
+            rolled = wait_status(
+                plane, ns, "the canary rolled back",
+                lambda s: any(h.get("outcome") == "RolledBack" for h in s.get("history") or []), 300,
+            )  # fmt: skip
+        assert set(load.codes) == {200}, load.codes
+        back = next(h for h in rolled["history"] if h["outcome"] == "RolledBack")
+        assert "p99" in back["reason"] and re.search(r"over [1-9]\d* requests", back["reason"]), back["reason"]
+        assert rolled["current"]["name"] == serving
+
+        # A server pod deleted under load: the other one answers meanwhile, the Deployment replaces it.
+        wait_status(plane, ns, "both stable replicas back", lambda s: s.get("readyReplicas") == "2/2", 180)
+        victim = server_pods(plane, ns, "stable")[0]["metadata"]["name"]
+        with Load(real_node, ip, body) as load:
+            plane.kubectl("delete", "pod", victim, "-n", ns, "--wait=false")
+            time.sleep(2)
+            wait_status(
+                plane, ns, "the deleted pod replaced",
+                lambda s: s.get("readyReplicas") == "2/2"
+                and victim not in {p["metadata"]["name"] for p in server_pods(plane, ns, "stable")},
+                180,
+            )  # fmt: skip
+        assert load.codes[200] > 0 and set(load.codes) == {200}, load.codes
+    finally:
+        plane.kubectl("delete", "modeldeployment", NAME, "-n", ns, "--wait=true", "--timeout=120s", check=False)
