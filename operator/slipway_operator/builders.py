@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from slipway_operator.api.common import Resources, SecretKeyRef
+from slipway_trainer.storage import SOURCE_ENV_PREFIX
 
 RAY_VERSION = "2.60.0"
 CONFIG_DIR = "/etc/slipway"
@@ -136,7 +137,8 @@ class Workload:
     image: str
     resources: Resources
     config_map: str
-    storage_secret: str | None = None  # envFrom: AWS_* keys for s3:// artifacts and sources
+    storage_secret: str | None = None  # envFrom: AWS_* keys for the store (artifacts, outputs, sources in it)
+    source_secret: str | None = None  # envFrom with prefix SOURCE_: a DatasetPrep source's own credentials
     salt: SecretKeyRef | None = None  # SLIPWAY_HASH_SALT for hashed columns
     ttl_seconds_after_finished: int | None = None
     backoff_limit: int = 0
@@ -171,8 +173,13 @@ def _container(
         )
     if env:
         container["env"] = env
+    env_from: list[dict[str, Any]] = []
     if workload.storage_secret:
-        container["envFrom"] = [{"secretRef": {"name": workload.storage_secret}}]
+        env_from.append({"secretRef": {"name": workload.storage_secret}})
+    if workload.source_secret:  # prefixed: the source's keys never replace the store's (the output is written there)
+        env_from.append({"secretRef": {"name": workload.source_secret}, "prefix": SOURCE_ENV_PREFIX})
+    if env_from:
+        container["envFrom"] = env_from
     return container
 
 

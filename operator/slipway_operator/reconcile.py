@@ -66,11 +66,23 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _read(uri: str) -> dict[str, Any] | None:
+def _read(uri: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(the JSON document, None), (None, None) when it is not there yet, or (None, what the store said)."""
     try:
-        return storage.read_json(uri) if storage.exists(uri) else None
-    except (OSError, ValueError):
-        return None
+        if storage.exists(uri):
+            return storage.read_json(uri), None
+        bucket = uri.split("://", 1)[1].split("/", 1)[0] if uri.startswith("s3://") else None
+        if bucket and not storage.exists(f"s3://{bucket}"):
+            return None, f"{uri}: no such bucket {bucket!r}: create it, or point the store URI at one that exists"
+        return None, None
+    except Exception as err:  # s3fs maps S3 errors to OSError, but an unreachable endpoint is botocore's own error
+        return None, storage_error(uri, err)
+
+
+def storage_error(uri: str, err: BaseException) -> str:
+    """The store's own reason, in one line: access denied, no such bucket, unreachable. Never credentials."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    return f"{uri}: {type(err).__name__}: {text[:300]}"
 
 
 _validated: dict[tuple[str, int, str], str | None] = {}
@@ -195,8 +207,9 @@ def reconcile_run(obj: dict[str, Any], rt: Runtime) -> Outcome:
         observed.invalid = refused
         observed.ray_job = (job or {}).get("status") or {}
         job_name = next(c for c in wanted.children if c["kind"] == "RayJob")["metadata"]["name"]
-        observed.progress = _read(storage.join(artifacts, "progress.json"))
-        observed.result = _read(storage.join(artifacts, "result.json"))
+        observed.progress, progress_error = _read(storage.join(artifacts, "progress.json"))
+        observed.result, result_error = _read(storage.join(artifacts, "result.json"))
+        observed.store_error = result_error or progress_error
     computed = run_status(observed, list(status.get("conditions", [])), int(meta.get("generation", 1)), _now())
     new = {
         "observedGeneration": meta.get("generation"),

@@ -30,6 +30,7 @@ class Observed:
     progress: dict[str, Any] | None = None  # progress.json
     result: dict[str, Any] | None = None  # result.json
     missing_crd: str | None = None  # KubeRay is not installed
+    store_error: str | None = None  # progress.json / result.json could not be read: the store's own words
 
 
 @dataclass
@@ -120,6 +121,17 @@ def _decide(o: Observed) -> tuple[Phase, str, str, bool, bool, bool, bool | None
         reason = str(job.get("reason") or "RayJobFailed")
         detail = job.get("message") or "the RayJob failed before the workload wrote a result"
         return Phase.FAILED, reason, f"{reason}: {detail}", False, False, True, False
+    if deployment == "Complete" and job.get("jobStatus") == "SUCCEEDED" and o.store_error:
+        return (  # not terminal: a fixed Secret or a bucket created later lets the next pass read the result
+            Phase.RUNNING,
+            "StorageUnavailable",
+            f"the RayJob succeeded but its result cannot be read from the store: {o.store_error}; check the store "
+            "Secret's credentials and endpoint and that the bucket exists (the next pass tries again)",
+            False,
+            False,
+            True,
+            None,
+        )
     if deployment == "Complete" and job.get("jobStatus") == "SUCCEEDED":
         return (
             Phase.RUNNING,
@@ -155,6 +167,9 @@ def _decide(o: Observed) -> tuple[Phase, str, str, bool, bool, bool, bool | None
     if deployment == "Queued":  # the local backend runs a few jobs at a time
         return Phase.PENDING, "Queued", str(job.get("message") or "queued"), False, True, False, None
     if deployment == "Running" and job.get("jobStatus") == "RUNNING":
+        if o.store_error:
+            message = f"running; its progress cannot be read from the store: {o.store_error}"
+            return Phase.RUNNING, "StorageUnavailable", message, False, True, False, None
         return Phase.RUNNING, "Running", _running_message(o.progress), False, True, False, None
     return Phase.PENDING, "Starting", f"the Ray cluster is starting ({deployment or 'new'})", False, True, False, None
 

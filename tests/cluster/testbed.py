@@ -505,13 +505,15 @@ class KubeRayOperator:
 
 @dataclass
 class ObjectStore:
-    """SeaweedFS (`weed server -s3`) on loopback, with one access key."""
+    """SeaweedFS (`weed server -s3`) on loopback, with an admin key and a read-only one (``reader_key``, for
+    sources whose credentials are not the store's)."""
 
     workdir: Path
     component: Component | None = None
     port: int = 0
     access_key: str = S3_ACCESS_KEY
     secret_key: str = S3_SECRET_KEY
+    reader_key: tuple[str, str] = ("slipway-reader", "reader-secret-key")  # (access key, secret): Read and List
 
     @property
     def endpoint(self) -> str:
@@ -530,7 +532,12 @@ class ObjectStore:
                             "name": "testbed",
                             "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
                             "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-                        }
+                        },
+                        {
+                            "name": "reader",
+                            "credentials": [{"accessKey": self.reader_key[0], "secretKey": self.reader_key[1]}],
+                            "actions": ["Read", "List"],
+                        },
                     ]
                 }
             )

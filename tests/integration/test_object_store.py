@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 import sys
+from contextlib import closing
 
 import boto3
 import pytest
@@ -56,3 +59,43 @@ def test_s3fs_reads_credentials_from_the_environment(s3_env: dict[str, str], buc
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == '{"phase": "Running"}'
+
+
+def operator_reads(env: dict[str, str], uri: str) -> list[str | None]:
+    """What the operator's reader makes of ``uri`` with only ``env`` (a fresh process: s3fs caches clients)."""
+    code = (
+        "import json, sys\n"
+        "from slipway_operator.reconcile import _read\n"
+        f"document, error = _read({uri!r})\n"
+        "sys.stdout.write(json.dumps([json.dumps(document) if document else None, error]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env={**env, "PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return list(json.loads(result.stdout))
+
+
+def test_the_operator_says_what_the_store_said_when_it_cannot_read_a_result(
+    s3_env: dict[str, str], bucket: str, object_store: testbed.ObjectStore
+) -> None:
+    """A store that cannot be read is never "not written yet": the operator gets the store's reason (and no
+    credential), so a finished run says StorageUnavailable instead of staying Running in silence."""
+    client(object_store).put_object(Bucket=bucket, Key="runs/a/result.json", Body=b'{"status": "Succeeded"}')
+    uri = f"s3://{bucket}/runs/a/result.json"
+    assert operator_reads(s3_env, uri) == ['{"status": "Succeeded"}', None]
+    assert operator_reads(s3_env, f"s3://{bucket}/runs/b/result.json") == [None, None]  # not there yet
+
+    wrong_secret = {**s3_env, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    with closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    unreachable = {**s3_env, "AWS_ENDPOINT_URL": f"http://127.0.0.1:{closed_port}", "AWS_MAX_ATTEMPTS": "1"}
+    for env, said in ((wrong_secret, ("Forbidden", "AccessDenied", "SignatureDoesNotMatch", "Permission")),
+                      (unreachable, ("connect", "Connect", "refused"))):  # fmt: skip
+        document, error = operator_reads(env, uri)
+        assert document is None and error is not None and uri in error, error
+        assert any(word in error for word in said), error
+        assert "not-the-secret" not in error and s3_env["AWS_SECRET_ACCESS_KEY"] not in error
+    document, error = operator_reads(s3_env, f"s3://{bucket}-missing/runs/a/result.json")
+    assert document is None and error is not None and "bucket" in error.lower(), error

@@ -17,6 +17,7 @@ import boto3
 import pyarrow.parquet as pq
 import pytest
 import testbed
+from botocore.exceptions import ClientError
 
 CSV = "x,y,colour\n" + "".join(f"{i},{i % 2},{'red' if i % 3 else 'blue'}\n" for i in range(200)) + "7,1,red\n"
 
@@ -137,3 +138,38 @@ def test_prep_reads_over_https(https_csv: tuple[str, Path], tmp_path: Path) -> N
     result = run_prep(config, tmp_path, {"SSL_CERT_FILE": str(ca)})
     assert result["status"] == "Succeeded", result
     assert result["rows"]["total"] == 200
+
+
+@pytest.mark.s3
+def test_a_source_with_its_own_secret_is_read_with_it_and_the_output_written_with_the_stores(
+    object_store: testbed.ObjectStore, bucket: str, s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A DatasetPrep's `source.secretRef` reaches the pod prefixed (SOURCE_AWS_*, next to the store's AWS_*):
+    here the source's key may only read, so the output can only have been written with the store's key, and a
+    wrong source secret fails on the source even though the store's key could read it."""
+    s3_client(object_store).put_object(Bucket=bucket, Key="raw/part-0.csv", Body=CSV.encode())
+    reader, secret = object_store.reader_key
+    source_env = {
+        "SOURCE_AWS_ACCESS_KEY_ID": reader,
+        "SOURCE_AWS_SECRET_ACCESS_KEY": secret,
+        "SOURCE_AWS_ENDPOINT_URL": object_store.endpoint,
+        "SOURCE_AWS_REGION": "us-east-1",
+    }
+    config = {
+        "outputUri": f"s3://{bucket}/datasets/two-keys",
+        "spec": {"source": {"uri": f"s3://{bucket}/raw/"}, "label": "y"},
+    }
+    result = run_prep(config, tmp_path, {**s3_env, **source_env})
+    assert result["status"] == "Succeeded", result
+    s3 = s3_client(object_store)
+    assert s3.head_object(Bucket=bucket, Key="datasets/two-keys/manifest.json")["ContentLength"] > 0
+    readonly = boto3.client("s3", endpoint_url=object_store.endpoint, aws_access_key_id=reader,
+                            aws_secret_access_key=secret, region_name="us-east-1")  # fmt: skip
+    with pytest.raises(ClientError, match=r"AccessDenied|Forbidden|403"):
+        readonly.put_object(Bucket=bucket, Key="datasets/other/x", Body=b"x")  # the source key cannot write
+
+    wrong = {**source_env, "SOURCE_AWS_SECRET_ACCESS_KEY": "wrong-source-secret"}
+    config["outputUri"] = f"s3://{bucket}/datasets/wrong-key"
+    failed = run_prep(config, tmp_path, {**s3_env, **wrong})
+    assert failed["status"] == "Failed" and failed["reason"] in ("SourceAccessDenied", "SourceNotFound"), failed
+    assert "wrong-source-secret" not in json.dumps(failed)

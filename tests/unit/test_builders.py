@@ -85,7 +85,8 @@ def prep_objects() -> list[dict[str, Any]]:
             image=IMAGE,
             resources=spec.resources,
             config_map=config_map["metadata"]["name"],
-            storage_secret=spec.source.secret_ref,
+            storage_secret="slipway-store",
+            source_secret=spec.source.secret_ref,
             salt=spec.privacy.salt_secret_ref,
         ),
     )
@@ -179,7 +180,11 @@ def test_credentials_reach_pods_from_secrets_and_never_the_config_map() -> None:
     text = json.dumps(config_map)
     assert "s3-creds" not in text and "salts" not in text
     container = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
-    assert container["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    # The source's own Secret is prefixed: its keys never replace the store's, which the output is written with.
+    assert container["envFrom"] == [
+        {"secretRef": {"name": "slipway-store"}},
+        {"secretRef": {"name": "s3-creds"}, "prefix": "SOURCE_"},
+    ]
     assert container["env"] == [
         {"name": "SLIPWAY_HASH_SALT", "valueFrom": {"secretKeyRef": {"name": "salts", "key": "people"}}}
     ]

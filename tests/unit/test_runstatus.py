@@ -63,6 +63,26 @@ TABLE = [
         "Reconciling",
     ),
     (
+        "job done, the store cannot be read",
+        Observed(
+            ray_job={"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"},
+            store_error="s3://slipway/runs/a/_run/result.json: PermissionError: Forbidden",
+        ),
+        Phase.RUNNING,
+        "StorageUnavailable",
+        "Stalled",
+    ),
+    (
+        "running, its progress cannot be read",
+        Observed(
+            ray_job={"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},
+            store_error="s3://slipway/runs/a/_run/progress.json: EndpointConnectionError: Could not connect",
+        ),
+        Phase.RUNNING,
+        "StorageUnavailable",
+        "Reconciling",
+    ),
+    (
         "job stopped",
         Observed(ray_job={"jobDeploymentStatus": "Complete", "jobStatus": "STOPPED"}),
         Phase.FAILED,

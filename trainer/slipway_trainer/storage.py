@@ -18,11 +18,29 @@ from typing import Any
 import fsspec
 from fsspec import AbstractFileSystem
 
+SOURCE_ENV_PREFIX = "SOURCE_"  # a DatasetPrep source's own Secret, next to the store's AWS_* (see source_options)
 
-def resolve(uri: str) -> tuple[AbstractFileSystem, str]:
+
+def resolve(uri: str, **options: Any) -> tuple[AbstractFileSystem, str]:
     """The filesystem and the path within it. A bare path is a local file."""
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = fsspec.core.url_to_fs(uri, **options)
     return fs, path
+
+
+def source_options(uri: str) -> dict[str, Any]:
+    """s3fs options from a source's own credentials (``SOURCE_AWS_*``, its secretRef with a prefix), so reading
+    the source never uses, or replaces, the store's ``AWS_*``; empty when it has none or is not on S3."""
+    env = {k.removeprefix(SOURCE_ENV_PREFIX): v for k, v in os.environ.items() if k.startswith(SOURCE_ENV_PREFIX)}
+    if not uri.startswith("s3://") or not env:
+        return {}
+    options: dict[str, Any] = {"key": env.get("AWS_ACCESS_KEY_ID"), "secret": env.get("AWS_SECRET_ACCESS_KEY")}
+    if env.get("AWS_SESSION_TOKEN"):
+        options["token"] = env["AWS_SESSION_TOKEN"]
+    if env.get("AWS_ENDPOINT_URL"):
+        options["endpoint_url"] = env["AWS_ENDPOINT_URL"]
+    if env.get("AWS_REGION"):
+        options["client_kwargs"] = {"region_name": env["AWS_REGION"]}
+    return options
 
 
 def join(uri: str, *parts: str) -> str:

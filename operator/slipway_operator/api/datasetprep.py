@@ -23,8 +23,9 @@ class SourceSpec(Source):
     """Where the raw data comes from, and the credentials to read it."""
 
     secret_ref: ObjectName | None = None
-    """A Secret in the same namespace whose keys (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL,
-    ...) are given to the workload as environment variables. Never copied into configs or status."""
+    """A Secret in the same namespace with the source's own S3 credentials (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION, AWS_SESSION_TOKEN), used to read the source only; the
+    output is still written with the store's Secret. Never copied into configs or status."""
 
 
 class PrivacySpec(Privacy):

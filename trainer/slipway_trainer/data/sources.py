@@ -72,7 +72,7 @@ def open_source(source: Source, batch_rows: int = 65536, resize: tuple[int, int]
         return _builtin(uri.removeprefix("builtin://"), batch_rows)
     if not uri.startswith(("file://", "s3://", "https://")):
         raise WorkloadError("UnsupportedSource", f"source.uri {uri}: use s3://, https://, file:// or builtin://")
-    fs, path = storage.resolve(uri)
+    fs, path = storage.resolve(uri, **storage.source_options(uri))
     files = _list_files(fs, path, uri)
     fmt = source.format or _infer_format(fs, path, files, uri)
     if fmt == "imagefolder":
