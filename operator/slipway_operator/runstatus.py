@@ -98,8 +98,15 @@ def _decide(o: Observed) -> tuple[Phase, str, str, bool, bool, bool, bool | None
     result = o.result or {}
     if result.get("status") == "Succeeded":
         return Phase.SUCCEEDED, "Succeeded", _summary(result), True, False, False, True
+    deployment = str((o.ray_job or {}).get("jobDeploymentStatus") or "")
     if result.get("status") == "Failed":
         message = f"{result.get('reason', 'Failed')}: {result.get('message', '')}"
+        if result.get("retryable") and deployment in (DEPLOYMENT_ACTIVE | {"New"}) - {""}:
+            # KubeRay retries the job (backoffLimit); the retry clears this result as it starts, and may succeed.
+            failed = int((o.ray_job or {}).get("failed") or 1)
+            attempts = f"{failed} failed attempt{'s' if failed != 1 else ''} so far"
+            message = f"{message} ({attempts}; KubeRay retries while spec.failurePolicy.backoffLimit allows)"
+            return Phase.RUNNING, "Retrying", message, False, True, False, None
         return Phase.FAILED, str(result.get("reason") or "WorkloadFailed"), message, False, False, True, False
     if o.waiting_for:
         return (Phase.WAITING, "WaitingForDependency", f"waiting for {o.waiting_for}", False, True, False, None)

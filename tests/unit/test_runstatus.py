@@ -83,6 +83,36 @@ TABLE = [
         "Reconciling",
     ),
     (
+        "an attempt failed in a way a retry may mend, KubeRay retrying",
+        Observed(
+            ray_job={"jobDeploymentStatus": "Retrying", "failed": 1},
+            result={"status": "Failed", "reason": "InternalError", "message": "node lost", "retryable": True},
+        ),
+        Phase.RUNNING,
+        "Retrying",
+        "Reconciling",
+    ),
+    (
+        "the last attempt failed too",
+        Observed(
+            ray_job={"jobDeploymentStatus": "Failed", "failed": 3},
+            result={"status": "Failed", "reason": "InternalError", "message": "node lost", "retryable": True},
+        ),
+        Phase.FAILED,
+        "InternalError",
+        "Failed",
+    ),
+    (
+        "a failure no retry mends, the job still winding down",
+        Observed(
+            ray_job={"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},
+            result={"status": "Failed", "reason": "LabelNotFound", "message": "no column y", "retryable": False},
+        ),
+        Phase.FAILED,
+        "LabelNotFound",
+        "Failed",
+    ),
+    (
         "job stopped",
         Observed(ray_job={"jobDeploymentStatus": "Complete", "jobStatus": "STOPPED"}),
         Phase.FAILED,

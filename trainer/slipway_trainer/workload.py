@@ -118,8 +118,8 @@ def run(artifact_uri: str, config: BaseModel, work: Callable[[Progress], dict[st
     base = {"configHash": config_hash(config), "startedAt": progress.state["startedAt"]}
     try:
         outcome = work(progress)
-    except WorkloadError as err:
-        result = {**base, "status": Status.FAILED, "reason": err.reason, "message": err.message}
+    except WorkloadError as err:  # the data or the config: running it again gives the same answer
+        result = {**base, "status": Status.FAILED, "reason": err.reason, "message": err.message, "retryable": False}
     except Exception as err:  # an unexpected failure still ends with a result a person can read
         result = {
             **base,
@@ -127,6 +127,7 @@ def run(artifact_uri: str, config: BaseModel, work: Callable[[Progress], dict[st
             "reason": "InternalError",
             "message": f"{type(err).__name__}: {err}",
             "traceback": traceback.format_exc(limit=8),
+            "retryable": True,  # it may be the machine (a lost node, the store away): a retry may get through
         }
     else:
         result = {**base, **outcome, "status": Status.SUCCEEDED}
@@ -148,7 +149,9 @@ def run_staged(
 
 
 def main(config_path: str, model: type[C], runner: Callable[[C], dict[str, Any]]) -> int:
-    """The command line of a workload: load the config, run, print the result; exit 0 when it succeeded."""
+    """The command line of a workload: load the config, run, print the result. Exit 0 when it succeeded and when
+    it failed in a way a retry cannot mend (its result.json says why): a non-zero exit makes KubeRay retry the
+    job (`backoffLimit`), which only a retryable failure deserves."""
     try:
         config = load_config(config_path, model)
     except WorkloadError as err:
@@ -156,4 +159,4 @@ def main(config_path: str, model: type[C], runner: Callable[[C], dict[str, Any]]
         return 2
     result = runner(config)
     print(json.dumps({k: v for k, v in result.items() if k != "traceback"}, indent=2, default=str))
-    return 0 if result["status"] == Status.SUCCEEDED else 1
+    return 0 if result["status"] == Status.SUCCEEDED or not result.get("retryable", True) else 1
