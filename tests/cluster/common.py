@@ -265,3 +265,18 @@ def wait_until(what: str, check: object, timeout: float, component: Component | 
     detail = f"\nlast error: {last_error}" if last_error else ""
     tail = f"\n--- {component.name} log ---\n{component.tail()}" if component else ""
     raise TestbedError(f"timed out after {timeout:.0f}s waiting for {what}{detail}{tail}")
+
+
+def kuberay_argv(
+    binary: Path, kubeconfig: Path, metrics_port: int, probe_port: int, namespaces: list[str]
+) -> list[str]:
+    """KubeRay's operator as the test bed runs it: no leader election, probes on loopback, some namespaces only."""
+    return [
+        str(binary),
+        f"--kubeconfig={kubeconfig}",
+        "--enable-leader-election=false",
+        f"--metrics-addr=127.0.0.1:{metrics_port}",
+        f"--health-probe-bind-address=127.0.0.1:{probe_port}",
+        f"--watch-namespace={','.join(namespaces)}",
+        "--log-stdout-encoder=console",
+    ]

@@ -50,6 +50,7 @@ from common import (
     binary,
     free_port,
     kubeconfig_text,
+    kuberay_argv,
     wait_until,
 )
 
@@ -466,15 +467,10 @@ class KubeRayOperator:
     probe_port: int = 0
 
     def argv(self) -> list[str]:
-        return [
-            binary("kuberay-operator"),
-            f"--kubeconfig={self.plane.kubeconfig}",
-            "--enable-leader-election=false",
-            f"--metrics-addr=127.0.0.1:{self.metrics_port}",
-            f"--health-probe-bind-address=127.0.0.1:{self.probe_port}",
-            f"--watch-namespace={','.join(self.watch_namespaces)}",
-            "--log-stdout-encoder=console",
-        ]
+        return kuberay_argv(
+            Path(binary("kuberay-operator")), self.plane.kubeconfig, self.metrics_port, self.probe_port,
+            self.watch_namespaces,
+        )  # fmt: skip
 
     def start(self) -> None:
         self.metrics_port, self.probe_port = free_port(), free_port()
