@@ -401,7 +401,11 @@ def test_credentials_stay_in_their_secret(
         )
         job = get(plane, "rayjob", "mpg-prep", namespace)
     worker = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
-    assert worker["envFrom"] == [{"secretRef": {"name": "store-creds"}}]
+    # The store's Secret as it is, the source's own (here the same Secret) prefixed: neither replaces the other.
+    assert worker["envFrom"] == [
+        {"secretRef": {"name": "store-creds"}},
+        {"secretRef": {"name": "store-creds"}, "prefix": "SOURCE_"},
+    ]
     for kind in (
         "configmaps",
         "rayjobs",

@@ -26,7 +26,6 @@ import pytest
 import testbed
 from node import RealNode
 
-from slipway_trainer import storage
 from specs import AUTO_MPG, prepare_and_train
 
 NAME = "mpg-served"
@@ -39,7 +38,7 @@ CARS = [
 
 
 @pytest.fixture
-def model_uri(tmp_path: Path, s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+def model_uri(tmp_path: Path, object_store: testbed.ObjectStore) -> str:
     """A small Auto MPG model trained here (ONNX) and put where the pods read it: s3://slipway/models/..."""
     _, model = prepare_and_train(
         tmp_path,
@@ -53,11 +52,18 @@ def model_uri(tmp_path: Path, s3_env: dict[str, str], monkeypatch: pytest.Monkey
             "export": {"formats": ["onnx"]},
         },
     )
-    for key, value in s3_env.items():
-        monkeypatch.setenv(key, value)  # the test itself writes to the store too
     uri = f"s3://slipway/models/mpg-{uuid.uuid4().hex[:8]}"
-    storage.upload_dir(model, uri)
+    s3 = store_client(object_store)  # boto3, not s3fs: fsspec caches clients made with earlier tests' settings
+    for path in model.iterdir():
+        s3.upload_file(str(path), "slipway", f"{uri.removeprefix('s3://slipway/')}/{path.name}")
     return uri
+
+
+def store_client(store: testbed.ObjectStore):  # type: ignore[no-untyped-def]
+    import boto3
+
+    return boto3.client("s3", endpoint_url=store.endpoint, aws_access_key_id=store.access_key,
+                        aws_secret_access_key=store.secret_key, region_name="us-east-1")  # fmt: skip
 
 
 def deployment(ns: str, uri: str, rollout: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -138,8 +144,9 @@ class Load:
 
 
 def test_a_model_deployment_serves_from_server_pods_on_the_real_node_and_judges_canaries_on_their_metrics(
-    control_plane: testbed.ControlPlane, slipway_on_node: str, real_node: RealNode, model_uri: str
-) -> None:
+    control_plane: testbed.ControlPlane, slipway_on_node: str, real_node: RealNode, model_uri: str,
+    object_store: testbed.ObjectStore,
+) -> None:  # fmt: skip
     plane, ns = control_plane, slipway_on_node
     plane.kubectl("apply", "-f", "-", input=json.dumps(deployment(ns, model_uri)))
     try:
@@ -182,8 +189,11 @@ def test_a_model_deployment_serves_from_server_pods_on_the_real_node_and_judges_
 
         # A canary of another model revision, judged on its real traffic, promoted.
         copy = f"{model_uri}-v2"
+        s3, prefix = store_client(object_store), model_uri.removeprefix("s3://slipway/")
         for name in ("model.onnx", "transform.json", "model_card.json"):
-            storage.write_bytes_atomic(storage.join(copy, name), storage.read_bytes(storage.join(model_uri, name)))
+            s3.copy_object(
+                Bucket="slipway", Key=f"{prefix}-v2/{name}", CopySource={"Bucket": "slipway", "Key": f"{prefix}/{name}"}
+            )
         gate = {"maxErrorRate": 0.01, "maxP99LatencyMs": 2000}
         canary = {"strategy": "canary", "canary": {"steps": [50], "intervalSeconds": 20, "analysis": gate}}
         before = served["current"]["name"]
