@@ -95,8 +95,7 @@ def slipway_on_node(
     its containerd, the store's bucket `slipway` and its Secret, and `helm
     install` of the chart with tests/cluster/values-testbed.yaml into `slipway-system`, whose pods all run on the
     real node. Yields the namespace; the operator watches it and its ModelDeployments' servers run there from the
-    server image, built and loaded the same way. (The trainer image builds the same way, `make images`; the
-    RayJobs that run it on this node are the next step.)"""
+    server image, built and loaded the same way; `kuberay_on_node` adds the trainer image and KubeRay."""
     plane, ns = slipway_crds, NODE_RELEASE_NAMESPACE
     for archive in buildkit.image_archives(["operator", "server"]).values():
         real_node.import_image(archive)
@@ -124,6 +123,16 @@ def slipway_on_node(
     finally:
         helm(plane, "uninstall", NODE_RELEASE, "-n", ns, "--wait", "--timeout", "2m")
         plane.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="session")
+def kuberay_on_node(slipway_on_node: str, real_node: RealNode) -> str:
+    """`slipway_on_node` with RayJobs that run: the trainer image (images/trainer/Dockerfile, built like the
+    others) in the node's containerd and KubeRay's real operator reconciling `slipway-system` from inside the
+    node (where the Ray heads' dashboards are). Yields the namespace."""
+    real_node.import_image(buildkit.image_archives(["trainer"])["trainer"])
+    real_node.start_kuberay([slipway_on_node])
+    return slipway_on_node
 
 
 def _create_namespace(plane: testbed.ControlPlane, name: str, annotations: dict[str, str] | None = None) -> None:

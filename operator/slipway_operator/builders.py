@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ from pydantic import BaseModel
 
 from slipway_operator.api.common import Resources, SecretKeyRef
 from slipway_trainer.storage import SOURCE_ENV_PREFIX
+from slipway_trainer.workload import WORKER_RESOURCE
 
 RAY_VERSION = "2.60.0"
 CONFIG_DIR = "/etc/slipway"
@@ -152,10 +154,15 @@ class Workload:
 HEAD_CPU_REQUEST = "250m"
 
 
+def cpu_quantity(cpus: float) -> str:
+    """CPU cores as a Kubernetes quantity: whole cores as a number, a fraction in millicores (0.5 -> 500m)."""
+    return str(int(cpus)) if float(cpus).is_integer() else f"{round(cpus * 1000)}m"
+
+
 def _container(
-    name: str, workload: Workload, cpus: int, memory: str, gpus: int, cpu_request: str | None = None
+    name: str, workload: Workload, cpus: float, memory: str, gpus: int, cpu_request: str | None = None
 ) -> dict[str, Any]:
-    limits: dict[str, Any] = {"cpu": str(cpus), "memory": memory}
+    limits: dict[str, Any] = {"cpu": cpu_quantity(cpus), "memory": memory}
     if gpus:
         limits[workload.gpu.resource] = str(gpus)
     requests = dict(limits) | ({"cpu": cpu_request} if cpu_request else {})
@@ -229,6 +236,16 @@ def _submitter(workload: Workload) -> dict[str, Any]:
     return {"spec": spec}
 
 
+def worker_start_params(cpus: float) -> dict[str, str]:
+    """`ray start` of a worker pod: one `WORKER_RESOURCE`, which each training worker asks for (one worker per
+    pod, as `resources.workers` says), and whole CPUs (KubeRay would take them from the limit; a fractional one,
+    500m, still gives Ray one CPU, which the workers' fractional requests fit in)."""
+    params = {"resources": "'" + json.dumps({WORKER_RESOURCE: 1}) + "'"}
+    if not float(cpus).is_integer():
+        params["num-cpus"] = str(math.ceil(cpus))
+    return params
+
+
 def ray_job(owner: Owner, workload: Workload) -> dict[str, Any]:
     """A KubeRay RayJob (ray.io/v1): the head runs the entrypoint, the worker group gets the GPUs."""
     r = workload.resources
@@ -264,7 +281,7 @@ def ray_job(owner: Owner, workload: Workload) -> dict[str, Any]:
                     "replicas": r.workers,
                     "minReplicas": r.workers,
                     "maxReplicas": r.workers,
-                    "rayStartParams": {},
+                    "rayStartParams": worker_start_params(r.cpus_per_worker),
                     "template": {
                         "metadata": {"labels": labels(owner)},
                         "spec": _pod_spec(worker, workload, gpus=r.gpus_per_worker, worker=True),

@@ -247,6 +247,9 @@ def _model_extra(observed: Observed) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if progress.get("epoch"):
         out |= {"epoch": progress["epoch"], "totalEpochs": progress.get("totalEpochs")}
+    resumed = result.get("resumedFrom") or progress.get("resumedFrom")
+    if resumed:  # a worker was lost and the loop went on from a checkpoint: say from which epochs
+        out["resumedFrom"] = list(resumed)
     if progress.get("maxTrials"):
         done, running, failed = (progress.get(k, 0) for k in ("trialsDone", "trialsRunning", "trialsFailed"))
         out["trials"] = {"total": done + running + failed, "completed": done, "running": running, "failed": failed}

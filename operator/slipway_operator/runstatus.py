@@ -193,7 +193,9 @@ def _progress(o: Observed) -> str:
 
 def _progress_of(p: dict[str, Any]) -> str:
     if p.get("totalEpochs"):
-        return f"epoch {p.get('epoch', 0)}/{p['totalEpochs']}"
+        resumed = p.get("resumedFrom") or []
+        again = f" (resumed from the epoch-{resumed[-1]} checkpoint)" if resumed else ""
+        return f"epoch {p.get('epoch', 0)}/{p['totalEpochs']}{again}"
     if p.get("maxTrials"):
         return f"{p.get('trialsDone', 0)}/{p['maxTrials']} trials"
     if p.get("rowsRead") is not None:

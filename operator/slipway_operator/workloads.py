@@ -55,7 +55,7 @@ def train_config(
     *,
     workers: int | None = None,
     gpus_per_worker: int | None = None,
-    cpus_per_worker: int | None = None,
+    cpus_per_worker: float | None = None,
     lineage: dict[str, str] | None = None,
 ) -> TrainConfig:
     """The training workload's config for a TrainingRun (or a sweep's template). `workers` and
@@ -92,7 +92,7 @@ def tune_config(
     dataset_uri: str,
     artifact_uri: str,
     *,
-    cpus_per_trial: int | None = None,
+    cpus_per_trial: float | None = None,
     gpus_per_trial: int | None = None,
     lineage: dict[str, str] | None = None,
 ) -> TuneConfig:

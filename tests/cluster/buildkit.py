@@ -155,7 +155,9 @@ def wheelhouse() -> Path:
 
 CACHE_KEEP_MB = 10_000  # BuildKit's layer cache, at most (the dependency layers of the operator and server fit)
 
-SOURCES = ("images", "pyproject.toml", "README.md", "operator", "trainer", ".dockerignore")
+# What the Dockerfiles copy: a change elsewhere (README.md, docs, tests) rebuilds no image.
+SOURCES = ("images/operator", "images/trainer", "images/server", "images/constraints.txt", "pyproject.toml",
+           "operator", "trainer", ".dockerignore")  # fmt: skip
 
 
 def _sources_digest() -> bytes:

@@ -40,7 +40,9 @@ from common import (
     CertificateAuthority,
     Component,
     TestbedError,
+    binary,
     kubeconfig_text,
+    kuberay_argv,
     wait_until,
 )
 from images import busybox_archive, pause_archive
@@ -57,6 +59,7 @@ S3_PORT = 9000  # pods reach the test bed's S3 store at http://NODE_IP:S3_PORT, 
 NODE_LABEL = ("slipway.dev/node", "real")
 NODE_TAINT = {"key": "slipway.dev/real-node", "value": "true", "effect": "NoSchedule"}
 CLUSTER_DOMAIN = "cluster.local"
+KUBERAY_METRICS_PORT, KUBERAY_PROBE_PORT = 18080, 18081  # loopback of the node's network
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CGROUP_FS = Path("/sys/fs/cgroup")
 
@@ -440,6 +443,32 @@ class RealNode:
         path.write_text(json.dumps(config, indent=2))
         self._component("kube-proxy", [str(HERE / "bin" / "kube-proxy"), f"--config={path}", "--v=1"])
 
+    def start_kuberay(self, namespaces: list[str]) -> Component:
+        """KubeRay's operator inside the node's namespaces, reconciling RayJobs in ``namespaces``.
+
+        Inside, not on the host: KubeRay reads a RayJob's progress from its head's dashboard
+        (``http://<head Service>.<ns>.svc.cluster.local:8265``), an address that exists only in the node's network
+        and resolves only with its DNS, as on a real cluster where the operator is a pod. It reaches the API server
+        through the node's forwarder, with a client certificate of its own.
+        """
+        pki = self.workdir / "pki"
+        CertificateAuthority.load(self.plane.pki).issue(pki, "kuberay-operator", "kuberay-operator", ["system:masters"])
+        config = self.workdir / "kuberay-operator.kubeconfig"
+        config.write_text(kubeconfig_text(f"https://{NODE_IP}:{self.plane.api_port}", pki, "kuberay-operator"))
+        argv = kuberay_argv(Path(binary("kuberay-operator")), config, KUBERAY_METRICS_PORT, KUBERAY_PROBE_PORT,
+                            namespaces)  # fmt: skip
+        # ENABLE_WEBHOOKS would need a serving certificate and a webhook configuration: off, as in KubeRay's chart.
+        component = self._component("kuberay-operator", argv, env={"ENABLE_WEBHOOKS": "false"})
+        assert self.net is not None
+        net = self.net
+        self._wait(
+            "kuberay-operator /readyz",
+            lambda: net.http_get("127.0.0.1", KUBERAY_PROBE_PORT, "/readyz")[0] == 200,
+            60,
+            component,
+        )
+        return component
+
     def _wait_ready(self, plane: ControlPlane) -> None:
         kubelet = next(c for c in self.components if c.name == "kubelet")
         jsonpath = "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
@@ -526,7 +555,7 @@ def _stop(components: list[Component], tree: CgroupTree) -> None:
     """The kubelet and the node's agents first (so nothing restarts containers), then everything left under the
     node's cgroups at once (containers, shims, containerd), then whatever did not exit."""
     for component in reversed(components):
-        if component.name in ("kubelet", "kube-proxy", "coredns"):
+        if component.name in ("kuberay-operator", "kubelet", "kube-proxy", "coredns"):
             component.stop(timeout=5)
     tree.kill_all()
     for component in components:

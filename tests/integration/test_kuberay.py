@@ -165,6 +165,8 @@ def test_kuberay_runs_a_training_rayjob_on_a_ray_cluster_with_gpu_workers(
     # KubeRay turns our rayStartParams into the `ray start` command: a head with no CPUs, one GPU per worker.
     assert "--num-cpus=0" in head["spec"]["containers"][0]["args"][0]
     assert all("--num-gpus=1" in w["spec"]["containers"][0]["args"][0] for w in workers)
+    # and one `slipway_worker` per worker pod, which each training worker asks for: one worker per pod.
+    assert all("""--resources='{"slipway_worker": 1}'""" in w["spec"]["containers"][0]["args"][0] for w in workers)
 
     testbed.wait_until(
         "the RayCluster to be ready",

@@ -15,8 +15,8 @@ from slipway_trainer.config.prep import PrepConfig
 from slipway_trainer.data import workload as prep_workload
 
 
-def ray_train_workers() -> list[int]:
-    """Pids of the Ray Train worker processes (their process title names them)."""
+def ray_train_workers(title_prefix: str = "ray::RayTrainWorker") -> list[int]:
+    """Pids of the Ray Train worker processes (or of other Ray tasks: their process title names them)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -24,26 +24,45 @@ def ray_train_workers() -> list[int]:
                 title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if title.startswith("ray::RayTrainWorker"):
+            if title.startswith(title_prefix):
                 found.append(int(entry.name))
     return sorted(found)
 
 
-def test_a_killed_ray_worker_is_replaced_and_training_resumes_from_the_newest_checkpoint(tmp_path: Path) -> None:
+def prepare_fashion(tmp_path: Path, rows: int) -> str:
     dataset = (tmp_path / "fashion").as_uri()
-    prepared = prep_workload.run(
-        PrepConfig.model_validate(
-            {
-                "outputUri": dataset,
-                "spec": {
-                    "source": {"uri": "builtin://fashion-mnist"},
-                    "sample": {"rows": 2000},
-                    "split": {"stratifyBy": "label"},
-                },
-            }
-        )
-    )
+    spec = {"source": {"uri": "builtin://fashion-mnist"}, "sample": {"rows": rows}, "split": {"stratifyBy": "label"}}
+    prepared = prep_workload.run(PrepConfig.model_validate({"outputUri": dataset, "spec": spec}))
     assert prepared["status"] == "Succeeded"
+    return dataset
+
+
+def test_under_ray_the_gan_trains_in_a_ray_task_on_a_worker_not_in_the_driver(tmp_path: Path) -> None:
+    """On KubeRay the driver is the head, which has no GPU: the GAN's loop must run where Ray places work."""
+    dataset = prepare_fashion(tmp_path, 600)
+    artifacts = tmp_path / "gan"
+    config = tmp_path / "gan.json"
+    spec = {"model": {"architecture": "gan", "params": {"latent": 8, "hidden": 32}},
+            "optimizer": {"learningRate": 0.0002}, "training": {"epochs": 3, "batchSize": 64}}  # fmt: skip
+    config.write_text(json.dumps({"name": "gan", "datasetUri": dataset, "artifactUri": artifacts.as_uri(),
+                                  "useRay": True, "spec": spec}))  # fmt: skip
+    job = subprocess.Popen([sys.executable, "-m", "slipway_trainer", "train", "--config", str(config)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    seen: set[int] = set()
+    while job.poll() is None:
+        seen.update(ray_train_workers("ray::_gan_on_worker"))
+        time.sleep(0.1)
+    _, stderr = job.communicate()
+    result = json.loads((artifacts / "result.json").read_text())
+    assert result["status"] == "Succeeded", stderr[-3000:]
+    assert seen and job.pid not in seen, seen
+    assert result["epochs"] == 3 and (artifacts / "model" / "model.onnx").exists()
+    progress = json.loads((artifacts / "progress.json").read_text())
+    assert progress["epoch"] == 3 and progress["startedAt"] <= progress["updatedAt"], progress
+
+
+def test_a_killed_ray_worker_is_replaced_and_training_resumes_from_the_newest_checkpoint(tmp_path: Path) -> None:
+    dataset = prepare_fashion(tmp_path, 2000)
     artifacts = tmp_path / "run"
     config = tmp_path / "train.json"
     config.write_text(

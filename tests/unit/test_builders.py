@@ -165,6 +165,21 @@ def test_gpu_workers_get_the_gpu_limit_and_toleration_and_the_head_gets_none() -
     assert job["spec"]["ttlSecondsAfterFinished"] == 3600 and job["spec"]["activeDeadlineSeconds"] == 86400
 
 
+def test_fractional_cpus_become_millicores_and_ray_gets_whole_cpus_that_the_workers_share() -> None:
+    spec = example("fashion-mnist/02-trainingrun.yaml").model_copy()
+    spec.resources = spec.resources.model_copy(update={"cpus_per_worker": 0.5, "gpus_per_worker": 0})
+    workload = builders.Workload(step="train", image=IMAGE, resources=spec.resources, config_map="half-train")
+    job = builders.ray_job(owner_of("TrainingRun", "half"), workload)
+    workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
+    assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "500m"
+    assert workers["rayStartParams"] == {"num-cpus": "1", "resources": "'{\"slipway_worker\": 1}'"}
+    config = train_config("half", spec, "s3://b/d", "s3://b/r")
+    assert config.cpus_per_worker == 0.5 and config.model_dump(by_alias=True)["cpusPerWorker"] == 0.5
+    assert [builders.cpu_quantity(c) for c in (1, 2.0, 0.25, 1.5)] == ["1", "2", "250m", "1500m"]
+    whole = train_config("whole", example("fashion-mnist/02-trainingrun.yaml"), "s3://b/d", "s3://b/r")
+    assert whole.model_dump(by_alias=True)["cpusPerWorker"] == 4  # whole cores stay integers in the config
+
+
 def test_children_are_owned_labelled_and_deterministically_named() -> None:
     for obj in prep_objects():
         meta = obj["metadata"]

@@ -169,6 +169,11 @@ def test_progress_in_words() -> None:
         ray_job={"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}, progress={"epoch": 3, "totalEpochs": 10}
     )
     assert run_status(running, [], 1, NOW).progress == "epoch 3/10"
+    resumed = Observed(
+        ray_job={"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},
+        progress={"epoch": 5, "totalEpochs": 10, "resumedFrom": [3]},
+    )
+    assert run_status(resumed, [], 1, NOW).progress == "epoch 5/10 (resumed from the epoch-3 checkpoint)"
     sweep = Observed(
         ray_job={"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}, progress={"trialsDone": 4, "maxTrials": 12}
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from slipway_trainer.workload import WORKER_RESOURCE
+
 # Ray resolves 127.0.0.1 to the machine's outward address unless this is "0"; read when ray is imported.
 LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
@@ -14,6 +16,15 @@ def keep_local_ray_on_loopback() -> None:
     if not os.environ.get("RAY_ADDRESS"):
         for key, value in LOOPBACK_ONLY.items():
             os.environ.setdefault(key, value)
+
+
+def one_per_pod() -> dict[str, float]:
+    """What a training worker adds to its Ray resources so that each lands on a pod of its own: the pods'
+    resource where the cluster's pods have it (a Slipway RayJob; Ray waits for pods still joining), nothing on
+    a local Ray."""
+    import ray
+
+    return {WORKER_RESOURCE: 1} if ray.cluster_resources().get(WORKER_RESOURCE, 0) > 0 else {}  # type: ignore[no-untyped-call]
 
 
 def ensure_ray(num_cpus: int) -> None:

@@ -25,6 +25,9 @@ from slipway_trainer import storage
 
 PROGRESS = "progress.json"
 RESULT = "result.json"
+# A Ray resource each worker pod of a Slipway RayJob advertises once (the operator's rayStartParams): a training
+# worker asks for it, so `workers: N` means one worker per pod, however the pods' CPUs would pack them.
+WORKER_RESOURCE = "slipway_worker"
 
 
 class Status(StrEnum):

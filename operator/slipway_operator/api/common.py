@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from slipway_trainer.config.base import ConfigModel
+from slipway_trainer.config.base import ConfigModel, Cores
 
 GROUP = "slipway.dev"
 VERSION = "v1alpha1"
@@ -45,8 +45,9 @@ class Resources(ConfigModel):
     workers: int = Field(default=1, ge=1, le=1024)
     """Ray workers (pods). Training is data-parallel across them."""
 
-    cpus_per_worker: int = Field(default=1, ge=1, le=512)
-    """CPU cores per worker."""
+    cpus_per_worker: Cores = 1
+    """CPU cores per worker. A fraction (0.5) shares a core: Ray places fractional workers side by side, so two
+    such workers run data-parallel where one whole core is free."""
 
     gpus_per_worker: int = Field(default=0, ge=0, le=16)
     """GPUs per worker, requested as the cluster's GPU resource (`nvidia.com/gpu` unless the operator is set up

@@ -105,6 +105,10 @@ class TrainingRunStatus(ModelRunStatus):
     checkpoint_uri: str | None = None
     """The newest checkpoint."""
 
+    resumed_from: list[int] = Field(default_factory=list, max_length=1000)
+    """Epochs whose checkpoints training resumed from after losing a worker (Ray Train restarts the worker
+    group) or after a retry of the job: what each failure cost."""
+
 
 KIND = Kind(
     kind="TrainingRun",

@@ -204,12 +204,12 @@ class LocalBackend:
             config |= {
                 "workers": 1,
                 "gpusPerWorker": min(int(config.get("gpusPerWorker") or 0), self.gpus),
-                "cpusPerWorker": min(int(config.get("cpusPerWorker") or 1), self.cpus),
+                "cpusPerWorker": min(float(config.get("cpusPerWorker") or 1), self.cpus),
             }
         elif step == "tune":
             config |= {
                 "gpusPerTrial": min(int(config.get("gpusPerTrial") or 0), self.gpus),
-                "cpusPerTrial": min(int(config.get("cpusPerTrial") or 1), self.cpus),
+                "cpusPerTrial": min(float(config.get("cpusPerTrial") or 1), self.cpus),
             }
         elif step == "serve":
             config |= {"host": "127.0.0.1", "port": 0, "readyFile": str(folder / "ready.json")}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 from pydantic.alias_generators import to_camel
 
 
@@ -34,3 +34,9 @@ Direction = Literal["maximize", "minimize"]
 MetricName = Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[a-z][a-z0-9_]*$")]
 # A column of a dataset.
 ColumnName = Annotated[str, Field(min_length=1, max_length=253)]
+# CPU cores: whole or a fraction (0.5 shares a core); whole ones are written back as integers.
+Cores = Annotated[
+    float,
+    Field(ge=0.1, le=512),
+    PlainSerializer(lambda v: int(v) if float(v).is_integer() else v, return_type=float | int),
+]

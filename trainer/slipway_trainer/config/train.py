@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from slipway_trainer.config.base import ColumnName, ConfigModel, Direction, MetricName
+from slipway_trainer.config.base import ColumnName, ConfigModel, Cores, Direction, MetricName
 
 Architecture = Literal["mlp", "cnn", "resnet", "rnn", "lstm", "gru", "transformer", "gan"]
 Loss = Literal["cross_entropy", "mse", "mae", "huber", "bce"]
@@ -199,8 +199,8 @@ class TrainConfig(ConfigModel):
     gpus_per_worker: int = Field(default=0, ge=0, le=16)
     """GPUs per worker (NCCL and bf16 autocast when there are any)."""
 
-    cpus_per_worker: int = Field(default=1, ge=1, le=512)
-    """CPUs per worker (torch threads)."""
+    cpus_per_worker: Cores = 1
+    """CPUs per worker (Ray's resource request; torch threads: at least one)."""
 
     max_failures: int = Field(default=3, ge=0, le=100)
     """Worker failures recovered within the job (from the newest checkpoint)."""

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from slipway_trainer.config.base import ConfigModel, Direction, MetricName
+from slipway_trainer.config.base import ConfigModel, Cores, Direction, MetricName
 from slipway_trainer.config.train import TrainSpec
 
 Algorithm = Literal["random", "grid", "tpe"]
@@ -212,7 +212,7 @@ class TuneConfig(ConfigModel):
     artifact_uri: str = Field(min_length=1, max_length=2048)
     """Where progress.json, result.json, trials/, report/ and model/ (the best trial's) go."""
 
-    cpus_per_trial: int = Field(default=1, ge=1, le=512)
+    cpus_per_trial: Cores = 1
     """CPUs each trial takes (bounds how many run at once on a machine)."""
 
     gpus_per_trial: int = Field(default=0, ge=0, le=16)

@@ -292,7 +292,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 def train_loop(config: TrainConfig, worker: Worker, tensorboard_dir: Path | None = None) -> None:
     spec = config.spec
     torch.manual_seed(spec.training.seed)
-    torch.set_num_threads(max(1, min(config.cpus_per_worker, os.cpu_count() or 1)))  # never more than there are
+    torch.set_num_threads(max(1, min(int(config.cpus_per_worker), os.cpu_count() or 1)))  # never more than there are
     dataset = open_dataset(config.dataset_uri)
     train_split = shard(dataset.load("train"), worker.rank, worker.world_size)
     val_split = shard(dataset.load("validation"), worker.rank, worker.world_size)
@@ -513,6 +513,7 @@ def _chief_epoch(
             bestEpoch=state["bestEpoch"],
             stoppedEarly=stop,
             workers=state.get("workers", 1),
+            resumedFrom=state.get("resumedFrom", []),
         )
 
 

@@ -6,12 +6,14 @@ failure; the loop then resumes from the newest checkpoint in the artifact store.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from slipway_trainer import storage
 from slipway_trainer.config.train import TrainConfig
-from slipway_trainer.raycluster import ensure_ray
+from slipway_trainer.raycluster import ensure_ray, one_per_pod
 from slipway_trainer.train.loop import Worker, train_loop
 from slipway_trainer.workload import WorkloadError
 
@@ -48,7 +50,7 @@ def fit(config: TrainConfig, workdir: Path, tensorboard: Path) -> None:
 
     error_uri = storage.join(config.artifact_uri, ERROR_FILE)
     storage.remove(error_uri)
-    ensure_ray(config.workers * config.cpus_per_worker + 1)
+    ensure_ray(math.ceil(config.workers * config.cpus_per_worker) + 1)
     gpus = config.gpus_per_worker
     trainer = TorchTrainer(
         _worker_main,
@@ -57,7 +59,11 @@ def fit(config: TrainConfig, workdir: Path, tensorboard: Path) -> None:
         scaling_config=ScalingConfig(
             num_workers=config.workers,
             use_gpu=gpus > 0,
-            resources_per_worker={"CPU": config.cpus_per_worker, **({"GPU": gpus} if gpus else {})},
+            resources_per_worker={
+                "CPU": config.cpus_per_worker,
+                **({"GPU": gpus} if gpus else {}),
+                **one_per_pod(),
+            },
         ),
         run_config=RunConfig(
             name=f"slipway-{config.name}",
@@ -72,3 +78,25 @@ def fit(config: TrainConfig, workdir: Path, tensorboard: Path) -> None:
             detail = storage.read_json(error_uri)
             raise WorkloadError(detail["reason"], detail["message"]) from err
         raise WorkloadError("TrainingFailed", f"Ray Train gave up after {config.max_failures} retries: {err}") from err
+
+
+def on_worker(config: TrainConfig, work: Callable[[TrainConfig], dict[str, Any]]) -> dict[str, Any]:
+    """`work(config)` as one Ray task with a worker's CPUs and GPUs, for loops that are not data-parallel (the GAN):
+    never in the driver, which on KubeRay is the head (no GPU, no Ray work). Ray reruns the task when the process
+    or pod running it dies (up to `max_failures`); the work resumes from its newest checkpoint."""
+    import ray
+
+    ensure_ray(math.ceil(config.cpus_per_worker) + 1)
+    gpus = config.gpus_per_worker
+    task = ray.remote(num_cpus=config.cpus_per_worker, num_gpus=gpus, max_retries=config.max_failures)(work)
+    try:
+        result: dict[str, Any] = ray.get(task.remote(config))
+    except ray.exceptions.RayTaskError as err:
+        if isinstance(err.cause, WorkloadError):
+            raise err.cause from None
+        raise WorkloadError("TrainingFailed", f"the training task failed on its worker: {err.cause!r}") from err
+    except ray.exceptions.WorkerCrashedError as err:
+        raise WorkloadError(
+            "WorkerLost", f"the training task's worker died {config.max_failures + 1} times: {err}"
+        ) from err
+    return result

@@ -7,6 +7,7 @@ metrics.json) and model/ (model.onnx, model.pt, transform.json, model_card.md, m
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,13 @@ def train(config: TrainConfig, progress: Progress, workdir: Path) -> dict[str, A
     if spec.model.architecture == "gan":
         from slipway_trainer.train import gan
 
-        return gan.train(config, dataset, progress, workdir)
+        if not config.use_ray:
+            return gan.train(config, dataset, progress, workdir)
+        from slipway_trainer.train import ray_runner
+
+        result = ray_runner.on_worker(config, _gan_on_worker)
+        progress.refresh()
+        return result
     model = models.build(spec.model.architecture, dataset.input_shape, outputs_for(spec, dataset), spec.model.params)
     _check_fits(model, dataset)
     progress.update(force=True, phase="Training", epoch=0, totalEpochs=spec.training.epochs)
@@ -57,6 +64,19 @@ def train(config: TrainConfig, progress: Progress, workdir: Path) -> dict[str, A
     progress.refresh()
     outcome = publish(config, dataset, progress, workdir, config.artifact_uri)
     return {**outcome, "trainSeconds": round(train_seconds, 1)}
+
+
+def _gan_on_worker(config: TrainConfig) -> dict[str, Any]:
+    """The GAN's loop where a Ray task runs it (a worker, with its GPU), in a scratch folder of its own."""
+    from slipway_trainer.train import gan
+
+    progress = Progress(config.artifact_uri, "Training")
+    progress.refresh()  # the driver's start time and phase
+    workdir = storage.staging_dir()
+    try:
+        return gan.train(config, open_dataset(config.dataset_uri), progress, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def best_model(config: TrainConfig, dataset: Dataset) -> torch.nn.Module:

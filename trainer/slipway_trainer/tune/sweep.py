@@ -91,7 +91,7 @@ def run(config: TuneConfig, progress: Progress, workdir: Path) -> Any:
     spec = config.spec
     metric, mode = objective(config)
     epochs = config.template.training.epochs
-    ensure_ray(spec.parallel_trials * config.cpus_per_trial + 1)
+    ensure_ray(math.ceil(spec.parallel_trials * config.cpus_per_trial) + 1)
 
     class Tracker(Callback, Stopper):
         """Counts trials for progress.json, and ends the sweep at the goal or past maxFailedTrials."""

@@ -1,0 +1,218 @@
+"""The Auto MPG journey of examples/auto-mpg, applied with kubectl to the chart's operator on the real node: each
+compute step a KubeRay RayJob whose head, worker and submitter pods run the trainer image built from
+images/trainer/Dockerfile, reading and writing the S3 store; then the sweep's best model served from the server
+image and asked for predictions through the Service.
+
+What KWOK could never show: the trainer image starts Ray as its non-root user, KubeRay finds the head's dashboard
+and submits the job, the workload reads its config from the ConfigMap and the store with the Secret's
+credentials, Ray Train and Ray Tune run across real pods, and the operator reads each `result.json` back.
+The examples are trimmed (fewer epochs and trials) and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import buildkit
+import pytest
+import testbed
+import yaml
+from node import RealNode
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+PLURAL = {"DatasetPrep": "datasetprep", "TrainingRun": "trainingrun", "TuningSweep": "tuningsweep",
+          "ModelDeployment": "modeldeployment"}  # fmt: skip
+
+
+def example(name: str, ns: str, **changes: Any) -> dict[str, Any]:
+    """An example manifest (`auto-mpg/01-datasetprep.yaml`) with `changes` set in its spec (dotted keys:
+    `training.epochs`; None removes the field)."""
+    doc: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
+    doc["metadata"]["namespace"] = ns
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        node = doc["spec"]
+        for key in parents:
+            node = node.setdefault(key, {})
+        if value is None:
+            node.pop(last, None)
+        else:
+            node[last] = value
+    return doc
+
+
+def wait_phase(plane: testbed.ControlPlane, doc: dict[str, Any], phases: set[str], timeout: float) -> dict[str, Any]:
+    kind, name, ns = PLURAL[doc["kind"]], doc["metadata"]["name"], doc["metadata"]["namespace"]
+    deadline = time.monotonic() + timeout
+    seen: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        seen = json.loads(plane.kubectl("get", kind, name, "-n", ns, "-o", "json")).get("status") or {}
+        if seen.get("phase") in phases:
+            return seen
+        time.sleep(3)
+    pods = plane.kubectl("get", "pods", "-n", ns, "-o", "wide", check=False)
+    rayjobs = plane.kubectl("get", "rayjobs", "-n", ns, "-o", "wide", check=False)
+    events = plane.kubectl("get", "events", "-n", ns, "--sort-by=.lastTimestamp", check=False)
+    raise AssertionError(
+        f"{doc['kind']} {name}: not {phases} within {timeout:.0f}s\n{json.dumps(seen, indent=1)}\n"
+        f"{rayjobs}\n{pods}\n{events[-5000:]}"
+    )
+
+
+def ray_workers(plane: testbed.ControlPlane, ns: str, rayjob: str) -> list[dict[str, Any]]:
+    """The running worker pods of a RayJob's cluster."""
+    selector = "ray.io/node-type=worker"
+    pods: list[dict[str, Any]] = json.loads(plane.kubectl("get", "pods", "-n", ns, "-l", selector, "-o", "json"))[
+        "items"
+    ]
+    return [p for p in pods if p["metadata"]["name"].startswith(rayjob) and p["status"].get("phase") == "Running"
+            and not p["metadata"].get("deletionTimestamp")]  # fmt: skip
+
+
+@pytest.mark.timeout(2400)
+def test_the_auto_mpg_journey_runs_as_rayjobs_on_real_pods_and_its_best_model_answers_through_the_service(
+    control_plane: testbed.ControlPlane, kuberay_on_node: str, real_node: RealNode
+) -> None:
+    plane, ns = control_plane, kuberay_on_node
+    applied: list[dict[str, Any]] = []
+
+    def apply(doc: dict[str, Any]) -> None:
+        plane.kubectl("apply", "-f", "-", input=json.dumps(doc))
+        applied.append(doc)
+
+    try:
+        prep = example(
+            "auto-mpg/01-datasetprep.yaml", ns, resources={"workers": 1, "cpusPerWorker": 1, "memory": "2Gi"}
+        )
+        apply(prep)
+        # The operator pod deleted mid-reconcile: its successor (the chart's Deployment) adopts what was made,
+        # one RayJob and one ConfigMap, never a second.
+        testbed.wait_until("the prep's RayJob", lambda: plane.kubectl("get", "rayjob", "mpg-prep", "-n", ns,
+                                                                       check=False) != "", 120)  # fmt: skip
+        plane.kubectl("delete", "pod", "-n", ns, "-l", "app.kubernetes.io/name=slipway", "--wait=false")
+        done = wait_phase(plane, prep, {"Succeeded", "Failed"}, 900)
+        owned = json.loads(plane.kubectl("get", "rayjobs,configmaps", "-n", ns, "-l", "slipway.dev/datasetprep=mpg",
+                                         "-o", "json"))["items"]  # fmt: skip
+        assert sorted(o["kind"] for o in owned) == ["ConfigMap", "RayJob"], [o["metadata"]["name"] for o in owned]
+        assert done["phase"] == "Succeeded", done
+        # Its RayJob ran on the real node, as the image's non-root user, and its pods are gone afterwards
+        # (shutdownAfterJobFinishes) or finished.
+        rayjob = next(o for o in owned if o["kind"] == "RayJob")
+        assert rayjob["status"]["jobStatus"] == "SUCCEEDED", rayjob["status"]
+        head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+        assert head["containers"][0]["image"] == buildkit.image_tag("trainer")
+        assert head["securityContext"]["runAsNonRoot"] is True
+        assert done["rows"]["train"] > 200 and done["outputUri"].startswith("s3://slipway/"), done
+
+        train = example("auto-mpg/02-trainingrun.yaml", ns, **{"training.epochs": 15, "resources.memory": "2Gi"})
+        apply(train)
+        trained = wait_phase(plane, train, {"Succeeded", "Failed"}, 900)
+        assert trained["phase"] == "Succeeded", trained
+        assert trained["metrics"]["test_mae"] < 6, trained["metrics"]  # miles per gallon; a mean predictor: ~6.5
+        assert trained["modelUri"].startswith("s3://slipway/"), trained
+
+        sweep = example("auto-mpg/03-tuningsweep.yaml", ns, maxTrials=3, parallelTrials=1,
+                        **{"template.training.epochs": 8})  # fmt: skip
+        apply(sweep)
+        swept = wait_phase(plane, sweep, {"Succeeded", "Failed"}, 1200)
+        assert swept["phase"] == "Succeeded", swept
+        assert swept["trials"]["completed"] >= 1 and swept["bestTrial"]["id"], swept
+        assert swept["modelUri"].startswith("s3://slipway/"), swept
+
+        served = example("auto-mpg/04-modeldeployment.yaml", ns, replicas={"min": 1, "max": 1},
+                         resources={"cpu": "250m", "memory": "768Mi"},
+                         monitoring={"drift": {"enabled": False}})  # fmt: skip
+        apply(served)
+        up = wait_phase(plane, served, {"Available"}, 300)
+        assert up["current"]["modelUri"] == swept["modelUri"], (up, swept)
+        with plane.port_forward(ns, "svc/mpg", 80) as url:
+            with urllib.request.urlopen(f"{url}/v2/models/mpg", timeout=10) as answer:
+                features = json.loads(answer.read())["parameters"]["features"]
+            car = {"Cylinders": 4, "Displacement": 97.0, "Horsepower": 88.0, "Weight_in_lbs": 2130,
+                   "Acceleration": 14.5, "Year": "1971-01-01", "Origin": "Japan"}  # fmt: skip
+            body = {"inputs": [{"name": "input", "shape": [1, len(features)], "datatype": "BYTES",
+                                "data": [[car[f] for f in features]]}]}  # fmt: skip
+            request = urllib.request.Request(f"{url}/v2/models/mpg/infer", data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})  # fmt: skip
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                (mpg,) = json.loads(answer.read())["outputs"]
+        assert 15 < mpg["data"][0] < 45, mpg  # a light 4-cylinder car of 1971: about 27 mpg
+    finally:
+        for doc in reversed(applied):
+            plane.kubectl("delete", PLURAL[doc["kind"]], doc["metadata"]["name"], "-n", ns, "--wait=true",
+                          "--timeout=120s", check=False)  # fmt: skip
+
+
+@pytest.mark.timeout(1800)
+def test_fashion_mnist_trains_data_parallel_across_two_worker_pods_and_resumes_when_one_is_deleted(
+    control_plane: testbed.ControlPlane, kuberay_on_node: str, real_node: RealNode
+) -> None:
+    """DDP (gloo) between two Ray worker pods, half a core each; one pod deleted mid-training: Ray Train restarts
+    the worker group from the newest checkpoint in the store and the status says from which epoch."""
+    plane, ns = control_plane, kuberay_on_node
+    prep = example("fashion-mnist/01-datasetprep.yaml", ns, sample={"rows": 3000, "seed": 1},
+                   resources={"workers": 1, "cpusPerWorker": 1, "memory": "2Gi"})  # fmt: skip
+    train = example(
+        "fashion-mnist/02-trainingrun.yaml", ns,
+        **{"model.params": {"channels": [8, 16], "hidden": 32}, "training.epochs": 8, "training.batchSize": 64,
+           "training.earlyStopping": None, "resources": {"workers": 2, "cpusPerWorker": 0.5, "memory": "2Gi"},
+           "export": {"formats": ["onnx"]}, "ttlSecondsAfterFinished": None},
+    )  # fmt: skip
+    try:
+        plane.kubectl("apply", "-f", "-", input=json.dumps(prep))
+        assert wait_phase(plane, prep, {"Succeeded", "Failed"}, 900)["phase"] == "Succeeded"
+        plane.kubectl("apply", "-f", "-", input=json.dumps(train))
+        rayjob = "fashion-cnn-train"
+        deadline = time.monotonic() + 900
+        status: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status = (
+                json.loads(plane.kubectl("get", "trainingrun", "fashion-cnn", "-n", ns, "-o", "json")).get("status")
+                or {}
+            )
+            if (status.get("epoch") or 0) >= 2 or status.get("phase") in ("Succeeded", "Failed"):
+                break
+            time.sleep(1)
+        assert status.get("phase") == "Running" and status["epoch"] < 8, status
+        workers = ray_workers(plane, ns, rayjob)
+        assert len(workers) == 2, [w["metadata"]["name"] for w in workers]
+        assert {w["spec"]["nodeName"] for w in workers} == {real_node.name}
+        assert workers[0]["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "500m"
+        plane.kubectl("delete", "pod", workers[1]["metadata"]["name"], "-n", ns, "--grace-period=0", "--force")
+
+        done = wait_phase(plane, train, {"Succeeded", "Failed"}, 900)
+        assert done["phase"] == "Succeeded", done
+        assert done["resumedFrom"] and done["resumedFrom"][0] >= 1, done  # lost at most the epochs since then
+        assert done["epoch"] == 8 and done["metrics"]["test_accuracy"] > 0.5, done
+    finally:
+        for doc in (train, prep):
+            plane.kubectl("delete", PLURAL[doc["kind"]], doc["metadata"]["name"], "-n", ns, "--wait=true",
+                          "--timeout=120s", check=False)  # fmt: skip
+
+
+@pytest.mark.timeout(900)
+def test_bad_data_fails_the_run_once_with_its_reason_and_kuberay_does_not_retry_it(
+    control_plane: testbed.ControlPlane, kuberay_on_node: str
+) -> None:
+    """A failure no retry mends (here a label that is not a column) is the workload's own result: the job exits 0
+    with its Failed result.json, KubeRay counts no failed attempt and starts no second cluster."""
+    plane, ns = control_plane, kuberay_on_node
+    prep = example("auto-mpg/01-datasetprep.yaml", ns, label="mpg_typo",
+                   resources={"workers": 1, "cpusPerWorker": 1, "memory": "2Gi"})  # fmt: skip
+    prep["metadata"]["name"] = "mpg-typo"
+    try:
+        plane.kubectl("apply", "-f", "-", input=json.dumps(prep))
+        failed = wait_phase(plane, prep, {"Succeeded", "Failed"}, 600)
+        assert failed["phase"] == "Failed", failed
+        condition = next(c for c in failed["conditions"] if c["type"] == "Failed")
+        assert condition["reason"] == "LabelNotFound" and "'mpg_typo' is not a column" in condition["message"]
+        assert "Miles_per_Gallon" in condition["message"]  # the columns there are, to pick from
+        rayjob = json.loads(plane.kubectl("get", "rayjob", "mpg-typo-prep", "-n", ns, "-o", "json"))["status"]
+        assert rayjob["jobStatus"] == "SUCCEEDED" and not rayjob.get("failed"), rayjob
+        assert "outputUri" not in failed  # nothing a failed run wrote is presented as a result
+    finally:
+        plane.kubectl("delete", "datasetprep", "mpg-typo", "-n", ns, "--wait=true", "--timeout=120s", check=False)
