@@ -17,7 +17,7 @@ help:
 	@echo "make demo          run the main job on this machine (installs what is missing)"
 	@echo "make test          lint, type checks and every test (builds the test control plane when missing)"
 	@echo "make cluster       start the test control plane in the background; make cluster-down stops it"
-	@echo "make images        build the operator, trainer and server images without Docker (docker archives)"
+	@echo "make images        build the operator, trainer and server images (REGISTRY=... TAG=... pushes them)"
 	@echo "make bench         side-by-side benchmarks (results: benchmarks/RESULTS.md)"
 
 $(INSTALLED): pyproject.toml
@@ -33,9 +33,10 @@ testbed:
 datasets:
 	@scripts/install-datasets.sh
 
-# The three images from images/*/Dockerfile with BuildKit, air-gapped (a Debian base, a wheelhouse): docker archives.
-images: venv testbed
-	@$(PY) tests/cluster/buildkit.py
+# The three images from images/*/Dockerfile: with Docker where it runs, else with BuildKit, air-gapped (a Debian
+# base, a wheelhouse) into docker archives; REGISTRY=registry.example.com/slipway TAG=0.1.0 pushes them.
+images: venv
+	@PY=$(PY) scripts/images.sh
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -57,16 +57,29 @@ def object_store(testbed_dir: Path, request: pytest.FixtureRequest) -> Iterator[
 
 
 @pytest.fixture(scope="session")
+def registry(testbed_dir: Path) -> Iterator[testbed.Registry]:
+    """An OCI registry on loopback (crane's), which the real node pulls from."""
+    server = testbed.Registry(testbed_dir / "registry")
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
 def real_node(
     control_plane: testbed.ControlPlane,
     object_store: testbed.ObjectStore,
+    registry: testbed.Registry,
     testbed_dir: Path,
     request: pytest.FixtureRequest,
 ) -> Iterator[RealNode]:
     """The test bed's real node (containerd, runc, kubelet, CNI, kube-proxy, CoreDNS), registered with the
-    control plane, the S3 store reachable from its pods at ``http://10.88.0.1:9000`` (``node.S3_PORT``). Tainted: only
-    pods of a ``node_namespace`` run there."""
-    node = RealNode(control_plane, testbed_dir / "node", s3_port=object_store.port)
+    control plane, the S3 store reachable from its pods at ``http://10.88.0.1:9000`` (``node.S3_PORT``) and the
+    registry pulled from as ``10.88.0.1:5000`` (``node.REGISTRY_PORT``). Tainted: only pods of a
+    ``node_namespace`` run there."""
+    node = RealNode(control_plane, testbed_dir / "node", s3_port=object_store.port, registry_port=registry.port)
     request.config.stash[_NODE] = node
     try:
         node.start()

@@ -3,17 +3,23 @@
 #
 #   tests/cluster/build.sh            build what is missing or whose pins changed
 #   tests/cluster/build.sh --force    rebuild everything
+#   tests/cluster/build.sh buildkit crane    only these tools (what `make images` needs)
 #
 # Outputs go to tests/cluster/bin/ (git-ignored). Each tool records a stamp (a hash of its wrapper
-# files and this script); a tool is rebuilt only when its binaries are missing or the stamp
-# differs. Build times are appended to tests/cluster/bin/build-times.txt.
+# files and of the shell functions that build it); a tool is rebuilt only when its binaries are missing
+# or the stamp differs, so adding a tool or changing one tool's build rebuilds only that tool. Build times are appended to tests/cluster/bin/build-times.txt.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 bin="$here/bin"
 mkdir -p "$bin"
 force=0
-[ "${1:-}" = "--force" ] && force=1
+only=()
+for arg in "$@"; do
+  if [ "$arg" = "--force" ]; then force=1; continue; fi
+  [ -d "$here/tools/$arg" ] || { echo "error: no tool '$arg'; the tools are: $(ls "$here/tools" | xargs)" >&2; exit 2; }
+  only+=("$arg")
+done
 
 export CGO_ENABLED=0
 export GOFLAGS="${GOFLAGS:--buildvcs=false}"
@@ -29,11 +35,12 @@ K8S_MINOR=$(echo "${K8S_VERSION#v}" | cut -d. -f2)
 case "$K8S_VERSION" in v1.*) ;; *) echo "error: cannot read the k8s.io/kubernetes pin ('$K8S_VERSION')" >&2; exit 1;; esac
 
 stamp_of() {
-  cat "$here/tools/$1"/* "$here/build.sh" | sha256sum | cut -c1-16
+  { cat "$here/tools/$1"/*; declare -f build "build_$1"; echo "$K8S_VERSION"; } | sha256sum | cut -c1-16
 }
 
 needs_build() {
   local tool=$1; shift
+  if [ ${#only[@]} -gt 0 ] && [[ " ${only[*]} " != *" $tool "* ]]; then return 1; fi
   [ "$force" = 1 ] && return 0
   [ "$(cat "$bin/.stamp-$tool" 2>/dev/null)" = "$(stamp_of "$tool")" ] || return 0
   local b
@@ -115,6 +122,7 @@ build_buildkit() {
   for cmd in buildkitd buildctl; do build buildkit "$cmd" "github.com/moby/buildkit/cmd/$cmd"; done
 }
 build_seaweedfs() { build seaweedfs weed github.com/seaweedfs/seaweedfs/weed; }
+build_crane() { build crane crane github.com/google/go-containerregistry/cmd/crane; }
 build_kuberay() {
   # The operator (its main package is the module root; the version is a constant, nothing to stamp) and
   # the RayJob/RayCluster/RayService CRDs that ship inside the module.
@@ -132,10 +140,11 @@ if needs_build kubernetes kube-apiserver kube-controller-manager kube-scheduler 
 fi
 if needs_build kwok kwok; then timed kwok build_kwok; fi
 if needs_build helm helm; then timed helm build_helm; fi
-if needs_build cni cni/bridge cni/host-local cni/loopback cni/portmap; then timed cni build_cni; fi
+if needs_build cni cni/bridge cni/host-local cni/loopback; then timed cni build_cni; fi
 if needs_build coredns coredns; then timed coredns build_coredns; fi
 if needs_build pause pause; then timed pause build_pause; fi
 if needs_build buildkit buildkitd buildctl; then timed buildkit build_buildkit; fi
 if needs_build seaweedfs weed; then timed seaweedfs build_seaweedfs; fi
 if needs_build kuberay kuberay-operator kuberay-crds/ray.io_rayjobs.yaml; then timed kuberay build_kuberay; fi
+if needs_build crane crane; then timed crane build_crane; fi
 echo ">> test bed binaries ready in $bin"

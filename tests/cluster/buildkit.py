@@ -17,10 +17,15 @@ The result is a ``docker save`` archive per image, tagged ``slipway/<name>:dev``
 so an image is rebuilt only when its inputs change; ``RealNode.import_image`` loads it into the node.
 
     python tests/cluster/buildkit.py operator trainer server      # build (or reuse) the archives, print paths
+    python tests/cluster/buildkit.py --push registry.example.com/slipway --tag 0.1.0   # and push them
+
+Pushing is ``crane push`` (go-containerregistry, built by ``build.sh``) of each archive to
+``<registry>/<name>:<tag>``, with the credentials of ``~/.docker/config.json`` (``crane auth login``).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import hashlib
@@ -38,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import BIN, HERE, Component, TestbedError, wait_until
+from common import BIN, HERE, Component, TestbedError, binary, wait_until
 from node import PATH, CgroupTree
 
 REPO = HERE.parent.parent
@@ -289,15 +294,44 @@ def image_archives(names: list[str] | tuple[str, ...] = IMAGES) -> dict[str, Pat
     return wanted
 
 
+def push(archives: dict[str, Path], registry: str, tag: str) -> dict[str, str]:
+    """Each archive pushed to ``<registry>/<name>:<tag>``; the pushed references, by digest."""
+    pushed: dict[str, str] = {}
+    for name, archive in archives.items():
+        ref = f"{registry.rstrip('/')}/{name}:{tag}"
+        _log(f"pushing {image_tag(name)} to {ref}")
+        done = subprocess.run([binary("crane"), "push", str(archive), ref], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise TestbedError(
+                f"pushing {archive} to {ref} failed: {done.stderr.strip()[-2000:]}\n"
+                "Check the registry's address and that you are logged in to it (`crane auth login` or "
+                "`docker login`)."
+            )
+        pushed[name] = done.stdout.strip().splitlines()[-1]
+    return pushed
+
+
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop buildkitd and its cgroups on the way out
-    names = argv or list(IMAGES)
+    parser = argparse.ArgumentParser(description="Build Slipway's images with BuildKit (no Docker, no network).")
+    parser.add_argument("images", nargs="*", metavar="IMAGE", help=f"{', '.join(IMAGES)} (default: all three)")
+    parser.add_argument("--push", metavar="REGISTRY", help="push them to REGISTRY/<image>:TAG")
+    parser.add_argument("--tag", default="dev", help="the tag they are pushed with (default: dev)")
+    args = parser.parse_args(argv)
+    names = args.images or list(IMAGES)
     unknown = sorted(set(names) - set(IMAGES))
     if unknown:
-        print(f"error: no image {', '.join(unknown)}; the images are {', '.join(IMAGES)}", file=sys.stderr)
-        return 2
-    for name, path in image_archives(names).items():
+        parser.error(f"no image {', '.join(unknown)}; the images are {', '.join(IMAGES)}")
+    archives = image_archives(names)
+    for name, path in archives.items():
         print(f"{image_tag(name)}\t{path}")
+    if args.push:
+        try:
+            for ref in push(archives, args.push, args.tag).values():
+                print(ref)
+        except TestbedError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -56,6 +56,7 @@ HERE = Path(__file__).resolve().parent
 NODE_IP = NODE_NETWORK_GATEWAY
 POD_CIDR = "10.88.0.0/16"
 S3_PORT = 9000  # pods reach the test bed's S3 store at http://NODE_IP:S3_PORT, whatever its host port
+REGISTRY_PORT = 5000  # and the node's containerd pulls from the test bed's registry as NODE_IP:REGISTRY_PORT
 NODE_LABEL = ("slipway.dev/node", "real")
 NODE_TAINT = {"key": "slipway.dev/real-node", "value": "true", "effect": "NoSchedule"}
 CLUSTER_DOMAIN = "cluster.local"
@@ -154,6 +155,8 @@ class RealNode:
     """A real node registered with ``plane`` (a ``testbed.ControlPlane``).
 
     ``s3_port``: the host port of the S3 store, forwarded to ``NODE_IP:S3_PORT`` so pods reach it.
+    ``registry_port``: the host port of a registry, forwarded to ``NODE_IP:REGISTRY_PORT``, which containerd
+    pulls from over plain HTTP (images ``10.88.0.1:5000/<repository>:<tag>``).
     ``egress``: whether the API server's egress selector comes to this node (one node per control plane).
     """
 
@@ -161,6 +164,7 @@ class RealNode:
     workdir: Path
     name: str = "slipway-node-0"
     s3_port: int | None = None
+    registry_port: int | None = None
     egress: bool = True
     cgroups: CgroupTree = field(default_factory=lambda: CgroupTree(f"slipway-node-{uuid.uuid4().hex[:8]}"))
     holder: subprocess.Popen[bytes] | None = None
@@ -258,6 +262,8 @@ class RealNode:
         ]
         if self.s3_port:
             argv.append(f"--forward={NODE_IP}:{S3_PORT}=127.0.0.1:{self.s3_port}")
+        if self.registry_port:
+            argv.append(f"--forward={NODE_IP}:{REGISTRY_PORT}=127.0.0.1:{self.registry_port}")
         if self.egress:
             argv += [f"--egress={plane.egress_socket}", f"--allow={POD_CIDR}", f"--allow={self._service_cidr()}"]
         proxy = self._component("nodeproxy", argv, inside=False)
@@ -292,14 +298,26 @@ class RealNode:
                     '[plugins."io.containerd.grpc.v1.cri".cni]',
                     f'  bin_dir = "{HERE / "bin" / "cni"}"',
                     f'  conf_dir = "{self.workdir / "cni"}"',
+                    '[plugins."io.containerd.grpc.v1.cri".registry]',
+                    f'  config_path = "{self.workdir / "certs.d"}"',
                 ]
             )
             + "\n"
         )
+        self._write_registry_hosts()
         self._write_cni_config()
         containerd = self._component("containerd", ["containerd", f"--config={config}", "--log-level=warn"])
         self._wait("containerd's socket", self.containerd_socket.exists, 30, containerd)
         self._wait("containerd", lambda: self.ctr("version", check=False).returncode == 0, 30, containerd)
+
+    def _write_registry_hosts(self) -> None:
+        """containerd's hosts file for the test bed's registry: plain HTTP, pull only."""
+        registry = f"{NODE_IP}:{REGISTRY_PORT}"
+        hosts = self.workdir / "certs.d" / registry / "hosts.toml"
+        hosts.parent.mkdir(parents=True, exist_ok=True)
+        hosts.write_text(
+            f'server = "http://{registry}"\n[host."http://{registry}"]\n  capabilities = ["pull", "resolve"]\n'
+        )
 
     def _write_cni_config(self) -> None:
         (self.workdir / "cni").mkdir(exist_ok=True)

@@ -588,6 +588,35 @@ class ObjectStore:
         }
 
 
+@dataclass
+class Registry:
+    """An OCI registry on loopback (crane's, ``crane registry serve``; blobs on disk): where
+    ``make images REGISTRY=...`` pushes in the tests, and what the real node pulls from (``node.REGISTRY_PORT``)."""
+
+    workdir: Path
+    component: Component | None = None
+    port: int = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        (self.workdir / "blobs").mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.component = Component(
+            "registry",
+            [binary("crane"), "registry", "serve", f"--address={self.address}", f"--disk={self.workdir / 'blobs'}"],
+            self.workdir / "registry.log",
+        )
+        self.component.start()
+        wait_until("the registry", lambda: _http_ok(f"http://{self.address}/v2/"), 30, self.component)
+
+    def stop(self) -> None:
+        if self.component is not None:
+            self.component.stop()
+
+
 @contextlib.contextmanager
 def running(workdir: Path | None = None) -> Iterator[tuple[ControlPlane, ObjectStore]]:
     """Both parts of the test bed, stopped on exit whatever happened inside."""
