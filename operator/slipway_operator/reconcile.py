@@ -11,23 +11,23 @@ from __future__ import annotations
 import datetime
 import json
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from slipway_operator.api.common import GROUP, VERSION, Phase
-from slipway_operator.api.datasetprep import DatasetPrepSpec
 from slipway_operator.api.modeldeployment import ModelDeploymentSpec
 from slipway_operator.api.validation import InvalidManifest, validate_manifest
 from slipway_operator.backends import Backend
 from slipway_operator.builders import suffixed
-from slipway_operator.controllers import datasetprep, modeldeployment, trainingrun, tuningsweep
+from slipway_operator.controllers import kinds, modeldeployment
 from slipway_operator.controllers.common import (
     APPLIED_HASH,
     CONFIG_HASH,
     Desired,
+    Ref,
+    RunController,
+    ServingController,
     Settings,
-    artifact_uri,
     changed_paths,
     file_uri_paths,
     stamp,
@@ -38,7 +38,6 @@ from slipway_trainer import storage
 
 API_VERSION = f"{GROUP}/{VERSION}"
 TERMINAL = {str(Phase.SUCCEEDED), str(Phase.FAILED)}
-STEPS = {"DatasetPrep": "prep", "TrainingRun": "train", "TuningSweep": "tune"}
 
 
 class Cluster(Protocol):
@@ -128,19 +127,20 @@ def with_phase_event(before: dict[str, Any], outcome: Outcome) -> Outcome:
 def reconcile(obj: dict[str, Any], rt: Runtime) -> Outcome | None:
     """One pass; None when there is nothing to do (a finished run whose spec did not change)."""
     status = obj.get("status") or {}
-    kind = obj["kind"]
-    if kind == "ModelDeployment":
+    controller = kinds.BY_KIND[obj["kind"]]
+    if isinstance(controller, ServingController):
         return with_phase_event(status, reconcile_serving(obj, rt))
     if status.get("phase") in TERMINAL and status.get("observedGeneration") == obj["metadata"].get("generation"):
         return None  # finished, and nothing changed since: a resync costs nothing
-    return with_phase_event(status, reconcile_run(obj, rt))
+    return with_phase_event(status, reconcile_run(obj, controller, rt))
 
 
 # -- runs: DatasetPrep, TrainingRun, TuningSweep ---------------------------------------------------------------
 
 
-def _dependency(rt: Runtime, obj: dict[str, Any], ref: str | None) -> dict[str, Any] | None:
-    return rt.cluster.get(API_VERSION, "DatasetPrep", obj["metadata"]["namespace"], ref) if ref else None
+def _found(rt: Runtime, obj: dict[str, Any], refs: list[Ref]) -> dict[Ref, dict[str, Any] | None]:
+    namespace = obj["metadata"]["namespace"]
+    return {(kind, name): rt.cluster.get(API_VERSION, kind, namespace, name) for kind, name in refs}
 
 
 def _run_children(rt: Runtime, desired: Desired) -> tuple[str | None, dict[str, Any] | None]:
@@ -167,38 +167,14 @@ def _run_children(rt: Runtime, desired: Desired) -> tuple[str | None, dict[str, 
     return None, found
 
 
-def _where(obj: dict[str, Any], rt: Runtime) -> tuple[Callable[[], Desired], str, Callable[[Observed], dict[str, Any]]]:
-    """(the desired children, where the workload writes progress and result, the kind's own status fields)."""
-    settings, meta, spec = rt.settings, obj["metadata"], obj["spec"]
-    name, namespace = meta["name"], meta["namespace"]
-    if obj["kind"] == "DatasetPrep":
-        output = datasetprep.output_uri(settings, namespace, name, DatasetPrepSpec.model_validate(spec))
-        return (
-            lambda: datasetprep.desired_children(obj, settings),
-            storage.join(output, "_run"),
-            _prep_extra(output),
-        )
-    if obj["kind"] == "TrainingRun":
-        ref = (spec.get("dataset") or {}).get("ref")
-        return (
-            lambda: trainingrun.desired_children(obj, _dependency(rt, obj, ref), settings),
-            artifact_uri(settings, trainingrun.PLURAL, namespace, name),
-            _model_extra,
-        )
-    ref = ((spec.get("template") or {}).get("dataset") or {}).get("ref")
-    return (
-        lambda: tuningsweep.desired_children(obj, _dependency(rt, obj, ref), settings),
-        artifact_uri(settings, tuningsweep.PLURAL, namespace, name),
-        _model_extra,
-    )
-
-
-def reconcile_run(obj: dict[str, Any], rt: Runtime) -> Outcome:
-    status = obj.get("status") or {}
-    meta = obj["metadata"]
-    desired, artifacts, extra = _where(obj, rt)
+def reconcile_run(obj: dict[str, Any], controller: RunController, rt: Runtime) -> Outcome:
+    """Read the references, apply the children, read the workload's progress and result, and say where it is."""
+    artifacts = controller.artifacts_of(obj, rt.settings)
     observed = Observed(invalid=invalid(obj, rt.settings), suspended=bool(obj["spec"].get("suspend", False)))
-    wanted = Desired([]) if observed.invalid else desired()
+    if observed.invalid:
+        wanted = Desired([])
+    else:
+        wanted = controller.desired_children(obj, _found(rt, obj, controller.references(obj["spec"])), rt.settings)
     observed.waiting_for = wanted.waiting_for
     observed.missing_crd = rt.backend.missing_prerequisite()
     job_name = None
@@ -210,7 +186,21 @@ def reconcile_run(obj: dict[str, Any], rt: Runtime) -> Outcome:
         observed.progress, progress_error = _read(storage.join(artifacts, "progress.json"))
         observed.result, result_error = _read(storage.join(artifacts, "result.json"))
         observed.store_error = result_error or progress_error
-    computed = run_status(observed, list(status.get("conditions", [])), int(meta.get("generation", 1)), _now())
+    return Outcome(run_status_fields(obj, controller, observed, rt.settings, artifacts, job_name, _now()))
+
+
+def run_status_fields(
+    obj: dict[str, Any],
+    controller: RunController,
+    observed: Observed,
+    settings: Settings,
+    artifacts: str,
+    job_name: str | None,
+    now: str,
+) -> dict[str, Any]:
+    """A run's whole status from what one pass observed; pure."""
+    status, meta = obj.get("status") or {}, obj["metadata"]
+    computed = run_status(observed, list(status.get("conditions", [])), int(meta.get("generation", 1)), now)
     new = {
         "observedGeneration": meta.get("generation"),
         "phase": str(computed.phase),
@@ -218,61 +208,18 @@ def reconcile_run(obj: dict[str, Any], rt: Runtime) -> Outcome:
         "message": computed.message,
         "progress": computed.progress,
         "artifactUri": artifacts,
-        **extra(observed),
+        **controller.status_fields(obj, settings, observed),
     }
     if job_name:
         new["rayJobName"] = job_name
-    return Outcome(new)
-
-
-def _prep_extra(output: str) -> Callable[[Observed], dict[str, Any]]:
-    def extra(observed: Observed) -> dict[str, Any]:
-        result = observed.result or {}
-        if result.get("status") != "Succeeded":
-            return {}
-        return {
-            "outputUri": output,
-            "manifestUri": result.get("manifestUri"),
-            "fingerprint": result.get("fingerprint"),
-            "rows": result.get("rows"),
-            "droppedRows": result.get("droppedRows", {}),
-        }
-
-    return extra
-
-
-def _model_extra(observed: Observed) -> dict[str, Any]:
-    result = observed.result or {}
-    progress = observed.progress or {}
-    out: dict[str, Any] = {}
-    if progress.get("epoch"):
-        out |= {"epoch": progress["epoch"], "totalEpochs": progress.get("totalEpochs")}
-    resumed = result.get("resumedFrom") or progress.get("resumedFrom")
-    if resumed:  # a worker was lost and the loop went on from a checkpoint: say from which epochs
-        out["resumedFrom"] = list(resumed)
-    if progress.get("maxTrials"):
-        done, running, failed = (progress.get(k, 0) for k in ("trialsDone", "trialsRunning", "trialsFailed"))
-        out["trials"] = {"total": done + running + failed, "completed": done, "running": running, "failed": failed}
-    if result.get("status") != "Succeeded":
-        return out
-    metrics = {k: float(v) for k, v in (result.get("metrics") or {}).items()}
-    first = next(iter(metrics.items()), None)
-    out |= {
-        "metrics": metrics,
-        "modelUri": result.get("modelUri"),
-        "keyMetric": f"{first[0]}={first[1]:.4g}" if first else "",
-        "lineage": result.get("lineage", {}),
-    }
-    if result.get("checkpointUri"):
-        out["checkpointUri"] = result["checkpointUri"]
-    if result.get("bestTrial"):
-        best = result["bestTrial"]
-        out |= {
-            "bestTrial": {"id": best.get("id", ""), "params": best.get("params", {}), "metric": best.get("metric")},
-            "trials": {k: v for k, v in (result.get("trials") or {}).items() if k != "notStarted"},
-            "leaderboardUri": result.get("leaderboardUri"),
-        }
-    return out
+    # When the operator first saw the workload under way, and first saw it finished; kept from then on.
+    under_way = computed.phase in (Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED)
+    started = status.get("startTime") or (now if job_name and under_way else None)
+    if started:
+        new["startTime"] = started
+    if computed.phase in (Phase.SUCCEEDED, Phase.FAILED):
+        new["completionTime"] = status.get("completionTime") or now
+    return new
 
 
 # -- ModelDeployment -------------------------------------------------------------------------------------------
@@ -288,15 +235,11 @@ def observe_serving(obj: dict[str, Any], rt: Runtime) -> modeldeployment.Observe
     if observed.invalid:
         return observed
     spec = ModelDeploymentSpec.model_validate(obj["spec"])
-    source = None
-    if spec.model.from_training_run:
-        source = rt.cluster.get(API_VERSION, "TrainingRun", namespace, spec.model.from_training_run)
-    elif spec.model.from_tuning_sweep:
-        source = rt.cluster.get(API_VERSION, "TuningSweep", namespace, spec.model.from_tuning_sweep)
+    source = next(iter(_found(rt, obj, modeldeployment.references(obj["spec"])).values()), None)
     observed.source, observed.waiting_for = modeldeployment.source_of(spec, source)
     if spec.auto_update.enabled and spec.auto_update.selector:
         selector = modeldeployment.selector_string(spec.auto_update.selector.model_dump(by_alias=True))
-        for kind in ("TrainingRun", "TuningSweep"):
+        for kind in kinds.MODEL_KINDS:
             for candidate in rt.cluster.list(API_VERSION, kind, namespace, selector):
                 model = modeldeployment.model_of(candidate)
                 if model is not None:
@@ -325,9 +268,5 @@ def reconcile_serving(obj: dict[str, Any], rt: Runtime) -> Outcome:
 def stop_children(obj: dict[str, Any], rt: Runtime) -> None:
     """What a deleted resource leaves outside Kubernetes (the local backend's processes)."""
     namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-    if obj["kind"] == "ModelDeployment":
-        for track in (modeldeployment.STABLE, modeldeployment.CANARY):
-            rt.backend.delete("apps/v1", "Deployment", namespace, suffixed(name, track))
-        rt.backend.delete("v1", "Service", namespace, name)
-    else:
-        rt.backend.delete("ray.io/v1", "RayJob", namespace, suffixed(name, STEPS[obj["kind"]]))
+    for api_version, kind, child in kinds.BY_KIND[obj["kind"]].children_to_stop(name):
+        rt.backend.delete(api_version, kind, namespace, child)

@@ -22,12 +22,13 @@ import yaml
 
 from slipway_operator.api.validation import InvalidManifest, validate_manifest
 from slipway_operator.backends.local import LocalBackend, Proc
+from slipway_operator.builders import suffixed
+from slipway_operator.controllers import kinds
 from slipway_operator.controllers.common import Settings
 from slipway_operator.localstore import LocalStore
-from slipway_operator.reconcile import STEPS, Runtime, reconcile, stop_children
+from slipway_operator.reconcile import Runtime, reconcile, stop_children
 from slipway_trainer import storage
 
-ORDER = {"DatasetPrep": 0, "TrainingRun": 1, "TuningSweep": 2, "ModelDeployment": 3}
 PASS_SECONDS = 1.0
 ROLLOUT_EVENTS = {
     "FirstRevision",
@@ -75,20 +76,7 @@ def load(paths: list[Path]) -> list[dict[str, Any]]:
 
 
 def references(doc: dict[str, Any]) -> list[tuple[str, str]]:
-    spec = doc["spec"]
-    if doc["kind"] == "TrainingRun":
-        ref = (spec.get("dataset") or {}).get("ref")
-        return [("DatasetPrep", ref)] if ref else []
-    if doc["kind"] == "TuningSweep":
-        ref = ((spec.get("template") or {}).get("dataset") or {}).get("ref")
-        return [("DatasetPrep", ref)] if ref else []
-    if doc["kind"] == "ModelDeployment":
-        model = spec.get("model") or {}
-        if model.get("fromTrainingRun"):
-            return [("TrainingRun", model["fromTrainingRun"])]
-        if model.get("fromTuningSweep"):
-            return [("TuningSweep", model["fromTuningSweep"])]
-    return []
+    return kinds.BY_KIND[doc["kind"]].references(doc["spec"])
 
 
 def order(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -102,7 +90,7 @@ def order(manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ]
     if missing:
         raise RunError("\n".join(missing))
-    return sorted(manifests, key=lambda d: (ORDER[d["kind"]], d["metadata"]["name"]))
+    return sorted(manifests, key=lambda d: (kinds.ORDER[d["kind"]], d["metadata"]["name"]))
 
 
 @dataclass
@@ -145,7 +133,7 @@ class Journey:
         """Stop the old run's processes and remove its result, so the workload does not return it again."""
         stop_children(before, self.runtime)
         artifacts = (before.get("status") or {}).get("artifactUri")
-        if artifacts and before["kind"] in STEPS:
+        if artifacts and before["kind"] in kinds.RUNS:
             with contextlib.suppress(OSError):
                 storage.remove(artifacts)
 
@@ -258,8 +246,8 @@ def log_path(state: Path, obj: dict[str, Any]) -> Path | None:
     """The log of a resource's process: its workload, or its stable server."""
     processes = state / "processes" / "default"
     name = obj["metadata"]["name"]
-    if obj["kind"] in STEPS:
-        path = processes / "rayjob" / f"{name}-{STEPS[obj['kind']]}" / "log"
+    if obj["kind"] in kinds.RUNS:
+        path = processes / "rayjob" / suffixed(name, kinds.RUNS[obj["kind"]].step) / "log"
         return path if path.exists() else None
     track = processes / "deployment" / f"{name}-stable"
     try:
@@ -358,13 +346,13 @@ def down(state: Path) -> int:
     runtime = Runtime(Settings(image="local", store_uri=""), store, backend)
     stopped = 0
     for obj in store.objects.values():
-        if obj["kind"] == "ModelDeployment":
+        run = kinds.RUNS.get(obj["kind"])
+        if run is None:
             stop_children(obj, runtime)
             stopped += 1
         else:
-            job = Proc(
-                state.resolve() / "processes" / "default" / "rayjob" / f"{obj['metadata']['name']}-{STEPS[obj['kind']]}"
-            )
+            jobs = state.resolve() / "processes" / "default" / "rayjob"
+            job = Proc(jobs / suffixed(obj["metadata"]["name"], run.step))
             if job.alive():
                 job.stop()
                 stopped += 1

@@ -55,8 +55,13 @@ def test_make_images_with_a_registry_pushes_the_built_images_and_the_real_node_p
         assert pushed["rootfs"]["diff_ids"] == built["rootfs"]["diff_ids"]  # type: ignore[index]  # the same layers
         assert pushed["config"]["User"].split(":")[0] == "1000"  # non-root, as the chart's pods ask
 
-    # The real node pulls the operator image from the registry (nothing was imported under that name) and runs it.
-    image = f"{NODE_IP}:{REGISTRY_PORT}/slipway/operator:0.1.0"
+    # The real node pulls the operator image from the registry and runs it. Pulled under its own image ID (a label
+    # added in the registry): containerd 1.6's CRI does not see a later `ctr images import` of an image ID it has
+    # already pulled under another name, which would hide the operator image the other tests import.
+    relabelled = crane("mutate", f"{address}/slipway/operator:0.1.0", "--label", "slipway.dev/test=pull",
+                       "--tag", f"{address}/slipway/operator:pull")  # fmt: skip
+    assert relabelled.returncode == 0, relabelled.stderr
+    image = f"{NODE_IP}:{REGISTRY_PORT}/slipway/operator:pull"
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pulled"},
            "spec": {"restartPolicy": "Never", "containers": [{
                "name": "main", "image": image, "imagePullPolicy": "Always",
@@ -72,7 +77,7 @@ def test_make_images_with_a_registry_pushes_the_built_images_and_the_real_node_p
         time.sleep(1)
     assert status.get("phase") == "Succeeded", json.dumps(status, indent=1)
     (container,) = status["containerStatuses"]  # type: ignore[misc]
-    pushed = crane("digest", f"{address}/slipway/operator:0.1.0").stdout.strip()
+    pushed = crane("digest", f"{address}/slipway/operator:pull").stdout.strip()
     assert container["imageID"].endswith(pushed), (container["imageID"], pushed)
     assert "pulled, uid 1000" in control_plane.kubectl("logs", "pulled", "-n", node_namespace)
 

@@ -148,7 +148,7 @@ def test_a_sweep_runs_as_a_ray_job_and_reports_its_best_trial(
     assert status(plane, "tuningsweep", "fashion-sweep", namespace)["trials"]["running"] == 2
     result = {
         "status": "Succeeded",
-        "metrics": {"test_accuracy": 0.91},
+        "metrics": {"test_loss": 0.27, "test_accuracy": 0.91},  # the key metric is the objective's, not the first
         "modelUri": f"{artifacts.as_uri()}/model",
         "bestTrial": {"id": "t7", "params": {"optimizer.learningRate": 0.002}, "metric": 0.915},
         "trials": {"total": 12, "completed": 9, "stoppedEarly": 3, "failed": 0, "notStarted": 0},
@@ -165,6 +165,7 @@ def test_a_sweep_runs_as_a_ray_job_and_reports_its_best_trial(
     assert st["bestTrial"] == {"id": "t7", "params": {"optimizer.learningRate": 0.002}, "metric": 0.915}
     assert st["trials"]["stoppedEarly"] == 3 and st["keyMetric"] == "test_accuracy=0.91"
     assert st["lineage"]["trial"] == "t7"
+    assert st["startTime"] <= st["completionTime"], st  # RFC 3339, in UTC: string order is time order
     table = plane.kubectl("get", "tuningsweep", "fashion-sweep", "-n", namespace, "-o", "wide")
     assert "Succeeded" in table and "test_accuracy=0.91" in table and "t7" in table
 

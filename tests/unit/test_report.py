@@ -19,10 +19,11 @@ from typing import Any
 import fsspec
 import pytest
 
+from slipway_operator.controllers import kinds
 from slipway_operator.controllers import modeldeployment as md
 from slipway_operator.controllers.common import Settings
-from slipway_operator.reconcile import _model_extra, _prep_extra
-from slipway_operator.runstatus import Observed, run_status
+from slipway_operator.reconcile import run_status_fields
+from slipway_operator.runstatus import Observed
 from slipway_operator.servermetrics import Traffic
 from slipway_trainer import storage
 from slipway_trainer.config.prep import PrepConfig
@@ -94,20 +95,15 @@ def resource(kind: str, name: str, spec: dict[str, Any], status: dict[str, Any])
     return {"apiVersion": API, "kind": kind, "metadata": meta, "spec": spec, "status": status}
 
 
-def run_status_of(artifacts: str, extra: Any) -> dict[str, Any]:
-    """The status a reconcile pass writes for a finished run (reconcile.reconcile_run)."""
+def finished(kind: str, name: str, spec: dict[str, Any], artifacts: str) -> dict[str, Any]:
+    """The resource with the status a reconcile pass writes once its workload is done (reconcile.run_status_fields),
+    from the progress.json and result.json the real workload wrote under `artifacts`."""
     progress, result = (storage.read_json(storage.join(artifacts, f)) for f in ("progress.json", "result.json"))
     observed = Observed(ray_job=DONE, progress=progress, result=result)
-    computed = run_status(observed, [], 1, NOW)
-    return {
-        "observedGeneration": 1,
-        "phase": str(computed.phase),
-        "conditions": computed.conditions,
-        "message": computed.message,
-        "progress": computed.progress,
-        "artifactUri": artifacts,
-        **extra(observed),
-    }
+    obj = resource(kind, name, spec, {})
+    settings = Settings(image="slipway/trainer:test", store_uri="s3://unused")
+    status = run_status_fields(obj, kinds.RUNS[kind], observed, settings, artifacts, None, NOW)
+    return {**obj, "status": status}
 
 
 class Serving:
@@ -156,8 +152,8 @@ def journey(tmp_path_factory: pytest.TempPathFactory) -> Journey:
             PrepConfig.model_validate({"name": name, "outputUri": output.as_uri(), "spec": spec})
         )
         assert result["status"] == "Succeeded", result
-        status = run_status_of(storage.join(output.as_uri(), "_run"), _prep_extra(output.as_uri()))
-        resources.append(resource("DatasetPrep", name, spec, status))
+        placed = {**spec, "output": {**spec.get("output", {}), "uri": output.as_uri()}}
+        resources.append(finished("DatasetPrep", name, placed, storage.join(output.as_uri(), "_run")))
         artifacts[name] = output
     for name, spec in RUNS.items():
         folder = root / "runs" / name
@@ -165,7 +161,7 @@ def journey(tmp_path_factory: pytest.TempPathFactory) -> Journey:
         train_spec = {k: v for k, v in spec.items() if k != "dataset"}
         config = {"name": name, "datasetUri": dataset, "artifactUri": folder.as_uri(), "useRay": False}
         train_workload.run(TrainConfig.model_validate({**config, "spec": train_spec}))
-        resources.append(resource("TrainingRun", name, spec, run_status_of(folder.as_uri(), _model_extra)))
+        resources.append(finished("TrainingRun", name, spec, folder.as_uri()))
         artifacts[name] = folder
 
     folder = root / "runs" / "sweep"
@@ -182,7 +178,7 @@ def journey(tmp_path_factory: pytest.TempPathFactory) -> Journey:
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     sweep_spec = {"template": {"dataset": {"ref": "digits"}, **template}, **SWEEP}
-    resources.append(resource("TuningSweep", "sweep", sweep_spec, run_status_of(folder.as_uri(), _model_extra)))
+    resources.append(finished("TuningSweep", "sweep", sweep_spec, folder.as_uri()))
     artifacts["sweep"] = folder
 
     # Served from the TrainingRun first, then rolled (rolling update) to the sweep's best model.

@@ -5,12 +5,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from slipway_operator import builders
 from slipway_operator.api.common import FailurePolicy, Phase, Resources
+from slipway_operator.runstatus import Observed
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,9 @@ def file_uri_paths(spec: Any, prefix: str = "spec") -> list[str]:
     return [prefix] if isinstance(spec, str) and spec.startswith("file://") else []
 
 
-def artifact_uri(settings: Settings, plural: str, namespace: str, name: str) -> str:
-    return f"{settings.store_uri.rstrip('/')}/{plural}/{namespace}/{name}"
+def artifact_uri(settings: Settings, folder: str, namespace: str, name: str) -> str:
+    """`<store>/<folder>/<namespace>/<name>`, e.g. s3://slipway/runs/ml/fashion-mlp."""
+    return f"{settings.store_uri.rstrip('/')}/{folder}/{namespace}/{name}"
 
 
 def phase_of(obj: dict[str, Any] | None) -> str:
@@ -88,6 +90,57 @@ class Desired:
 
     children: list[dict[str, Any]]
     waiting_for: str | None = None
+
+
+Ref = tuple[str, str]  # (kind, name) of a resource in the same namespace
+Found = Mapping[Ref, dict[str, Any] | None]  # each reference as read (None: it does not exist)
+Child = tuple[str, str, str]  # (apiVersion, kind, name) of a child
+
+
+@dataclass(frozen=True)
+class RunController:
+    """A kind whose work is one workload, run as a RayJob: DatasetPrep, TrainingRun, TuningSweep.
+
+    `reconcile.reconcile_run` drives any of them the same way: read `references`, apply `desired_children`, read
+    the workload's progress.json and result.json under `artifacts`, and add `status_fields` to the run status.
+    """
+
+    kind: str
+    step: str  # the workload (`python -m slipway_trainer <step>`) and the suffix of its ConfigMap and RayJob
+    artifact_folder: str  # its artifacts live under <store>/<artifact_folder>/<namespace>/<name>
+    references: Callable[[dict[str, Any]], list[Ref]]  # spec -> the resources it needs first
+    desired_children: Callable[[dict[str, Any], Found, Settings], Desired]
+    status_fields: Callable[[dict[str, Any], Settings, Observed], dict[str, Any]]  # its own, from what was seen
+    produces_model: bool = False  # a ModelDeployment may serve what it made
+    artifacts: Callable[[dict[str, Any], Settings], str] | None = None  # where progress/result go, if not default
+
+    def artifacts_of(self, obj: dict[str, Any], settings: Settings) -> str:
+        if self.artifacts is not None:
+            return self.artifacts(obj, settings)
+        meta = obj["metadata"]
+        return artifact_uri(settings, self.artifact_folder, meta["namespace"], meta["name"])
+
+    def children_to_stop(self, name: str) -> list[Child]:
+        """What a deleted resource leaves outside Kubernetes' garbage collector (the local backend)."""
+        return [("ray.io/v1", "RayJob", builders.suffixed(name, self.step))]
+
+
+@dataclass(frozen=True)
+class ServingController:
+    """A kind that serves: ModelDeployment, driven by `reconcile.reconcile_serving`."""
+
+    kind: str
+    references: Callable[[dict[str, Any]], list[Ref]]
+    children_to_stop: Callable[[str], list[Child]]
+
+
+Controller = RunController | ServingController
+
+
+def dataset_ref(dataset: Mapping[str, Any] | None) -> list[Ref]:
+    """`[("DatasetPrep", ref)]` for a `dataset:` block that names one by `ref`, else `[]`."""
+    ref = (dataset or {}).get("ref")
+    return [("DatasetPrep", str(ref))] if ref else []
 
 
 def run_job(

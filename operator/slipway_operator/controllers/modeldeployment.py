@@ -29,7 +29,7 @@ from typing import Any
 from slipway_operator import builders
 from slipway_operator.api.common import Phase
 from slipway_operator.api.modeldeployment import Analysis, ModelDeploymentSpec
-from slipway_operator.controllers.common import Settings, phase_of
+from slipway_operator.controllers.common import Child, Ref, ServingController, Settings, phase_of
 from slipway_operator.runstatus import condition
 from slipway_operator.servermetrics import Traffic
 from slipway_operator.workloads import serve_config
@@ -484,3 +484,21 @@ def _health(
             "checkedAt": now if scores else (previous.get("drift") or {}).get("checkedAt"),
         },
     }
+
+
+def references(spec: dict[str, Any]) -> list[Ref]:
+    """The TrainingRun or TuningSweep whose model `spec.model` names, if it names one."""
+    model = spec.get("model") or {}
+    if model.get("fromTrainingRun"):
+        return [("TrainingRun", str(model["fromTrainingRun"]))]
+    if model.get("fromTuningSweep"):
+        return [("TuningSweep", str(model["fromTuningSweep"]))]
+    return []
+
+
+def children_to_stop(name: str) -> list[Child]:
+    tracks = [("apps/v1", "Deployment", builders.suffixed(name, track)) for track in (STABLE, CANARY)]
+    return [*tracks, ("v1", "Service", name)]
+
+
+CONTROLLER = ServingController(kind="ModelDeployment", references=references, children_to_stop=children_to_stop)

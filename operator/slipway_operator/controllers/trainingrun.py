@@ -7,10 +7,20 @@ from typing import Any
 from slipway_operator import builders
 from slipway_operator.api.common import Phase
 from slipway_operator.api.trainingrun import TrainingRunSpec, TrialTemplate
-from slipway_operator.controllers.common import Desired, Settings, artifact_uri, phase_of, run_job
+from slipway_operator.controllers.common import (
+    Desired,
+    RunController,
+    Settings,
+    artifact_uri,
+    dataset_ref,
+    phase_of,
+    run_job,
+)
+from slipway_operator.runstatus import Observed
 from slipway_operator.workloads import train_config
 
-PLURAL = "runs"
+STEP = "train"
+ARTIFACT_FOLDER = "runs"
 
 
 def dataset_uri(spec: TrialTemplate, dataset: dict[str, Any] | None) -> tuple[str | None, str | None]:
@@ -35,12 +45,12 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
         return Desired([], waiting_for=waiting)
     lineage = {"trainingRun": owner.name, **({"datasetRef": spec.dataset.ref} if spec.dataset.ref else {})}
     config = train_config(
-        owner.name, spec, data, artifact_uri(settings, PLURAL, owner.namespace, owner.name), lineage=lineage
+        owner.name, spec, data, artifact_uri(settings, ARTIFACT_FOLDER, owner.namespace, owner.name), lineage=lineage
     )
-    config_map = builders.config_map(owner, "train", config)
+    config_map = builders.config_map(owner, STEP, config)
     job = run_job(
         owner,
-        "train",
+        STEP,
         settings,
         spec.resources,
         config_map,
@@ -49,3 +59,60 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
         spec.suspend,
     )
     return Desired([config_map, job])
+
+
+def key_metric(metrics: dict[str, float], objective: str) -> str:
+    """`test_mae=2.31` for objective `mae` (or `val_mae`); the first metric when the test split lacks it."""
+    name = f"test_{objective.removeprefix('val_').removeprefix('test_')}"
+    chosen = (name, metrics[name]) if name in metrics else next(iter(metrics.items()), None)
+    return f"{chosen[0]}={chosen[1]:.4g}" if chosen else ""
+
+
+def model_status_fields(observed: Observed, objective: str) -> dict[str, Any]:
+    """A run's or a sweep's own status fields: epochs or trials so far, then the model, its metrics (the key
+    metric is the objective's metric on the test split) and, for a sweep, its best trial."""
+    result = observed.result or {}
+    progress = observed.progress or {}
+    out: dict[str, Any] = {}
+    if progress.get("epoch"):
+        out |= {"epoch": progress["epoch"], "totalEpochs": progress.get("totalEpochs")}
+    resumed = result.get("resumedFrom") or progress.get("resumedFrom")
+    if resumed:  # a worker was lost and the loop went on from a checkpoint: say from which epochs
+        out["resumedFrom"] = list(resumed)
+    if progress.get("maxTrials"):
+        done, running, failed = (progress.get(k, 0) for k in ("trialsDone", "trialsRunning", "trialsFailed"))
+        out["trials"] = {"total": done + running + failed, "completed": done, "running": running, "failed": failed}
+    if result.get("status") != "Succeeded":
+        return out
+    metrics = {k: float(v) for k, v in (result.get("metrics") or {}).items()}
+    out |= {
+        "metrics": metrics,
+        "modelUri": result.get("modelUri"),
+        "keyMetric": key_metric(metrics, objective),
+        "lineage": result.get("lineage", {}),
+    }
+    if result.get("checkpointUri"):
+        out["checkpointUri"] = result["checkpointUri"]
+    if result.get("bestTrial"):
+        best = result["bestTrial"]
+        out |= {
+            "bestTrial": {"id": best.get("id", ""), "params": best.get("params", {}), "metric": best.get("metric")},
+            "trials": {k: v for k, v in (result.get("trials") or {}).items() if k != "notStarted"},
+            "leaderboardUri": result.get("leaderboardUri"),
+        }
+    return out
+
+
+def objective_of(spec: dict[str, Any]) -> str:
+    return str((spec.get("objective") or {}).get("metric") or "loss")
+
+
+CONTROLLER = RunController(
+    kind="TrainingRun",
+    step=STEP,
+    artifact_folder=ARTIFACT_FOLDER,
+    references=lambda spec: dataset_ref(spec.get("dataset")),
+    desired_children=lambda obj, found, settings: desired_children(obj, next(iter(found.values()), None), settings),
+    status_fields=lambda obj, settings, observed: model_status_fields(observed, objective_of(obj["spec"])),
+    produces_model=True,
+)

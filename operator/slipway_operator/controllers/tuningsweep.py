@@ -7,11 +7,12 @@ from typing import Any
 
 from slipway_operator import builders
 from slipway_operator.api.tuningsweep import TuningSweepSpec
-from slipway_operator.controllers.common import Desired, Settings, artifact_uri, run_job
-from slipway_operator.controllers.trainingrun import dataset_uri
+from slipway_operator.controllers.common import Desired, RunController, Settings, artifact_uri, dataset_ref, run_job
+from slipway_operator.controllers.trainingrun import dataset_uri, model_status_fields, objective_of
 from slipway_operator.workloads import tune_config
 
-PLURAL = "sweeps"
+STEP = "tune"
+ARTIFACT_FOLDER = "sweeps"
 
 
 def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settings: Settings) -> Desired:
@@ -24,14 +25,14 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
     ref = spec.template.dataset.ref
     lineage = {"tuningSweep": owner.name, **({"datasetRef": ref} if ref else {})}
     config = tune_config(
-        owner.name, spec, data, artifact_uri(settings, PLURAL, owner.namespace, owner.name), lineage=lineage
+        owner.name, spec, data, artifact_uri(settings, ARTIFACT_FOLDER, owner.namespace, owner.name), lineage=lineage
     )
-    config_map = builders.config_map(owner, "tune", config)
+    config_map = builders.config_map(owner, STEP, config)
     # Trials are single-worker: the Ray cluster has room for parallelTrials of them at once.
     resources = spec.template.resources.model_copy(update={"workers": spec.parallel_trials})
     job = run_job(
         owner,
-        "tune",
+        STEP,
         settings,
         resources,
         config_map,
@@ -40,3 +41,14 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
         spec.suspend,
     )
     return Desired([config_map, job])
+
+
+CONTROLLER = RunController(
+    kind="TuningSweep",
+    step=STEP,
+    artifact_folder=ARTIFACT_FOLDER,
+    references=lambda spec: dataset_ref((spec.get("template") or {}).get("dataset")),
+    desired_children=lambda obj, found, settings: desired_children(obj, next(iter(found.values()), None), settings),
+    status_fields=lambda obj, settings, observed: model_status_fields(observed, objective_of(obj["spec"])),
+    produces_model=True,
+)

@@ -32,6 +32,7 @@ class Batcher:
     _queue: asyncio.Queue[_Pending] = field(default_factory=asyncio.Queue)
     _task: asyncio.Task[None] | None = None
     _closing: bool = False
+    _next: _Pending | None = None  # taken from the queue, but it would have made the last batch too large
 
     def start(self) -> None:
         if self._task is None:
@@ -62,7 +63,7 @@ class Batcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            first = await self._queue.get()
+            first, self._next = self._next or await self._queue.get(), None
             batch = [first]
             rows = first.x.shape[0]
             deadline = loop.time() + self.max_latency_ms / 1000
@@ -75,6 +76,9 @@ class Batcher:
                 try:
                     item = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
+                    break
+                if rows + item.x.shape[0] > self.max_batch_size:
+                    self._next = item  # it starts the next batch (alone, if it is larger than a batch itself)
                     break
                 batch.append(item)
                 rows += item.x.shape[0]

@@ -139,17 +139,23 @@ def permutation_importance(
     return dict(sorted(importance.items(), key=lambda kv: -kv[1]))
 
 
-def saliency_png(model: nn.Module, dataset: Dataset, split: Split, path: Path, count: int = 8) -> None:
-    """Input-gradient saliency of the predicted class for a few test images, beside the images."""
-    x = torch.from_numpy(split.x[:count]).requires_grad_(True)
+def saliency(model: nn.Module, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(|d predicted-class score / d pixel|, the max over channels: (n, H, W); the predicted classes: (n,))."""
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).requires_grad_(True)
     model.eval()
     out = model(x)
     chosen = out.argmax(1) if out.shape[1] > 1 else torch.zeros(len(x), dtype=torch.long)
     out.gather(1, chosen.view(-1, 1)).sum().backward()
     assert x.grad is not None
-    heat = x.grad.abs().amax(1).numpy()
+    return x.grad.abs().amax(1).numpy(), chosen.numpy()
+
+
+def saliency_png(model: nn.Module, dataset: Dataset, split: Split, path: Path, count: int = 8) -> None:
+    """Input-gradient saliency of the predicted class for a few test images, beside the images."""
     images = split.x[:count]
-    fig, axes = plt.subplots(2, count, figsize=(count * 1.4, 3.2))
+    count = len(images)
+    heat, chosen = saliency(model, images)
+    fig, axes = plt.subplots(2, count, figsize=(count * 1.4, 3.2), squeeze=False)
     names = dataset.class_names
     for i in range(count):
         picture = images[i].transpose(1, 2, 0)

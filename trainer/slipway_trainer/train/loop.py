@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from slipway_trainer import storage
+from slipway_trainer import selection, storage
 from slipway_trainer.config.train import TrainConfig, TrainSpec
 from slipway_trainer.train import models
 from slipway_trainer.train.data import Dataset, Split, open_dataset, shard
@@ -303,6 +303,8 @@ def train_loop(config: TrainConfig, worker: Worker, tensorboard_dir: Path | None
     schedule = make_schedule(spec, optimizer)
     objective = f"val_{spec.objective.metric.removeprefix('val_')}"
     stopping = spec.training.early_stopping
+    # An improvement under earlyStopping.minDelta is a tie when early stopping watches the objective itself.
+    tolerance = stopping.min_delta if stopping and f"val_{stopping.metric.removeprefix('val_')}" == objective else 0.0
     state = resume(config.artifact_uri, {"model": model, "optimizer": optimizer, "schedule": schedule}) or {
         "epoch": 0,
         "history": [],
@@ -336,7 +338,7 @@ def train_loop(config: TrainConfig, worker: Worker, tensorboard_dir: Path | None
         metrics["samples_per_second"] = len(train_split) * worker.world_size / max(train_seconds, 1e-9)
         state["history"].append({"epoch": epoch, **metrics})
         state["epoch"] = epoch
-        improved = _track_best(state, metrics, objective)
+        improved = _track_best(state, metrics, objective, tolerance)
         stop = _should_stop(state, metrics, stopping) if stopping else False
         if worker.is_chief:
             state["workers"] = worker.world_size
@@ -428,7 +430,7 @@ def _evaluate(model: nn.Module, split: Split, spec: TrainSpec, criterion: Any, c
     return totals
 
 
-def _track_best(state: dict[str, Any], metrics: dict[str, float], objective: str) -> bool:
+def _track_best(state: dict[str, Any], metrics: dict[str, float], objective: str, tolerance: float) -> bool:
     value = metrics.get(objective)
     if value is None:
         raise WorkloadError(
@@ -436,12 +438,11 @@ def _track_best(state: dict[str, Any], metrics: dict[str, float], objective: str
             f"objective.metric {objective.removeprefix('val_')!r} is not measured "
             f"for this task (measured: {', '.join(sorted(metrics))})",
         )
-    better = state["best"] is None or (
-        value < state["best"] if metric_direction(objective) == "minimize" else value > state["best"]
-    )
+    maximize = metric_direction(objective) == "maximize"
+    better = selection.beats(value, metrics.get("val_loss"), state["best"], state.get("bestLoss"), maximize, tolerance)
     if better:
-        state["best"], state["bestEpoch"] = value, state["epoch"]
-    return bool(better)
+        state["best"], state["bestLoss"], state["bestEpoch"] = value, metrics.get("val_loss"), state["epoch"]
+    return better
 
 
 def _should_stop(state: dict[str, Any], metrics: dict[str, float], stopping: Any) -> bool:

@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from slipway_trainer import storage, workload
+from slipway_trainer import selection, storage, workload
 from slipway_trainer.config.train import TrainSpec
 from slipway_trainer.config.tune import TuneConfig, search_space_problems
 from slipway_trainer.train import evaluate
@@ -96,8 +96,8 @@ def leaderboard(config: TuneConfig, grid: Any, metric: str, mode: str) -> list[d
         # killed): every epoch's metrics, written by the training loop.
         history_uri = storage.join(sweep.trial_config(config, trial, params).artifact_uri, HISTORY)
         history = storage.read_json(history_uri) if storage.exists(history_uri) else []
-        values = [float(h[metric]) for h in history if isinstance(h.get(metric), int | float)]
-        best = (max(values) if mode == "max" else min(values)) if values else None
+        chosen = selection.best_row(history, metric, maximize=mode == "max")
+        best = float(chosen[metric]) if chosen else None
         ran = len(history)
         if result.error:
             status = "Failed"
@@ -113,13 +113,17 @@ def leaderboard(config: TuneConfig, grid: Any, metric: str, mode: str) -> list[d
                 "stoppedEarly": status == "StoppedEarly",
                 "epochs": ran,
                 "best": best,
+                "bestLoss": chosen.get("val_loss") if chosen else None,
                 "last": {
                     k: v for k, v in (history[-1] if history else {}).items() if k.startswith(("val_", "train_loss"))
                 },
                 "error": str(result.error).splitlines()[-1][:500] if result.error else None,
             }
         )
-    ranked = sorted((r for r in rows if r["best"] is not None), key=lambda r: float(r["best"]), reverse=mode == "max")
+    ranked = sorted(
+        (r for r in rows if r["best"] is not None),
+        key=lambda r: selection.rank_key(float(r["best"]), r["bestLoss"], maximize=mode == "max"),
+    )
     return ranked + [r for r in rows if r["best"] is None]
 
 

@@ -1,0 +1,186 @@
+"""One reconcile pass, driven as the operator and `slipway run` drive it, with the resources in the real local store
+(`LocalStore`), artifacts in a real folder, and a backend that records what it is asked to do (a RayJob's status is
+what a test says KubeRay wrote). The tier between the pure controllers and the real control plane: milliseconds."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from slipway_operator.controllers.common import CONFIG_HASH, Settings
+from slipway_operator.localstore import LocalStore
+from slipway_operator.reconcile import Runtime, reconcile, stop_children
+from slipway_trainer import storage
+
+API = "slipway.dev/v1alpha1"
+RUNNING = {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
+DONE = {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}
+Key = tuple[str, str]
+
+
+class RecordingBackend:
+    """Keeps what it is given, as an API server would, and records every apply and delete; nothing runs."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.objects: dict[Key, dict[str, Any]] = {}
+        self.applied: list[list[Key]] = []
+        self.deleted: list[Key] = []
+
+    def missing_prerequisite(self) -> str | None:
+        return None
+
+    def apply(self, children: list[dict[str, Any]]) -> None:
+        self.applied.append([(c["kind"], c["metadata"]["name"]) for c in children])
+        for child in children:
+            key = (child["kind"], child["metadata"]["name"])
+            status = (self.objects.get(key) or {}).get("status")
+            self.objects[key] = {**copy.deepcopy(child), **({"status": status} if status else {})}
+
+    def observe(self, child: dict[str, Any]) -> dict[str, Any] | None:
+        found = self.objects.get((child["kind"], child["metadata"]["name"]))
+        return copy.deepcopy(found) if found is not None else None
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        self.deleted.append((kind, name))
+        self.objects.pop((kind, name), None)
+
+    def endpoint(self, service: dict[str, Any]) -> str | None:
+        return None
+
+    def scrape(self, deployment: dict[str, Any], path: str) -> tuple[list[str], str | None]:
+        return [], None
+
+    def close(self) -> None:
+        pass
+
+    def job_status(self, name: str, status: dict[str, Any]) -> None:
+        """What KubeRay would write into the RayJob's status."""
+        self.objects["RayJob", name]["status"] = status
+
+
+class Bed:
+    def __init__(self, root: Path) -> None:
+        self.store = LocalStore(root / "state")
+        self.backend = RecordingBackend()
+        self.artifacts = root / "artifacts"
+        self.runtime = Runtime(Settings(image="slipway/trainer:test", store_uri=self.artifacts.as_uri()),
+                               self.store, self.backend)  # fmt: skip
+
+    def add(self, kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        obj, _ = self.store.upsert({"apiVersion": API, "kind": kind, "metadata": {"name": name}, "spec": spec})
+        return obj
+
+    def step(self, kind: str, name: str) -> dict[str, Any] | None:
+        """One pass, applied as `slipway run` applies it; the outcome's status (None: the pass did nothing)."""
+        obj = self.store.objects[kind, name]
+        outcome = reconcile(copy.deepcopy(obj), self.runtime)
+        if outcome is None:
+            return None
+        self.store.update_status(obj, outcome.status)
+        return outcome.status
+
+    def write(self, folder: str, name: str, file: str, doc: dict[str, Any]) -> None:
+        storage.write_json_atomic(storage.join(self.artifacts.as_uri(), folder, "default", name, file), doc)
+
+
+PREP = {"source": {"uri": "builtin://sklearn/wine"}, "split": {"stratifyBy": "target"}}
+RUN = {
+    "dataset": {"ref": "wine"},
+    "model": {"architecture": "mlp"},
+    "objective": {"metric": "mae", "direction": "minimize", "loss": "huber"},
+    "training": {"epochs": 3},
+}
+
+
+@pytest.fixture
+def bed(tmp_path: Path) -> Bed:
+    return Bed(tmp_path)
+
+
+def test_a_run_waits_for_its_dataset_then_starts_once_and_a_pass_that_changes_nothing_sends_nothing(bed: Bed) -> None:
+    bed.add("TrainingRun", "mpg", RUN)
+    waiting = bed.step("TrainingRun", "mpg")
+    assert waiting is not None and waiting["phase"] == "Waiting" and bed.backend.applied == []
+    assert "DatasetPrep wine (it does not exist yet)" in waiting["message"]
+
+    bed.add("DatasetPrep", "wine", PREP)
+    bed.step("DatasetPrep", "wine")
+    assert bed.backend.applied == [[("ConfigMap", "wine-prep"), ("RayJob", "wine-prep")]]
+    bed.backend.job_status("wine-prep", DONE)
+    bed.write("datasets", "wine", "_run/result.json", {"status": "Succeeded", "rows": {"total": 178}})
+    prep = bed.step("DatasetPrep", "wine")
+    assert prep is not None and prep["phase"] == "Succeeded"
+    assert prep["outputUri"] == f"{bed.artifacts.as_uri()}/datasets/default/wine"
+
+    started = bed.step("TrainingRun", "mpg")
+    assert started is not None and started["rayJobName"] == "mpg-train" and "startTime" not in started
+    assert bed.backend.applied[-1] == [("ConfigMap", "mpg-train"), ("RayJob", "mpg-train")]
+    for _ in range(3):  # nothing changed: nothing is applied again
+        bed.step("TrainingRun", "mpg")
+    assert len(bed.backend.applied) == 2
+
+
+def test_a_finished_run_keeps_its_times_and_key_metric_and_a_resync_of_it_is_a_no_op(bed: Bed) -> None:
+    bed.add("TrainingRun", "mpg", {**RUN, "dataset": {"uri": "file:///data/mpg"}})
+    bed.step("TrainingRun", "mpg")
+    bed.backend.job_status("mpg-train", RUNNING)
+    bed.write("runs", "mpg", "progress.json", {"phase": "Training", "epoch": 1, "totalEpochs": 3})
+    running = bed.step("TrainingRun", "mpg")
+    assert running is not None and running["phase"] == "Running" and running["progress"] == "epoch 1/3"
+    started = running["startTime"]
+
+    bed.backend.job_status("mpg-train", DONE)
+    metrics = {"test_mse": 9.5, "test_mae": 2.31, "test_r2": 0.8}  # the objective's metric is not the first
+    bed.write("runs", "mpg", "result.json", {"status": "Succeeded", "metrics": metrics, "modelUri": "file:///m"})
+    done = bed.step("TrainingRun", "mpg")
+    assert done is not None and done["phase"] == "Succeeded"
+    assert done["keyMetric"] == "test_mae=2.31" and done["startTime"] == started
+    assert done["startTime"] <= done["completionTime"]
+
+    assert bed.step("TrainingRun", "mpg") is None  # finished and unchanged: the pass reads nothing, writes nothing
+    assert len(bed.backend.applied) == 1
+
+
+def test_a_spec_changed_after_the_run_started_is_refused_with_the_field_and_the_running_job_is_left_alone(
+    bed: Bed,
+) -> None:
+    obj = bed.add("TrainingRun", "mpg", {**RUN, "dataset": {"uri": "file:///data/mpg"}})
+    bed.step("TrainingRun", "mpg")
+    bed.backend.job_status("mpg-train", RUNNING)
+    before = copy.deepcopy(bed.backend.objects["RayJob", "mpg-train"])
+
+    changed = copy.deepcopy(obj["spec"])
+    changed["training"]["epochs"] = 30
+    bed.store.upsert({"apiVersion": API, "kind": "TrainingRun", "metadata": {"name": "mpg"}, "spec": changed})
+    refused = bed.step("TrainingRun", "mpg")
+    assert refused is not None and refused["phase"] == "Invalid"
+    assert "the spec changed after the run started (training.epochs)" in refused["message"]
+    assert bed.backend.objects["RayJob", "mpg-train"] == before  # not re-applied, not restarted
+    assert len(bed.backend.applied) == 1
+    annotations = bed.backend.objects["RayJob", "mpg-train"]["metadata"]["annotations"]
+    assert annotations[CONFIG_HASH] == before["metadata"]["annotations"][CONFIG_HASH]
+
+
+def test_deleting_a_resource_stops_the_children_its_kind_owns(bed: Bed) -> None:
+    run = bed.add("TrainingRun", "mpg", {**RUN, "dataset": {"uri": "file:///data/mpg"}})
+    serving = bed.add("ModelDeployment", "mpg", {"model": {"fromTrainingRun": "mpg"}})
+    stop_children(run, bed.runtime)
+    stop_children(serving, bed.runtime)
+    assert bed.backend.deleted == [
+        ("RayJob", "mpg-train"),
+        ("Deployment", "mpg-stable"),
+        ("Deployment", "mpg-canary"),
+        ("Service", "mpg"),
+    ]
+
+
+def test_a_deployment_waits_for_its_run_and_names_it(bed: Bed) -> None:
+    bed.add("ModelDeployment", "mpg", {"model": {"fromTrainingRun": "mpg"}})
+    waiting = bed.step("ModelDeployment", "mpg")
+    assert waiting is not None and "TrainingRun mpg (it does not exist yet)" in waiting["message"]
+    assert bed.backend.applied == []
