@@ -95,8 +95,18 @@ def test_the_auto_mpg_journey_runs_as_rayjobs_on_real_pods_and_its_best_model_an
                                                                        check=False) != "", 120)  # fmt: skip
         plane.kubectl("delete", "pod", "-n", ns, "-l", "app.kubernetes.io/name=slipway", "--wait=false")
         done = wait_phase(plane, prep, {"Succeeded", "Failed"}, 900)
-        owned = json.loads(plane.kubectl("get", "rayjobs,configmaps", "-n", ns, "-l", "slipway.dev/datasetprep=mpg",
-                                         "-o", "json"))["items"]  # fmt: skip
+
+        owned: list[dict[str, Any]] = []
+
+        def job_ended() -> bool:
+            # The status turns Succeeded once the workload's result.json is in the store; KubeRay marks the job
+            # SUCCEEDED a few seconds later, when its driver has exited and the dashboard says so.
+            owned[:] = json.loads(plane.kubectl("get", "rayjobs,configmaps", "-n", ns, "-l",
+                                                "slipway.dev/datasetprep=mpg", "-o", "json"))["items"]  # fmt: skip
+            jobs = [o for o in owned if o["kind"] == "RayJob"]
+            return all((o.get("status") or {}).get("jobStatus") in ("SUCCEEDED", "FAILED", "STOPPED") for o in jobs)
+
+        testbed.wait_until("the prep's RayJob to end", job_ended, 120)
         assert sorted(o["kind"] for o in owned) == ["ConfigMap", "RayJob"], [o["metadata"]["name"] for o in owned]
         assert done["phase"] == "Succeeded", done
         # Its RayJob ran on the real node, as the image's non-root user, and its pods are gone afterwards
@@ -108,7 +118,11 @@ def test_the_auto_mpg_journey_runs_as_rayjobs_on_real_pods_and_its_best_model_an
         assert head["securityContext"]["runAsNonRoot"] is True
         assert done["rows"]["train"] > 200 and done["outputUri"].startswith("s3://slipway/"), done
 
-        train = example("auto-mpg/02-trainingrun.yaml", ns, **{"training.epochs": 15, "resources.memory": "2Gi"})
+        train = example(
+            "auto-mpg/02-trainingrun.yaml",
+            ns,
+            **{"training.epochs": 15, "resources.memory": "2Gi", "training.earlyStopping.patience": 5},
+        )
         apply(train)
         trained = wait_phase(plane, train, {"Succeeded", "Failed"}, 900)
         assert trained["phase"] == "Succeeded", trained

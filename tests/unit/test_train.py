@@ -87,7 +87,7 @@ def train(tmp_path: Path, dataset: str, spec: dict[str, Any], name: str = "run",
     return workload.run(config)
 
 
-def test_images(dataset: str, count: int) -> np.ndarray:
+def first_test_images(dataset: str, count: int) -> np.ndarray:
     """The first `count` test images of a prepared image dataset, as the model sees them."""
     return open_dataset(dataset).load("test").x[:count].astype(np.float32)
 
@@ -123,7 +123,7 @@ def test_every_architecture_learns_fashion_and_exports_checked_models(
         assert result["exports"][fmt]["maxAbsDifference"] <= 1e-3
     model = tmp_path / "run" / "model"
     # Checked here too, apart from the workload's own check: both exports give the same outputs on real images.
-    images = test_images(datasets["fashion"], 16)
+    images = first_test_images(datasets["fashion"], 16)
     onnx_out = onnxruntime.InferenceSession(str(model / "model.onnx")).run(None, {"input": images})[0]
     torchscript_out = torch.jit.load(str(model / "model.pt"))(torch.from_numpy(images)).detach().numpy()
     assert onnx_out.shape == (16, 10) and np.allclose(onnx_out, torchscript_out, atol=1e-3, rtol=1e-3)

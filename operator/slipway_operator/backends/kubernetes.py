@@ -11,6 +11,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from slipway_operator.builders import SERVER_PORT
 
@@ -35,7 +36,12 @@ class KubernetesApi:
     def resource(self, api_version: str, kind: str) -> Any:
         with self._lock:
             if (api_version, kind) not in self._resources:
-                self._resources[api_version, kind] = self.dynamic.resources.get(api_version=api_version, kind=kind)
+                try:
+                    found = self.dynamic.resources.get(api_version=api_version, kind=kind)
+                except ResourceNotFoundError:  # discovery read before a CRD was installed: read it again, once
+                    self.dynamic.resources.invalidate_cache()
+                    found = self.dynamic.resources.get(api_version=api_version, kind=kind)
+                self._resources[api_version, kind] = found
             return self._resources[api_version, kind]
 
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -63,15 +69,6 @@ class KubernetesApi:
         served = {r.name for r in found.resources}
         return tuple(p for p in plurals if p not in served)
 
-    def crd_exists(self, name: str) -> bool:
-        try:
-            client.ApiextensionsV1Api(self.api_client).read_custom_resource_definition(name)
-        except ApiException as err:
-            if err.status == 404:
-                return False
-            raise
-        return True
-
 
 class KubernetesBackend:
     name = "kubernetes"
@@ -87,7 +84,8 @@ class KubernetesBackend:
         with self._crd_lock:
             checked_at, present = self._crd_checked
             if not present or time.monotonic() - checked_at > CRD_RECHECK_SECONDS:
-                present = self.api.crd_exists("rayjobs.ray.io")
+                # Served, not just created: a CRD the API server has not established yet cannot take a RayJob.
+                present = not self.api.unserved("ray.io", "v1", ("rayjobs",))
                 self._crd_checked = (time.monotonic(), present)
         return None if present else "the RayJob CRD (rayjobs.ray.io)"
 
