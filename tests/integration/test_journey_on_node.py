@@ -130,7 +130,7 @@ def test_the_auto_mpg_journey_runs_as_rayjobs_on_real_pods_and_its_best_model_an
         assert trained["modelUri"].startswith("s3://slipway/"), trained
 
         sweep = example("auto-mpg/03-tuningsweep.yaml", ns, maxTrials=3, parallelTrials=1,
-                        **{"template.training.epochs": 8})  # fmt: skip
+                        **{"template.training.epochs": 8, "scheduler.gracePeriod": 3})  # fmt: skip
         apply(sweep)
         swept = wait_phase(plane, sweep, {"Succeeded", "Failed"}, 1200)
         assert swept["phase"] == "Succeeded", swept
