@@ -148,8 +148,9 @@ def test_the_auto_mpg_journey_runs_as_rayjobs_on_real_pods_and_its_best_model_an
                 features = json.loads(answer.read())["parameters"]["features"]
             car = {"Cylinders": 4, "Displacement": 97.0, "Horsepower": 88.0, "Weight_in_lbs": 2130,
                    "Acceleration": 14.5, "Year": "1971-01-01", "Origin": "Japan"}  # fmt: skip
-            body = {"inputs": [{"name": "input", "shape": [1, len(features)], "datatype": "BYTES",
-                                "data": [[car[f] for f in features]]}]}  # fmt: skip
+            # One named input per raw feature, as tests/integration/test_serve.py sends them.
+            body = {"inputs": [{"name": f, "shape": [1], "datatype": "BYTES" if isinstance(car[f], str) else "FP64",
+                                "data": [car[f]]} for f in features]}  # fmt: skip
             request = urllib.request.Request(f"{url}/v2/models/mpg/infer", data=json.dumps(body).encode(),
                                              headers={"Content-Type": "application/json"})  # fmt: skip
             with urllib.request.urlopen(request, timeout=10) as answer:
