@@ -12,8 +12,6 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-RULE = "the best objective; a tie (within earlyStopping.minDelta) goes to the lower val_loss"
-
 
 def beats(
     value: float,
