@@ -158,6 +158,7 @@ def wheelhouse() -> Path:
     return _made_once(CACHE / f"wheels-{key}", "wheels", what, make)
 
 
+DISK_NEEDED_GB = 25  # seen: the trainer image's build peaks near 20 GB of layers, its archive is about 3 GB
 CACHE_KEEP_MB = 10_000  # BuildKit's layer cache, at most (the dependency layers of the operator and server fit)
 
 # What the Dockerfiles copy: a change elsewhere (README.md, docs, tests) rebuilds no image.
@@ -277,6 +278,12 @@ def image_archives(names: list[str] | tuple[str, ...] = IMAGES) -> dict[str, Pat
         wanted[name] = CACHE / "images" / f"{name}-{key}.tar"
     missing = [n for n, p in wanted.items() if not p.exists()]
     if missing:
+        free_gb = shutil.disk_usage(CACHE if CACHE.exists() else Path.home()).free / 2**30
+        if free_gb < DISK_NEEDED_GB:
+            _log(
+                f"warning: {free_gb:.0f} GB free under {CACHE}; building {', '.join(missing)} may need about "
+                f"{DISK_NEEDED_GB} GB (BuildKit's layers, the archives); free some space if the build fails"
+            )
         with _locked("buildkit"):
             (CACHE / "images").mkdir(parents=True, exist_ok=True)
             builder = BuildKit(Path(tempfile.mkdtemp(prefix="slipway-buildkit-")))
@@ -287,7 +294,7 @@ def image_archives(names: list[str] | tuple[str, ...] = IMAGES) -> dict[str, Pat
                     for stale in (CACHE / "images").glob(f"{name}-*"):
                         stale.unlink()
                     builder.build(name, wanted[name], base, wheels)
-                builder.prune()
+                    builder.prune()  # after each image: the trainer's layers alone peak near 20 GB
             finally:
                 builder.stop()
             shutil.rmtree(builder.workdir, ignore_errors=True)  # kept (with its logs) only when a build failed

@@ -527,6 +527,8 @@ class RealNode:
             self.net.close()
             self.net = None
         self.cgroups.remove()
+        # the images and container layers (several GB once the trainer image is in); the logs stay
+        shutil.rmtree(self.workdir / "containerd" / "root", ignore_errors=True)
         if self.plane.components:  # the control plane still runs
             self.plane.kubectl("delete", "node", self.name, "--ignore-not-found", "--wait=false", check=False)
 

@@ -233,4 +233,5 @@ def test_stopping_a_node_leaves_no_process_mount_cgroup_or_container(
     shims = subprocess.run(["pgrep", "-f", f"containerd-shim.*{workdir}"], capture_output=True, text=True).stdout
     assert shims == ""
     assert control_plane.kubectl("get", "node", node.name, "--ignore-not-found") == ""
+    assert not (workdir / "containerd" / "root").exists()  # its images and layers do not pile up on the disk
     control_plane.kubectl("delete", "pod", "sleeper", "-n", node_namespace, "--force", "--grace-period=0", check=False)
