@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from slipway_operator import api
 from slipway_operator.api.common import GROUP, VERSION, Phase
 from slipway_operator.api.modeldeployment import ModelDeploymentSpec
 from slipway_operator.api.validation import InvalidManifest, validate_manifest
-from slipway_operator.backends import Backend
+from slipway_operator.backends import ApplyRefused, Backend
 from slipway_operator.builders import suffixed
 from slipway_operator.controllers import kinds, modeldeployment
 from slipway_operator.controllers.common import (
@@ -32,7 +33,7 @@ from slipway_operator.controllers.common import (
     file_uri_paths,
     stamp,
 )
-from slipway_operator.runstatus import Observed, run_status
+from slipway_operator.runstatus import Observed, condition, run_status
 from slipway_operator.servermetrics import parse, total
 from slipway_trainer import storage
 
@@ -129,10 +130,19 @@ def reconcile(obj: dict[str, Any], rt: Runtime) -> Outcome | None:
     status = obj.get("status") or {}
     controller = kinds.BY_KIND[obj["kind"]]
     if isinstance(controller, ServingController):
-        return with_phase_event(status, reconcile_serving(obj, rt))
+        return typed(obj["kind"], with_phase_event(status, reconcile_serving(obj, rt)))
     if status.get("phase") in TERMINAL and status.get("observedGeneration") == obj["metadata"].get("generation"):
         return None  # finished, and nothing changed since: a resync costs nothing
-    return with_phase_event(status, reconcile_run(obj, controller, rt))
+    return typed(obj["kind"], with_phase_event(status, reconcile_run(obj, controller, rt)))
+
+
+def typed(kind: str, outcome: Outcome) -> Outcome:
+    """The status as the kind's `*Status` model (the one its CRD is generated from) validates and dumps it: a
+    field the CRD would prune, or a value it would refuse, fails here, in every test that reconciles. Only the
+    fields the pass set are dumped (a None clears a field in the status patch)."""
+    model = api.BY_KIND[kind].status
+    outcome.status = model.model_validate(outcome.status).model_dump(mode="json", by_alias=True, exclude_unset=True)
+    return outcome
 
 
 # -- runs: DatasetPrep, TrainingRun, TuningSweep ---------------------------------------------------------------
@@ -167,6 +177,16 @@ def _run_children(rt: Runtime, desired: Desired) -> tuple[str | None, dict[str, 
     return None, found
 
 
+def _apply_refused(outcome: Outcome, message: str, generation: int) -> Outcome:
+    """A serving resource whose children the cluster refused: Stalled with the API server's words, and an Event."""
+    before = list(outcome.status.get("conditions") or [])
+    stalled = condition("Stalled", True, "ApplyFailed", message, generation, _now(), before)
+    outcome.status["conditions"] = [c for c in before if c.get("type") != "Stalled"] + [stalled]
+    outcome.status["message"] = message
+    outcome.events.append(("Warning", "ApplyFailed", message))
+    return outcome
+
+
 def reconcile_run(obj: dict[str, Any], controller: RunController, rt: Runtime) -> Outcome:
     """Read the references, apply the children, read the workload's progress and result, and say where it is."""
     artifacts = controller.artifacts_of(obj, rt.settings)
@@ -179,7 +199,10 @@ def reconcile_run(obj: dict[str, Any], controller: RunController, rt: Runtime) -
     observed.missing_crd = rt.backend.missing_prerequisite()
     job_name = None
     if wanted.children and not observed.missing_crd:
-        refused, job = _run_children(rt, wanted)
+        try:
+            refused, job = _run_children(rt, wanted)
+        except ApplyRefused as err:
+            observed.apply_error, refused, job = str(err), None, None
         observed.invalid = refused
         observed.ray_job = (job or {}).get("status") or {}
         job_name = next(c for c in wanted.children if c["kind"] == "RayJob")["metadata"]["name"]
@@ -258,11 +281,15 @@ def observe_serving(obj: dict[str, Any], rt: Runtime) -> modeldeployment.Observe
 
 def reconcile_serving(obj: dict[str, Any], rt: Runtime) -> Outcome:
     plan = modeldeployment.plan(obj, observe_serving(obj, rt), rt.settings)
+    outcome = Outcome(plan.status, list(plan.events))
     if plan.children:
-        rt.backend.apply(plan.children)
+        try:
+            rt.backend.apply(plan.children)
+        except ApplyRefused as err:
+            return _apply_refused(outcome, str(err), int(obj["metadata"].get("generation", 1)))
     for api_version, kind, child in plan.delete:
         rt.backend.delete(api_version, kind, obj["metadata"]["namespace"], child)
-    return Outcome(plan.status, list(plan.events))
+    return outcome
 
 
 def stop_children(obj: dict[str, Any], rt: Runtime) -> None:

@@ -1,10 +1,11 @@
 """The status of a run (DatasetPrep, TrainingRun, TuningSweep), computed from what is observed — the KubeRay
 RayJob's status and the workload's progress.json / result.json — on every pass, never from the stored status.
 
-Pure: `run_status(observed, previous_conditions, generation, now)` returns the new status fields; the
-handler patches only what changed. Conditions follow kstatus (Ready, Reconciling, Stalled) plus Succeeded and
-Failed, each with a reason a machine can match and a message a person can act on. A failed run is Stalled too:
-it ends there until its spec changes, which is what kstatus (Flux's `wait`) reads as Failed.
+Pure: `decide(observed)` names the run's state (a `Decision`), `run_status(observed, previous_conditions,
+generation, now)` turns it into the new status fields; the handler patches only what changed. Conditions follow
+kstatus (Ready, Reconciling, Stalled) plus Succeeded and Failed, each with a reason a machine can match and a
+message a person can act on. A failed run is Stalled too: it ends there until its spec changes, which is what
+kstatus (Flux's `wait`) reads as Failed.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ class Observed:
     result: dict[str, Any] | None = None  # result.json
     missing_crd: str | None = None  # KubeRay is not installed
     store_error: str | None = None  # progress.json / result.json could not be read: the store's own words
+    apply_error: str | None = None  # the cluster refused a child: the API server's own words
 
 
 @dataclass
@@ -64,40 +66,66 @@ def condition(
     }
 
 
+@dataclass(frozen=True)
+class Decision:
+    """What a pass concluded about a run: its phase, the reason a machine can match and the message a person
+    acts on, and the kstatus booleans the conditions are built from (``succeeded`` is None while undecided)."""
+
+    phase: Phase
+    reason: str
+    message: str
+    ready: bool = False
+    reconciling: bool = False
+    stalled: bool = False
+    succeeded: bool | None = None
+
+
+def _working(phase: Phase, reason: str, message: str) -> Decision:
+    """Still moving: the operator (or KubeRay) has more to do."""
+    return Decision(phase, reason, message, reconciling=True)
+
+
+def _stuck(phase: Phase, reason: str, message: str) -> Decision:
+    """Not moving until something outside changes (a spec, KubeRay, a Secret); not terminal."""
+    return Decision(phase, reason, message, stalled=True)
+
+
+def _failed(phase: Phase, reason: str, message: str) -> Decision:
+    """Terminal until the spec changes: Failed (or Invalid), Stalled."""
+    return Decision(phase, reason, message, stalled=True, succeeded=False)
+
+
 def run_status(observed: Observed, previous: list[dict[str, Any]], generation: int, now: str) -> RunStatus:
-    phase, reason, message, ready, reconciling, stalled, succeeded = _decide(observed)
+    d = decide(observed)
 
     def c(type_: str, status: bool | None, why: str) -> dict[str, Any]:
-        return condition(type_, status, why, message, generation, now, previous)
+        return condition(type_, status, why, d.message, generation, now, previous)
 
     conditions = [
-        c("Ready", ready, reason),
-        c("Reconciling", reconciling, reason if reconciling else "Done"),
-        c("Stalled", stalled, reason if stalled else "NotStalled"),
-        c("Succeeded", succeeded, reason),
-        c("Failed", phase == Phase.FAILED, reason),
+        c("Ready", d.ready, d.reason),
+        c("Reconciling", d.reconciling, d.reason if d.reconciling else "Done"),
+        c("Stalled", d.stalled, d.reason if d.stalled else "NotStalled"),
+        c("Succeeded", d.succeeded, d.reason),
+        c("Failed", d.phase == Phase.FAILED, d.reason),
     ]
-    return RunStatus(phase=phase, conditions=conditions, message=message, progress=_progress(observed))
+    return RunStatus(phase=d.phase, conditions=conditions, message=d.message, progress=_progress(observed))
 
 
-def _decide(o: Observed) -> tuple[Phase, str, str, bool, bool, bool, bool | None]:
-    """(phase, reason, message, ready, reconciling, stalled, succeeded)."""
+def decide(o: Observed) -> Decision:
+    """The run's state from what was observed, checked in order: the spec, KubeRay, the workload's result, the
+    dependency, suspension, then the RayJob's own state."""
     if o.invalid:
-        return Phase.INVALID, "InvalidSpec", o.invalid, False, False, True, False
+        return _failed(Phase.INVALID, "InvalidSpec", o.invalid)
     if o.missing_crd:
-        return (
+        return _stuck(
             Phase.PENDING,
             "KubeRayMissing",
             f"{o.missing_crd} is not installed: install KubeRay (its CRDs and "
             "operator, e.g. `helm install kuberay-operator kuberay/kuberay-operator`), then this resumes",
-            False,
-            False,
-            True,
-            None,
         )
     result = o.result or {}
     if result.get("status") == "Succeeded":
-        return Phase.SUCCEEDED, "Succeeded", _summary(result), True, False, False, True
+        return Decision(Phase.SUCCEEDED, "Succeeded", _summary(result), ready=True, succeeded=True)
     deployment = str((o.ray_job or {}).get("jobDeploymentStatus") or "")
     if result.get("status") == "Failed":
         message = f"{result.get('reason', 'Failed')}: {result.get('message', '')}"
@@ -106,79 +134,47 @@ def _decide(o: Observed) -> tuple[Phase, str, str, bool, bool, bool, bool | None
             failed = int((o.ray_job or {}).get("failed") or 1)
             attempts = f"{failed} failed attempt{'s' if failed != 1 else ''} so far"
             message = f"{message} ({attempts}; KubeRay retries while spec.failurePolicy.backoffLimit allows)"
-            return Phase.RUNNING, "Retrying", message, False, True, False, None
-        return Phase.FAILED, str(result.get("reason") or "WorkloadFailed"), message, False, False, True, False
+            return _working(Phase.RUNNING, "Retrying", message)
+        return _failed(Phase.FAILED, str(result.get("reason") or "WorkloadFailed"), message)
+    if o.apply_error:  # not terminal: a fixed RBAC rule or a raised quota lets the next pass apply it
+        return _stuck(Phase.PENDING, "ApplyFailed", o.apply_error)
     if o.waiting_for:
-        return (Phase.WAITING, "WaitingForDependency", f"waiting for {o.waiting_for}", False, True, False, None)
+        return _working(Phase.WAITING, "WaitingForDependency", f"waiting for {o.waiting_for}")
     if o.suspended:
-        return (
-            Phase.SUSPENDED,
-            "Suspended",
-            "suspended: set spec.suspend to false to start or resume it",
-            False,
-            False,
-            False,
-            None,
-        )
+        return Decision(Phase.SUSPENDED, "Suspended", "suspended: set spec.suspend to false to start or resume it")
     job = o.ray_job
     if job is None:
-        return Phase.PENDING, "Creating", "creating the RayJob", False, True, False, None
+        return _working(Phase.PENDING, "Creating", "creating the RayJob")
     deployment = str(job.get("jobDeploymentStatus") or "")
+    succeeded = deployment == "Complete" and job.get("jobStatus") == "SUCCEEDED"
     if deployment in DEPLOYMENT_FAILED:
         reason = str(job.get("reason") or "RayJobFailed")
         detail = job.get("message") or "the RayJob failed before the workload wrote a result"
-        return Phase.FAILED, reason, f"{reason}: {detail}", False, False, True, False
-    if deployment == "Complete" and job.get("jobStatus") == "SUCCEEDED" and o.store_error:
-        return (  # not terminal: a fixed Secret or a bucket created later lets the next pass read the result
+        return _failed(Phase.FAILED, reason, f"{reason}: {detail}")
+    if succeeded and o.store_error:  # not terminal: a fixed Secret or a bucket created later lets a pass read it
+        return _stuck(
             Phase.RUNNING,
             "StorageUnavailable",
             f"the RayJob succeeded but its result cannot be read from the store: {o.store_error}; check the store "
             "Secret's credentials and endpoint and that the bucket exists (the next pass tries again)",
-            False,
-            False,
-            True,
-            None,
         )
-    if deployment == "Complete" and job.get("jobStatus") == "SUCCEEDED":
-        return (
-            Phase.RUNNING,
-            "CollectingResult",
-            "the RayJob succeeded; reading result.json",
-            False,
-            True,
-            False,
-            None,
-        )
+    if succeeded:
+        return _working(Phase.RUNNING, "CollectingResult", "the RayJob succeeded; reading result.json")
     if deployment == "Complete":
-        return (
-            Phase.FAILED,
-            "RayJobFailed",
-            f"the Ray job ended {job.get('jobStatus')}: {job.get('message', '')}",
-            False,
-            False,
-            True,
-            False,
-        )
+        message = f"the Ray job ended {job.get('jobStatus')}: {job.get('message', '')}"
+        return _failed(Phase.FAILED, "RayJobFailed", message)
     if deployment in ("Suspending", "Suspended"):
-        return Phase.SUSPENDED, "Suspended", "the RayJob is suspended (or queued by Kueue)", False, False, False, None
+        return Decision(Phase.SUSPENDED, "Suspended", "the RayJob is suspended (or queued by Kueue)")
     if deployment == "Retrying":
-        return (
-            Phase.RUNNING,
-            "Retrying",
-            f"retrying after a failure: {job.get('message', '')}",
-            False,
-            True,
-            False,
-            None,
-        )
+        return _working(Phase.RUNNING, "Retrying", f"retrying after a failure: {job.get('message', '')}")
     if deployment == "Queued":  # the local backend runs a few jobs at a time
-        return Phase.PENDING, "Queued", str(job.get("message") or "queued"), False, True, False, None
+        return _working(Phase.PENDING, "Queued", str(job.get("message") or "queued"))
     if deployment == "Running" and job.get("jobStatus") == "RUNNING":
         if o.store_error:
             message = f"running; its progress cannot be read from the store: {o.store_error}"
-            return Phase.RUNNING, "StorageUnavailable", message, False, True, False, None
-        return Phase.RUNNING, "Running", _running_message(o.progress), False, True, False, None
-    return Phase.PENDING, "Starting", f"the Ray cluster is starting ({deployment or 'new'})", False, True, False, None
+            return _working(Phase.RUNNING, "StorageUnavailable", message)
+        return _working(Phase.RUNNING, "Running", _running_message(o.progress))
+    return _working(Phase.PENDING, "Starting", f"the Ray cluster is starting ({deployment or 'new'})")
 
 
 def _running_message(progress: dict[str, Any] | None) -> str:

@@ -167,3 +167,42 @@ def test_slipway_operator_command_reconciles_a_namespace(
         process.terminate()
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr[-2000:]
+
+
+def test_a_child_refused_by_a_quota_stalls_the_run_with_the_api_servers_words_until_the_quota_allows_it(
+    control_plane: testbed.ControlPlane, namespace: str, operator_env: Path
+) -> None:
+    plane = control_plane
+    quota = {
+        "apiVersion": "v1",
+        "kind": "ResourceQuota",
+        "metadata": {"name": "no-rayjobs", "namespace": namespace},
+        "spec": {"hard": {"count/rayjobs.ray.io": "0"}},
+    }
+    plane.kubectl("apply", "-f", "-", input=json.dumps(quota))
+    testbed.wait_until(  # the quota controller has counted it: admission enforces it from then on
+        "the quota's status",
+        lambda: ((get(plane, "resourcequota", "no-rayjobs", namespace) or {}).get("status") or {}).get("hard"),
+        60,
+    )
+
+    def stalled() -> dict[str, Any] | None:
+        status = (get(plane, "datasetprep", "fashion", namespace) or {}).get("status") or {}
+        found = [c for c in status.get("conditions", []) if c["type"] == "Stalled" and c["status"] == "True"]
+        return found[0] if found else None
+
+    with runner(namespace):
+        plane.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "fashion-mnist" / "01-datasetprep.yaml"))
+        testbed.wait_until("the prep to stall", stalled, 60)
+        condition = stalled() or {}
+        assert condition["reason"] == "ApplyFailed"
+        assert "refused RayJob fashion-prep (HTTP 403)" in condition["message"]
+        assert "exceeded quota: no-rayjobs" in condition["message"] and "ResourceQuota" in condition["message"]
+        events = plane.kubectl("get", "events", "-n", namespace, "--field-selector", "reason=ApplyFailed")
+        assert "fashion-prep" in events
+
+        plane.kubectl("delete", "resourcequota", "no-rayjobs", "-n", namespace)
+        testbed.wait_until(
+            "the RayJob once the quota is gone", lambda: get(plane, "rayjob", "fashion-prep", namespace), 90
+        )
+        testbed.wait_until("the Stalled condition to clear", lambda: stalled() is None, 60)

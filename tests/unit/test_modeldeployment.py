@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from slipway_operator.api import ModelDeploymentStatus
 from slipway_operator.controllers import modeldeployment as md
 from slipway_operator.controllers.common import Settings
 from slipway_operator.servermetrics import Traffic, parse
@@ -87,6 +88,7 @@ class World:
                 self.deployments[track] = ready(child) if make_ready else child
         for _, _, name in plan.delete:
             self.deployments.pop(name.rsplit("-", 1)[1], None)
+        ModelDeploymentStatus.model_validate(plan.status)  # every field set is one the CRD keeps
         self.obj["status"] = plan.status
         self.events += plan.events
         return plan

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from slipway_operator.backends import ApplyRefused
 from slipway_operator.controllers.common import CONFIG_HASH, Settings
 from slipway_operator.localstore import LocalStore
 from slipway_operator.reconcile import Runtime, reconcile, stop_children
@@ -30,11 +31,14 @@ class RecordingBackend:
         self.objects: dict[Key, dict[str, Any]] = {}
         self.applied: list[list[Key]] = []
         self.deleted: list[Key] = []
+        self.refusing: str | None = None  # what the API server says when it refuses every apply
 
     def missing_prerequisite(self) -> str | None:
         return None
 
     def apply(self, children: list[dict[str, Any]]) -> None:
+        if self.refusing:
+            raise ApplyRefused(self.refusing)
         self.applied.append([(c["kind"], c["metadata"]["name"]) for c in children])
         for child in children:
             key = (child["kind"], child["metadata"]["name"])
@@ -184,3 +188,35 @@ def test_a_deployment_waits_for_its_run_and_names_it(bed: Bed) -> None:
     waiting = bed.step("ModelDeployment", "mpg")
     assert waiting is not None and "TrainingRun mpg (it does not exist yet)" in waiting["message"]
     assert bed.backend.applied == []
+
+
+QUOTA = "the API server refused RayJob mpg-train (HTTP 403): exceeded quota: team, requested: count/rayjobs.ray.io=1"
+
+
+def test_a_child_the_cluster_refuses_stalls_the_run_with_the_api_servers_words_and_the_next_pass_applies_it(
+    bed: Bed,
+) -> None:
+    bed.add("TrainingRun", "mpg", {**RUN, "dataset": {"uri": "file:///data/mpg"}})
+    bed.backend.refusing = QUOTA
+    refused = bed.step("TrainingRun", "mpg")
+    assert refused is not None and refused["phase"] == "Pending" and refused["message"] == QUOTA
+    stalled = {c["type"]: c for c in refused["conditions"]}["Stalled"]
+    assert (stalled["status"], stalled["reason"]) == ("True", "ApplyFailed")
+    assert bed.backend.applied == []
+
+    bed.backend.refusing = None  # the quota was raised: level-triggered, the next pass applies the children
+    started = bed.step("TrainingRun", "mpg")
+    assert started is not None and started["phase"] == "Pending"
+    assert {c["type"]: c for c in started["conditions"]}["Stalled"]["status"] == "False"
+    assert bed.backend.applied == [[("ConfigMap", "mpg-train"), ("RayJob", "mpg-train")]]
+
+
+def test_a_deployment_whose_children_are_refused_says_so_in_a_stalled_condition_and_an_event(bed: Bed) -> None:
+    bed.add("ModelDeployment", "mpg", {"model": {"uri": "file:///models/mpg"}})
+    bed.backend.refusing = "the API server refused Deployment mpg-stable (HTTP 403): forbidden"
+    obj = bed.store.objects["ModelDeployment", "mpg"]
+    outcome = reconcile(copy.deepcopy(obj), bed.runtime)
+    assert outcome is not None and outcome.status["message"] == bed.backend.refusing
+    stalled = [c for c in outcome.status["conditions"] if c["type"] == "Stalled"]
+    assert [(c["status"], c["reason"]) for c in stalled] == [("True", "ApplyFailed")]
+    assert ("Warning", "ApplyFailed", bed.backend.refusing) in outcome.events

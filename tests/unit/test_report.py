@@ -19,6 +19,7 @@ from typing import Any
 import fsspec
 import pytest
 
+from slipway_operator import api
 from slipway_operator.controllers import kinds
 from slipway_operator.controllers import modeldeployment as md
 from slipway_operator.controllers.common import Settings
@@ -103,6 +104,7 @@ def finished(kind: str, name: str, spec: dict[str, Any], artifacts: str) -> dict
     obj = resource(kind, name, spec, {})
     settings = Settings(image="slipway/trainer:test", store_uri="s3://unused")
     status = run_status_fields(obj, kinds.RUNS[kind], observed, settings, artifacts, None, NOW)
+    api.BY_KIND[kind].status.model_validate(status)  # every field set is one the CRD keeps
     return {**obj, "status": status}
 
 

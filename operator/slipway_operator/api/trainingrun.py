@@ -92,6 +92,9 @@ class ModelRunStatus(RunStatusBase):
     lineage: Lineage = Field(default_factory=Lineage)
     """Dataset and fingerprint the model was trained on."""
 
+    checkpoint_uri: str | None = None
+    """The newest checkpoint (of a sweep: its best trial's), to resume or fine-tune from."""
+
 
 class TrainingRunStatus(ModelRunStatus):
     """Progress, metrics, the exported model and where it came from."""
@@ -101,9 +104,6 @@ class TrainingRunStatus(ModelRunStatus):
 
     total_epochs: int | None = None
     """Epochs planned."""
-
-    checkpoint_uri: str | None = None
-    """The newest checkpoint."""
 
     resumed_from: list[int] = Field(default_factory=list, max_length=1000)
     """Epochs whose checkpoints training resumed from after losing a worker (Ray Train restarts the worker

@@ -13,6 +13,12 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 
+class ApplyRefused(Exception):
+    """The cluster refused a child for a reason a retry will not fix (forbidden, invalid, over a quota, a namespace
+    that is not there): the resource says so in a condition (reason ``ApplyFailed``) instead of the operator's log
+    only. Transient refusals (a conflict, throttling, a server error) are raised as they are, and retried."""
+
+
 class Backend(Protocol):
     name: str
 
@@ -20,7 +26,8 @@ class Backend(Protocol):
         """What must be installed before RayJobs can run (KubeRay's CRD), or None."""
 
     def apply(self, children: list[dict[str, Any]]) -> None:
-        """Create or update the children (idempotent: deterministic names, adopted when they exist)."""
+        """Create or update the children (idempotent: deterministic names, adopted when they exist); raises
+        `ApplyRefused` with the cluster's own words when it refuses one for good."""
 
     def observe(self, child: dict[str, Any]) -> dict[str, Any] | None:
         """The child as it is now (with its status), or None when it does not exist."""

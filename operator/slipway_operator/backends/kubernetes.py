@@ -3,6 +3,7 @@ KubeRay runs the RayJobs, Kubernetes the Deployments. Also the operator's reads 
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -13,9 +14,11 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
+from slipway_operator.backends import ApplyRefused
 from slipway_operator.builders import SERVER_PORT
 
 FIELD_MANAGER = "slipway"
+REFUSED_FOR_GOOD = {400, 403, 404, 422}  # bad request, forbidden (RBAC, a quota), no such namespace, invalid
 CRD_RECHECK_SECONDS = 30.0
 
 
@@ -91,13 +94,18 @@ class KubernetesBackend:
 
     def apply(self, children: list[dict[str, Any]]) -> None:
         for child in children:
-            self.api.resource(child["apiVersion"], child["kind"]).server_side_apply(
-                body=child,
-                name=child["metadata"]["name"],
-                namespace=child["metadata"]["namespace"],
-                field_manager=FIELD_MANAGER,
-                force_conflicts=True,
-            )
+            try:
+                self.api.resource(child["apiVersion"], child["kind"]).server_side_apply(
+                    body=child,
+                    name=child["metadata"]["name"],
+                    namespace=child["metadata"]["namespace"],
+                    field_manager=FIELD_MANAGER,
+                    force_conflicts=True,
+                )
+            except ApiException as err:
+                if err.status not in REFUSED_FOR_GOOD:
+                    raise
+                raise ApplyRefused(refusal(child, err)) from None
 
     def observe(self, child: dict[str, Any]) -> dict[str, Any] | None:
         meta = child["metadata"]
@@ -139,3 +147,16 @@ class KubernetesBackend:
 
     def close(self) -> None:
         pass
+
+
+def refusal(child: dict[str, Any], err: ApiException) -> str:
+    """The API server's own message for a refused child, with what to look at."""
+    try:
+        said = str(json.loads(err.body or "{}").get("message") or err.reason)
+    except (ValueError, AttributeError):
+        said = str(err.reason)
+    hint = {
+        403: "check the operator's RBAC (the chart's ClusterRole) and the namespace's ResourceQuota",
+        404: "check that the namespace exists",
+    }.get(int(err.status or 0), "a validation or an admission policy of the cluster rejected it (see the message)")
+    return f"the API server refused {child['kind']} {child['metadata']['name']} (HTTP {err.status}): {said}; {hint}"
