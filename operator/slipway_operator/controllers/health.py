@@ -1,0 +1,122 @@
+"""How a ModelDeployment's servers are doing: replicas ready and rolled out, the canary's gate, and the
+health conditions (Available, Degraded, Drifted) from the stable track's /metrics; pure."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from slipway_operator.api.common import Phase
+from slipway_operator.api.modeldeployment import Analysis, ModelDeploymentSpec
+from slipway_operator.runstatus import condition
+from slipway_operator.servermetrics import Traffic
+
+MIN_REQUESTS_FOR_HEALTH = 20  # fewer requests say nothing about an error rate
+
+
+def replicas_ready(deployment: dict[str, Any] | None) -> tuple[int, int, bool]:
+    """(ready, desired, rolled out: every replica runs the newest template)."""
+    if not deployment:
+        return 0, 0, False
+    status = deployment.get("status") or {}
+    desired = int((deployment.get("spec") or {}).get("replicas") or 0)
+    ready = int(status.get("readyReplicas") or 0)
+    updated = int(status.get("updatedReplicas") or 0)
+    observed = (status.get("observedGeneration") or 0) >= (deployment.get("metadata") or {}).get("generation", 0)
+    done = observed and updated >= desired and ready >= desired and int(status.get("replicas") or 0) <= desired
+    return ready, desired, done
+
+
+def gate(analysis: Analysis, traffic: Traffic | None, ready: int, scrape_error: str | None) -> tuple[bool, str]:
+    """Whether a canary step passed, and what was measured."""
+    if ready < 1:
+        return False, "no canary replica became ready"
+    if traffic is None:
+        return False, f"the canary's /metrics could not be read ({scrape_error or 'no replica answered'})"
+    if traffic.requests == 0:
+        return True, "no requests reached the canary during the step (nothing failed)"
+    p99 = traffic.quantile_ms(0.99)
+    measured = f"error rate {traffic.error_rate:.2%} over {traffic.requests} requests, p99 {_ms(p99)}"
+    if traffic.error_rate > analysis.max_error_rate:
+        return False, f"{measured}: error rate above maxErrorRate {analysis.max_error_rate:.2%}"
+    if p99 is not None and p99 > analysis.max_p99_latency_ms:
+        return False, f"{measured}: p99 above maxP99LatencyMs {analysis.max_p99_latency_ms:g} ms"
+    return True, measured
+
+
+def _ms(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return "> largest bucket" if math.isinf(value) else f"<= {value:g} ms"
+
+
+def health(
+    spec: ModelDeploymentSpec,
+    stable: dict[str, Any] | None,
+    traffic: Traffic | None,
+    analysis: Analysis,
+    decided: tuple[Phase, str, str],
+    previous: dict[str, Any],
+    generation: int,
+    now: str,
+) -> dict[str, Any]:
+    """Phase, message, conditions, replicas, traffic and drift, from the rollout's decision (phase, reason,
+    message) and the stable track's Deployment and /metrics."""
+    phase, reason, message = decided
+    conditions_before = list(previous.get("conditions") or [])
+    ready, desired, rolled_out = replicas_ready(stable)
+    problems = []
+    if desired and ready < desired:
+        problems.append(f"{ready}/{desired} stable replicas ready")
+    if traffic and traffic.requests >= MIN_REQUESTS_FOR_HEALTH:
+        p99 = traffic.quantile_ms(0.99)
+        if traffic.error_rate > analysis.max_error_rate:
+            problems.append(f"error rate {traffic.error_rate:.2%} above {analysis.max_error_rate:.2%}")
+        if p99 is not None and p99 > analysis.max_p99_latency_ms:
+            problems.append(f"p99 {_ms(p99)} above {analysis.max_p99_latency_ms:g} ms")
+    drift = spec.monitoring.drift
+    scores = traffic.drift if traffic else {}
+    drifted = sorted(f for f, s in scores.items() if s > drift.threshold)
+    available = ready >= 1
+    stalled = phase == Phase.INVALID
+    if phase == Phase.AVAILABLE and not rolled_out:
+        phase, reason, message = Phase.DEPLOYING, "Deploying", f"{message}; {ready}/{desired} replicas ready"
+    elif phase == Phase.AVAILABLE and problems:
+        phase = Phase.DEGRADED
+    progressing = phase in (Phase.DEPLOYING, Phase.WAITING)
+
+    def c(type_: str, value: bool | None, why: str, text: str) -> dict[str, Any]:
+        return condition(type_, value, why, text, generation, now, conditions_before)
+
+    summary = "; ".join(problems) if problems else "healthy"
+    conditions = [
+        c("Ready", phase == Phase.AVAILABLE, reason, message),
+        c("Reconciling", progressing, reason if progressing else "Done", message),
+        c("Stalled", stalled, reason if stalled else "NotStalled", message),
+        c("Available", available, "ReplicasReady" if available else "NoReplicaReady", f"{ready}/{desired} ready"),
+        c("Degraded", bool(problems), "Unhealthy" if problems else "Healthy", summary),
+        c(
+            "Drifted",
+            bool(drifted),
+            "DriftDetected" if drifted else "NoDrift",
+            f"drift above {drift.threshold:g} ({drift.method}): {', '.join(drifted)}" if drifted else "no drift",
+        ),
+    ]
+    p99 = traffic.quantile_ms(0.99) if traffic else None
+    return {
+        "phase": str(phase),
+        "message": message,
+        "conditions": conditions,
+        "replicas": {"desired": desired, "ready": ready},
+        "readyReplicas": f"{ready}/{desired}",
+        "traffic": {
+            "requests": traffic.requests if traffic else 0,
+            "errorRate": round(traffic.error_rate, 6) if traffic else 0.0,
+            "p99LatencyMs": None if p99 is None or math.isinf(p99) else p99,
+        },
+        "drift": {
+            "score": round(max(scores.values()), 6) if scores else None,
+            "driftedFeatures": drifted,
+            "checkedAt": now if scores else (previous.get("drift") or {}).get("checkedAt"),
+        },
+    }
