@@ -194,17 +194,23 @@ def logs_of(state: Path, ref: str) -> int:
 
 
 def run_operator(namespaces: list[str], environment: dict[str, str | None], json_logs: bool = False) -> int:
-    """The Kopf operator in this process (Ctrl-C or SIGTERM stops it). Flags reach the handlers as the
-    environment they read at start-up."""
+    """The Kopf operator in this process (Ctrl-C or SIGTERM stops it). The flags, over the environment, make
+    the Settings the handlers get through Kopf's memo; a malformed one is an error before anything starts."""
     import os
 
     import kopf
 
-    os.environ.update({k: v for k, v in environment.items() if v})
+    from slipway_operator.controllers.common import Settings
+
+    try:
+        settings = Settings.from_env({**os.environ, **{k: v for k, v in environment.items() if v}})
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     import slipway_operator.handlers  # noqa: F401  (registers the handlers)
 
     kopf.configure(log_format=kopf.LogFormat.JSON if json_logs else kopf.LogFormat.PLAIN)
-    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces)
+    kopf.run(standalone=True, clusterwide=not namespaces, namespaces=namespaces, memo=kopf.Memo(settings=settings))
     return 0
 
 

@@ -1,15 +1,17 @@
 """The Kopf glue, thin: one handler set per kind calls `reconcile`, posts its Events and patches what changed.
 
-Run with `slipway operator` (or `kopf run -m slipway_operator.handlers`). Settings come from the environment
-once, at start-up, here at the edge: SLIPWAY_BACKEND (kubernetes | local), SLIPWAY_IMAGE, SLIPWAY_SERVER_IMAGE,
-SLIPWAY_STORE, SLIPWAY_STORAGE_SECRET, SLIPWAY_ALLOW_FILE_URIS, SLIPWAY_GPU_RESOURCE, SLIPWAY_GPU_NODE_SELECTOR
-and SLIPWAY_GPU_TOLERATIONS (JSON), SLIPWAY_STATE (the local backend's folder), SLIPWAY_METRICS_ADDRESS
-(host:port), SLIPWAY_WORKERS (see `Settings.from_env`). Slipway resources are always read from the cluster;
-where their children run is the backend's.
+Run with `slipway operator` (or `kopf run -m slipway_operator.handlers`). Settings are read once, at start-up,
+by `Settings.from_env` (`slipway operator` passes its flags through Kopf's memo instead): SLIPWAY_BACKEND
+(kubernetes | local), SLIPWAY_IMAGE, SLIPWAY_SERVER_IMAGE, SLIPWAY_STORE, SLIPWAY_STORAGE_SECRET,
+SLIPWAY_ALLOW_FILE_URIS, SLIPWAY_GPU_RESOURCE, SLIPWAY_GPU_NODE_SELECTOR and SLIPWAY_GPU_TOLERATIONS (JSON),
+SLIPWAY_STATE (the local backend's folder), SLIPWAY_METRICS_ADDRESS (host:port), SLIPWAY_WORKERS. The runtime
+(API client, backend) lives in the memo every handler gets; nothing is a module global. Slipway resources are
+always read from the cluster; where their children run is the backend's.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from pathlib import Path
@@ -18,32 +20,27 @@ from typing import Any
 import kopf
 
 from slipway_operator import metrics
-from slipway_operator.api.common import GROUP, VERSION
+from slipway_operator.api.common import API_VERSION, GROUP, VERSION
 from slipway_operator.backends import Backend
 from slipway_operator.backends.kubernetes import KubernetesApi, KubernetesBackend
 from slipway_operator.controllers.common import Settings
-from slipway_operator.reconcile import Runtime, reconcile, stop_children
+from slipway_operator.reconcile import Cluster, Runtime, reconcile, stop_children
 
 RUN_RESYNC_SECONDS = 10.0
 SERVING_RESYNC_SECONDS = 5.0
 
-_runtime: Runtime | None = None
 
+def make_runtime(settings: Settings) -> Runtime:
+    """The API client and the backend, made once per operator start and kept in Kopf's memo."""
+    cluster = KubernetesApi()
+    backend: Backend
+    if settings.backend == "local":
+        from slipway_operator.backends.local import LocalBackend
 
-def runtime() -> Runtime:
-    global _runtime  # noqa: PLW0603 (made once per process, at the edge)
-    if _runtime is None:
-        settings = Settings.from_env(os.environ)
-        cluster = KubernetesApi()
-        backend: Backend
-        if os.environ.get("SLIPWAY_BACKEND", "kubernetes") == "local":
-            from slipway_operator.backends.local import LocalBackend
-
-            backend = LocalBackend(Path(os.environ.get("SLIPWAY_STATE", ".slipway/state")).resolve())
-        else:
-            backend = KubernetesBackend(cluster)
-        _runtime = Runtime(settings, cluster, backend)
-    return _runtime
+        backend = LocalBackend(Path(settings.state).resolve())
+    else:
+        backend = KubernetesBackend(cluster)
+    return Runtime(settings, cluster, backend)
 
 
 @kopf.on.login()
@@ -67,11 +64,12 @@ QUIET = QuietResyncs()
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
-    global _runtime  # noqa: PLW0603
-    _runtime = None  # settings are read again at every start (tests start several operators in one process)
+def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    """The runtime goes into Kopf's memo, which every handler gets: `slipway operator` puts its Settings
+    there (`memo.settings`); `kopf run -m slipway_operator.handlers` reads them from the environment."""
     try:
-        ready = runtime()
+        config = memo.get("settings") or Settings.from_env(os.environ)
+        ready = memo.runtime = make_runtime(config)
     except ValueError as err:  # a malformed setting: stop with the reason rather than retry forever
         raise kopf.PermanentError(f"cannot start: {err}") from None
     metrics.reset()
@@ -89,23 +87,42 @@ def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) ->
             "Helm chart, then start the operator again"
         )
     settings.posting.level = 20  # Events from INFO up
-    settings.execution.max_workers = int(os.environ.get("SLIPWAY_WORKERS", "8"))
-    address = os.environ.get("SLIPWAY_METRICS_ADDRESS")
-    if address:
-        logger.info(f"operator metrics on http://{address.rpartition(':')[0]}:{metrics.serve(address)}/metrics")
+    settings.execution.max_workers = config.workers
+    if config.metrics_address:
+        host = config.metrics_address.rpartition(":")[0]
+        logger.info(f"operator metrics on http://{host}:{metrics.serve(config.metrics_address)}/metrics")
     logger.info(f"backend: {ready.backend.name}, store: {ready.settings.store_uri}")
 
 
 @kopf.on.cleanup()
-def stop(**_: Any) -> None:
-    if _runtime is not None:
-        _runtime.backend.close()
+def stop(memo: kopf.Memo, **_: Any) -> None:
+    if memo.get("runtime") is not None:
+        memo.runtime.backend.close()
 
 
-def _pass(body: kopf.Body, patch: kopf.Patch) -> None:
+class IndexedCluster:
+    """Slipway resources read from Kopf's in-memory indexes (filled by the watch the operator keeps anyway)
+    instead of a GET per resource on every timer tick; lists (autoUpdate's label selectors) still go to the API."""
+
+    def __init__(self, api: Cluster, indexes: dict[str, kopf.Index[tuple[str, str], dict[str, Any]]]) -> None:
+        self.api, self.indexes = api, indexes
+
+    def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        index = self.indexes.get(INDEX_OF_KIND.get(kind, ""))
+        if api_version != API_VERSION or index is None:
+            return self.api.get(api_version, kind, namespace, name)
+        found = list(index.get((namespace, name), ()))
+        return copy.deepcopy(found[-1]) if found else None
+
+    def list(self, api_version: str, kind: str, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
+        return self.api.list(api_version, kind, namespace, label_selector)
+
+
+def _pass(body: kopf.Body, patch: kopf.Patch, rt: Runtime, indexes: dict[str, Any]) -> None:
     kind = str(body["kind"])
+    rt = Runtime(rt.settings, IndexedCluster(rt.cluster, indexes), rt.backend)
     with metrics.reconcile(kind):
-        outcome = reconcile(dict(body), runtime())
+        outcome = reconcile(dict(body), rt)
     if outcome is None:
         return
     for type_, reason, message in outcome.events:
@@ -118,8 +135,13 @@ def _pass(body: kopf.Body, patch: kopf.Patch) -> None:
     metrics.phase(kind, str(body.metadata.namespace), str(body.metadata.name), phase)
 
 
-def reconcile_resource(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
-    _pass(body, patch)
+def reconcile_resource(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
+    _pass(body, patch, memo.runtime, {k: v for k, v in kwargs.items() if k in INDEX_OF_KIND.values()})
+
+
+def by_name(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
+    """An index of one kind: (namespace, name) -> the resource as last seen by the watch."""
+    return {(str(namespace), str(name)): copy.deepcopy(dict(body))}
 
 
 # Every kind: on creation, on spec changes, when the operator (re)starts, and on a resync timer (runs read their
@@ -130,6 +152,11 @@ PLURALS = {
     "tuningsweeps": RUN_RESYNC_SECONDS,
     "modeldeployments": SERVING_RESYNC_SECONDS,
 }
+# What a pass reads by name (a TrainingRun's DatasetPrep, a ModelDeployment's run): from these indexes.
+INDEX_OF_KIND = {"DatasetPrep": "datasetpreps_by_name", "TrainingRun": "trainingruns_by_name",
+                 "TuningSweep": "tuningsweeps_by_name"}  # fmt: skip
+for _kind, _index in INDEX_OF_KIND.items():
+    kopf.index(GROUP, VERSION, _index.removesuffix("_by_name"), id=_index)(by_name)
 for _plural, _interval in PLURALS.items():
     kopf.on.resume(GROUP, VERSION, _plural)(reconcile_resource)
     kopf.on.create(GROUP, VERSION, _plural)(reconcile_resource)
@@ -138,18 +165,18 @@ for _plural, _interval in PLURALS.items():
     kopf.timer(GROUP, VERSION, _plural, interval=_interval, initial_delay=_interval)(reconcile_resource)
 
 
-def _local(**_: Any) -> bool:
-    return runtime().backend.name == "local"
+def _local(memo: kopf.Memo, **_: Any) -> bool:
+    return bool(memo.runtime.backend.name == "local")
 
 
 @kopf.on.delete(GROUP, VERSION, "modeldeployments", when=_local)
 @kopf.on.delete(GROUP, VERSION, "trainingruns", when=_local)
 @kopf.on.delete(GROUP, VERSION, "tuningsweeps", when=_local)
 @kopf.on.delete(GROUP, VERSION, "datasetpreps", when=_local)
-def stop_local_children(body: kopf.Body, **_: Any) -> None:
+def stop_local_children(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """On Kubernetes the garbage collector deletes the children (ownerReferences) and no finalizer is needed;
     the local backend's processes are outside Kubernetes: a finalizer holds the resource until they stop."""
-    stop_children(dict(body), runtime())
+    stop_children(dict(body), memo.runtime)
 
 
 @kopf.on.delete(GROUP, VERSION, "modeldeployments", optional=True)

@@ -177,13 +177,15 @@ def _run_children(rt: Runtime, desired: Desired) -> tuple[str | None, dict[str, 
     return None, found
 
 
-def _apply_refused(outcome: Outcome, message: str, generation: int) -> Outcome:
+def _apply_refused(obj: dict[str, Any], outcome: Outcome, message: str) -> Outcome:
     """A serving resource whose children the cluster refused: Stalled with the API server's words, and an Event."""
     before = list(outcome.status.get("conditions") or [])
+    generation = int(obj["metadata"].get("generation", 1))
     stalled = condition("Stalled", True, "ApplyFailed", message, generation, _now(), before)
     outcome.status["conditions"] = [c for c in before if c.get("type") != "Stalled"] + [stalled]
     outcome.status["message"] = message
-    outcome.events.append(("Warning", "ApplyFailed", message))
+    if not _already_refused(obj):
+        outcome.events.append(("Warning", "ApplyFailed", message))
     return outcome
 
 
@@ -209,7 +211,16 @@ def reconcile_run(obj: dict[str, Any], controller: RunController, rt: Runtime) -
         observed.progress, progress_error = _read(storage.join(artifacts, "progress.json"))
         observed.result, result_error = _read(storage.join(artifacts, "result.json"))
         observed.store_error = result_error or progress_error
-    return Outcome(run_status_fields(obj, controller, observed, rt.settings, artifacts, job_name, _now()))
+    outcome = Outcome(run_status_fields(obj, controller, observed, rt.settings, artifacts, job_name, _now()))
+    if observed.apply_error and not _already_refused(obj):
+        outcome.events.append(("Warning", "ApplyFailed", observed.apply_error))
+    return outcome
+
+
+def _already_refused(obj: dict[str, Any]) -> bool:
+    """The stored status says ApplyFailed already: its Event was posted (one per refusal, not one per pass)."""
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Stalled" and c.get("reason") == "ApplyFailed" for c in conditions)
 
 
 def run_status_fields(
@@ -286,7 +297,7 @@ def reconcile_serving(obj: dict[str, Any], rt: Runtime) -> Outcome:
         try:
             rt.backend.apply(plan.children)
         except ApplyRefused as err:
-            return _apply_refused(outcome, str(err), int(obj["metadata"].get("generation", 1)))
+            return _apply_refused(obj, outcome, str(err))
     for api_version, kind, child in plan.delete:
         rt.backend.delete(api_version, kind, obj["metadata"]["namespace"], child)
     return outcome

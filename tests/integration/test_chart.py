@@ -256,16 +256,8 @@ def test_watch_namespaces_gives_one_role_per_namespace_and_no_broad_cluster_role
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["a", "b"]
     for binding in bindings:
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": SA, "namespace": "slipway-system"}]
-    (cluster_role,) = of_kind(docs, "ClusterRole")  # only the one read: is KubeRay's CRD there?
-    assert cluster_role["metadata"]["name"].endswith("-cluster-read")
-    assert cluster_role["rules"] == [
-        {
-            "apiGroups": ["apiextensions.k8s.io"],
-            "resources": ["customresourcedefinitions"],
-            "resourceNames": ["rayjobs.ray.io"],
-            "verbs": ["get"],
-        }
-    ]
+    # Nothing cluster-scoped: Kopf finds the resources, and the operator KubeRay's RayJob, by API discovery
+    assert of_kind(docs, "ClusterRole") == [] and of_kind(docs, "ClusterRoleBinding") == []
     (deployment,) = of_kind(docs, "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert args == ["--log-format", "json", "--namespace", "a", "--namespace", "b"]
@@ -276,8 +268,8 @@ def test_all_namespaces_is_a_cluster_role() -> None:
         docs = render(*values)
         assert not of_kind(docs, "Role") and not of_kind(docs, "RoleBinding")
         names = sorted(r["metadata"]["name"] for r in of_kind(docs, "ClusterRole"))
-        assert names == ["slipway-system-slipway", "slipway-system-slipway-cluster-read"]
-        assert len(of_kind(docs, "ClusterRoleBinding")) == 2
+        assert names == ["slipway-system-slipway"]
+        assert len(of_kind(docs, "ClusterRoleBinding")) == 1
         (deployment,) = of_kind(docs, "Deployment")
         assert "--namespace" not in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
 
@@ -469,7 +461,6 @@ def test_the_service_account_may_do_no_more_than_it_needs(
         ("create", "events", "-n", watched),
         ("list", "pods", "-n", watched),
         ("get", "pods", "--subresource=proxy", "-n", watched),
-        ("get", "customresourcedefinitions.apiextensions.k8s.io/rayjobs.ray.io"),
     ]
     for args in allowed:
         assert can_i(kubeconfig, *args) == "yes", args
@@ -490,6 +481,7 @@ def test_the_service_account_may_do_no_more_than_it_needs(
         ("get", "pods", "--subresource=proxy", "-n", other),
         ("list", "trainingruns.slipway.dev", "--all-namespaces"),
         ("get", "customresourcedefinitions.apiextensions.k8s.io/trainingruns.slipway.dev"),
+        ("get", "customresourcedefinitions.apiextensions.k8s.io/rayjobs.ray.io"),
         ("list", "customresourcedefinitions.apiextensions.k8s.io"),
         ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
         ("list", "namespaces"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -148,13 +149,17 @@ def test_the_auto_mpg_journey_runs_as_rayjobs_on_real_pods_and_its_best_model_an
                 features = json.loads(answer.read())["parameters"]["features"]
             car = {"Cylinders": 4, "Displacement": 97.0, "Horsepower": 88.0, "Weight_in_lbs": 2130,
                    "Acceleration": 14.5, "Year": "1971-01-01", "Origin": "Japan"}  # fmt: skip
-            # One named input per raw feature, as tests/integration/test_serve.py sends them.
+            # One named input per raw feature, as tests/integration/test_serve.py sends them; Year as the date the
+            # dataset holds (the server turns it into the decimal year training used).
             body = {"inputs": [{"name": f, "shape": [1], "datatype": "BYTES" if isinstance(car[f], str) else "FP64",
                                 "data": [car[f]]} for f in features]}  # fmt: skip
             request = urllib.request.Request(f"{url}/v2/models/mpg/infer", data=json.dumps(body).encode(),
                                              headers={"Content-Type": "application/json"})  # fmt: skip
-            with urllib.request.urlopen(request, timeout=10) as answer:
-                (mpg,) = json.loads(answer.read())["outputs"]
+            try:
+                with urllib.request.urlopen(request, timeout=10) as answer:
+                    (mpg,) = json.loads(answer.read())["outputs"]
+            except urllib.error.HTTPError as err:  # the server says which input it refused
+                raise AssertionError(f"HTTP {err.code}: {err.read().decode(errors='replace')}") from None
         assert 15 < mpg["data"][0] < 45, mpg  # a light 4-cylinder car of 1971: about 27 mpg
     finally:
         for doc in reversed(applied):
@@ -197,7 +202,10 @@ def test_fashion_mnist_trains_data_parallel_across_two_worker_pods_and_resumes_w
         assert len(workers) == 2, [w["metadata"]["name"] for w in workers]
         assert {w["spec"]["nodeName"] for w in workers} == {real_node.name}
         assert workers[0]["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "500m"
-        plane.kubectl("delete", "pod", workers[1]["metadata"]["name"], "-n", ns, "--grace-period=0", "--force")
+        # Deleted with a 1 s grace and waited for: the pod is gone only once the kubelet has killed its container
+        # (a forced deletion removes the object at once and may leave the container running a while longer).
+        plane.kubectl("delete", "pod", workers[1]["metadata"]["name"], "-n", ns, "--grace-period=1", "--wait=true",
+                      "--timeout=60s")  # fmt: skip
 
         done = wait_phase(plane, train, {"Succeeded", "Failed"}, 900)
         assert done["phase"] == "Succeeded", done

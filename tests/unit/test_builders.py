@@ -332,3 +332,9 @@ def test_settings_from_the_environment_and_clear_errors_for_malformed_values() -
         Settings.from_env({"SLIPWAY_GPU_TOLERATIONS": '{"key": "x"}'})
     with pytest.raises(ValueError, match=r"SLIPWAY_GPU_NODE_SELECTOR must be an object of label strings in JSON"):
         Settings.from_env({"SLIPWAY_GPU_NODE_SELECTOR": '{"count": 8}'})
+    with pytest.raises(ValueError, match=r"SLIPWAY_WORKERS must be a whole number of at least 1, got 'eight'"):
+        Settings.from_env({"SLIPWAY_WORKERS": "eight"})
+    with pytest.raises(ValueError, match=r"SLIPWAY_BACKEND must be kubernetes or local, got 'docker'"):
+        Settings.from_env({"SLIPWAY_BACKEND": "docker"})
+    process = Settings.from_env({"SLIPWAY_BACKEND": "local", "SLIPWAY_WORKERS": "3", "SLIPWAY_STATE": "/s"})
+    assert (process.backend, process.workers, process.state, process.allow_file_uris) == ("local", 3, "/s", True)

@@ -203,6 +203,10 @@ def test_a_child_the_cluster_refuses_stalls_the_run_with_the_api_servers_words_a
     stalled = {c["type"]: c for c in refused["conditions"]}["Stalled"]
     assert (stalled["status"], stalled["reason"]) == ("True", "ApplyFailed")
     assert bed.backend.applied == []
+    obj = bed.store.objects["TrainingRun", "mpg"]
+    again = reconcile(copy.deepcopy(obj), bed.runtime)  # still refused: the Event was posted once, not per pass
+    assert again is not None and again.status["message"] == QUOTA
+    assert not [e for e in again.events if e[1] == "ApplyFailed"]
 
     bed.backend.refusing = None  # the quota was raised: level-triggered, the next pass applies the children
     started = bed.step("TrainingRun", "mpg")

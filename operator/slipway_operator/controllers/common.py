@@ -24,6 +24,11 @@ class Settings:
     allow_file_uris: bool = True  # file:// in specs; the kubernetes backend refuses them unless allowed
     server_image: str = ""  # the serving-only image (ONNX Runtime, no torch) for ONNX models; "" = `image`
     gpu: builders.GpuPool = field(default_factory=builders.GpuPool)
+    # The operator process's own (read by handlers.py, never by a controller):
+    backend: str = "kubernetes"  # kubernetes | local: where children run
+    state: str = ".slipway/state"  # the local backend's folder
+    metrics_address: str | None = None  # host:port of the operator's /metrics, when served
+    workers: int = 8  # Kopf's handler threads
 
     def serving_image(self, model_format: str) -> str:
         """The server image has no torch: it serves ONNX; TorchScript models are served from the trainer image."""
@@ -34,18 +39,28 @@ class Settings:
         """The operator's settings from its environment (the chart sets these); a malformed value is an error
         that names the variable."""
         tolerations = _json_env(env, "SLIPWAY_GPU_TOLERATIONS", list, None)
+        backend = env.get("SLIPWAY_BACKEND") or "kubernetes"
+        if backend not in ("kubernetes", "local"):
+            raise ValueError(f"SLIPWAY_BACKEND must be kubernetes or local, got {backend!r}")
+        workers = env.get("SLIPWAY_WORKERS") or "8"
+        if not workers.isdigit() or int(workers) < 1:
+            raise ValueError(f"SLIPWAY_WORKERS must be a whole number of at least 1, got {workers!r}")
         return cls(
             image=env.get("SLIPWAY_IMAGE", "ghcr.io/slipway/trainer:0.1.0"),
             server_image=env.get("SLIPWAY_SERVER_IMAGE", ""),
             store_uri=env.get("SLIPWAY_STORE", "file:///var/lib/slipway"),
             storage_secret=env.get("SLIPWAY_STORAGE_SECRET") or None,
-            allow_file_uris=env.get("SLIPWAY_BACKEND") == "local"
+            allow_file_uris=backend == "local"
             or env.get("SLIPWAY_ALLOW_FILE_URIS", "").lower() in ("1", "true", "yes"),
             gpu=builders.GpuPool(
                 resource=env.get("SLIPWAY_GPU_RESOURCE") or builders.GPU_RESOURCE,
                 node_selector=_json_env(env, "SLIPWAY_GPU_NODE_SELECTOR", dict, {}),
                 tolerations=None if tolerations is None else tuple(tolerations),
             ),
+            backend=backend,
+            state=env.get("SLIPWAY_STATE") or ".slipway/state",
+            metrics_address=env.get("SLIPWAY_METRICS_ADDRESS") or None,
+            workers=int(workers),
         )
 
 

@@ -8,6 +8,7 @@ input per column, named by column; image models take pixels `[rows, H, W]`, `[ro
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,10 +134,25 @@ def _column(values: list[Any], transform: TransformSpec, name: str) -> pa.Array:
     kind = next(c.kind for c in transform.columns if c.name == name)
     if kind == "numeric":
         try:
-            return pa.array([None if v is None or v == "" else float(v) for v in values], pa.float64())
+            return pa.array([None if v is None or v == "" else _number(v) for v in values], pa.float64())
         except (TypeError, ValueError) as err:
-            raise ProtocolError(400, f"feature {name!r} must be numeric: {err}") from err
+            raise ProtocolError(
+                400, f"feature {name!r} must be numeric (or an ISO date such as 1971-01-01 for a date column): {err}"
+            ) from err
     return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+def _number(value: Any) -> float:
+    """A number, or an ISO date / date-time as the decimal year training made of it (`stats.numeric_values`)."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            moment = datetime.datetime.fromisoformat(value)  # a ValueError names the text when it is not a date
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=datetime.UTC)
+            return int(moment.timestamp()) / (365.2425 * 86400) + 1970.0
+    return float(value)
 
 
 def _image_table(tensors: list[Tensor], transform: TransformSpec) -> pa.Table:
