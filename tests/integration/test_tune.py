@@ -136,6 +136,38 @@ def test_grid_tries_every_combination_once(iris: str, tmp_path: Path) -> None:
     assert combos == {(16, 0.001), (16, 0.01), (64, 0.001), (64, 0.01)}
 
 
+@pytest.mark.parametrize(
+    "scheduler", [{"type": "asha", "gracePeriod": 1, "reductionFactor": 2}, {"type": "median", "gracePeriod": 1}]
+)
+def test_the_early_stopping_schedulers_stop_the_trials_that_fall_behind(
+    iris: str, tmp_path: Path, scheduler: dict[str, Any]
+) -> None:
+    """Two learning rates that learn and two that cannot (1e-6: still at chance after an epoch), run one after
+    the other: by the time a hopeless trial reports its first epoch, ASHA's rung (or the median of the others)
+    is far above it, so it is stopped there; the best trial is one that learned."""
+    result = sweep(
+        tmp_path,
+        iris,
+        {
+            "searchSpace": {"optimizer.learningRate": {"grid": [0.01, 0.005, 1e-6, 2e-6]}},
+            "algorithm": "grid",
+            "scheduler": scheduler,
+            "objective": {"metric": "val_accuracy", "direction": "maximize"},
+            "maxTrials": 4,
+            "parallelTrials": 1,
+        },
+        template={**TEMPLATE, "training": {"epochs": 4, "batchSize": 32}},
+    )
+    assert result["status"] == "Succeeded", result.get("message")
+    board = json.loads((tmp_path / "sweep" / "report" / "leaderboard.json").read_text())
+    hopeless = [row for row in board if row["params"]["optimizer.learningRate"] < 1e-5]
+    assert len(hopeless) == 2 and all(row["status"] == "StoppedEarly" and row["epochs"] < 4 for row in hopeless)
+    assert any(row["epochs"] == 4 for row in board)  # the first trial, at least, ran its whole budget
+    assert result["trials"]["stoppedEarly"] >= 2
+    assert result["bestTrial"]["params"]["optimizer.learningRate"] >= 0.005
+    assert result["trialEpochs"] < 4 * 4
+
+
 def test_the_sweep_stops_when_the_goal_is_met(iris: str, tmp_path: Path) -> None:
     result = sweep(
         tmp_path,
