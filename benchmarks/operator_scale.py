@@ -288,7 +288,8 @@ def start_operator(plane: Any, log: IO[bytes]) -> subprocess.Popen[bytes]:
         raise SystemExit(f"{slipway} is missing: run this with the project's venv (make venv)")
     env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
     env["KUBECONFIG"] = str(plane.kubeconfig)
-    argv = [str(slipway), "operator", "--namespace", OP_NS, "--store", STORE, "--image", IMAGE]
+    # --allow-file-uris: the runs name a file:// dataset (no pod runs here); without it every run is Invalid
+    argv = [str(slipway), "operator", "--namespace", OP_NS, "--store", STORE, "--image", IMAGE, "--allow-file-uris"]
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
 
 
