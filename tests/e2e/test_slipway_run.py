@@ -142,7 +142,14 @@ def check_run_and_serving(process: subprocess.Popen[str], state: Path, journey: 
 
     started = pids(state)
     process.send_signal(signal.SIGINT)
-    assert process.wait(timeout=120) == 130
+    try:
+        code = process.wait(timeout=120)
+    except subprocess.TimeoutExpired:  # say what it was doing: its last words and what it still runs
+        pid = str(process.pid)
+        ps = ["ps", "-o", "pid,ppid,stat,etime,args", "-p", pid, "--ppid", pid]
+        tree = subprocess.run(ps, capture_output=True, text=True).stdout
+        raise AssertionError(f"Ctrl-C not answered in 120 s\n{''.join(output)[-3000:]}\n{tree}") from None
+    assert code == 130
     time.sleep(1)
     assert not [p for p in started if alive(p)], "Ctrl-C left processes running"
 
