@@ -294,7 +294,12 @@ def test_every_rendered_object_is_accepted_by_the_api_server(
     assert sorted(skipped) == ["PodMonitor", "ServiceMonitor"]
     kinds = {d["kind"] for d in docs}
     assert {"CustomResourceDefinition", "Deployment", "Service", "ServiceAccount", "Role", "RoleBinding"} <= kinds
-    assert {"ClusterRole", "ClusterRoleBinding", "ConfigMap", "NetworkPolicy"} <= kinds
+    assert {"ConfigMap", "NetworkPolicy"} <= kinds and "ClusterRole" not in kinds  # nothing cluster-scoped
+    # watchNamespaces: all makes the namespaced rules a ClusterRole and its binding: accepted too
+    cluster_wide = [d for d in render("--set", "watchNamespaces=all") if d["kind"].startswith("ClusterRole")]
+    assert sorted(d["kind"] for d in cluster_wide) == ["ClusterRole", "ClusterRoleBinding"]
+    for doc in cluster_wide:
+        plane.kubectl("apply", "--server-side", "--dry-run=server", "-f", "-", input=json.dumps(doc))
 
 
 @contextlib.contextmanager
