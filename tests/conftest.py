@@ -27,6 +27,8 @@ from node import NODE_IP, S3_PORT, RealNode, node_namespace_annotations
 REPO = Path(__file__).resolve().parent.parent
 # A local Ray started by a test (or a workload it runs) listens on loopback only.
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+# Operators and `slipway run` started by the tests fail on a status field their CRD lacks (else: dropped, logged)
+os.environ.setdefault("SLIPWAY_STRICT_STATUS", "1")
 
 
 @pytest.fixture(scope="session")

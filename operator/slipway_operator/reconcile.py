@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from pydantic import ValidationError
 
 from slipway_operator import api
 from slipway_operator.api.common import GROUP, VERSION, Phase
@@ -38,6 +41,7 @@ from slipway_operator.servermetrics import parse, total
 from slipway_trainer import storage
 
 API_VERSION = f"{GROUP}/{VERSION}"
+LOG = logging.getLogger(__name__)
 TERMINAL = {str(Phase.SUCCEEDED), str(Phase.FAILED)}
 
 
@@ -130,18 +134,32 @@ def reconcile(obj: dict[str, Any], rt: Runtime) -> Outcome | None:
     status = obj.get("status") or {}
     controller = kinds.BY_KIND[obj["kind"]]
     if isinstance(controller, ServingController):
-        return typed(obj["kind"], with_phase_event(status, reconcile_serving(obj, rt)))
+        return typed(obj["kind"], with_phase_event(status, reconcile_serving(obj, rt)), rt.settings.strict_status)
     if status.get("phase") in TERMINAL and status.get("observedGeneration") == obj["metadata"].get("generation"):
         return None  # finished, and nothing changed since: a resync costs nothing
-    return typed(obj["kind"], with_phase_event(status, reconcile_run(obj, controller, rt)))
+    return typed(obj["kind"], with_phase_event(status, reconcile_run(obj, controller, rt)), rt.settings.strict_status)
 
 
-def typed(kind: str, outcome: Outcome) -> Outcome:
-    """The status as the kind's `*Status` model (the one its CRD is generated from) validates and dumps it: a
-    field the CRD would prune, or a value it would refuse, fails here, in every test that reconciles. Only the
-    fields the pass set are dumped (a None clears a field in the status patch)."""
+def typed(kind: str, outcome: Outcome, strict: bool = False) -> Outcome:
+    """The status as the kind's `*Status` model (the one its CRD is generated from) validates and dumps it. Only
+    the fields the pass set are dumped (a None clears a field in the status patch). A field the model lacks (the
+    CRD would prune it) or a value it refuses is an error with `strict` (Settings.strict_status, on in the
+    tests); otherwise it is dropped with a warning, and the rest of the status is written."""
     model = api.BY_KIND[kind].status
-    outcome.status = model.model_validate(outcome.status).model_dump(mode="json", by_alias=True, exclude_unset=True)
+    try:
+        checked = model.model_validate(outcome.status)
+    except ValidationError as err:
+        if strict:
+            raise
+        bad = sorted({str(e["loc"][0]) for e in err.errors() if e["loc"]})
+        LOG.warning("%s status: dropping %s (not in its CRD, or refused by it): %s", kind, ", ".join(bad), err)
+        kept = {k: v for k, v in outcome.status.items() if k not in bad}
+        try:
+            checked = model.model_validate(kept)
+        except ValidationError:
+            outcome.status = kept
+            return outcome
+    outcome.status = checked.model_dump(mode="json", by_alias=True, exclude_unset=True)
     return outcome
 
 

@@ -13,7 +13,7 @@ import pytest
 from slipway_operator.backends import ApplyRefused
 from slipway_operator.controllers.common import CONFIG_HASH, Settings
 from slipway_operator.localstore import LocalStore
-from slipway_operator.reconcile import Runtime, reconcile, stop_children
+from slipway_operator.reconcile import Outcome, Runtime, reconcile, stop_children, typed
 from slipway_trainer import storage
 
 API = "slipway.dev/v1alpha1"
@@ -72,8 +72,8 @@ class Bed:
         self.store = LocalStore(root / "state")
         self.backend = RecordingBackend()
         self.artifacts = root / "artifacts"
-        self.runtime = Runtime(Settings(image="slipway/trainer:test", store_uri=self.artifacts.as_uri()),
-                               self.store, self.backend)  # fmt: skip
+        settings = Settings(image="slipway/trainer:test", store_uri=self.artifacts.as_uri(), strict_status=True)
+        self.runtime = Runtime(settings, self.store, self.backend)
 
     def add(self, kind: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
         obj, _ = self.store.upsert({"apiVersion": API, "kind": kind, "metadata": {"name": name}, "spec": spec})
@@ -224,3 +224,11 @@ def test_a_deployment_whose_children_are_refused_says_so_in_a_stalled_condition_
     stalled = [c for c in outcome.status["conditions"] if c["type"] == "Stalled"]
     assert [(c["status"], c["reason"]) for c in stalled] == [("True", "ApplyFailed")]
     assert ("Warning", "ApplyFailed", bed.backend.refusing) in outcome.events
+
+
+def test_a_status_field_the_crd_lacks_fails_in_strict_mode_and_is_dropped_with_the_rest_kept_otherwise() -> None:
+    status = {"phase": "Running", "message": "exporting", "notInTheCrd": [4]}
+    with pytest.raises(ValueError, match="notInTheCrd"):
+        typed("TuningSweep", Outcome(dict(status)), strict=True)
+    kept = typed("TuningSweep", Outcome(dict(status))).status
+    assert kept == {"phase": "Running", "message": "exporting"}  # what the API server would have kept

@@ -95,6 +95,11 @@ class ModelRunStatus(RunStatusBase):
     checkpoint_uri: str | None = None
     """The newest checkpoint (of a sweep: its best trial's), to resume or fine-tune from."""
 
+    resumed_from: list[int] = Field(default_factory=list, max_length=1000)
+    """Epochs whose checkpoints training resumed from after losing a worker (Ray Train restarts the worker
+    group) or after a retry of the job: what each failure cost (of a sweep: its best model's export, which
+    continues from the best trial's checkpoint)."""
+
 
 class TrainingRunStatus(ModelRunStatus):
     """Progress, metrics, the exported model and where it came from."""
@@ -104,10 +109,6 @@ class TrainingRunStatus(ModelRunStatus):
 
     total_epochs: int | None = None
     """Epochs planned."""
-
-    resumed_from: list[int] = Field(default_factory=list, max_length=1000)
-    """Epochs whose checkpoints training resumed from after losing a worker (Ray Train restarts the worker
-    group) or after a retry of the job: what each failure cost."""
 
 
 KIND = Kind(

@@ -29,6 +29,7 @@ class Settings:
     state: str = ".slipway/state"  # the local backend's folder
     metrics_address: str | None = None  # host:port of the operator's /metrics, when served
     workers: int = 8  # Kopf's handler threads
+    strict_status: bool = False  # a status field the kind's model lacks is an error (tests), else dropped and logged
 
     def serving_image(self, model_format: str) -> str:
         """The server image has no torch: it serves ONNX; TorchScript models are served from the trainer image."""
@@ -61,6 +62,7 @@ class Settings:
             state=env.get("SLIPWAY_STATE") or ".slipway/state",
             metrics_address=env.get("SLIPWAY_METRICS_ADDRESS") or None,
             workers=int(workers),
+            strict_status=env.get("SLIPWAY_STRICT_STATUS", "").lower() in ("1", "true", "yes"),
         )
 
 
