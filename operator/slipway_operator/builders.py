@@ -18,8 +18,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from slipway_operator.api.common import Resources, SecretKeyRef
+from slipway_trainer.artifacts import SALT_ENV, STEP_LABEL, WORKER_RESOURCE
 from slipway_trainer.storage import SOURCE_ENV_PREFIX
-from slipway_trainer.workload import WORKER_RESOURCE
 
 RAY_VERSION = "2.60.0"
 CONFIG_DIR = "/etc/slipway"
@@ -53,7 +53,6 @@ class GpuPool:
 
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
-SALT_ENV = "SLIPWAY_HASH_SALT"
 
 
 @dataclass(frozen=True)
@@ -249,7 +248,7 @@ def worker_start_params(cpus: float) -> dict[str, str]:
 def ray_job(owner: Owner, workload: Workload) -> dict[str, Any]:
     """A KubeRay RayJob (ray.io/v1): the head runs the entrypoint, the worker group gets the GPUs."""
     r = workload.resources
-    extra = {KUEUE_QUEUE_LABEL: r.queue} if r.queue else None
+    extra = {STEP_LABEL: workload.step, **({KUEUE_QUEUE_LABEL: r.queue} if r.queue else {})}
     head = _container(
         "ray-head", workload, cpus=r.cpus_per_worker, memory=r.memory, gpus=0, cpu_request=HEAD_CPU_REQUEST
     )

@@ -21,6 +21,7 @@ import yaml
 
 from slipway_operator.run import Journey, Options, RunError, load
 from slipway_trainer import storage
+from slipway_trainer.artifacts import MANIFEST, Manifest
 from slipway_trainer.datasets import fashion_mnist_missing
 
 EXAMPLES = Path("examples/fashion-mnist")
@@ -110,11 +111,12 @@ def ask(objs: list[dict[str, Any]], count: int = 10) -> None:
     by_kind = {o["kind"]: o for o in objs}
     serving, prep = by_kind["ModelDeployment"]["status"], by_kind["DatasetPrep"]["status"]
     dataset = prep["outputUri"]
-    manifest = storage.read_json(storage.join(dataset, "manifest.json"))
-    test_path = storage.join(dataset, manifest["splits"]["test"])
+    where = storage.join(dataset, MANIFEST)
+    manifest = Manifest.read(storage.read_json(where), where)
+    test_path = storage.join(dataset, manifest.splits["test"])
     test = pq.read_table(test_path.removeprefix("file://"))
-    label = manifest["label"]
-    names = manifest.get("classNames") or [str(c) for c in manifest["classes"]]
+    label = str(manifest.label)
+    names = manifest.labels()
     url = f"{serving['endpoint']}/v2/models/{serving['modelName']}/infer"
     right = total = 0
     shown = 0
@@ -122,7 +124,7 @@ def ask(objs: list[dict[str, Any]], count: int = 10) -> None:
         batch = test.slice(start, 100)
         outputs = infer(url, batch, manifest)
         predicted = outputs.get("class_name", outputs["label"])["data"]
-        truth = [names[manifest["classes"].index(v)] for v in batch.column(label).to_pylist()]
+        truth = [names[manifest.classes.index(v)] for v in batch.column(label).to_pylist()]
         for guess, actual in zip(predicted, truth, strict=True):
             if shown < count:
                 print(f"  {'ok ' if str(guess) == str(actual) else '   '} predicted {guess!s:<12} truth {actual}")
@@ -135,20 +137,20 @@ def ask(objs: list[dict[str, Any]], count: int = 10) -> None:
     print(f"  model card: {storage.join(current.get('modelUri', ''), 'model_card.md')}")
 
 
-def infer(url: str, batch: Any, manifest: dict[str, Any]) -> dict[str, Any]:
-    images = manifest.get("images")
+def infer(url: str, batch: Any, manifest: Manifest) -> dict[str, Any]:
+    images = manifest.images
     if images:
         data = [list(v) for v in batch.column("image").to_pylist()]
         inputs = [
             {
                 "name": "input",
-                "shape": [batch.num_rows, images["height"], images["width"]],
+                "shape": [batch.num_rows, images.height, images.width],
                 "datatype": "UINT8",
                 "data": data,
             }
         ]
     else:  # tabular: one input per feature column
-        features = [c for c in batch.column_names if c != manifest["label"]]
+        features = [c for c in batch.column_names if c != manifest.label]
         inputs = [
             {
                 "name": c,

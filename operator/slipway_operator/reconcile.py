@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
@@ -39,6 +39,7 @@ from slipway_operator.controllers.common import (
 from slipway_operator.runstatus import Observed, condition, run_status
 from slipway_operator.servermetrics import parse, total
 from slipway_trainer import storage
+from slipway_trainer.artifacts import PROGRESS, RESULT, Artifact, ArtifactError, Progress, Result
 
 API_VERSION = f"{GROUP}/{VERSION}"
 LOG = logging.getLogger(__name__)
@@ -83,11 +84,24 @@ def _read(uri: str) -> tuple[dict[str, Any] | None, str | None]:
         return None, storage_error(uri, err)
 
 
+def _read_artifact(uri: str, model: type[A]) -> tuple[A | None, str | None, str | None]:
+    """(the artifact, what the store said, how it breaks its contract): each None when it does not apply."""
+    data, store_error = _read(uri)
+    if data is None:
+        return None, store_error, None
+    try:
+        return model.read(data, uri), None, None
+    except ArtifactError as err:
+        return None, None, str(err)
+
+
 def storage_error(uri: str, err: BaseException) -> str:
     """The store's own reason, in one line: access denied, no such bucket, unreachable. Never credentials."""
     text = " ".join(str(err).split()) or type(err).__name__
     return f"{uri}: {type(err).__name__}: {text[:300]}"
 
+
+A = TypeVar("A", bound=Artifact)
 
 _validated: dict[tuple[str, int, str], str | None] = {}
 
@@ -226,8 +240,8 @@ def reconcile_run(obj: dict[str, Any], controller: RunController, rt: Runtime) -
         observed.invalid = refused
         observed.ray_job = (job or {}).get("status") or {}
         job_name = next(c for c in wanted.children if c["kind"] == "RayJob")["metadata"]["name"]
-        observed.progress, progress_error = _read(storage.join(artifacts, "progress.json"))
-        observed.result, result_error = _read(storage.join(artifacts, "result.json"))
+        observed.progress, progress_error, _ = _read_artifact(storage.join(artifacts, PROGRESS), Progress)
+        observed.result, result_error, observed.broken_result = _read_artifact(storage.join(artifacts, RESULT), Result)
         observed.store_error = result_error or progress_error
     outcome = Outcome(run_status_fields(obj, controller, observed, rt.settings, artifacts, job_name, _now()))
     if observed.apply_error and not _already_refused(obj):

@@ -28,6 +28,7 @@ from slipway_operator.controllers.common import Settings
 from slipway_operator.localstore import LocalStore
 from slipway_operator.reconcile import Runtime, reconcile, stop_children
 from slipway_trainer import storage
+from slipway_trainer.artifacts import PROGRESS, Progress
 
 PASS_SECONDS = 1.0
 ROLLOUT_EVENTS = {
@@ -323,18 +324,16 @@ def progress_metrics(status: dict[str, Any]) -> str:
     if not uri:
         return ""
     try:
-        progress = storage.read_json(storage.join(uri, "progress.json"))
-    except (OSError, ValueError):
+        where = storage.join(uri, PROGRESS)
+        progress = Progress.read(storage.read_json(where), where)
+    except (OSError, ValueError):  # not there yet, half-written, or of another version: no figures this time
         return ""
     shown = " ".join(
-        f"{k}={v:.3f}"
-        for k, v in (progress.get("metrics") or {}).items()
-        if k in ("val_loss", "val_accuracy", "val_mae")
+        f"{k}={v:.3f}" for k, v in (progress.metrics or {}).items() if k in ("val_loss", "val_accuracy", "val_mae")
     )
-    best = progress.get("best") or {}
-    if best:  # a sweep: the best trial so far
-        shown = "best " + " ".join(f"{k}={v:.3f}" for k, v in best.items())
-    eta = progress.get("etaSeconds")
+    if progress.best:  # a sweep: the best trial so far
+        shown = "best " + " ".join(f"{k}={v:.3f}" for k, v in progress.best.items())
+    eta = progress.eta_seconds
     return f"{shown} ETA {eta:.0f}s" if eta is not None else shown
 
 

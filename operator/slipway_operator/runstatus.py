@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slipway_operator.api.common import Phase
+from slipway_trainer.artifacts import Progress, Result
 
 # KubeRay's RayJob states (ray.io/v1): jobDeploymentStatus and jobStatus.
 DEPLOYMENT_FAILED = {"Failed", "ValidationFailed"}
@@ -28,11 +29,19 @@ class Observed:
     invalid: str | None = None  # what only the operator could find wrong in the spec
     suspended: bool = False
     ray_job: dict[str, Any] | None = None  # the RayJob's status
-    progress: dict[str, Any] | None = None  # progress.json
-    result: dict[str, Any] | None = None  # result.json
+    progress: Progress | None = None  # progress.json
+    result: Result | None = None  # result.json
     missing_crd: str | None = None  # KubeRay is not installed
     store_error: str | None = None  # progress.json / result.json could not be read: the store's own words
+    broken_result: str | None = None  # result.json is there but breaks its contract: which field, how
     apply_error: str | None = None  # the cluster refused a child: the API server's own words
+
+    def __post_init__(self) -> None:
+        # Parsed JSON is taken too (tests, fixtures): it is read through the contract as the store's would be.
+        if isinstance(self.progress, dict):
+            self.progress = Progress.read(self.progress)
+        if isinstance(self.result, dict):
+            self.result = Result.read(self.result)
 
 
 @dataclass
@@ -123,19 +132,19 @@ def decide(o: Observed) -> Decision:
             f"{o.missing_crd} is not installed: install KubeRay (its CRDs and "
             "operator, e.g. `helm install kuberay-operator kuberay/kuberay-operator`), then this resumes",
         )
-    result = o.result or {}
-    if result.get("status") == "Succeeded":
+    result = o.result
+    if result is not None and result.succeeded:
         return Decision(Phase.SUCCEEDED, "Succeeded", _summary(result), ready=True, succeeded=True)
     deployment = str((o.ray_job or {}).get("jobDeploymentStatus") or "")
-    if result.get("status") == "Failed":
-        message = f"{result.get('reason', 'Failed')}: {result.get('message', '')}"
-        if result.get("retryable") and deployment in (DEPLOYMENT_ACTIVE | {"New"}) - {""}:
+    if result is not None:
+        message = f"{result.reason or 'Failed'}: {result.message or ''}"
+        if result.retryable and deployment in (DEPLOYMENT_ACTIVE | {"New"}) - {""}:
             # KubeRay retries the job (backoffLimit); the retry clears this result as it starts, and may succeed.
             failed = int((o.ray_job or {}).get("failed") or 1)
             attempts = f"{failed} failed attempt{'s' if failed != 1 else ''} so far"
             message = f"{message} ({attempts}; KubeRay retries while spec.failurePolicy.backoffLimit allows)"
             return _working(Phase.RUNNING, "Retrying", message)
-        return _failed(Phase.FAILED, str(result.get("reason") or "WorkloadFailed"), message)
+        return _failed(Phase.FAILED, result.reason or "WorkloadFailed", message)
     if o.apply_error:  # not terminal: a fixed RBAC rule or a raised quota lets the next pass apply it
         return _stuck(Phase.PENDING, "ApplyFailed", o.apply_error)
     if o.waiting_for:
@@ -158,6 +167,12 @@ def decide(o: Observed) -> Decision:
             f"the RayJob succeeded but its result cannot be read from the store: {o.store_error}; check the store "
             "Secret's credentials and endpoint and that the bucket exists (the next pass tries again)",
         )
+    if o.broken_result:  # the workload wrote it; the next pass reads it again (an operator upgrade may read it)
+        return _stuck(
+            Phase.RUNNING,
+            "ResultUnreadable",
+            f"{o.broken_result}; the trainer image and the operator may be of different Slipway versions",
+        )
     if succeeded:
         return _working(Phase.RUNNING, "CollectingResult", "the RayJob succeeded; reading result.json")
     if deployment == "Complete":
@@ -177,33 +192,30 @@ def decide(o: Observed) -> Decision:
     return _working(Phase.PENDING, "Starting", f"the Ray cluster is starting ({deployment or 'new'})")
 
 
-def _running_message(progress: dict[str, Any] | None) -> str:
-    if not progress:
+def _running_message(progress: Progress | None) -> str:
+    if progress is None:
         return "running"
-    return f"{progress.get('phase', 'Running')}: {_progress_of(progress) or 'started'}"
+    return f"{progress.phase}: {_progress_of(progress) or 'started'}"
 
 
 def _progress(o: Observed) -> str:
-    return _progress_of(o.progress) if o.progress else ""
+    return _progress_of(o.progress) if o.progress is not None else ""
 
 
-def _progress_of(p: dict[str, Any]) -> str:
-    if p.get("totalEpochs"):
-        resumed = p.get("resumedFrom") or []
-        again = f" (resumed from the epoch-{resumed[-1]} checkpoint)" if resumed else ""
-        return f"epoch {p.get('epoch', 0)}/{p['totalEpochs']}{again}"
-    if p.get("maxTrials"):
-        return f"{p.get('trialsDone', 0)}/{p['maxTrials']} trials"
-    if p.get("rowsRead") is not None:
-        return f"{p.get('rowsWritten') or p.get('rowsRead'):,} rows"
+def _progress_of(p: Progress) -> str:
+    if p.total_epochs:
+        again = f" (resumed from the epoch-{p.resumed_from[-1]} checkpoint)" if p.resumed_from else ""
+        return f"epoch {p.epoch or 0}/{p.total_epochs}{again}"
+    if p.max_trials:
+        return f"{p.trials_done or 0}/{p.max_trials} trials"
+    if p.rows_read is not None:
+        return f"{p.rows_written or p.rows_read:,} rows"
     return ""
 
 
-def _summary(result: dict[str, Any]) -> str:
-    metrics = result.get("metrics") or {}
-    if metrics:
-        return "succeeded: " + ", ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:3])
-    rows = result.get("rows") or {}
-    if rows:
-        return f"succeeded: {rows.get('total', 0):,} rows, fingerprint {str(result.get('fingerprint'))[:19]}"
+def _summary(result: Result) -> str:
+    if result.metrics:
+        return "succeeded: " + ", ".join(f"{k}={v:.4g}" for k, v in list(result.metrics.items())[:3])
+    if result.rows:
+        return f"succeeded: {result.rows.get('total', 0):,} rows, fingerprint {str(result.fingerprint)[:19]}"
     return "succeeded"

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-REQUESTS = "slipway_inference_requests"
-LATENCY = "slipway_inference_request_seconds"
-DRIFT = "slipway_drift_score"
+from slipway_trainer.artifacts import DRIFT_METRIC as DRIFT
+from slipway_trainer.artifacts import LATENCY_METRIC as LATENCY
+from slipway_trainer.artifacts import REQUESTS_METRIC as REQUESTS
 
 
 @dataclass

@@ -64,7 +64,9 @@ def test_a_job_runs_once_and_a_restarted_operator_adopts_it(tmp_path: Path) -> N
     testbed.wait_until(
         "the adopted job to end", lambda: job_status(restarted, children)["jobDeploymentStatus"] == "Complete", 180
     )
-    # The process was the first operator's child: the restarted one learns the outcome from the workload.
+    # The process was the first operator's child: the restarted one learns its exit status from the state folder
+    # (the shell that leads its process group writes it), not from being its parent.
+    assert job_status(restarted, children)["jobStatus"] == "SUCCEEDED"
     assert json.loads((tmp_path / "out" / "_run" / "result.json").read_text())["status"] == "Succeeded"
     first.apply(children)  # and a pass after the end starts nothing
     assert json.loads((tmp_path / "state/ml/rayjob/digits-prep/pid").read_text())["pid"] == pid

@@ -73,6 +73,16 @@ TABLE = [
         "Stalled",
     ),
     (
+        "job done, its result breaks the contract (another Slipway version wrote it)",
+        Observed(
+            ray_job={"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"},
+            broken_result="s3://slipway/runs/a/result.json does not match the Result contract: status: Field required",
+        ),
+        Phase.RUNNING,
+        "ResultUnreadable",
+        "Stalled",
+    ),
+    (
         "running, its progress cannot be read",
         Observed(
             ray_job={"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},

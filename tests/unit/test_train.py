@@ -196,7 +196,7 @@ def test_auto_mpg_regression_beats_a_mean_predictor_by_a_wide_margin(datasets: d
     assert set(fairness["groups"]) == {"USA", "Japan", "Europe"}
     per_group = [g["mae"] for g in fairness["groups"].values()]
     assert all(v > 0 for v in per_group) and fairness["largest_gap"] == pytest.approx(max(per_group) - min(per_group))
-    test_rows = open_dataset(datasets["mpg"]).manifest["rows"]["test"]
+    test_rows = open_dataset(datasets["mpg"]).manifest.rows["test"]
     assert sum(g["rows"] for g in fairness["groups"].values()) == test_rows
     assert "Weight_in_lbs" in report["importance"] and "Origin" in report["importance"]
     assert "## Fairness (test split)" in (tmp_path / "run" / "model" / "model_card.md").read_text()

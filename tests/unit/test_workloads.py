@@ -43,7 +43,7 @@ def job_runner(config: Job) -> dict[str, Any]:
             raise workload.WorkloadError("LabelNotFound", "label 'y' is not a column")
         if config.fail == "machine":
             raise ConnectionResetError("the store went away")
-        return {"rows": 1}
+        return {"rows": {"total": 1}}
 
     return workload.run(config.artifact, config, work)
 

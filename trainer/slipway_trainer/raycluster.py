@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from slipway_trainer.workload import WORKER_RESOURCE
+from slipway_trainer.artifacts import WORKER_RESOURCE
 
 # Ray resolves 127.0.0.1 to the machine's outward address unless this is "0"; read when ray is imported.
 LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}

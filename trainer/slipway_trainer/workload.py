@@ -2,7 +2,8 @@
 
 `progress.json` is rewritten as the work goes (phase, counters, ETA); `result.json` is written once, at the
 end, atomically, with `status` Succeeded or Failed and, when it failed, a `reason` and a `message` a person
-can act on. The operator and `slipway run` read nothing else.
+can act on. The operator and `slipway run` read nothing else. Both files are `slipway_trainer.artifacts`
+models: what a workload writes is checked against them here.
 """
 
 from __future__ import annotations
@@ -15,24 +16,15 @@ import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from slipway_trainer import storage
+from slipway_trainer import artifacts, storage
+from slipway_trainer.artifacts import PROGRESS, RESULT, Status, problems
 
-PROGRESS = "progress.json"
-RESULT = "result.json"
-# A Ray resource each worker pod of a Slipway RayJob advertises once (the operator's rayStartParams): a training
-# worker asks for it, so `workers: N` means one worker per pod, however the pods' CPUs would pack them.
-WORKER_RESOURCE = "slipway_worker"
-
-
-class Status(StrEnum):
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
+__all__ = ["PROGRESS", "RESULT", "Progress", "Status", "WorkloadError", "main", "run", "run_staged"]
 
 
 class WorkloadError(Exception):
@@ -80,7 +72,7 @@ class Progress:
     def flush(self) -> None:
         self.state["updatedAt"] = now()
         self.state["elapsedSeconds"] = round(time.monotonic() - self.started, 1)
-        storage.write_json_atomic(self.uri, self.state)
+        storage.write_json_atomic(self.uri, artifacts.Progress.model_validate(self.state).dump())
         self._last_write = time.monotonic()
 
 
@@ -95,8 +87,7 @@ def load_config(path: str, model: type[C]) -> C:
     try:
         return model.model_validate_json(text)
     except ValidationError as err:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
-        raise WorkloadError("InvalidConfig", f"config file {path} is invalid: {problems}") from err
+        raise WorkloadError("InvalidConfig", f"config file {path} is invalid: {problems(err)}") from err
 
 
 def existing_result(artifact_uri: str, config: BaseModel) -> dict[str, Any] | None:
@@ -135,6 +126,17 @@ def run(artifact_uri: str, config: BaseModel, work: Callable[[Progress], dict[st
     else:
         result = {**base, **outcome, "status": Status.SUCCEEDED}
     result["finishedAt"] = now()
+    try:
+        result = artifacts.Result.model_validate(result).dump()
+    except ValidationError as err:  # a bug (a field the contract lacks): say so rather than write it
+        result = {
+            **base,
+            "status": Status.FAILED,
+            "reason": "InternalError",
+            "retryable": False,
+            "message": f"the workload's result breaks the result.json contract: {problems(err)}",
+            "finishedAt": result["finishedAt"],
+        }
     progress.update(force=True, phase=str(result["status"]))
     storage.write_json_atomic(storage.join(artifact_uri, RESULT), result)
     return result

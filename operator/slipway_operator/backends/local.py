@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from slipway_operator.builders import WEIGHT_ANNOTATION
+from slipway_trainer.artifacts import STEP_LABEL
 
 STOP_GRACE_SECONDS = 30.0
 
@@ -41,8 +42,20 @@ def local_gpus() -> int:
     return len(list(path.iterdir())) if path.is_dir() else 0
 
 
+# Runs the command and writes its exit status to the file named first, whoever its parent is: an operator that
+# restarted (and so is not the parent) still learns how an adopted job ended. SIGTERM to the group reaches the
+# command; the shell waits for it to finish (a server drains) before it records the status. Killed, it writes
+# nothing.
+_RECORD_EXIT = (
+    'exit_file=$1; shift; trap : TERM; "$@"; code=$?; '
+    'echo $code > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"; exit $code'
+)
+
+
 class Proc:
-    """A process whose files live in one folder: config.json, log, pid, exit, ready.json."""
+    """A process whose files live in one folder: config.json, log, pid, exit, ready.json.
+
+    `pid` is the process group's leader (a shell that waits for the command and records its exit status)."""
 
     def __init__(self, folder: Path) -> None:
         self.dir = folder
@@ -71,7 +84,7 @@ class Proc:
             log.write(f"$ {shlex.join(argv)}\n".encode())
             log.flush()
             self.popen = subprocess.Popen(
-                argv,
+                ["/bin/sh", "-c", _RECORD_EXIT, "sh", str(self.dir / "exit"), *argv],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -236,7 +249,7 @@ class LocalBackend:
     def _apply_ray_job(self, job: dict[str, Any]) -> None:
         meta, spec = job["metadata"], job["spec"]
         folder = self._dir("RayJob", meta["namespace"], meta["name"])
-        step = spec["entrypoint"].split()[3]  # python -m slipway_trainer <step> --config ...
+        step = meta["labels"][STEP_LABEL]
         head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
         config = self.local_config(step, self._config_map(meta["namespace"], _volume_config_map(head)), folder)
         key = _hash([step, config])

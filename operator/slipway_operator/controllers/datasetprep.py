@@ -43,7 +43,7 @@ def desired_children(obj: dict[str, Any], settings: Settings) -> Desired:
 
 
 def run_folder(obj: dict[str, Any], settings: Settings) -> str:
-    """The workload writes progress.json and result.json into `_run` next to the prepared dataset."""
+    """The workload writes its progress and result into `_run` next to the prepared dataset."""
     meta = obj["metadata"]
     spec = DatasetPrepSpec.model_validate(obj["spec"])
     return storage.join(output_uri(settings, meta["namespace"], meta["name"], spec), "_run")
@@ -51,16 +51,16 @@ def run_folder(obj: dict[str, Any], settings: Settings) -> str:
 
 def status_fields(obj: dict[str, Any], settings: Settings, observed: Observed) -> dict[str, Any]:
     """Where the prepared dataset is and what it holds, once the prep succeeded."""
-    result = observed.result or {}
-    if result.get("status") != "Succeeded":
+    result = observed.result
+    if result is None or not result.succeeded:
         return {}
     meta = obj["metadata"]
     return {
         "outputUri": output_uri(settings, meta["namespace"], meta["name"], DatasetPrepSpec.model_validate(obj["spec"])),
-        "manifestUri": result.get("manifestUri"),
-        "fingerprint": result.get("fingerprint"),
-        "rows": result.get("rows"),
-        "droppedRows": result.get("droppedRows", {}),
+        "manifestUri": result.manifest_uri,
+        "fingerprint": result.fingerprint,
+        "rows": result.rows,
+        "droppedRows": result.dropped_rows or {},
     }
 
 

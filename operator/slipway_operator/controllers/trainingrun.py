@@ -71,34 +71,33 @@ def key_metric(metrics: dict[str, float], objective: str) -> str:
 def model_status_fields(observed: Observed, objective: str) -> dict[str, Any]:
     """A run's or a sweep's own status fields: epochs or trials so far, then the model, its metrics (the key
     metric is the objective's metric on the test split) and, for a sweep, its best trial."""
-    result = observed.result or {}
-    progress = observed.progress or {}
+    result, progress = observed.result, observed.progress
     out: dict[str, Any] = {}
-    if progress.get("epoch"):
-        out |= {"epoch": progress["epoch"], "totalEpochs": progress.get("totalEpochs")}
-    resumed = result.get("resumedFrom") or progress.get("resumedFrom")
+    if progress is not None and progress.epoch:
+        out |= {"epoch": progress.epoch, "totalEpochs": progress.total_epochs}
+    resumed = (result and result.resumed_from) or (progress and progress.resumed_from)
     if resumed:  # a worker was lost and the loop went on from a checkpoint: say from which epochs
         out["resumedFrom"] = list(resumed)
-    if progress.get("maxTrials"):
-        done, running, failed = (progress.get(k, 0) for k in ("trialsDone", "trialsRunning", "trialsFailed"))
+    if progress is not None and progress.max_trials:
+        done, running, failed = (progress.trials_done or 0, progress.trials_running or 0, progress.trials_failed or 0)
         out["trials"] = {"total": done + running + failed, "completed": done, "running": running, "failed": failed}
-    if result.get("status") != "Succeeded":
+    if result is None or not result.succeeded:
         return out
-    metrics = {k: float(v) for k, v in (result.get("metrics") or {}).items()}
+    metrics = dict(result.metrics or {})
     out |= {
         "metrics": metrics,
-        "modelUri": result.get("modelUri"),
+        "modelUri": result.model_uri,
         "keyMetric": key_metric(metrics, objective),
-        "lineage": result.get("lineage", {}),
+        "lineage": result.lineage or {},
     }
-    if result.get("checkpointUri"):
-        out["checkpointUri"] = result["checkpointUri"]
-    if result.get("bestTrial"):
-        best = result["bestTrial"]
+    if result.checkpoint_uri:
+        out["checkpointUri"] = result.checkpoint_uri
+    if result.best_trial is not None:
+        best, trials = result.best_trial, result.trials
         out |= {
-            "bestTrial": {"id": best.get("id", ""), "params": best.get("params", {}), "metric": best.get("metric")},
-            "trials": {k: v for k, v in (result.get("trials") or {}).items() if k != "notStarted"},
-            "leaderboardUri": result.get("leaderboardUri"),
+            "bestTrial": {"id": best.id, "params": best.params, "metric": best.metric},
+            "trials": trials.model_dump(by_alias=True, exclude={"not_started"}) if trials else {},
+            "leaderboardUri": result.leaderboard_uri,
         }
     return out
 

@@ -25,7 +25,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from slipway_trainer import storage
+from slipway_trainer import artifacts, storage
+from slipway_trainer.artifacts import MANIFEST, SALT_ENV, Manifest
 from slipway_trainer.config.prep import PrepConfig, PrepSpec
 from slipway_trainer.data import profile as profiles
 from slipway_trainer.data.cleaning import Cleaner, row_hashes
@@ -43,9 +44,7 @@ from slipway_trainer.raycluster import ensure_ray
 from slipway_trainer.workload import Progress, WorkloadError, now
 
 SPLITS = ("train", "validation", "test")
-SALT_ENV = "SLIPWAY_HASH_SALT"
 MAX_CLASSES = 50  # an integer label with more distinct values is a regression target
-MANIFEST = "manifest.json"
 RAY_FORMATS = ("csv", "parquet", "jsonl")
 TYPE_SAMPLE_ROWS = 10_000  # column types are decided on this many rows from the start
 
@@ -143,7 +142,7 @@ def prepare(config: PrepConfig, progress: Progress, workdir: Path) -> dict[str, 
         schema=pq.ParquetFile(spill).schema_arrow,
     )
     (staging / "transform.json").write_text(json.dumps(transform.to_json(), indent=2, default=str))
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str))
+    (staging / MANIFEST).write_text(json.dumps(manifest.dump(), indent=2, default=str))
     _commit(staging, config.output_uri, version, manifest)
     progress.update(force=True, phase="Done", rowsWritten=sum(counts.values()))
     return {
@@ -459,7 +458,7 @@ def _manifest(
     fingerprint: str,
     version: str,
     schema: pa.Schema,
-) -> dict[str, Any]:
+) -> Manifest:
     features: dict[str, Any] = {}
     for name, acc in stats["numeric"].items():
         features[name] = profiles.numeric_profile(acc)
@@ -468,47 +467,39 @@ def _manifest(
     if stats["image"] is not None and source.image_shape:
         features["image"] = profiles.image_profile(stats["image"], source.image_shape)
     spec = config.spec
-    return {
-        "kind": "SlipwayDataset",
-        "formatVersion": 1,
-        "name": config.name,
-        "version": version,
-        "fingerprint": fingerprint,
-        "createdAt": now(),
-        "source": {"uri": spec.source.uri, "format": spec.source.format},
-        "task": task,
-        "label": label,
-        "classes": classes,
-        "classNames": list(source.class_names or []),
-        "schema": [{"name": f.name, "type": str(f.type)} for f in schema],
-        "images": (
-            {
-                "column": "image",
-                "height": source.image_shape[0],
-                "width": source.image_shape[1],
-                "channels": source.image_shape[2],
-                "storage": "raw uint8 pixels, row-major HxWxC, as binary",
-            }
+    return Manifest(
+        name=config.name,
+        version=version,
+        fingerprint=fingerprint,
+        created_at=now(),
+        source=artifacts.Source(uri=spec.source.uri, format=spec.source.format),
+        task=task,
+        label=label,
+        classes=classes,
+        class_names=list(source.class_names or []),
+        columns=[artifacts.Column(name=f.name, type=str(f.type)) for f in schema],
+        images=(
+            artifacts.ImageLayout(
+                height=source.image_shape[0], width=source.image_shape[1], channels=source.image_shape[2]
+            )
             if source.image_shape
             else None
         ),
-        "rows": {"read": rows_read, "cleaned": cleaned, **counts, "total": sum(counts.values())},
-        "dropped": dict(sorted(dropped.items())),
-        "classBalance": balance,
-        "splits": {s: f"{version}/{s}" for s in SPLITS},
-        "transformUri": f"{version}/transform.json",
-        "transform": transform.to_json(),
-        "profile": {"split": "train", "features": features},
-        "privacy": {
-            "droppedColumns": list(spec.privacy.drop_columns),
-            "hashedColumns": list(spec.privacy.hash_columns),
-            "hash": "sha256(salt + value)",
-        },
-        "spec": spec.model_dump(mode="json", by_alias=True, exclude_none=True),
-    }
+        rows={"read": rows_read, "cleaned": cleaned, **counts, "total": sum(counts.values())},
+        dropped=dict(sorted(dropped.items())),
+        class_balance=balance,
+        splits={s: f"{version}/{s}" for s in SPLITS},
+        transform_uri=f"{version}/transform.json",
+        transform=transform.to_json(),
+        profile=artifacts.DataProfile(split="train", features=features),
+        privacy=artifacts.Privacy(
+            dropped_columns=list(spec.privacy.drop_columns), hashed_columns=list(spec.privacy.hash_columns)
+        ),
+        spec=spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+    )
 
 
-def _commit(staging: Path, output_uri: str, version: str, manifest: dict[str, Any]) -> None:
+def _commit(staging: Path, output_uri: str, version: str, manifest: Manifest) -> None:
     """Upload the version folder, then write the root manifest last (the commit point)."""
     version_uri = storage.join(output_uri, version)
     try:
@@ -516,4 +507,4 @@ def _commit(staging: Path, output_uri: str, version: str, manifest: dict[str, An
     except BaseException:
         storage.remove(version_uri)
         raise
-    storage.write_json_atomic(storage.join(output_uri, MANIFEST), manifest)
+    storage.write_json_atomic(storage.join(output_uri, MANIFEST), manifest.dump())

@@ -19,6 +19,7 @@ import numpy as np
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from slipway_trainer.artifacts import DRIFT_METRIC, LATENCY_METRIC, REQUESTS_METRIC
 from slipway_trainer.config.serve import ServeConfig
 from slipway_trainer.serve import protocol
 from slipway_trainer.serve.batcher import Batcher
@@ -34,13 +35,13 @@ class Metrics:
         self.registry = CollectorRegistry()
         self.name = name
         self.requests = Counter(
-            "slipway_inference_requests",
+            REQUESTS_METRIC,
             "Inference requests by model and HTTP status code",
             ["model", "code"],
             registry=self.registry,
         )
         self.latency = Histogram(
-            "slipway_inference_request_seconds",
+            LATENCY_METRIC,
             "Inference request latency",
             ["model", "code"],
             registry=self.registry,
@@ -69,7 +70,7 @@ class Metrics:
             registry=self.registry,
         )
         self.drift = Gauge(
-            "slipway_drift_score",
+            DRIFT_METRIC,
             "Drift score of an input feature against the training profile",
             ["model", "feature", "method"],
             registry=self.registry,

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from slipway_trainer import storage, workload
+from slipway_trainer.artifacts import MANIFEST, ArtifactError, Manifest
 from slipway_trainer.config.serve import ServeConfig
 from slipway_trainer.serve.app import Server
 from slipway_trainer.serve.model import ServedModel
@@ -20,12 +21,14 @@ def drift_profile(config: ServeConfig, model: ServedModel) -> dict[str, Any] | N
     uri = config.profile_uri
     if uri is None:
         dataset = (model.card.get("dataset") or {}).get("uri") or (model.card.get("lineage") or {}).get("datasetUri")
-        uri = storage.join(dataset, "manifest.json") if dataset else None
+        uri = storage.join(dataset, MANIFEST) if dataset else None
     if uri is None or not storage.exists(uri):
         return None
-    manifest = storage.read_json(uri)
-    profile: dict[str, Any] = manifest.get("profile", {}).get("features", {})
-    return profile
+    try:
+        return Manifest.read(storage.read_json(uri), uri).profile.features
+    except ArtifactError as err:  # serve anyway: the model is fine, only its drift reference is not
+        logging.getLogger("slipway.serve").warning("drift is not measured: %s", err)
+        return None
 
 
 def main(config_path: str) -> int:

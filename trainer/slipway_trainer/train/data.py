@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from slipway_trainer import storage
+from slipway_trainer.artifacts import MANIFEST, ArtifactError, Manifest
 from slipway_trainer.data.transforms import TransformError, TransformSpec
 from slipway_trainer.workload import WorkloadError
-
-MANIFEST = "manifest.json"
 
 
 @dataclass
@@ -30,12 +28,12 @@ class Split:
 @dataclass
 class Dataset:
     uri: str
-    manifest: dict[str, Any]
+    manifest: Manifest
     transform: TransformSpec
 
     @property
     def task(self) -> str:
-        return str(self.manifest["task"])
+        return self.manifest.task
 
     @property
     def num_classes(self) -> int:
@@ -47,8 +45,7 @@ class Dataset:
 
     @property
     def class_names(self) -> list[str]:
-        names = self.manifest.get("classNames") or []
-        return [str(n) for n in names] if names else [str(c) for c in self.manifest.get("classes", [])]
+        return self.manifest.labels()
 
     def load(self, split: str) -> Split:
         table = read_split(self.uri, self.manifest, split)
@@ -60,7 +57,7 @@ class Dataset:
             )
         try:
             x = self.transform.features(table)
-            y = self.transform.encode_labels(table.column(self.manifest["label"]))
+            y = self.transform.encode_labels(table.column(self.manifest.label))
         except TransformError as err:
             raise WorkloadError("InvalidDataset", f"{self.uri} ({split}): {err}") from err
         return Split(x=x, y=y, table=table)
@@ -74,14 +71,17 @@ def open_dataset(uri: str) -> Dataset:
             f"{manifest_uri} does not exist: the dataset is not prepared yet "
             "(or its preparation failed); run its DatasetPrep first",
         )
-    manifest = storage.read_json(manifest_uri)
-    if not manifest.get("label"):
+    try:
+        manifest = Manifest.read(storage.read_json(manifest_uri), manifest_uri)
+    except ArtifactError as err:
+        raise WorkloadError("InvalidDataset", f"{err}: prepare the dataset again with this Slipway version") from err
+    if not manifest.label:
         raise WorkloadError("InvalidDataset", f"{uri} has no label column: training needs one")
-    return Dataset(uri=uri, manifest=manifest, transform=TransformSpec.from_json(manifest["transform"]))
+    return Dataset(uri=uri, manifest=manifest, transform=TransformSpec.from_json(manifest.transform))
 
 
-def read_split(uri: str, manifest: dict[str, Any], split: str) -> pa.Table:
-    folder = storage.join(uri, manifest["splits"][split])
+def read_split(uri: str, manifest: Manifest, split: str) -> pa.Table:
+    folder = storage.join(uri, manifest.splits[split])
     fs, path = storage.resolve(folder)
     files = sorted(f for f in fs.find(path) if f.endswith(".parquet"))
     if not files:

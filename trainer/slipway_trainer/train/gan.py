@@ -123,14 +123,14 @@ def train(config: TrainConfig, dataset: Dataset, progress: Progress, workdir: Pa
         "outputShape": dataset.input_shape,
         "metrics": metrics,
         "exports": exports,
-        "lineage": {"datasetUri": dataset.uri, "datasetFingerprint": dataset.manifest["fingerprint"], **config.lineage},
+        "lineage": {"datasetUri": dataset.uri, "datasetFingerprint": dataset.manifest.fingerprint, **config.lineage},
         "summary": models.summary(generator, torch.from_numpy(example[:2])),
     }
     (model_dir / "model_card.json").write_text(json.dumps(card, indent=2, default=str))
     (model_dir / "model_card.md").write_text(
         f"# Model card: {config.name} (GAN generator)\n\nGenerates {dataset.input_shape} images from "
         f"{latent}-dimensional standard normal vectors. Trained {state['epoch']} epochs on `{dataset.uri}` "
-        f"(fingerprint `{dataset.manifest['fingerprint']}`).\n\nDiscriminator accuracy on held-out real images "
+        f"(fingerprint `{dataset.manifest.fingerprint}`).\n\nDiscriminator accuracy on held-out real images "
         f"against fresh samples: {metrics['test_discriminator_accuracy']:.3f} (0.5 means it cannot tell them "
         "apart).\n\nLimitations: samples imitate the training images; they are not labelled and may memorise.\n"
     )

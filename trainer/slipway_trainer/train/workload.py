@@ -166,11 +166,11 @@ def _card_facts(
     exports: dict[str, Any],
 ) -> dict[str, Any]:
     manifest = dataset.manifest
-    rows = manifest["rows"]
+    rows = manifest.rows
     return {
         "name": config.name,
         "task": dataset.task,
-        "label": manifest["label"],
+        "label": manifest.label,
         "classes": dataset.class_names if dataset.task == "classification" else [],
         "architecture": config.spec.model.architecture,
         "params": config.spec.model.params,
@@ -187,11 +187,11 @@ def _card_facts(
         "features": dataset.transform.feature_names() or dataset.transform.input_columns(),
         "dataset": {
             "uri": dataset.uri,
-            "version": manifest["version"],
-            "fingerprint": manifest["fingerprint"],
+            "version": manifest.version,
+            "fingerprint": manifest.fingerprint,
             "rows": f"train {rows['train']:,}, validation {rows['validation']:,}, test {rows['test']:,}",
         },
-        "lineage": {"datasetUri": dataset.uri, "datasetFingerprint": manifest["fingerprint"], **config.lineage},
+        "lineage": {"datasetUri": dataset.uri, "datasetFingerprint": manifest.fingerprint, **config.lineage},
         "training": config.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
     }
 

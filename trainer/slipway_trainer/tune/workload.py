@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from slipway_trainer import selection, storage, workload
+from slipway_trainer.artifacts import LEADERBOARD, Leaderboard, TrialRow
 from slipway_trainer.config.train import TrainSpec
 from slipway_trainer.config.tune import TuneConfig, search_space_problems
 from slipway_trainer.train import evaluate
@@ -64,7 +65,8 @@ def tune(config: TuneConfig, progress: Progress, workdir: Path) -> dict[str, Any
     outcome = train_workload.publish(best_config, dataset, progress, workdir, config.artifact_uri)
     report = workdir / "report"
     comparison = compare_top_two(config, dataset, finished)
-    (report / "leaderboard.json").write_text(json.dumps(board, indent=2, default=str))
+    rows = Leaderboard(rows=[TrialRow.model_validate(row) for row in board])  # the contract the report reads
+    (report / LEADERBOARD).write_text(json.dumps(rows.dump(), indent=2, default=str))
     (report / "leaderboard.md").write_text(leaderboard_markdown(board, metric, comparison))
     (report / "top_two.json").write_text(json.dumps(comparison, indent=2, default=str))
     comparison_png(board, config, metric, report / "comparison.png")
@@ -79,7 +81,7 @@ def tune(config: TuneConfig, progress: Progress, workdir: Path) -> dict[str, Any
             "failed": len(failed),
             "notStarted": sum(r["status"] == "NotStarted" for r in board),
         },
-        "leaderboardUri": storage.join(config.artifact_uri, "report", "leaderboard.json"),
+        "leaderboardUri": storage.join(config.artifact_uri, "report", LEADERBOARD),
         "comparison": comparison,
         "trialEpochs": sum(r["epochs"] for r in board),
     }

@@ -1,0 +1,289 @@
+"""The files and names the workloads and the operator share: one definition, read and written by both sides.
+
+A workload writes `progress.json` while it runs and `result.json` once, last; a DatasetPrep commits a dataset
+with its `manifest.json`; a TuningSweep writes `report/leaderboard.json`. The operator (and `slipway run`, the
+report, the demo) reads them back. Both sides import this module, so it needs pydantic and nothing else.
+
+Writers build a model and `dump()` it: a field the model lacks is an error there, so the contract cannot drift
+silently. Readers `read()` what they find: a field a newer writer added is dropped, a malformed one is an
+`ArtifactError` that names the file and the field.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, Literal, Self, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+PROGRESS = "progress.json"
+RESULT = "result.json"
+MANIFEST = "manifest.json"
+LEADERBOARD = "leaderboard.json"  # under a sweep's report/
+
+# The environment variable that carries a DatasetPrep's hashing salt (from its Secret) into the prep workload.
+SALT_ENV = "SLIPWAY_HASH_SALT"
+# A RayJob's label naming its workload (`python -m slipway_trainer <step>`): prep, train or tune.
+STEP_LABEL = "slipway.dev/step"
+
+# A Ray resource each worker pod of a Slipway RayJob advertises once (the operator's rayStartParams): a training
+# worker asks for it, so `workers: N` means one worker per pod, however the pods' CPUs would pack them.
+WORKER_RESOURCE = "slipway_worker"
+
+# The inference server's Prometheus metrics the operator reads to judge a rollout.
+REQUESTS_METRIC = "slipway_inference_requests"  # a counter: exposed as <name>_total
+LATENCY_METRIC = "slipway_inference_request_seconds"  # a histogram: <name>_bucket
+DRIFT_METRIC = "slipway_drift_score"  # a gauge per feature
+
+
+class ArtifactError(ValueError):
+    """An artifact that does not match its contract; the message names the file and the field."""
+
+
+def problems(err: ValidationError) -> str:
+    """A pydantic error in one line: `field.path: what is wrong; ...`."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in err.errors())
+
+
+class Artifact(BaseModel):
+    """camelCase on disk, snake_case in code; unknown fields are refused when writing, dropped when reading."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    @classmethod
+    def read(cls, data: Any, where: str = "") -> Self:
+        """`data` as read from `where` (a URI, for the error message)."""
+        try:
+            return cls.model_validate(_known(cls, data))
+        except ValidationError as err:
+            what = where or cls.__name__
+            raise ArtifactError(f"{what} does not match the {cls.__name__} contract: {problems(err)}") from None
+
+    def dump(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _known(model: type[BaseModel], data: Any) -> Any:
+    """`data` without the keys `model` (and its nested artifact models) does not know."""
+    if not isinstance(data, dict):
+        return data
+    names = {f.alias or n: f for n, f in model.model_fields.items()} | dict(model.model_fields)
+    out = {}
+    for key, value in data.items():
+        found = names.get(key)
+        if found is None:
+            continue
+        nested = _artifact_in(found.annotation)
+        if nested is None:
+            out[key] = value
+        elif isinstance(value, list):
+            out[key] = [_known(nested, v) for v in value]
+        else:
+            out[key] = _known(nested, value)
+    return out
+
+
+def _artifact_in(annotation: Any) -> type[Artifact] | None:
+    """The artifact model in `X`, `X | None` or `list[X]`, if any."""
+    if isinstance(annotation, type) and issubclass(annotation, Artifact):
+        return annotation
+    return next((m for m in map(_artifact_in, get_args(annotation)) if m is not None), None)
+
+
+# -- progress.json ---------------------------------------------------------------------------------------------
+
+
+class Progress(Artifact):
+    """Rewritten as the work goes; every field but `phase` belongs to one kind of workload."""
+
+    phase: str = "Running"
+    started_at: str | None = None
+    updated_at: str | None = None
+    elapsed_seconds: float | None = None
+    # prep
+    rows_read: int | None = None
+    rows_cleaned: int | None = None
+    rows_written: int | None = None
+    # train (and each trial of a sweep)
+    epoch: int | None = None
+    total_epochs: int | None = None
+    metrics: dict[str, float] | None = None
+    samples_per_second: float | None = None
+    eta_seconds: float | None = None
+    best_epoch: int | None = None
+    stopped_early: bool | None = None
+    workers: int | None = None
+    resumed_from: list[int] | None = None
+    # tune
+    trials_done: int | None = None
+    trials_running: int | None = None
+    trials_failed: int | None = None
+    max_trials: int | None = None
+    best: dict[str, float] | None = None
+
+
+# -- result.json -----------------------------------------------------------------------------------------------
+
+
+class Status(StrEnum):
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class BestTrial(Artifact):
+    id: str = ""
+    params: dict[str, Any] = Field(default_factory=dict)
+    metric: float | None = None
+    objective: str | None = None
+
+
+class TrialCounts(Artifact):
+    total: int = 0
+    completed: int = 0
+    stopped_early: int = 0
+    failed: int = 0
+    not_started: int = 0
+
+
+class Result(Artifact):
+    """Written once, last. A failed workload says why (`reason`, `message`) and whether a retry may mend it;
+    a successful one adds what its kind produced (the prep's dataset, the run's or sweep's model)."""
+
+    status: Status
+    config_hash: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    # failed
+    reason: str | None = None
+    message: str | None = None
+    retryable: bool | None = None
+    traceback: str | None = None
+    # prep
+    output_uri: str | None = None
+    manifest_uri: str | None = None
+    fingerprint: str | None = None
+    version: str | None = None
+    rows: dict[str, int] | None = None
+    dropped_rows: dict[str, int] | None = None
+    task: str | None = None
+    # train
+    metrics: dict[str, float] | None = None
+    best_epoch: int | None = None
+    epochs: int | None = None
+    stopped_early: bool | None = None
+    resumed_from: list[int] | None = None
+    model_uri: str | None = None
+    report_uri: str | None = None
+    checkpoint_uri: str | None = None
+    exports: dict[str, Any] | None = None
+    lineage: dict[str, Any] | None = None
+    history: list[dict[str, Any]] | None = None  # a GAN's losses per epoch
+    train_seconds: float | None = None
+    # tune
+    best_trial: BestTrial | None = None
+    trials: TrialCounts | None = None
+    leaderboard_uri: str | None = None
+    comparison: dict[str, Any] | None = None
+    trial_epochs: int | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == Status.SUCCEEDED
+
+
+# -- manifest.json ---------------------------------------------------------------------------------------------
+
+
+class Column(Artifact):
+    name: str
+    type: str
+
+
+class ImageLayout(Artifact):
+    column: str = "image"
+    height: int
+    width: int
+    channels: int
+    storage: str = "raw uint8 pixels, row-major HxWxC, as binary"
+
+
+class DataProfile(Artifact):
+    """Per-feature statistics of one split: the drift reference of the inference server."""
+
+    split: str = "train"
+    features: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+class Privacy(Artifact):
+    dropped_columns: list[str] = Field(default_factory=list)
+    hashed_columns: list[str] = Field(default_factory=list)
+    hash: str = "sha256(salt + value)"
+
+
+class Source(Artifact):
+    uri: str | None = None
+    format: str | None = None
+
+
+class Manifest(Artifact):
+    """A prepared dataset, written last (the commit point): its splits, schema, profile and fingerprint."""
+
+    kind: Literal["SlipwayDataset"] = "SlipwayDataset"
+    format_version: int = 1
+    name: str
+    version: str
+    fingerprint: str
+    created_at: str | None = None
+    source: Source = Field(default_factory=Source)
+    task: str
+    label: str | None = None
+    classes: list[Any] = Field(default_factory=list)
+    class_names: list[str] = Field(default_factory=list)
+    columns: list[Column] = Field(default_factory=list, alias="schema")
+    images: ImageLayout | None = None
+    rows: dict[str, int] = Field(default_factory=dict)
+    dropped: dict[str, int] = Field(default_factory=dict)
+    class_balance: dict[str, dict[str, int]] = Field(default_factory=dict)
+    splits: dict[str, str] = Field(default_factory=dict)
+    transform_uri: str | None = None
+    transform: dict[str, Any] = Field(default_factory=dict)
+    profile: DataProfile = Field(default_factory=DataProfile)
+    privacy: Privacy = Field(default_factory=Privacy)
+    spec: dict[str, Any] = Field(default_factory=dict)
+
+    def labels(self) -> list[str]:
+        """The classes' display names: `classNames` when the source has them, else the class values."""
+        return [str(n) for n in self.class_names] if self.class_names else [str(c) for c in self.classes]
+
+
+# -- a sweep's report/leaderboard.json --------------------------------------------------------------------------
+
+
+class TrialRow(Artifact):
+    """One trial of a sweep: its parameters, its best objective value (and validation loss there), how it ended."""
+
+    trial: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    status: Literal["Completed", "StoppedEarly", "Failed", "NotStarted"]
+    stopped_early: bool = False
+    epochs: int = 0
+    best: float | None = None
+    best_loss: float | None = None
+    last: dict[str, float] = Field(default_factory=dict)
+    error: str | None = None
+
+
+class Leaderboard(BaseModel):
+    """Ranked best first; trials without an objective value last."""
+
+    rows: list[TrialRow]
+
+    @classmethod
+    def read(cls, data: Any, where: str = "") -> Leaderboard:
+        if not isinstance(data, list):
+            raise ArtifactError(f"{where or 'the leaderboard'} is not a list of trials")
+        return cls(rows=[TrialRow.read(row, f"{where} trial {i}") for i, row in enumerate(data)])
+
+    def dump(self) -> list[dict[str, Any]]:
+        return [row.model_dump(mode="json", by_alias=True) for row in self.rows]
