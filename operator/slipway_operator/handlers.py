@@ -19,11 +19,12 @@ from typing import Any
 
 import kopf
 
-from slipway_operator import metrics
+from slipway_operator import api, metrics
 from slipway_operator.api.common import API_VERSION, GROUP, VERSION
 from slipway_operator.backends import Backend
 from slipway_operator.backends.kubernetes import KubernetesApi, KubernetesBackend
-from slipway_operator.controllers.common import Settings
+from slipway_operator.controllers import kinds
+from slipway_operator.controllers.common import RunController, Settings
 from slipway_operator.reconcile import Cluster, Runtime, reconcile, stop_children
 
 RUN_RESYNC_SECONDS = 10.0
@@ -147,16 +148,13 @@ def by_name(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) 
 # Every kind: on creation, on spec changes, when the operator (re)starts, and on a resync timer (runs read their
 # workload's progress; ModelDeployments judge canary gates and health).
 PLURALS = {
-    "datasetpreps": RUN_RESYNC_SECONDS,
-    "trainingruns": RUN_RESYNC_SECONDS,
-    "tuningsweeps": RUN_RESYNC_SECONDS,
-    "modeldeployments": SERVING_RESYNC_SECONDS,
+    api.BY_KIND[c.kind].plural: RUN_RESYNC_SECONDS if isinstance(c, RunController) else SERVING_RESYNC_SECONDS
+    for c in kinds.CONTROLLERS
 }
 # What a pass reads by name (a TrainingRun's DatasetPrep, a ModelDeployment's run): from these indexes.
-INDEX_OF_KIND = {"DatasetPrep": "datasetpreps_by_name", "TrainingRun": "trainingruns_by_name",
-                 "TuningSweep": "tuningsweeps_by_name"}  # fmt: skip
+INDEX_OF_KIND = {kind: f"{api.BY_KIND[kind].plural}_by_name" for kind in kinds.RUNS}
 for _kind, _index in INDEX_OF_KIND.items():
-    kopf.index(GROUP, VERSION, _index.removesuffix("_by_name"), id=_index)(by_name)
+    kopf.index(GROUP, VERSION, api.BY_KIND[_kind].plural, id=_index)(by_name)
 for _plural, _interval in PLURALS.items():
     kopf.on.resume(GROUP, VERSION, _plural)(reconcile_resource)
     kopf.on.create(GROUP, VERSION, _plural)(reconcile_resource)
