@@ -236,7 +236,7 @@ class Journey:
 
 def write_report(objs: list[dict[str, Any]], folder: Path) -> Path | None:
     try:
-        from slipway_trainer.report import journey_report
+        from slipway_operator.report import journey_report
     except ImportError:  # the report needs matplotlib (the trainer extra)
         return None
     path: Path = journey_report(objs, folder)

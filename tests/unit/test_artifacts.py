@@ -94,5 +94,5 @@ def test_a_leaderboard_is_a_list_of_trials_and_a_malformed_row_is_named() -> Non
     rows = [{"trial": "a", "status": "Completed", "best": 0.9, "epochs": 3}, {"trial": "b", "status": "NotStarted"}]
     board = Leaderboard.read(rows, "leaderboard.json")
     assert [r.trial for r in board.rows] == ["a", "b"] and board.rows[1].best is None
-    with pytest.raises(ArtifactError, match="leaderboard.json trial 1.*status"):
+    with pytest.raises(ArtifactError, match=r"leaderboard.json trial 1.*status"):
         Leaderboard.read([rows[0], {"trial": "b", "status": "Lost"}], "leaderboard.json")

@@ -24,13 +24,14 @@ from slipway_operator.controllers import kinds
 from slipway_operator.controllers import modeldeployment as md
 from slipway_operator.controllers.common import Settings
 from slipway_operator.reconcile import run_status_fields
+from slipway_operator.report import journey_report
 from slipway_operator.runstatus import Observed
 from slipway_operator.servermetrics import Traffic
 from slipway_trainer import storage
 from slipway_trainer.config.prep import PrepConfig
 from slipway_trainer.config.train import TrainConfig
 from slipway_trainer.data import workload as prep_workload
-from slipway_trainer.report import journey_report, markdown_html
+from slipway_trainer.report import markdown_html
 from slipway_trainer.train import workload as train_workload
 from specs import AUTO_MPG
 
@@ -267,7 +268,7 @@ def test_data_profile_rows_drops_features_and_pixels_come_from_the_manifests(jou
     fashion = json.loads((journey.artifacts["fashion"] / "manifest.json").read_text())
     image = fashion["profile"]["features"]["image"]
     text = section(journey.html, "datasetprep-fashion")
-    assert "28 x 28 x 1" in text
+    assert "<h4>Pixels of image: " in text and "28 x 28 x 1" in text
     assert f"<td>grey</td><td>{image['pixelMean'][0]:.4g}</td><td>{image['pixelStd'][0]:.4g}</td>" in text
     assert "T-shirt/top" in text  # class names of the built-in set
     assert "datasetprep-fashion-pixels-image.png" in text and "datasetprep-fashion-class-balance.png" in text
@@ -368,6 +369,8 @@ def test_every_referenced_png_is_beside_the_report_and_nothing_reaches_the_netwo
     links = re.findall(r'(?:src|href)="([^"]+)"', page)
     assert all(not re.match(r"[a-z]+:", link) for link in links)  # relative files and #anchors only
     assert "<script" not in page and "<link" not in page and "@import" not in page
+    # nothing but the title is hostile here: no HTML the report built was escaped by mistake
+    assert "&lt;" not in page.replace("Digits &lt;journey&gt;", "")
 
 
 def test_hostile_strings_are_escaped_and_broken_resources_do_not_stop_the_report(tmp_path: Path) -> None:
@@ -449,16 +452,63 @@ def test_markdown_is_rendered_simply_and_escaped() -> None:
         "<ol><li>first</li><li>second</li></ol>"
         "<table><thead><tr><th>metric</th><th>value</th></tr></thead>"
         "<tbody><tr><td>&lt;i&gt;acc&lt;/i&gt;</td><td>0.9</td></tr></tbody></table>"
-        "<p>A paragraph on two lines &amp; more.</p>"
-        "<pre><code>&lt;raw&gt;</code></pre>"
+        "<p>A paragraph\non two lines &amp; more.</p>"
+        "<pre><code>&lt;raw&gt;\n</code></pre>\n"
     )
 
 
-def test_the_report_module_loads_no_torch_ray_kopf_or_kubernetes() -> None:
-    probe = (
-        "import sys, slipway_trainer.report; "
-        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'ray', 'kopf', 'kubernetes'}))"
-    )
+def test_markdown_from_a_model_card_cannot_inject_markup_or_reach_the_network() -> None:
+    hostile = ['<script>alert("card")</script>', "<img src=x onerror=alert(1)>"]
+    card = "\n\n".join([*hostile, "See [the docs](https://example.com) ![a](x.png)"])
+    rendered = markdown_html(card)
+    assert "<script" not in rendered and "<img" not in rendered and "<a " not in rendered
+    assert "&lt;script&gt;alert(&quot;card&quot;)&lt;/script&gt;" in rendered
+    assert "&lt;img src=x onerror=alert(1)&gt;" in rendered
+    assert "[the docs](https://example.com)" in rendered  # shown as text, not linked
+
+
+def test_markdown_tables_render_as_tables_and_headings_are_shifted() -> None:
+    rendered = markdown_html("# One\n\n## Two\n\n##### Five\n\n| a | b |\n|---|---:|\n| 1 | 2 |", shift=2)
+    assert rendered.startswith("<h3>One</h3><h4>Two</h4><h6>Five</h6><table>")  # shifted, at most to h6
+    assert "<thead><tr><th>a</th><th" in rendered and "<td>1</td><td" in rendered and rendered.endswith("</table>")
+    assert markdown_html("# One", shift=0) == "<h1>One</h1>"
+
+
+def test_an_artifact_that_breaks_its_contract_is_said_in_its_section_and_the_others_render(
+    journey: Journey, tmp_path: Path
+) -> None:
+    good = next(r for r in journey.resources if r["metadata"]["name"] == "digits" and r["kind"] == "DatasetPrep")
+    manifest = json.loads((journey.artifacts["digits"] / "manifest.json").read_text())
+    broken = tmp_path / "broken" / "manifest.json"
+    broken.parent.mkdir()
+    broken.write_text(json.dumps({**manifest, "rows": "many"}))
+    bad = copy.deepcopy(good)
+    bad["metadata"]["name"] = "broken"
+    bad["status"]["manifestUri"] = broken.as_uri()
+    board = tmp_path / "leaderboard.json"
+    board.write_text(json.dumps({"not": "a list"}))
+    sweep = copy.deepcopy(next(r for r in journey.resources if r["kind"] == "TuningSweep"))
+    sweep["status"]["leaderboardUri"] = board.as_uri()
+    page = journey_report([bad, good, sweep], tmp_path / "out").read_text()
+    text = section(page, "datasetprep-broken")
+    assert "Unreadable: the dataset manifest (" + html.escape(broken.as_uri()) in text
+    assert "does not match the Manifest contract: rows" in text
+    assert f"<td>{manifest['rows']['train']:,}</td>" in text  # the status's row counts still shown
+    assert "digits-class-balance.png" in section(page, "datasetprep-digits")  # the other section is whole
+    swept = section(page, "tuningsweep-sweep")
+    assert "Unreadable: the leaderboard" in swept and "not a list of trials" in swept
+    assert "tuningsweep-sweep-confusion-matrix.png" in swept  # the rest of the section still renders
+
+
+@pytest.mark.parametrize(
+    ("module", "forbidden"),
+    [
+        ("slipway_trainer.report", "{'torch', 'ray', 'kopf', 'kubernetes'}"),
+        ("slipway_operator.report", "{'torch', 'ray'}"),
+    ],
+)
+def test_the_report_module_loads_no_torch_ray_kopf_or_kubernetes(module: str, forbidden: str) -> None:
+    probe = f"import sys, {module}; print(sorted({{m.split('.')[0] for m in sys.modules}} & {forbidden}))"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
