@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from slipway_operator import __version__
 
@@ -40,12 +39,18 @@ def main(argv: list[str] | None = None) -> int:
         sub = commands.add_parser(name, help=text)
         sub.add_argument("--state", type=Path, default=STATE)
     for name, text in (
-        ("describe", "a resource's spec, status, conditions and events"),
-        ("logs", "the log of a resource's process"),
+        ("describe", "a resource's diagnosis, timeline, status, conditions and events (local or on a cluster)"),
+        ("logs", "a run's log, kept with its artifacts (local or on a cluster, after its RayCluster is gone)"),
     ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("name", help="NAME or Kind/NAME")
-        sub.add_argument("--state", type=Path, default=STATE)
+        sub.add_argument("--state", type=Path, default=STATE, help="the state folder of `slipway run`")
+        sub.add_argument("-n", "--namespace", default=None, help="on a cluster: the namespace (default: the context's)")
+        sub.add_argument("--kubeconfig", default=None, help="on a cluster: the kubeconfig (default: KUBECONFIG)")
+        sub.add_argument("--context", default=None, help="on a cluster: the kubeconfig context")
+        if name == "logs":
+            sub.add_argument("-f", "--follow", action="store_true", help="keep printing until the run has finished")
+            sub.add_argument("--worker", type=int, default=None, metavar="N", help="only training worker N's lines")
 
     demo_parser = commands.add_parser("demo", help="the Fashion-MNIST journey, shrunk to minutes (`make demo`)")
     demo_parser.add_argument("--state", type=Path, default=STATE / "demo")
@@ -87,10 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_journey(args)
     if args.command == "get":
         return get(args.state)
-    if args.command == "describe":
-        return describe(args.state, args.name)
-    if args.command == "logs":
-        return logs_of(args.state, args.name)
+    if args.command in ("describe", "logs"):
+        return inspect(args)
     if args.command == "down":
         from slipway_operator.run import down
 
@@ -153,43 +156,52 @@ def get(state: Path) -> int:
     return 0
 
 
-def describe(state: Path, ref: str) -> int:
-    store = _store(state)
-    obj = store.find(ref)
-    if obj is None:
-        print(f"error: no single resource named {ref!r} in {state} (see `slipway get`)", file=sys.stderr)
+def inspect(args: argparse.Namespace) -> int:
+    """`describe` or `logs` of a resource of `slipway run` (found in --state), else of the cluster the kubeconfig
+    names (-n, --kubeconfig or --context ask for the cluster)."""
+    from slipway_operator import describe
+
+    on_cluster = bool(args.namespace or args.kubeconfig or args.context)
+    store = _store(args.state) if args.state.exists() and not on_cluster else None
+    obj = store.find(args.name) if store is not None else None
+    try:
+        if obj is None:
+            if store is not None and not os.environ.get("KUBECONFIG") and not (Path.home() / ".kube/config").exists():
+                print(f"error: no single resource named {args.name!r} in {args.state} (see `slipway get`)",
+                      file=sys.stderr)  # fmt: skip
+                return 1
+            view = describe.ClusterView(args.kubeconfig, args.context, args.namespace)
+            if args.command == "describe":
+                return describe.cluster_describe(view, args.name)
+            return describe.cluster_logs(view, args.name, args.follow, args.worker)
+        assert store is not None
+        if args.command == "describe":
+            sys.stdout.write(describe.describe_text(obj, store.events(obj["kind"], obj["metadata"]["name"])))
+            return 0
+        return local_logs(args.state, obj, args.follow, args.worker)
+    except describe.NotFound as err:
+        print(f"error: {err}", file=sys.stderr)
         return 1
-    status = dict(obj.get("status") or {})
-    conditions = status.pop("conditions", [])
-    print(f"Name:      {obj['metadata']['name']}\nKind:      {obj['kind']}")
-    print(f"Created:   {obj['metadata']['creationTimestamp']}")
-    print("Spec:\n" + _indent(yaml.safe_dump(obj["spec"], sort_keys=False)))
-    print("Status:\n" + _indent(yaml.safe_dump(status, sort_keys=False)))
-    print("Conditions:")
-    for c in conditions:
-        print(f"  {c['type']:<12} {c['status']:<8} {c['reason']:<22} {c.get('message', '')}")
-    print("Events:")
-    for e in store.events(obj["kind"], obj["metadata"]["name"]):
-        print(f"  {e['time']}  {e['type']:<8} {e['reason']:<16} {e['message']}")
-    return 0
 
 
-def _indent(text: str) -> str:
-    return "\n".join(f"  {line}" for line in text.rstrip().splitlines())
-
-
-def logs_of(state: Path, ref: str) -> int:
+def local_logs(state: Path, obj: dict[str, Any], follow: bool, worker: int | None) -> int:
+    from slipway_operator import describe
     from slipway_operator.run import log_path
 
-    obj = _store(state).find(ref)
-    if obj is None:
-        print(f"error: no single resource named {ref!r} in {state} (see `slipway get`)", file=sys.stderr)
-        return 1
     path = log_path(state, obj)
     if path is None or not path.exists():
         print(f"{obj['kind']}/{obj['metadata']['name']} has no log yet (it has not started)", file=sys.stderr)
         return 1
-    sys.stdout.write(path.read_text(errors="replace"))
+    if not follow:
+        sys.stdout.write(describe.worker_lines(path.read_text(errors="replace"), worker))
+        return 0
+    ref = f"{obj['kind']}/{obj['metadata']['name']}"
+
+    def finished() -> bool:
+        found = _store(state).find(ref) or {}
+        return str((found.get("status") or {}).get("phase")) in describe.TERMINAL
+
+    describe.follow(lambda: path.read_text(errors="replace"), finished, sys.stdout, worker, 2.0)
     return 0
 
 

@@ -8,6 +8,7 @@ and the Events to post. `obj` is the resource as a plain dict (apiVersion, kind,
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 import logging
@@ -17,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from slipway_operator import api
+from slipway_operator import api, diagnosis
 from slipway_operator.api.common import GROUP, VERSION, Phase
 from slipway_operator.api.modeldeployment import ModelDeploymentSpec
 from slipway_operator.api.validation import InvalidManifest, validate_manifest
@@ -36,14 +37,18 @@ from slipway_operator.controllers.common import (
     file_uri_paths,
     stamp,
 )
+from slipway_operator.diagnosis import Diagnosis
 from slipway_operator.runstatus import Observed, condition, run_status
 from slipway_operator.servermetrics import parse, total
 from slipway_trainer import storage
-from slipway_trainer.artifacts import PROGRESS, RESULT, Artifact, ArtifactError, Progress, Result
+from slipway_trainer.artifacts import DRIVER_LOG, PROGRESS, RESULT, Artifact, ArtifactError, Progress, Result
 
 API_VERSION = f"{GROUP}/{VERSION}"
 LOG = logging.getLogger(__name__)
 TERMINAL = {str(Phase.SUCCEEDED), str(Phase.FAILED)}
+# Workload config fields the operator derives from its store (not from the spec): when only these changed, the
+# operator was restarted with another --store.
+STORE_PATHS = {"outputUri", "artifactUri", "datasetUri"}
 
 
 class Cluster(Protocol):
@@ -84,6 +89,9 @@ def _read(uri: str) -> tuple[dict[str, Any] | None, str | None]:
         return None, storage_error(uri, err)
 
 
+A = TypeVar("A", bound=Artifact)
+
+
 def _read_artifact(uri: str, model: type[A]) -> tuple[A | None, str | None, str | None]:
     """(the artifact, what the store said, how it breaks its contract): each None when it does not apply."""
     data, store_error = _read(uri)
@@ -100,8 +108,6 @@ def storage_error(uri: str, err: BaseException) -> str:
     text = " ".join(str(err).split()) or type(err).__name__
     return f"{uri}: {type(err).__name__}: {text[:300]}"
 
-
-A = TypeVar("A", bound=Artifact)
 
 _validated: dict[tuple[str, int, str], str | None] = {}
 
@@ -197,6 +203,18 @@ def _run_children(rt: Runtime, desired: Desired) -> tuple[str | None, dict[str, 
         paths = changed_paths(
             json.loads(next(iter(started.values()), "{}")), json.loads(next(iter(config_map["data"].values())))
         )
+        before, after = (
+            json.loads(next(iter(started.values()), "{}")),
+            json.loads(next(iter(config_map["data"].values()))),
+        )
+        if paths and all(p in STORE_PATHS for p in paths):  # the operator's --store changed, not the spec
+            moved = "; ".join(f"{p}: {before.get(p)} -> {after.get(p)}" for p in paths)
+            return (
+                f"this run was started by an operator that writes to another store ({moved}): its result is there, "
+                "not where this operator looks; run the operator with the store it started with, or delete and "
+                "re-create the resource to run it again here",
+                found,
+            )
         shown = ", ".join(p.removeprefix("spec.") for p in paths[:5]) or "the workload config"
         return (
             f"the spec changed after the run started ({shown}); a started run keeps the spec it started with: "
@@ -243,16 +261,57 @@ def reconcile_run(obj: dict[str, Any], controller: RunController, rt: Runtime) -
         observed.progress, progress_error, _ = _read_artifact(storage.join(artifacts, PROGRESS), Progress)
         observed.result, result_error, observed.broken_result = _read_artifact(storage.join(artifacts, RESULT), Result)
         observed.store_error = result_error or progress_error
+        observed.result_uri = storage.join(artifacts, RESULT)
+        observed.attempts = int((obj["spec"].get("failurePolicy") or {}).get("backoffLimit", 0)) + 1
+        if job is not None and observed.result is None:
+            observed.diagnosis = diagnose_run(rt, obj, job)
     outcome = Outcome(run_status_fields(obj, controller, observed, rt.settings, artifacts, job_name, _now()))
+    if observed.diagnosis and observed.diagnosis.severity == "fatal" and outcome.status["phase"] == Phase.FAILED:
+        _stop(rt, wanted)  # its pods will never start: free what they hold (the RayJob stays, suspended)
     if observed.apply_error and not _already_refused(obj):
         outcome.events.append(("Warning", "ApplyFailed", observed.apply_error))
     return outcome
 
 
+def diagnose_run(rt: Runtime, obj: dict[str, Any], job: dict[str, Any]) -> Diagnosis | None:
+    """What the pods of a run's RayJob (its Ray head and workers, KubeRay's submitter) and the Warning Events of
+    its RayCluster and submitter Job say is wrong, while the job has not ended."""
+    status = job.get("status") or {}
+    if status.get("jobDeploymentStatus") in ("Complete", "Suspending", "Suspended"):
+        return None
+    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+    job_name, now = job["metadata"]["name"], time.time()
+    pods = rt.backend.pods(namespace, f"slipway.dev/{obj['kind'].lower()}={name}")
+    pods += rt.backend.pods(namespace, f"job-name={job_name}")  # the submitter (a Job's pods carry its name)
+    logs = {(p, c): rt.backend.log_tail(namespace, p, c, diagnosis.LOG_LINES) for p, c in diagnosis.crashing(pods)[:2]}
+    timeout = int(
+        (obj["spec"].get("failurePolicy") or {}).get("pendingTimeoutSeconds", diagnosis.DEFAULT_PENDING_TIMEOUT)
+    )
+    found = diagnosis.diagnose(pods, now=now, pending_timeout=timeout, logs=logs)
+    if found is None and status.get("jobStatus") != "RUNNING":  # no pod to look at: a quota, an admission policy
+        names = [n for n in (status.get("rayClusterName"), job_name) if n]
+        started = now - diagnosis.age_of(job, now)
+        found = diagnosis.diagnose([], rt.backend.warnings(namespace, names), now=now, pending_timeout=timeout,
+                                   started=started)  # fmt: skip
+    return found
+
+
+def _stop(rt: Runtime, wanted: Desired) -> None:
+    """Suspend the RayJob of a run that failed for good: KubeRay deletes its RayCluster and submitter."""
+    children = copy.deepcopy(wanted.children)
+    for child in children:
+        if child["kind"] == "RayJob":
+            child["spec"]["suspend"] = True
+    try:
+        rt.backend.apply(stamp(children))
+    except ApplyRefused as err:
+        LOG.warning("could not suspend the RayJob of a failed run: %s", err)
+
+
 def _already_refused(obj: dict[str, Any]) -> bool:
     """The stored status says ApplyFailed already: its Event was posted (one per refusal, not one per pass)."""
     conditions = (obj.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Stalled" and c.get("reason") == "ApplyFailed" for c in conditions)
+    return any(c.get("type") == "Stalled" and c.get("reason") in ("ApplyFailed", "QuotaExceeded") for c in conditions)
 
 
 def run_status_fields(
@@ -278,6 +337,7 @@ def run_status_fields(
     }
     if job_name:
         new["rayJobName"] = job_name
+        new["logUri"] = storage.join(artifacts, DRIVER_LOG)
     # When the operator first saw the workload under way, and first saw it finished; kept from then on.
     under_way = computed.phase in (Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED)
     started = status.get("startTime") or (now if job_name and under_way else None)
@@ -314,6 +374,11 @@ def observe_serving(obj: dict[str, Any], rt: Runtime) -> modeldeployment.Observe
         found = rt.backend.observe(_stub("apps/v1", "Deployment", namespace, suffixed(name, track)))
         observed.deployments[track] = found
         if found is not None:
+            labels = ((found.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+            pods = rt.backend.pods(namespace, ",".join(f"{k}={v}" for k, v in sorted(labels.items())))
+            observed.pods[track] = pods
+            for pod, container in diagnosis.crashing(pods)[:1]:
+                observed.logs[pod, container] = rt.backend.log_tail(namespace, pod, container, diagnosis.LOG_LINES)
             bodies, error = rt.backend.scrape(found, "/metrics")
             observed.traffic[track] = total([parse(b, name) for b in bodies])
             if error:

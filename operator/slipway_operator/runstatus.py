@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slipway_operator.api.common import Phase
+from slipway_operator.diagnosis import Diagnosis
 from slipway_trainer.artifacts import Progress, Result
 
 # KubeRay's RayJob states (ray.io/v1): jobDeploymentStatus and jobStatus.
@@ -35,6 +36,9 @@ class Observed:
     store_error: str | None = None  # progress.json / result.json could not be read: the store's own words
     broken_result: str | None = None  # result.json is there but breaks its contract: which field, how
     apply_error: str | None = None  # the cluster refused a child: the API server's own words
+    diagnosis: Diagnosis | None = None  # what the RayJob's pods and Events say is wrong
+    result_uri: str = ""  # where result.json is read from
+    attempts: int = 1  # how many times KubeRay may run the job (backoffLimit + 1)
 
     def __post_init__(self) -> None:
         # Parsed JSON is taken too (tests, fixtures): it is read through the contract as the store's would be.
@@ -146,7 +150,8 @@ def decide(o: Observed) -> Decision:
             return _working(Phase.RUNNING, "Retrying", message)
         return _failed(Phase.FAILED, result.reason or "WorkloadFailed", message)
     if o.apply_error:  # not terminal: a fixed RBAC rule or a raised quota lets the next pass apply it
-        return _stuck(Phase.PENDING, "ApplyFailed", o.apply_error)
+        quota = "exceeded quota" in o.apply_error
+        return _stuck(Phase.PENDING, "QuotaExceeded" if quota else "ApplyFailed", o.apply_error)
     if o.waiting_for:
         return _working(Phase.WAITING, "WaitingForDependency", f"waiting for {o.waiting_for}")
     if o.suspended:
@@ -159,7 +164,23 @@ def decide(o: Observed) -> Decision:
     if deployment in DEPLOYMENT_FAILED:
         reason = str(job.get("reason") or "RayJobFailed")
         detail = job.get("message") or "the RayJob failed before the workload wrote a result"
+        if reason == "DeadlineExceeded":
+            detail = (
+                f"{detail}: it ran longer than spec.failurePolicy.activeDeadlineSeconds; raise it, or shorten the run"
+            )
+        if o.diagnosis is not None and reason != "DeadlineExceeded":  # what the pods say is the better reason
+            return _failed(Phase.FAILED, o.diagnosis.reason, f"{o.diagnosis.message} (the RayJob failed: {detail})")
         return _failed(Phase.FAILED, reason, f"{reason}: {detail}")
+    d = o.diagnosis
+    if d is not None and d.severity == "fatal":
+        return _failed(
+            Phase.FAILED,
+            d.reason,
+            f"{d.message}; its RayJob is suspended (its pods are deleted): fix the cause, then delete and re-create "
+            "the resource to run it again",
+        )
+    if d is not None and d.severity == "stuck":
+        return _stuck(Phase.RUNNING if job.get("jobStatus") == "RUNNING" else Phase.PENDING, d.reason, d.message)
     if succeeded and o.store_error:  # not terminal: a fixed Secret or a bucket created later lets a pass read it
         return _stuck(
             Phase.RUNNING,
@@ -173,23 +194,37 @@ def decide(o: Observed) -> Decision:
             "ResultUnreadable",
             f"{o.broken_result}; the trainer image and the operator may be of different Slipway versions",
         )
-    if succeeded:
-        return _working(Phase.RUNNING, "CollectingResult", "the RayJob succeeded; reading result.json")
+    if succeeded:  # the workload writes result.json before it exits: not there is not "not yet"
+        return _stuck(
+            Phase.RUNNING,
+            "ResultMissing",
+            f"the RayJob succeeded but {o.result_uri or 'its result.json'} is not there: the job wrote its result "
+            "somewhere else (an operator restarted with another store, or a trainer image of another Slipway "
+            "version); delete and re-create the resource to run it again (the next pass looks again)",
+        )
     if deployment == "Complete":
         message = f"the Ray job ended {job.get('jobStatus')}: {job.get('message', '')}"
         return _failed(Phase.FAILED, "RayJobFailed", message)
     if deployment in ("Suspending", "Suspended"):
         return Decision(Phase.SUSPENDED, "Suspended", "the RayJob is suspended (or queued by Kueue)")
+    attempt = _attempt(o)
     if deployment == "Retrying":
-        return _working(Phase.RUNNING, "Retrying", f"retrying after a failure: {job.get('message', '')}")
+        return _working(Phase.RUNNING, "Retrying", f"retrying after a failure{attempt}: {job.get('message', '')}")
     if deployment == "Queued":  # the local backend runs a few jobs at a time
         return _working(Phase.PENDING, "Queued", str(job.get("message") or "queued"))
+    note = f" ({d.reason}: {d.message})" if d is not None else ""  # KubeRay is replacing a pod: said, not acted on
     if deployment == "Running" and job.get("jobStatus") == "RUNNING":
         if o.store_error:
             message = f"running; its progress cannot be read from the store: {o.store_error}"
             return _working(Phase.RUNNING, "StorageUnavailable", message)
-        return _working(Phase.RUNNING, "Running", _running_message(o.progress))
-    return _working(Phase.PENDING, "Starting", f"the Ray cluster is starting ({deployment or 'new'})")
+        return _working(Phase.RUNNING, "Running", f"{_running_message(o.progress)}{attempt}{note}")
+    return _working(Phase.PENDING, "Starting", f"the Ray cluster is starting ({deployment or 'new'}){attempt}{note}")
+
+
+def _attempt(o: Observed) -> str:
+    """`, attempt 2 of 3` once KubeRay has retried the job, else nothing."""
+    failed = int((o.ray_job or {}).get("failed") or 0)
+    return f", attempt {failed + 1} of {max(o.attempts, failed + 1)}" if failed else ""
 
 
 def _running_message(progress: Progress | None) -> str:

@@ -12,6 +12,9 @@ The examples are trimmed (fewer epochs and trials) and nothing else changes.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -62,6 +65,18 @@ def wait_phase(plane: testbed.ControlPlane, doc: dict[str, Any], phases: set[str
         f"{doc['kind']} {name}: not {phases} within {timeout:.0f}s\n{json.dumps(seen, indent=1)}\n"
         f"{rayjobs}\n{pods}\n{events[-5000:]}"
     )
+
+
+def wait_rayjob_ended(plane: testbed.ControlPlane, ns: str, name: str, timeout: float) -> dict[str, Any]:
+    """The RayJob's status once its Ray job has ended (jobStatus SUCCEEDED, FAILED or STOPPED)."""
+    deadline = time.monotonic() + timeout
+    status: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = json.loads(plane.kubectl("get", "rayjob", name, "-n", ns, "-o", "json")).get("status") or {}
+        if status.get("jobStatus") in ("SUCCEEDED", "FAILED", "STOPPED"):
+            return status
+        time.sleep(2)
+    raise AssertionError(f"RayJob {name}: its Ray job did not end within {timeout:.0f}s: {status}")
 
 
 def ray_workers(plane: testbed.ControlPlane, ns: str, rayjob: str) -> list[dict[str, Any]]:
@@ -219,10 +234,11 @@ def test_fashion_mnist_trains_data_parallel_across_two_worker_pods_and_resumes_w
 
 @pytest.mark.timeout(900)
 def test_bad_data_fails_the_run_once_with_its_reason_and_kuberay_does_not_retry_it(
-    control_plane: testbed.ControlPlane, kuberay_on_node: str
+    control_plane: testbed.ControlPlane, kuberay_on_node: str, object_store: testbed.ObjectStore
 ) -> None:
     """A failure no retry mends (here a label that is not a column) is the workload's own result: the job exits 0
-    with its Failed result.json, KubeRay counts no failed attempt and starts no second cluster."""
+    with its Failed result.json, KubeRay counts no failed attempt and starts no second cluster. Its log is kept
+    with its artifacts: `slipway logs` prints it, with the reason, after the RayJob and its cluster are gone."""
     plane, ns = control_plane, kuberay_on_node
     prep = example("auto-mpg/01-datasetprep.yaml", ns, label="mpg_typo",
                    resources={"workers": 1, "cpusPerWorker": 1, "memory": "2Gi"})  # fmt: skip
@@ -234,8 +250,31 @@ def test_bad_data_fails_the_run_once_with_its_reason_and_kuberay_does_not_retry_
         condition = next(c for c in failed["conditions"] if c["type"] == "Failed")
         assert condition["reason"] == "LabelNotFound" and "'mpg_typo' is not a column" in condition["message"]
         assert "Miles_per_Gallon" in condition["message"]  # the columns there are, to pick from
-        rayjob = json.loads(plane.kubectl("get", "rayjob", "mpg-typo-prep", "-n", ns, "-o", "json"))["status"]
+        # The operator reads the Failed result.json as soon as it is written, which may be before the driver has
+        # exited and KubeRay has seen the Ray job end: wait for that end, then check it was a success, once.
+        rayjob = wait_rayjob_ended(plane, ns, "mpg-typo-prep", 180)
         assert rayjob["jobStatus"] == "SUCCEEDED" and not rayjob.get("failed"), rayjob
         assert "outputUri" not in failed  # nothing a failed run wrote is presented as a result
+
+        plane.kubectl("delete", "rayjob", "mpg-typo-prep", "-n", ns, "--wait=true", "--timeout=120s")
+        selector = "slipway.dev/datasetprep=mpg-typo"
+        testbed.wait_until(
+            "the RayCluster's pods gone",
+            lambda: not json.loads(plane.kubectl("get", "pods", "-n", ns, "-l", selector, "-o", "json"))["items"],
+            180,
+        )
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": object_store.access_key,
+               "AWS_SECRET_ACCESS_KEY": object_store.secret_key, "AWS_ENDPOINT_URL": object_store.endpoint,
+               "AWS_REGION": "us-east-1"}  # fmt: skip
+        logs = subprocess.run([sys.executable, "-m", "slipway_operator.cli", "logs", "mpg-typo", "-n", ns,
+                               "--kubeconfig", str(plane.kubeconfig)], capture_output=True, text=True, env=env,
+                              timeout=120)  # fmt: skip
+        assert logs.returncode == 0, logs.stderr
+        assert "error: LabelNotFound" in logs.stdout and "'mpg_typo' is not a column" in logs.stdout, logs.stdout
+        described = subprocess.run([sys.executable, "-m", "slipway_operator.cli", "describe", "DatasetPrep/mpg-typo",
+                                    "-n", ns, "--kubeconfig", str(plane.kubeconfig)], capture_output=True,
+                                   text=True, env=env, timeout=120)  # fmt: skip
+        assert described.returncode == 0, described.stderr
+        assert "Diagnosis:  LabelNotFound" in described.stdout and "logs/driver.log" in described.stdout
     finally:
         plane.kubectl("delete", "datasetprep", "mpg-typo", "-n", ns, "--wait=true", "--timeout=120s", check=False)

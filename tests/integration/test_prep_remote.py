@@ -88,7 +88,7 @@ def test_wrong_s3_credentials_fail_clearly_without_printing_the_secret(
     }
     result = run_prep(config, tmp_path, env)
     assert result["status"] == "Failed"
-    assert result["reason"] in ("SourceAccessDenied", "SourceNotFound", "UnreadableSource"), result
+    assert result["reason"] == "StorageUnavailable" and "access denied" in result["message"], result
     assert f"s3://{bucket}/raw.csv" in result["message"]
     assert "wrong-secret-value" not in json.dumps(result)
     assert not (tmp_path / "out" / "manifest.json").exists()
@@ -171,5 +171,12 @@ def test_a_source_with_its_own_secret_is_read_with_it_and_the_output_written_wit
     wrong = {**source_env, "SOURCE_AWS_SECRET_ACCESS_KEY": "wrong-source-secret"}
     config["outputUri"] = f"s3://{bucket}/datasets/wrong-key"
     failed = run_prep(config, tmp_path, {**s3_env, **wrong})
-    assert failed["status"] == "Failed" and failed["reason"] in ("SourceAccessDenied", "SourceNotFound"), failed
+    assert failed["status"] == "Failed" and failed["reason"] == "StorageUnavailable", failed
+    assert "access denied" in failed["message"] and "secretRef" in failed["message"], failed
     assert "wrong-source-secret" not in json.dumps(failed)
+
+    config["spec"]["source"]["uri"] = "s3://no-such-bucket-here/raw/"  # a bucket that is not there
+    config["outputUri"] = f"s3://{bucket}/datasets/no-bucket"
+    missing = run_prep(config, tmp_path, {**s3_env, **source_env})
+    assert missing["status"] == "Failed" and missing["reason"] == "StorageUnavailable", missing
+    assert "no such bucket 'no-such-bucket-here'" in missing["message"], missing

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from lupa import lua51, lua54
 
+from slipway_operator.diagnosis import Diagnosis
 from slipway_operator.runstatus import Observed, run_status
 
 GITOPS = Path(__file__).resolve().parents[2] / "gitops"
@@ -104,7 +105,15 @@ RUN_CASES = [
         "Progressing",
     ),
     (Observed(ray_job={"jobDeploymentStatus": "Retrying"}), "Progressing"),
-    (Observed(ray_job=SUCCEEDED_JOB), "Progressing"),  # collecting result.json
+    (Observed(ray_job=SUCCEEDED_JOB), "Degraded"),  # no result.json where this operator looks: stuck, said why
+    (
+        Observed(ray_job={"jobDeploymentStatus": "Initializing"}, diagnosis=Diagnosis("ImagePullFailed", "x")),
+        "Degraded",  # a pod that cannot start: Stalled, before the pending timeout fails the run
+    ),
+    (
+        Observed(ray_job={"jobDeploymentStatus": "Initializing"}, diagnosis=Diagnosis("Unschedulable", "x", "fatal")),
+        "Degraded",
+    ),
     (Observed(ray_job={"jobDeploymentStatus": "Queued"}), "Progressing"),
     (Observed(ray_job=SUCCEEDED_JOB, result={"status": "Succeeded", "metrics": {"r2": 0.9}}), "Healthy"),
     (Observed(ray_job=SUCCEEDED_JOB, result={"status": "Failed", "reason": "NaNLoss"}), "Degraded"),

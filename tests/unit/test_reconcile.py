@@ -5,6 +5,7 @@ what a test says KubeRay wrote). The tier between the pure controllers and the r
 from __future__ import annotations
 
 import copy
+import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,8 @@ class RecordingBackend:
         self.applied: list[list[Key]] = []
         self.deleted: list[Key] = []
         self.refusing: str | None = None  # what the API server says when it refuses every apply
+        self.pod_list: dict[str, list[dict[str, Any]]] = {}  # label selector -> the pods the kubelet reports
+        self.selectors: list[str] = []
 
     def missing_prerequisite(self) -> str | None:
         return None
@@ -58,6 +61,16 @@ class RecordingBackend:
 
     def scrape(self, deployment: dict[str, Any], path: str) -> tuple[list[str], str | None]:
         return [], None
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        self.selectors.append(selector)
+        return copy.deepcopy(self.pod_list.get(selector, []))
+
+    def warnings(self, namespace: str, names: list[str]) -> list[dict[str, Any]]:
+        return []
+
+    def log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
+        return "ValueError: the model file is not there\n"
 
     def close(self) -> None:
         pass
@@ -201,7 +214,7 @@ def test_a_child_the_cluster_refuses_stalls_the_run_with_the_api_servers_words_a
     refused = bed.step("TrainingRun", "mpg")
     assert refused is not None and refused["phase"] == "Pending" and refused["message"] == QUOTA
     stalled = {c["type"]: c for c in refused["conditions"]}["Stalled"]
-    assert (stalled["status"], stalled["reason"]) == ("True", "ApplyFailed")
+    assert (stalled["status"], stalled["reason"]) == ("True", "QuotaExceeded")
     assert bed.backend.applied == []
     obj = bed.store.objects["TrainingRun", "mpg"]
     again = reconcile(copy.deepcopy(obj), bed.runtime)  # still refused: the Event was posted once, not per pass
@@ -232,3 +245,90 @@ def test_a_status_field_the_crd_lacks_fails_in_strict_mode_and_is_dropped_with_t
         typed("TuningSweep", Outcome(dict(status)), strict=True)
     kept = typed("TuningSweep", Outcome(dict(status))).status
     assert kept == {"phase": "Running", "message": "exporting"}  # what the API server would have kept
+
+
+def _pod(name: str, created: str, container: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "creationTimestamp": created},
+        "spec": {"containers": [{"name": container["name"], "image": "slipway/trainer:test"}]},
+        "status": {"phase": "Pending", "containerStatuses": [container]},
+    }
+
+
+def test_a_run_whose_image_cannot_be_pulled_fails_after_its_pending_timeout_and_its_rayjob_is_suspended(
+    bed: Bed,
+) -> None:
+    bed.add("TrainingRun", "mpg", {**RUN, "dataset": {"uri": "file:///data/mpg"},
+                                   "failurePolicy": {"pendingTimeoutSeconds": 60}})  # fmt: skip
+    bed.step("TrainingRun", "mpg")
+    bed.backend.job_status("mpg-train", {"jobDeploymentStatus": "Initializing", "rayClusterName": "mpg-train-x"})
+    pulling = {"name": "ray-head", "image": "slipway/trainer:test", "restartCount": 0,
+               "state": {"waiting": {"reason": "ErrImagePull", "message": "not found"}}}  # fmt: skip
+    fresh = datetime.datetime.now(datetime.UTC).isoformat()
+    bed.backend.pod_list["slipway.dev/trainingrun=mpg"] = [_pod("mpg-train-x-head", fresh, pulling)]
+    waiting = bed.step("TrainingRun", "mpg")
+    assert waiting is not None and waiting["phase"] == "Pending", waiting
+    stalled = next(c for c in waiting["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "ImagePullFailed"
+    assert "pod mpg-train-x-head container ray-head cannot pull image 'slipway/trainer:test'" in waiting["message"]
+    assert "job-name=mpg-train" in bed.backend.selectors  # the submitter's pods are looked at too
+
+    bed.backend.pod_list["slipway.dev/trainingrun=mpg"] = [_pod("mpg-train-x-head", "2020-01-01T00:00:00Z", pulling)]
+    failed = bed.step("TrainingRun", "mpg")
+    assert failed is not None and failed["phase"] == "Failed"
+    assert next(c for c in failed["conditions"] if c["type"] == "Failed")["reason"] == "ImagePullFailed"
+    assert "pendingTimeoutSeconds 60s" in failed["message"]
+    assert bed.backend.objects["RayJob", "mpg-train"]["spec"]["suspend"] is True  # its pods are gone, it stays
+    assert bed.step("TrainingRun", "mpg") is None  # failed: nothing more until the spec changes
+
+
+def test_a_deployment_whose_pods_crash_loop_is_not_available_and_says_why(bed: Bed) -> None:
+    bed.add("ModelDeployment", "mpg", {"model": {"uri": "file:///models/mpg"}})
+    bed.step("ModelDeployment", "mpg")
+    deployment = bed.backend.objects["Deployment", "mpg-stable"]
+    deployment["status"] = {"readyReplicas": 1, "replicas": 1, "updatedReplicas": 1, "observedGeneration": 1}
+    deployment["metadata"]["generation"] = 1
+    selector = ",".join(f"{k}={v}" for k, v in sorted(deployment["spec"]["selector"]["matchLabels"].items()))
+    crashed = {"name": "server", "restartCount": 4, "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+               "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                                            "finishedAt": "2026-12-01T10:00:00Z"}}}  # fmt: skip
+    bed.backend.pod_list[selector] = [_pod("mpg-stable-abc", "2026-12-01T09:00:00Z", crashed)]
+    status = bed.step("ModelDeployment", "mpg")
+    assert status is not None and status["phase"] != "Available", status
+    available = next(c for c in status["conditions"] if c["type"] == "Available")
+    assert available["status"] == "False" and available["reason"] == "CrashLoop"
+    assert "the model file is not there" in available["message"]  # its last log lines
+    assert status["replicas"]["restarts"] == 4
+    assert status["replicas"]["lastCrash"] == "mpg-stable-abc/server: Error (exit code 1) at 2026-12-01T10:00:00Z"
+
+
+def test_an_operator_restarted_with_another_store_does_not_adopt_the_run_as_its_own_and_says_so(bed: Bed) -> None:
+    """Found as a new user would: the same names and state, another --store. The run it finds was started
+    writing elsewhere: it is neither taken as done (its result is not here) nor left waiting in silence."""
+    bed.add("DatasetPrep", "wine", PREP)
+    bed.step("DatasetPrep", "wine")
+    bed.backend.job_status("wine-prep", DONE)
+    other = bed.artifacts.parent / "other-store"
+    settings = Settings(image="slipway/trainer:test", store_uri=other.as_uri(), strict_status=True)
+    restarted = Runtime(settings, bed.store, bed.backend)
+    obj = bed.store.objects["DatasetPrep", "wine"]
+    outcome = reconcile(copy.deepcopy(obj), restarted)
+    assert outcome is not None and outcome.status["phase"] != "Running", outcome.status
+    message = outcome.status["message"]
+    assert "started by an operator that writes to another store" in message, message
+    assert f"outputUri: {bed.artifacts.as_uri()}/datasets/default/wine -> {other.as_uri()}/datasets/default/wine" in (
+        message
+    )
+    assert len(bed.backend.applied) == 1  # the old job is left as it is
+
+
+def test_a_job_that_succeeded_without_a_result_where_the_operator_looks_is_stalled_with_the_uri(bed: Bed) -> None:
+    bed.add("DatasetPrep", "wine", PREP)
+    bed.step("DatasetPrep", "wine")
+    bed.backend.job_status("wine-prep", DONE)
+    status = bed.step("DatasetPrep", "wine")
+    assert status is not None and status["phase"] == "Running"
+    stalled = next(c for c in status["conditions"] if c["type"] == "Stalled")
+    assert stalled["status"] == "True" and stalled["reason"] == "ResultMissing"
+    assert f"{bed.artifacts.as_uri()}/datasets/default/wine/_run/result.json is not there" in status["message"]
+    assert status["logUri"] == f"{bed.artifacts.as_uri()}/datasets/default/wine/_run/logs/driver.log"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from slipway_operator.api.common import Phase
+from slipway_operator.diagnosis import Diagnosis
 from slipway_operator.runstatus import Observed, condition, run_status
 
 NOW = "2026-11-26T12:00:00Z"
@@ -56,10 +57,54 @@ TABLE = [
         "Failed",
     ),
     (
-        "job done, result not read yet",
-        Observed(ray_job={"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}),
+        "job done, no result.json where this operator looks (it was started with another store)",
+        Observed(
+            ray_job={"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"},
+            result_uri="s3://other/datasets/ml/mpg/_run/result.json",
+        ),
         Phase.RUNNING,
-        "CollectingResult",
+        "ResultMissing",
+        "Stalled",
+    ),
+    (
+        "a pod cannot pull its image, within the pending timeout",
+        Observed(
+            ray_job={"jobDeploymentStatus": "Initializing"},
+            diagnosis=Diagnosis("ImagePullFailed", "pod a-head container ray-head cannot pull image 'x:1'", "stuck"),
+        ),
+        Phase.PENDING,
+        "ImagePullFailed",
+        "Stalled",
+    ),
+    (
+        "a pod cannot be scheduled, past the pending timeout",
+        Observed(
+            ray_job={"jobDeploymentStatus": "Initializing"},
+            diagnosis=Diagnosis("Unschedulable", "pod a-worker cannot be scheduled: 0/2 nodes", "fatal"),
+        ),
+        Phase.FAILED,
+        "Unschedulable",
+        "Failed",
+    ),
+    (
+        "KubeRay gave up on a job whose head was OOMKilled: the pods' reason, not KubeRay's",
+        Observed(
+            ray_job={"jobDeploymentStatus": "Failed", "reason": "AppFailed", "message": "job failed"},
+            diagnosis=Diagnosis("OOMKilled", "pod a-head container ray-head ran out of memory", "note"),
+        ),
+        Phase.FAILED,
+        "OOMKilled",
+        "Failed",
+    ),
+    (
+        "a worker pod was evicted and KubeRay replaces it: still running, the eviction said",
+        Observed(
+            ray_job={"jobDeploymentStatus": "Running", "jobStatus": "RUNNING", "failed": 1},
+            diagnosis=Diagnosis("Evicted", "pod a-worker was evicted by its node", "note"),
+            attempts=3,
+        ),
+        Phase.RUNNING,
+        "Running",
         "Reconciling",
     ),
     (
@@ -198,3 +243,23 @@ def test_transition_time_moves_only_when_the_status_changes() -> None:
     assert same["lastTransitionTime"] == "2026-01-01T00:00:00Z"
     flipped = condition("Ready", True, "Succeeded", "", 1, NOW, before)
     assert flipped["lastTransitionTime"] == NOW
+
+
+def test_failure_messages_name_the_field_to_change_and_the_attempt() -> None:
+    deadline = Observed(ray_job={"jobDeploymentStatus": "Failed", "reason": "DeadlineExceeded", "message": "late"})
+    assert "raise it" in run_status(deadline, [], 1, NOW).message
+    assert "activeDeadlineSeconds" in run_status(deadline, [], 1, NOW).message
+    retried = Observed(ray_job={"jobDeploymentStatus": "Running", "jobStatus": "RUNNING", "failed": 1}, attempts=3)
+    assert "attempt 2 of 3" in run_status(retried, [], 1, NOW).message
+    assert "attempt" not in run_status(Observed(ray_job={"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"},
+                                                attempts=3), [], 1, NOW).message  # fmt: skip
+    fatal = Observed(
+        ray_job={"jobDeploymentStatus": "Initializing"}, diagnosis=Diagnosis("Unschedulable", "x", "fatal")
+    )
+    assert "RayJob is suspended" in run_status(fatal, [], 1, NOW).message
+    missing = Observed(
+        ray_job={"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}, result_uri="s3://b/r.json"
+    )
+    assert "s3://b/r.json is not there" in run_status(missing, [], 1, NOW).message
+    quota = Observed(apply_error="the API server refused RayJob a (HTTP 403): exceeded quota: q, requested: cpu=8")
+    assert run_status(quota, [], 1, NOW).conditions[2]["reason"] == "QuotaExceeded"

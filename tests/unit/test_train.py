@@ -417,3 +417,19 @@ def test_permutation_importance_ranks_the_one_informative_feature_first(tmp_path
     assert next(iter(importance)) == "signal"
     assert importance["signal"] > 1.0  # shuffling it costs more than one unit of mae (the target's sd is 3)
     assert importance["signal"] > 20 * max(abs(importance["noise_a"]), abs(importance["noise_b"]), 0.01)
+
+
+def test_a_training_failure_from_a_worker_that_died_is_told_apart_from_an_error_in_the_loop() -> None:
+    """Ray Train's own exception types, nested as Ray Train v2 raises them (a failure per worker rank)."""
+    import ray.exceptions
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    from slipway_trainer.train.ray_runner import _worker_died
+
+    died = WorkerGroupError("rank 1 died", {1: ray.exceptions.ActorDiedError()})
+    assert _worker_died(died)
+    try:
+        raise RuntimeError("Ray Train gave up") from ray.exceptions.NodeDiedError("node gone")
+    except RuntimeError as err:
+        assert _worker_died(err)
+    assert not _worker_died(WorkerGroupError("a bug", {0: ValueError("shapes do not match")}))

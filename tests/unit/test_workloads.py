@@ -4,6 +4,9 @@ exit status tells KubeRay whether a retry is worth it."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +60,35 @@ def test_a_failure_no_retry_mends_exits_0_so_kuberay_does_not_retry_it_and_an_un
         artifact = tmp_path / (fail or "ok")
         path = tmp_path / f"{fail or 'ok'}.json"
         path.write_text(Job(artifact=artifact.as_uri(), fail=fail).model_dump_json())
-        codes[fail] = workload.main(str(path), Job, job_runner)
+        codes[fail] = workload.main(str(path), Job, job_runner, lambda config: config.artifact)
         result = json.loads((artifact / "result.json").read_text())
         assert result.get("retryable") == {"": None, "data": False, "machine": True}[fail], result
     assert codes == {"": 0, "data": 0, "machine": 1}
+    assert (tmp_path / "data" / "logs" / "driver.log").exists()  # kept with its artifacts (what is in it: below)
+
+
+def test_the_log_is_copied_while_the_work_goes_and_the_processs_own_output_is_unchanged(tmp_path: Path) -> None:
+    """A real child process writes to its stdout and stderr under a LogShipper: the copy in the store grows while
+    it runs (read before it ends), and the process's own stdout and stderr get every line as before."""
+    script = f"""
+import sys, time
+sys.path[:0] = {sys.path!r}
+from slipway_trainer.logship import LogShipper
+with LogShipper({(tmp_path / "logs" / "driver.log").as_uri()!r}, interval=0.2):
+    print("epoch 1 of 2", flush=True)
+    print("a warning", file=sys.stderr, flush=True)
+    time.sleep(3)
+    print("epoch 2 of 2", flush=True)
+"""
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    copy = tmp_path / "logs" / "driver.log"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (copy.exists() and "a warning" in copy.read_text()):
+        time.sleep(0.1)
+    assert child.poll() is None, "the copy must be there while the process still runs"
+    assert "epoch 1 of 2" in copy.read_text() and "epoch 2" not in copy.read_text()
+    out, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    assert out == "epoch 1 of 2\nepoch 2 of 2\n" and err == "a warning\n"
+    lines = copy.read_text().splitlines()  # stdout and stderr are read apart: lines written together may swap
+    assert sorted(lines[:2]) == ["a warning", "epoch 1 of 2"] and lines[2:] == ["epoch 2 of 2"]

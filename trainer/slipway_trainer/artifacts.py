@@ -19,6 +19,7 @@ from pydantic.alias_generators import to_camel
 
 PROGRESS = "progress.json"
 RESULT = "result.json"
+DRIVER_LOG = "logs/driver.log"  # the workload's stdout and stderr, Ray's forwarded worker lines with them
 MANIFEST = "manifest.json"
 LEADERBOARD = "leaderboard.json"  # under a sweep's report/
 

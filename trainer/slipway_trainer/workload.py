@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from slipway_trainer import artifacts, storage
 from slipway_trainer.artifacts import PROGRESS, RESULT, Status, problems
+from slipway_trainer.logship import LogShipper
 
 __all__ = ["PROGRESS", "RESULT", "Progress", "Status", "WorkloadError", "main", "run", "run_staged"]
 
@@ -153,15 +154,21 @@ def run_staged(
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def main(config_path: str, model: type[C], runner: Callable[[C], dict[str, Any]]) -> int:
-    """The command line of a workload: load the config, run, print the result. Exit 0 when it succeeded and when
-    it failed in a way a retry cannot mend (its result.json says why): a non-zero exit makes KubeRay retry the
-    job (`backoffLimit`), which only a retryable failure deserves."""
+def main(
+    config_path: str, model: type[C], runner: Callable[[C], dict[str, Any]], artifact_uri: Callable[[C], str]
+) -> int:
+    """The command line of a workload: load the config, run, print the result, with the process's log copied to
+    `<artifact_uri(config)>/logs/driver.log` as it goes. Exit 0 when it succeeded and when it failed in a way a retry
+    cannot mend (its result.json says why): a non-zero exit makes KubeRay retry the job (`backoffLimit`), which
+    only a retryable failure deserves."""
     try:
         config = load_config(config_path, model)
     except WorkloadError as err:
         print(f"error: {err.message}", file=sys.stderr)
         return 2
-    result = runner(config)
-    print(json.dumps({k: v for k, v in result.items() if k != "traceback"}, indent=2, default=str))
+    with LogShipper(storage.join(artifact_uri(config), artifacts.DRIVER_LOG)):
+        result = runner(config)
+        if result["status"] != Status.SUCCEEDED:
+            print(f"error: {result.get('reason')}: {result.get('message')}", file=sys.stderr)
+        print(json.dumps({k: v for k, v in result.items() if k != "traceback"}, indent=2, default=str))
     return 0 if result["status"] == Status.SUCCEEDED or not result.get("retryable", True) else 1

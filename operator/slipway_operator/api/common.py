@@ -81,6 +81,11 @@ class FailurePolicy(ConfigModel):
     active_deadline_seconds: int | None = Field(default=None, ge=1)
     """Fail the job if it runs longer than this."""
 
+    pending_timeout_seconds: int = Field(default=300, ge=10, le=86400)
+    """Fail the run when a pod of it cannot start for this long (an image that cannot be pulled, no node with the
+    resources it asks for, a Secret that is not there) instead of waiting forever; its RayJob is suspended, which
+    frees what it holds."""
+
 
 class SecretKeyRef(ConfigModel):
     """A key of a Secret in the same namespace."""
@@ -189,6 +194,10 @@ class RunStatusBase(StatusBase):
 
     artifact_uri: str | None = None
     """Where the workload writes progress.json, result.json and its outputs."""
+
+    log_uri: str | None = None
+    """The workload's log (its driver's output, every worker's lines with it), copied there as it runs: still
+    there after its RayCluster is gone. `slipway logs NAME` prints it."""
 
     progress: str = Field(default="", max_length=256)
     """Progress in words, e.g. `epoch 3/10` or `1.2M rows`."""

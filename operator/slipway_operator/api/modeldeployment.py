@@ -169,6 +169,11 @@ class Revision(ConfigModel):
 class ReplicaCounts(ConfigModel):
     desired: int = 0
     ready: int = 0
+    restarts: int = 0
+    """Container restarts across the stable track's pods."""
+
+    last_crash: str | None = None
+    """The stable track's latest container crash: pod, container, reason, exit code and when."""
 
 
 class TrafficStatus(ConfigModel):

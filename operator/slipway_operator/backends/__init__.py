@@ -41,5 +41,14 @@ class Backend(Protocol):
     def scrape(self, deployment: dict[str, Any], path: str) -> tuple[list[str], str | None]:
         """GET `path` from every ready replica of a Deployment: (bodies, why some could not be read)."""
 
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The pods matching a label selector, as the API serves them (camelCase); none on the local backend."""
+
+    def warnings(self, namespace: str, names: list[str]) -> list[dict[str, Any]]:
+        """The Warning Events about the objects of these names (a RayCluster, a Job that cannot create pods)."""
+
+    def log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
+        """The last lines its previous (crashed) container wrote; "" when they cannot be read."""
+
     def close(self) -> None:
         """Stop what this process started and must not outlive it."""

@@ -145,6 +145,28 @@ class KubernetesBackend:
                 errors.append(f"{pod_name}: {err.status} {err.reason}")
         return bodies, "; ".join(errors) or (None if bodies else "no ready pod")
 
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return self.api.list("v1", "Pod", namespace, selector)
+
+    def warnings(self, namespace: str, names: list[str]) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for name in names:
+            selector = f"involvedObject.name={name},type=Warning"
+            found += (
+                self.api.resource("v1", "Event").get(namespace=namespace, field_selector=selector).to_dict()["items"]
+            )
+        return found
+
+    def log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
+        try:
+            return str(
+                self.api.core.read_namespaced_pod_log(
+                    pod, namespace, container=container, previous=True, tail_lines=lines, limit_bytes=4096
+                )
+            )
+        except ApiException:
+            return ""  # no previous container (yet), or not allowed: the diagnosis goes without its lines
+
     def close(self) -> None:
         pass
 

@@ -491,6 +491,16 @@ class LocalBackend:
         except OSError as err:
             return [], f"{url}{path}: {err}"
 
+    # Processes, not pods: what would be a pod's failure is the RayJob's own status (its exit code) and its log.
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return []
+
+    def warnings(self, namespace: str, names: list[str]) -> list[dict[str, Any]]:
+        return []
+
+    def log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
+        return ""
+
     def close(self) -> None:
         if not self.stop_on_close:
             return

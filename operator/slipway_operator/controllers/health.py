@@ -4,14 +4,30 @@ health conditions (Available, Degraded, Drifted) from the stable track's /metric
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 from slipway_operator.api.common import Phase
 from slipway_operator.api.modeldeployment import Analysis, ModelDeploymentSpec
+from slipway_operator.diagnosis import Diagnosis, diagnose, last_crash, restarts
 from slipway_operator.runstatus import condition
 from slipway_operator.servermetrics import Traffic
 
 MIN_REQUESTS_FOR_HEALTH = 20  # fewer requests say nothing about an error rate
+
+
+@dataclass(frozen=True)
+class Pods:
+    """What the stable track's pods say: the worst problem among them, their restarts, their last crash."""
+
+    problem: Diagnosis | None = None
+    restarts: int = 0
+    last_crash: str | None = None
+
+    @classmethod
+    def of(cls, pods: list[dict[str, Any]], now: float, logs: dict[tuple[str, str], str]) -> Pods:
+        problem = diagnose(pods, now=now, logs=logs, memory_field="spec.resources.memory")
+        return cls(problem, restarts(pods), last_crash(pods))
 
 
 def replicas_ready(deployment: dict[str, Any] | None) -> tuple[int, int, bool]:
@@ -59,13 +75,19 @@ def health(
     previous: dict[str, Any],
     generation: int,
     now: str,
+    pods: Pods | None = None,
 ) -> dict[str, Any]:
     """Phase, message, conditions, replicas, traffic and drift, from the rollout's decision (phase, reason,
-    message) and the stable track's Deployment and /metrics."""
+    message), the stable track's Deployment and /metrics, and what its pods say (a crash loop is never
+    Available, even between the restarts a readiness probe may pass)."""
     phase, reason, message = decided
+    pods = pods or Pods()
     conditions_before = list(previous.get("conditions") or [])
     ready, desired, rolled_out = replicas_ready(stable)
     problems = []
+    problem = pods.problem if pods.problem is not None and pods.problem.severity != "note" else None
+    if problem is not None:
+        problems.append(f"{problem.reason}: {problem.message}")
     if desired and ready < desired:
         problems.append(f"{ready}/{desired} stable replicas ready")
     if traffic and traffic.requests >= MIN_REQUESTS_FOR_HEALTH:
@@ -77,11 +99,14 @@ def health(
     drift = spec.monitoring.drift
     scores = traffic.drift if traffic else {}
     drifted = sorted(f for f, s in scores.items() if s > drift.threshold)
-    available = ready >= 1
+    crashing = problem is not None and problem.reason in ("CrashLoop", "OOMKilled")
+    available = ready >= 1 and not crashing
     stalled = phase == Phase.INVALID
     if phase == Phase.AVAILABLE and not rolled_out:
         phase, reason, message = Phase.DEPLOYING, "Deploying", f"{message}; {ready}/{desired} replicas ready"
-    elif phase == Phase.AVAILABLE and problems:
+    if problem is not None and phase in (Phase.DEPLOYING, Phase.AVAILABLE):
+        message = f"{message}; {problem.reason}: {problem.message}"
+    if (phase == Phase.AVAILABLE and crashing) or (phase == Phase.AVAILABLE and problems):
         phase = Phase.DEGRADED
     progressing = phase in (Phase.DEPLOYING, Phase.WAITING)
 
@@ -93,7 +118,12 @@ def health(
         c("Ready", phase == Phase.AVAILABLE, reason, message),
         c("Reconciling", progressing, reason if progressing else "Done", message),
         c("Stalled", stalled, reason if stalled else "NotStalled", message),
-        c("Available", available, "ReplicasReady" if available else "NoReplicaReady", f"{ready}/{desired} ready"),
+        c(
+            "Available",
+            available,
+            "ReplicasReady" if available else (problem.reason if crashing and problem else "NoReplicaReady"),
+            f"{ready}/{desired} ready" + (f"; {problem.message}" if crashing and problem else ""),
+        ),
         c("Degraded", bool(problems), "Unhealthy" if problems else "Healthy", summary),
         c(
             "Drifted",
@@ -107,7 +137,7 @@ def health(
         "phase": str(phase),
         "message": message,
         "conditions": conditions,
-        "replicas": {"desired": desired, "ready": ready},
+        "replicas": {"desired": desired, "ready": ready, "restarts": pods.restarts, "lastCrash": pods.last_crash},
         "readyReplicas": f"{ready}/{desired}",
         "traffic": {
             "requests": traffic.requests if traffic else 0,

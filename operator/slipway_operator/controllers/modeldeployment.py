@@ -31,7 +31,7 @@ from slipway_operator import builders
 from slipway_operator.api.common import Phase
 from slipway_operator.api.modeldeployment import Analysis, Canary, ModelDeploymentSpec
 from slipway_operator.controllers.common import Child, Ref, ServingController, Settings
-from slipway_operator.controllers.health import gate, health, replicas_ready
+from slipway_operator.controllers.health import Pods, gate, health, replicas_ready
 from slipway_operator.controllers.revisions import (
     Model,
     Target,
@@ -62,6 +62,8 @@ class Observed:
     deployments: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # track -> Deployment
     traffic: dict[str, Traffic | None] = field(default_factory=dict)  # track -> its servers' /metrics
     scrape_errors: dict[str, str] = field(default_factory=dict)  # track -> why its /metrics were not read
+    pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # track -> its Deployment's pods
+    logs: dict[tuple[str, str], str] = field(default_factory=dict)  # (pod, container) -> its crashed log's tail
     endpoint: str | None = None
     invalid: str | None = None
     now: float = 0.0  # seconds since the epoch
@@ -345,8 +347,9 @@ class Rollout:
     def finish(self, step: Step) -> Plan:
         decided = (step.phase, step.reason, step.message)
         stable, traffic = self.o.deployments.get(STABLE), self.o.traffic.get(STABLE)
+        pods = Pods.of(self.o.pods.get(STABLE, []), self.o.now, self.o.logs)
         self.status.update(
-            health(self.spec, stable, traffic, self.analysis, decided, self.previous, self.generation, self.now)
+            health(self.spec, stable, traffic, self.analysis, decided, self.previous, self.generation, self.now, pods)
         )
         delete = [("apps/v1", "Deployment", builders.child_name(self.build.owner, t)) for t in step.delete]
         return Plan(step.children, delete, self.status, self.events)

@@ -98,12 +98,37 @@ def _list_files(fs: Any, path: str, uri: str) -> list[str]:
         files = []
     except PermissionError as err:
         raise WorkloadError(
-            "SourceAccessDenied",
+            "StorageUnavailable",
             f"source.uri {uri}: access denied ({err}); check the credentials in the source's secretRef",
         ) from err
     if not files:
+        if uri.startswith("s3://"):
+            _check_bucket(fs, path.split("/", 1)[0], uri)
         raise WorkloadError("SourceNotFound", f"source.uri {uri}: no such file or folder (or the glob matches nothing)")
     return files
+
+
+def _check_bucket(fs: Any, bucket: str, uri: str) -> None:
+    """Nothing was found under an s3:// source: say whether the bucket is there and readable with these
+    credentials (s3fs answers "not found" for a prefix it may not list), in the store's own words."""
+    try:
+        fs.ls(bucket, refresh=True)
+    except FileNotFoundError as err:
+        raise WorkloadError(
+            "StorageUnavailable", f"source.uri {uri}: no such bucket {bucket!r} ({err}); check the bucket's name"
+        ) from err
+    except PermissionError as err:
+        raise WorkloadError(
+            "StorageUnavailable",
+            f"source.uri {uri}: access denied to bucket {bucket!r} ({err}); check the credentials in the source's "
+            "secretRef (or the store Secret's, when it names none)",
+        ) from err
+    except Exception as err:  # an endpoint that does not answer is botocore's own error, not an OSError
+        raise WorkloadError(
+            "StorageUnavailable",
+            f"source.uri {uri}: the store is unreachable ({type(err).__name__}: {' '.join(str(err).split())[:200]}); "
+            "check AWS_ENDPOINT_URL and the network",
+        ) from err
 
 
 def _infer_format(fs: Any, path: str, files: list[str], uri: str) -> str:

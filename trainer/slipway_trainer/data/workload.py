@@ -21,4 +21,4 @@ def run(config: PrepConfig) -> dict[str, Any]:
 
 
 def main(config_path: str) -> int:
-    return workload.main(config_path, PrepConfig, run)
+    return workload.main(config_path, PrepConfig, run, artifact_uri)

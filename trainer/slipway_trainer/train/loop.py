@@ -337,6 +337,8 @@ def train_loop(config: TrainConfig, worker: Worker, tensorboard_dir: Path | None
         # Training samples per second of the training pass (validation excluded), all workers together.
         metrics["samples_per_second"] = len(train_split) * worker.world_size / max(train_seconds, 1e-9)
         state["history"].append({"epoch": epoch, **metrics})
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith(("train_loss", "val_")))
+        print(f"[worker {worker.rank}] epoch {epoch}/{spec.training.epochs}: {shown}", flush=True)
         state["epoch"] = epoch
         improved = _track_best(state, metrics, objective, tolerance)
         stop = _should_stop(state, metrics, stopping) if stopping else False

@@ -77,7 +77,37 @@ def fit(config: TrainConfig, workdir: Path, tensorboard: Path) -> None:
         if storage.exists(error_uri):
             detail = storage.read_json(error_uri)
             raise WorkloadError(detail["reason"], detail["message"]) from err
+        if _worker_died(err):
+            raise WorkloadError(
+                "WorkerLost",
+                f"a training worker died (its process or pod was lost) and Ray Train restarted the group "
+                f"{config.max_failures} times (failurePolicy.maxFailures) before giving up: {_first_line(err)}; "
+                "see the run's log (`slipway logs NAME`) for the worker's last lines, and raise maxFailures or "
+                "resources.memory if its pods were evicted or OOMKilled",
+            ) from err
         raise WorkloadError("TrainingFailed", f"Ray Train gave up after {config.max_failures} retries: {err}") from err
+
+
+def _worker_died(err: BaseException) -> bool:
+    """Whether a Ray Train failure is a worker that died (an actor or node lost), not an error the loop raised."""
+    import ray.exceptions
+
+    lost = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)
+    lost_names = ("WorkerHealthCheckFailedError", "WorkerHealthCheckTimeoutError", "PreemptionError")
+    pending: list[BaseException] = [err]
+    for _ in range(32):  # the cause chain, and Ray Train v2's failure of each worker rank
+        if not pending:
+            return False
+        seen = pending.pop()
+        if isinstance(seen, lost) or type(seen).__name__ in lost_names:
+            return True
+        pending += [e for e in (seen.__cause__, seen.__context__) if e is not None]
+        pending += [e for e in (getattr(seen, "worker_failures", None) or {}).values() if isinstance(e, BaseException)]
+    return False
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
 
 
 def on_worker(config: TrainConfig, work: Callable[[TrainConfig], dict[str, Any]]) -> dict[str, Any]:

@@ -197,4 +197,4 @@ def _card_facts(
 
 
 def main(config_path: str) -> int:
-    return workload.main(config_path, TrainConfig, run)
+    return workload.main(config_path, TrainConfig, run, lambda config: config.artifact_uri)

@@ -225,4 +225,4 @@ def comparison_png(board: list[dict[str, Any]], config: TuneConfig, metric: str,
 
 
 def main(config_path: str) -> int:
-    return workload.main(config_path, TuneConfig, run)
+    return workload.main(config_path, TuneConfig, run, lambda config: config.artifact_uri)

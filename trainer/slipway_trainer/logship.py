@@ -1,0 +1,89 @@
+"""A workload's log kept with its artifacts: what the process writes to stdout and stderr (its own lines, and the
+lines Ray forwards from every worker and trial, prefixed with their process) is copied to
+`<artifacts>/logs/driver.log` as it goes (every few seconds, when it grew) and once more at the end, so the log is
+still there after the pod or the RayCluster that ran it is gone. The process's own output is unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from types import TracebackType
+
+from slipway_trainer import storage
+
+LIMIT_BYTES = 8 * 1024 * 1024  # the copy keeps the last 8 MiB: a log that floods the store is cut from the start
+
+
+class LogShipper:
+    """`with LogShipper(uri):` tees file descriptors 1 and 2 into a local file and copies it to `uri`."""
+
+    def __init__(self, uri: str, interval: float = 5.0) -> None:
+        self.uri = uri
+        self.interval = interval
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._saved: list[int] = []
+        self._shipped = -1
+
+    def __enter__(self) -> LogShipper:
+        handle, name = tempfile.mkstemp(prefix="slipway-log-", suffix=".log")
+        os.close(handle)
+        self.path = Path(name)
+        self._file = self.path.open("ab", buffering=0)
+        for fd, stream in ((1, sys.stdout), (2, sys.stderr)):
+            stream.flush()
+            read_end, write_end = os.pipe()
+            saved = os.dup(fd)
+            os.dup2(write_end, fd)
+            os.close(write_end)
+            self._saved.append(saved)
+            self._threads.append(threading.Thread(target=self._tee, args=(read_end, saved), daemon=True))
+        self._threads.append(threading.Thread(target=self._ship_every, daemon=True))
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def _tee(self, read_end: int, original: int) -> None:
+        while chunk := os.read(read_end, 65536):
+            os.write(original, chunk)
+            with self._lock:
+                self._file.write(chunk)
+        os.close(read_end)
+
+    def _ship_every(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.ship()
+
+    def ship(self) -> None:
+        """Copy the log to the store when it grew; a store that is away now is tried again next time."""
+        with self._lock:
+            size = self.path.stat().st_size
+            if size == self._shipped:
+                return
+            with self.path.open("rb") as f:
+                f.seek(max(0, size - LIMIT_BYTES))
+                data = f.read()
+        try:
+            storage.write_bytes_atomic(self.uri, data)
+            self._shipped = size
+        except Exception as err:  # the work goes on; the process's own output still has every line
+            print(f"slipway: could not copy the log to {self.uri}: {type(err).__name__}: {err}", file=sys.__stderr__)
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, saved in zip((1, 2), self._saved, strict=True):
+            os.dup2(saved, fd)  # this process's write end closes: its tee reads what is left in the pipe
+        self._stop.set()
+        for thread in self._threads:  # not to the pipe's end: processes started meanwhile (a local Ray) hold it
+            thread.join(timeout=2)
+        for saved in self._saved:
+            os.close(saved)
+        self.ship()
+        self._file.close()
+        self.path.unlink(missing_ok=True)
