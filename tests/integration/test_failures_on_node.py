@@ -1,7 +1,8 @@
 """Failures on the real node, diagnosed in the resource's status by the chart's operator from the pods of its
-children as the scheduler and the kubelet report them: a run whose workers no node can hold fails after its
-pendingTimeoutSeconds with the scheduler's own reason (and its RayJob is suspended, freeing the head), and a
-ModelDeployment whose model is not there crash-loops and is never Available, with the server's last log line.
+children as the scheduler and the kubelet report them: a run whose workers no node can hold, and one whose image
+cannot be pulled, fail after their pendingTimeoutSeconds with the scheduler's or the kubelet's own words (and the
+RayJob is suspended, freeing what its pods held), and a ModelDeployment whose model is not there crash-loops and
+is never Available, with the server's last log line.
 
 Each bound below is the timeout the test gives the operator: pendingTimeoutSeconds plus a few resync passes (10 s
 for runs, 5 s for ModelDeployments), plus the kubelet's first restart back-off (10 s) for the crash loop."""
@@ -49,6 +50,34 @@ def test_a_run_asking_for_more_gpus_than_any_node_has_fails_after_its_pending_ti
         assert "Unschedulable" in events or "cannot be scheduled" in events, events
     finally:
         plane.kubectl("delete", "trainingrun", "mpg-greedy", "-n", ns, "--wait=true", "--timeout=120s", check=False)
+
+
+@pytest.mark.timeout(600)
+def test_a_run_whose_image_cannot_be_pulled_fails_after_its_pending_timeout_naming_the_image(
+    control_plane: testbed.ControlPlane, kuberay_on_node: str
+) -> None:
+    """The operator set up with a trainer image tag that does not exist (the way a run meets a missing image: the
+    chart's workloadImage): the node has no such image and no registry it can reach, so the pods' pulls fail."""
+    plane, ns = control_plane, kuberay_on_node
+    operator = ["deployment/slipway", "-n", ns]
+    plane.kubectl("set", "env", *operator, "SLIPWAY_IMAGE=slipway/trainer:no-such-tag")
+    run = example("auto-mpg/02-trainingrun.yaml", ns, dataset={"uri": "s3://slipway/datasets/not-needed"},
+                  resources={"workers": 1, "cpusPerWorker": 0.5, "memory": "1Gi"},
+                  failurePolicy={"pendingTimeoutSeconds": 20})  # fmt: skip
+    run["metadata"]["name"] = "mpg-no-image"
+    try:
+        plane.kubectl("rollout", "status", *operator, "--timeout=180s")
+        plane.kubectl("apply", "-f", "-", input=json.dumps(run))
+        failed = wait_phase(plane, run, {"Failed", "Succeeded"}, 20 + 120)
+        condition = next(c for c in failed["conditions"] if c["type"] == "Failed")
+        assert failed["phase"] == "Failed" and condition["reason"] == "ImagePullFailed", failed
+        assert "cannot pull image 'slipway/trainer:no-such-tag'" in condition["message"], condition
+        assert "container ray-head" in condition["message"] or "container ray-worker" in condition["message"]
+        assert "ErrImagePull" in condition["message"] or "ImagePullBackOff" in condition["message"], condition
+    finally:
+        plane.kubectl("delete", "trainingrun", "mpg-no-image", "-n", ns, "--wait=true", "--timeout=120s", check=False)
+        plane.kubectl("set", "env", *operator, "SLIPWAY_IMAGE=slipway/trainer:dev")
+        plane.kubectl("rollout", "status", *operator, "--timeout=180s")
 
 
 def _deployment_status(plane: testbed.ControlPlane, ns: str, name: str) -> dict[str, Any]:
