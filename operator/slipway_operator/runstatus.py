@@ -150,7 +150,9 @@ def decide(o: Observed) -> Decision:
             return _working(Phase.RUNNING, "Retrying", message)
         return _failed(Phase.FAILED, result.reason or "WorkloadFailed", message)
     if o.apply_error:  # not terminal: a fixed RBAC rule or a raised quota lets the next pass apply it
-        quota = "exceeded quota" in o.apply_error
+        # The quota admission's words: "exceeded quota: q, ...", or "status unknown for quota: q" before the quota
+        # controller has counted (not the hint about ResourceQuotas every 403 gets).
+        quota = "exceeded quota" in o.apply_error or "for quota:" in o.apply_error
         return _stuck(Phase.PENDING, "QuotaExceeded" if quota else "ApplyFailed", o.apply_error)
     if o.waiting_for:
         return _working(Phase.WAITING, "WaitingForDependency", f"waiting for {o.waiting_for}")

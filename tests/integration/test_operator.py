@@ -190,7 +190,7 @@ def test_a_child_refused_by_a_quota_stalls_the_run_with_the_api_servers_words_un
         plane.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "fashion-mnist" / "01-datasetprep.yaml"))
         testbed.wait_until("the prep to stall", stalled, 60)
         condition = stalled() or {}
-        assert condition["reason"] == "ApplyFailed"
+        assert condition["reason"] == "QuotaExceeded", condition
         assert "refused RayJob fashion-prep (HTTP 403)" in condition["message"]
         # "exceeded quota: no-rayjobs" once the quota controller has counted RayJobs, "status unknown for quota:
         # no-rayjobs" before: the API server's own words either way, with where to look

@@ -263,3 +263,10 @@ def test_failure_messages_name_the_field_to_change_and_the_attempt() -> None:
     assert "s3://b/r.json is not there" in run_status(missing, [], 1, NOW).message
     quota = Observed(apply_error="the API server refused RayJob a (HTTP 403): exceeded quota: q, requested: cpu=8")
     assert run_status(quota, [], 1, NOW).conditions[2]["reason"] == "QuotaExceeded"
+    uncounted = Observed(apply_error="refused RayJob a (HTTP 403): status unknown for quota: q; check the RBAC and the "
+                         "namespace's ResourceQuota")  # fmt: skip
+    assert run_status(uncounted, [], 1, NOW).conditions[2]["reason"] == "QuotaExceeded"
+    rbac = Observed(
+        apply_error="refused RayJob a (HTTP 403): forbidden; check the RBAC and the namespace's ResourceQuota"
+    )
+    assert run_status(rbac, [], 1, NOW).conditions[2]["reason"] == "ApplyFailed"
