@@ -200,13 +200,9 @@ def _run_children(rt: Runtime, desired: Desired) -> tuple[str | None, dict[str, 
     if found and annotations.get(CONFIG_HASH) != job["metadata"]["annotations"][CONFIG_HASH]:
         config_map = next(c for c in children if c["kind"] == "ConfigMap")
         started = (rt.backend.observe(config_map) or {}).get("data") or {}
-        paths = changed_paths(
-            json.loads(next(iter(started.values()), "{}")), json.loads(next(iter(config_map["data"].values())))
-        )
-        before, after = (
-            json.loads(next(iter(started.values()), "{}")),
-            json.loads(next(iter(config_map["data"].values()))),
-        )
+        before = json.loads(next(iter(started.values()), "{}"))
+        after = json.loads(next(iter(config_map["data"].values())))
+        paths = changed_paths(before, after)
         if paths and all(p in STORE_PATHS for p in paths):  # the operator's --store changed, not the spec
             moved = "; ".join(f"{p}: {before.get(p)} -> {after.get(p)}" for p in paths)
             return (

@@ -26,7 +26,7 @@ class Pods:
 
     @classmethod
     def of(cls, pods: list[dict[str, Any]], now: float, logs: dict[tuple[str, str], str]) -> Pods:
-        problem = diagnose(pods, now=now, logs=logs, memory_field="spec.resources.memory")
+        problem = diagnose(pods, now=now, logs=logs)
         return cls(problem, restarts(pods), last_crash(pods))
 
 
@@ -104,10 +104,10 @@ def health(
     stalled = phase == Phase.INVALID
     if phase == Phase.AVAILABLE and not rolled_out:
         phase, reason, message = Phase.DEPLOYING, "Deploying", f"{message}; {ready}/{desired} replicas ready"
-    if problem is not None and phase in (Phase.DEPLOYING, Phase.AVAILABLE):
-        message = f"{message}; {problem.reason}: {problem.message}"
-    if (phase == Phase.AVAILABLE and crashing) or (phase == Phase.AVAILABLE and problems):
+    elif phase == Phase.AVAILABLE and problems:  # a crash loop is one of the problems
         phase = Phase.DEGRADED
+    if problem is not None and phase in (Phase.DEPLOYING, Phase.AVAILABLE, Phase.DEGRADED):
+        message = f"{message}; {problem.reason}: {problem.message}"
     progressing = phase in (Phase.DEPLOYING, Phase.WAITING)
 
     def c(type_: str, value: bool | None, why: str, text: str) -> dict[str, Any]:
