@@ -28,6 +28,7 @@ class LogShipper:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._saved: list[int] = []
+        self._pending: list[bytes] = []  # per stream: what came after its last newline
         self._shipped = -1
 
     def __enter__(self) -> LogShipper:
@@ -42,17 +43,24 @@ class LogShipper:
             os.dup2(write_end, fd)
             os.close(write_end)
             self._saved.append(saved)
-            self._threads.append(threading.Thread(target=self._tee, args=(read_end, saved), daemon=True))
+            self._pending.append(b"")
+            tee = threading.Thread(target=self._tee, args=(read_end, saved, len(self._pending) - 1), daemon=True)
+            self._threads.append(tee)
         self._threads.append(threading.Thread(target=self._ship_every, daemon=True))
         for thread in self._threads:
             thread.start()
         return self
 
-    def _tee(self, read_end: int, original: int) -> None:
+    def _tee(self, read_end: int, original: int, stream: int) -> None:
+        """Copy the stream to its own descriptor as it comes, and to the log whole lines at a time: a line that
+        stderr writes in two pieces (print writes the text, then the newline) is never cut by one from stdout."""
         while chunk := os.read(read_end, 65536):
             os.write(original, chunk)
             with self._lock:
-                self._file.write(chunk)
+                pending = self._pending[stream] + chunk
+                cut = max(pending.rfind(b"\n"), pending.rfind(b"\r")) + 1  # a progress bar ends its lines with \r
+                self._file.write(pending[:cut])
+                self._pending[stream] = pending[cut:]
         os.close(read_end)
 
     def _ship_every(self) -> None:
@@ -84,6 +92,10 @@ class LogShipper:
             thread.join(timeout=2)
         for saved in self._saved:
             os.close(saved)
+        with self._lock:  # a last line with no newline still goes in
+            for stream, pending in enumerate(self._pending):
+                self._file.write(pending)
+                self._pending[stream] = b""
         self.ship()
         self._file.close()
         self.path.unlink(missing_ok=True)
