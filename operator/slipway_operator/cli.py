@@ -193,7 +193,7 @@ def local_logs(state: Path, obj: dict[str, Any], follow: bool, worker: int | Non
         print(f"{obj['kind']}/{obj['metadata']['name']} has no log yet (it has not started)", file=sys.stderr)
         return 1
     if not follow:
-        sys.stdout.write(describe.worker_lines(path.read_text(errors="replace"), worker))
+        sys.stdout.write(describe.worker_lines(describe.log_text(path.read_bytes()), worker))
         return 0
     ref = f"{obj['kind']}/{obj['metadata']['name']}"
 
@@ -201,7 +201,7 @@ def local_logs(state: Path, obj: dict[str, Any], follow: bool, worker: int | Non
         found = _store(state).find(ref) or {}
         return str((found.get("status") or {}).get("phase")) in describe.TERMINAL
 
-    describe.follow(lambda: path.read_text(errors="replace"), finished, sys.stdout, worker, 2.0)
+    describe.follow(path.read_bytes, finished, sys.stdout, worker, 2.0)
     return 0
 
 

@@ -18,7 +18,7 @@ import yaml
 
 from slipway_operator import api
 from slipway_operator.api.common import GROUP, VERSION, Phase
-from slipway_trainer import storage
+from slipway_trainer import logship, storage
 
 TERMINAL = {str(Phase.SUCCEEDED), str(Phase.FAILED), str(Phase.INVALID)}
 PHASES = {str(p) for p in Phase}
@@ -85,25 +85,36 @@ def worker_lines(text: str, worker: int | None) -> str:
     return "".join(line for line in text.splitlines(keepends=True) if marker in line)
 
 
-def follow(read: Callable[[], str], finished: Callable[[], bool], out: Any, worker: int | None, poll: float) -> None:
-    """Print the log, then what is added to it, until the resource has finished (then once more)."""
+def follow(read: Callable[[], bytes], finished: Callable[[], bool], out: Any, worker: int | None, poll: float) -> None:
+    """Print the log, then what is added to it, until the resource has finished (then once more). Places are byte
+    offsets in the whole log: a copy whose start was cut (logship keeps the last 8 MiB) says how much came before."""
     printed = 0
     while True:
         done = finished()
-        text = read()
-        if len(text) < printed:  # a retry's driver started its log again
+        start, data = logship.window(read())
+        if start + len(data) < printed:  # a retry's driver started its log again
             printed = 0
-        out.write(worker_lines(text[printed:], worker))
+        if printed < start:
+            out.write(f"[... {start - printed} bytes of the log not kept ...]\n")
+            printed = start
+        out.write(worker_lines(data[printed - start :].decode(errors="replace"), worker))
         out.flush()
-        printed = len(text)
+        printed = start + len(data)
         if done:
             return
         time.sleep(poll)
 
 
-def read_log(uri: str) -> str:
+def log_text(data: bytes) -> str:
+    """A log copy as text, with the note of a cut start in words."""
+    start, body = logship.window(data)
+    cut = f"[... the first {start} bytes of the log are not kept ...]\n" if start else ""
+    return cut + body.decode(errors="replace")
+
+
+def read_log(uri: str) -> bytes:
     try:
-        return storage.read_bytes(uri).decode(errors="replace") if storage.exists(uri) else ""
+        return storage.read_bytes(uri) if storage.exists(uri) else b""
     except OSError as err:
         raise NotFound(
             f"the log at {uri} cannot be read: {err} (the store's credentials come from AWS_* here)"
@@ -118,8 +129,15 @@ class ClusterView:
 
     def __init__(self, kubeconfig: str | None, context: str | None, namespace: str | None) -> None:
         from kubernetes import client, config
+        from kubernetes.config.config_exception import ConfigException
 
-        config.load_kube_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+        try:
+            config.load_kube_config(config_file=kubeconfig, context=context)  # type: ignore[no-untyped-call]
+        except ConfigException as err:
+            raise NotFound(
+                f"no cluster to ask ({err}): give --kubeconfig or --context, or run `slipway run -f <manifests>` "
+                "here for a local resource"
+            ) from None
         contexts, active = config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
         chosen = next((c for c in contexts if c.get("name") == context), active) if context else active
         self.namespace = namespace or ((chosen or {}).get("context") or {}).get("namespace") or "default"
@@ -129,6 +147,7 @@ class ClusterView:
 
     def find(self, ref: str) -> dict[str, Any]:
         from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
         kind, _, name = ref.rpartition("/")
         kinds = [k for k in api.BY_KIND if not kind or k.lower() == kind.lower()]
@@ -144,6 +163,8 @@ class ClusterView:
                 if err.status == 404:
                     continue
                 raise NotFound(f"the API server refused to read {k} {name}: {err.status} {err.reason}") from None
+            except HTTPError as err:
+                raise NotFound(f"cannot reach the API server of the kubeconfig's cluster: {err}") from None
             found.append(cast(dict[str, Any], obj))
         if len(found) != 1:
             what = "no resource" if not found else f"{len(found)} resources ({', '.join(o['kind'] for o in found)})"
@@ -152,10 +173,17 @@ class ClusterView:
 
     def events(self, obj: dict[str, Any]) -> list[dict[str, Any]]:
         """The Events of the resource and of its RayJob."""
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
+
         names = [obj["metadata"]["name"], (obj.get("status") or {}).get("rayJobName")]
         found: list[dict[str, Any]] = []
         for name in filter(None, names):
-            listed = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}")
+            try:
+                listed = self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.name={name}")
+            except (ApiException, HTTPError) as err:  # no right to list Events: the rest is still worth showing
+                print(f"warning: cannot list the Events of {name}: {err}", file=sys.stderr)
+                continue
             found += [self.api.sanitize_for_serialization(e) for e in listed.items]  # type: ignore[no-untyped-call]
         return found
 
@@ -182,9 +210,9 @@ def cluster_logs(view: ClusterView, ref: str, follow_it: bool, worker: int | Non
     if follow_it:
         follow(lambda: read_log(uri), lambda: view.phase(ref) in TERMINAL, sys.stdout, worker, poll)
         return 0
-    text = read_log(uri)
-    if not text:
+    data = read_log(uri)
+    if not data:
         print(f"no log at {uri} yet: the workload copies it there every few seconds once it runs", file=sys.stderr)
         return 1
-    sys.stdout.write(worker_lines(text, worker))
+    sys.stdout.write(worker_lines(log_text(data), worker))
     return 0

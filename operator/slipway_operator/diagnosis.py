@@ -28,9 +28,11 @@ REASONS = (
 )
 IMAGE_PULL = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "RegistryUnavailable"}
 CONFIG = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+NEVER_STARTED = {"ImagePullFailed", "ConfigError"}  # container problems that keep a pod from ever starting
 CRASH_LIMIT = 3  # restarts after which a crashing container is not going to start working
 DEFAULT_PENDING_TIMEOUT = 300
 LOG_LINES = 5
+EVENT_SLACK = 5.0  # seconds an Event may seem older than the children it is about (clocks, rounding to seconds)
 
 Severity = Literal["fatal", "stuck", "note"]
 _RANK = {"fatal": 0, "stuck": 1, "note": 2}
@@ -77,14 +79,22 @@ def _after(severity: Severity, age: float, timeout: int) -> Severity:
 
 
 def crashing(pods: Iterable[Mapping[str, Any]]) -> list[tuple[str, str]]:
-    """(pod, container) of each container that has crashed at least once: whose last log lines are worth reading."""
+    """(pod, container) of each container in a crash loop now (restarted after a failure, and not running again):
+    whose last log lines are worth reading. One that crashed once, long ago, and runs is not read every pass."""
     found = []
     for pod in pods:
         for cs in (pod.get("status") or {}).get("containerStatuses") or []:
             last = ((cs.get("lastState") or {}).get("terminated")) or ((cs.get("state") or {}).get("terminated"))
-            if last and last.get("exitCode") not in (0, None) and int(cs.get("restartCount") or 0) >= 1:
+            running = "running" in (cs.get("state") or {})
+            if last and last.get("exitCode") not in (0, None) and int(cs.get("restartCount") or 0) >= 1 and not running:
                 found.append((str(pod["metadata"]["name"]), str(cs.get("name"))))
     return found
+
+
+def is_quota(text: str) -> bool:
+    """Whether the API server's words are a ResourceQuota's refusal: "exceeded quota: q, ...", or "status unknown
+    for quota: q" before the quota controller has counted (not the hint about ResourceQuotas every 403 gets)."""
+    return "exceeded quota" in text or "for quota:" in text
 
 
 def _container_problem(
@@ -118,6 +128,8 @@ def _container_problem(
             container,
         )
     terminated = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated") or {}
+    # A Failed pod ran once (restartPolicy Never: KubeRay's submitter): its Job's retries, then KubeRay's
+    # backoffLimit, decide whether the run goes on; it is said, and the RayJob's failure carries it if they give up.
     pod_failed = (pod.get("status") or {}).get("phase") == "Failed"
     if terminated.get("reason") == "OOMKilled":
         limit = _limit(pod, container)
@@ -125,7 +137,7 @@ def _container_problem(
             "OOMKilled",
             f"{where} ran out of memory and was killed (memory limit {limit}, {restarts} restart"
             f"{'s' if restarts != 1 else ''}): raise {memory_field} (now {limit}), or lower the batch size",
-            "fatal" if restarts >= CRASH_LIMIT or pod_failed else ("stuck" if why == "CrashLoopBackOff" else "note"),
+            "fatal" if restarts >= CRASH_LIMIT else ("stuck" if why == "CrashLoopBackOff" else "note"),
             name,
             container,
         )
@@ -133,12 +145,20 @@ def _container_problem(
     if why == "CrashLoopBackOff" or (pod_failed and code not in (0, None)):
         tail = logs.get((name, container), "").strip()
         shown = f"; its last log lines:\n{tail}" if tail else ""
+        why_ended = f", {terminated.get('reason')}" if terminated.get("reason") else ""
+        if pod_failed and not restarts:
+            return Diagnosis(
+                "CrashLoop",
+                f"{where} failed (exit code {code}{why_ended}); see `kubectl logs {name} -c {container}`",
+                "note",
+                name,
+                container,
+            )
         return Diagnosis(
             "CrashLoop",
             f"{where} keeps crashing (exit code {code}, {restarts} restart{'s' if restarts != 1 else ''}"
-            f"{', ' + str(terminated.get('reason')) if terminated.get('reason') else ''}); see `kubectl logs {name} "
-            f"-c {container} --previous`{shown}",
-            "fatal" if restarts >= CRASH_LIMIT or pod_failed else "stuck",
+            f"{why_ended}); see `kubectl logs {name} -c {container} --previous`{shown}",
+            "fatal" if restarts >= CRASH_LIMIT else "stuck",
             name,
             container,
         )
@@ -184,8 +204,10 @@ def _pod_problem(
         return _with_wait(found, age, timeout)
     for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
         found_c = _container_problem(pod, cs, logs, memory_field)
-        if found_c is not None:
+        if found_c is not None and found_c.reason in NEVER_STARTED:  # waited since the pod was made
             return _with_wait(found_c, age, timeout)
+        if found_c is not None:  # a crash loop is judged by its restarts, not by how long the pod has lived
+            return found_c
     return None
 
 
@@ -200,13 +222,27 @@ def _with_wait(d: Diagnosis, age: float, timeout: int) -> Diagnosis:
     return Diagnosis(d.reason, message, severity, d.pod, d.container)
 
 
+def _event_time(event: Mapping[str, Any]) -> float | None:
+    for key in ("lastTimestamp", "eventTime", "firstTimestamp"):
+        stamp = event.get(key) or ((event.get("series") or {}).get("lastObservedTime") if key == "eventTime" else None)
+        if stamp:
+            try:
+                return datetime.datetime.fromisoformat(str(stamp).replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
+
+
 def _event_problem(event: Mapping[str, Any], now: float, timeout: int, started: float) -> Diagnosis | None:
     if event.get("type") != "Warning" or not str(event.get("reason") or "").startswith("Failed"):
         return None
+    seen = _event_time(event)
+    if seen is not None and seen < started - EVENT_SLACK:
+        return None  # older than these children: an earlier resource of the same name, or a refusal since mended
     said = " ".join(str(event.get("message") or "").split())
     involved = event.get("involvedObject") or {}
     what = f"{involved.get('kind', 'object')} {involved.get('name', '')}"
-    if "exceeded quota" in said:
+    if is_quota(said):
         found = Diagnosis(
             "QuotaExceeded",
             f"{what} cannot create its pods: {said}; raise the namespace's ResourceQuota, or lower spec.resources",

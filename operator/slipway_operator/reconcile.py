@@ -279,11 +279,14 @@ def diagnose_run(rt: Runtime, obj: dict[str, Any], job: dict[str, Any]) -> Diagn
     job_name, now = job["metadata"]["name"], time.time()
     pods = rt.backend.pods(namespace, f"slipway.dev/{obj['kind'].lower()}={name}")
     pods += rt.backend.pods(namespace, f"job-name={job_name}")  # the submitter (a Job's pods carry its name)
-    logs = {(p, c): rt.backend.log_tail(namespace, p, c, diagnosis.LOG_LINES) for p, c in diagnosis.crashing(pods)[:2]}
     timeout = int(
         (obj["spec"].get("failurePolicy") or {}).get("pendingTimeoutSeconds", diagnosis.DEFAULT_PENDING_TIMEOUT)
     )
-    found = diagnosis.diagnose(pods, now=now, pending_timeout=timeout, logs=logs)
+    found = diagnosis.diagnose(pods, now=now, pending_timeout=timeout)
+    if found is not None and (found.pod, found.container) in diagnosis.crashing(pods):  # its last lines, only then
+        logs = {(found.pod, found.container): rt.backend.log_tail(namespace, found.pod, found.container,
+                                                                   diagnosis.LOG_LINES)}  # fmt: skip
+        found = diagnosis.diagnose(pods, now=now, pending_timeout=timeout, logs=logs)
     if found is None and status.get("jobStatus") != "RUNNING":  # no pod to look at: a quota, an admission policy
         names = [n for n in (status.get("rayClusterName"), job_name) if n]
         started = now - diagnosis.age_of(job, now)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slipway_operator.api.common import Phase
-from slipway_operator.diagnosis import Diagnosis
+from slipway_operator.diagnosis import Diagnosis, is_quota
 from slipway_trainer.artifacts import Progress, Result
 
 # KubeRay's RayJob states (ray.io/v1): jobDeploymentStatus and jobStatus.
@@ -150,9 +150,7 @@ def decide(o: Observed) -> Decision:
             return _working(Phase.RUNNING, "Retrying", message)
         return _failed(Phase.FAILED, result.reason or "WorkloadFailed", message)
     if o.apply_error:  # not terminal: a fixed RBAC rule or a raised quota lets the next pass apply it
-        # The quota admission's words: "exceeded quota: q, ...", or "status unknown for quota: q" before the quota
-        # controller has counted (not the hint about ResourceQuotas every 403 gets).
-        quota = "exceeded quota" in o.apply_error or "for quota:" in o.apply_error
+        quota = is_quota(o.apply_error)
         return _stuck(Phase.PENDING, "QuotaExceeded" if quota else "ApplyFailed", o.apply_error)
     if o.waiting_for:
         return _working(Phase.WAITING, "WaitingForDependency", f"waiting for {o.waiting_for}")

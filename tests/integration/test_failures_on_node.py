@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import testbed
-from test_journey_on_node import example, wait_phase
+from onnode import PLURAL, example, progress_of, ray_workers, wait_phase
 
 
 @pytest.mark.timeout(600)
@@ -122,3 +122,138 @@ def test_a_model_deployment_whose_model_is_not_there_crash_loops_and_is_never_av
         assert seen["phase"] != "Available" and "CrashLoop" in seen["message"], seen
     finally:
         plane.kubectl("delete", "modeldeployment", name, "-n", ns, "--wait=true", "--timeout=120s", check=False)
+
+
+def _failed_condition(status: dict[str, Any]) -> dict[str, Any]:
+    return next(c for c in status.get("conditions") or [] if c["type"] == "Failed")
+
+
+@pytest.mark.timeout(900)
+def test_a_dataset_prep_whose_source_bucket_is_missing_or_whose_secret_is_wrong_says_storage_unavailable(
+    control_plane: testbed.ControlPlane, kuberay_on_node: str, object_store: testbed.ObjectStore
+) -> None:
+    """Two DatasetPreps read an S3 source from the Ray pods: one names a bucket that is not there, the other gives a
+    secretRef whose secret key is wrong. Each fails with StorageUnavailable, the URI and the store's own words, and
+    neither message holds the wrong secret. Bound: the RayJob's start (about a minute here) plus a resync pass."""
+    plane, ns = control_plane, kuberay_on_node
+    wrong = "not-the-secret-key"
+    keys = {"AWS_ACCESS_KEY_ID": object_store.reader_key[0], "AWS_SECRET_ACCESS_KEY": wrong}
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "source-wrong-keys", "namespace": ns},
+              "stringData": keys}  # fmt: skip
+    resources = {"workers": 1, "cpusPerWorker": 0.5, "memory": "2Gi"}
+    missing = example("auto-mpg/01-datasetprep.yaml", ns, source={"uri": "s3://no-such-bucket-here/cars.json"},
+                      resources=resources)  # fmt: skip
+    missing["metadata"]["name"] = "mpg-no-bucket"
+    refused = example("auto-mpg/01-datasetprep.yaml", ns,
+                      source={"uri": "s3://slipway/raw/cars.json", "secretRef": "source-wrong-keys"},
+                      resources=resources)  # fmt: skip
+    refused["metadata"]["name"] = "mpg-wrong-keys"
+    try:
+        plane.kubectl("apply", "-f", "-", input=json.dumps(secret))
+        for doc in (missing, refused):
+            plane.kubectl("apply", "-f", "-", input=json.dumps(doc))
+        gone = _failed_condition(wait_phase(plane, missing, {"Failed", "Succeeded"}, 600))
+        assert gone["reason"] == "StorageUnavailable", gone
+        assert "no such bucket 'no-such-bucket-here'" in gone["message"], gone
+        denied = _failed_condition(wait_phase(plane, refused, {"Failed", "Succeeded"}, 600))
+        assert denied["reason"] == "StorageUnavailable", denied
+        assert "access denied" in denied["message"] and "secretRef" in denied["message"], denied
+        events = plane.kubectl("get", "events", "-n", ns, "-o", "json")
+        assert wrong not in json.dumps([gone, denied]) and wrong not in events
+    finally:
+        for doc in (missing, refused):
+            plane.kubectl("delete", "datasetprep", doc["metadata"]["name"], "-n", ns, "--wait=true", "--timeout=120s",
+                          check=False)  # fmt: skip
+        plane.kubectl("delete", "secret", "source-wrong-keys", "-n", ns, check=False)
+
+
+@pytest.mark.timeout(1200)
+def test_a_ray_worker_pod_killed_twice_with_max_failures_1_fails_the_run_as_worker_lost(
+    control_plane: testbed.ControlPlane, kuberay_on_node: str, object_store: testbed.ObjectStore
+) -> None:
+    """Ray Train restarts the worker group once (failurePolicy.maxFailures 1) after the first deletion, resuming from
+    its checkpoint; the second deletion is one too many: the run fails with WorkerLost, saying what was retried and
+    what to raise, and KubeRay does not start the job over (no retry mends a budget spent). Bound: the resync pass
+    after Ray Train gives up (it notices a lost worker within seconds)."""
+    plane, ns = control_plane, kuberay_on_node
+    prep = example("fashion-mnist/01-datasetprep.yaml", ns, sample={"rows": 1500, "seed": 3},
+                   resources={"workers": 1, "cpusPerWorker": 1, "memory": "2Gi"})  # fmt: skip
+    prep["metadata"]["name"] = "fashion-small"
+    epochs = 60  # far more than the test lets it reach: it fails by the fifth or so
+    train = example(
+        "fashion-mnist/02-trainingrun.yaml", ns,
+        **{"dataset": {"ref": "fashion-small"}, "model.params": {"channels": [4, 8], "hidden": 16},
+           "training.epochs": epochs, "training.batchSize": 64, "training.earlyStopping": None,
+           "resources": {"workers": 2, "cpusPerWorker": 0.5, "memory": "2Gi"}, "export": {"formats": ["onnx"]},
+           "failurePolicy": {"maxFailures": 1, "backoffLimit": 2}, "ttlSecondsAfterFinished": None},
+    )  # fmt: skip
+    train["metadata"]["name"] = "fashion-lost"
+    rayjob = "fashion-lost-train"
+    try:
+        plane.kubectl("apply", "-f", "-", input=json.dumps(prep))
+        assert wait_phase(plane, prep, {"Succeeded", "Failed"}, 900)["phase"] == "Succeeded"
+        plane.kubectl("apply", "-f", "-", input=json.dumps(train))
+        progress = progress_of(object_store, f"runs/{ns}/fashion-lost/progress.json")
+        testbed.wait_until("the first epoch", lambda: (progress().get("epoch") or 0) >= 1, 900)
+
+        def training_again() -> bool:  # the restarted group (the replacement pod in it) trains past its checkpoint
+            now = progress()
+            return bool(now.get("resumedFrom")) and (now.get("epoch") or 0) > now["resumedFrom"][-1]
+
+        for kill in (1, 2):
+            workers = ray_workers(plane, ns, rayjob)
+            assert len(workers) == 2, [w["metadata"]["name"] for w in workers]
+            plane.kubectl("delete", "pod", workers[-1]["metadata"]["name"], "-n", ns, "--grace-period=1",
+                          "--wait=true", "--timeout=60s")  # fmt: skip
+            assert (progress().get("epoch") or 0) < epochs
+            if kill == 1:  # a pod killed before the new group holds it would not be a second failure of the group
+                testbed.wait_until("an epoch after the restart", training_again, 600)
+
+        failed = wait_phase(plane, train, {"Failed", "Succeeded"}, 600)
+        condition = _failed_condition(failed)
+        assert failed["phase"] == "Failed" and condition["reason"] == "WorkerLost", failed
+        message = condition["message"]
+        assert "a training worker died" in message and "maxFailures" in message and "once" in message, message
+        assert (failed.get("epoch") or 0) < epochs, failed
+        job = json.loads(plane.kubectl("get", "rayjob", rayjob, "-n", ns, "-o", "json")).get("status") or {}
+        assert not job.get("failed"), job  # the workload's own Failed result: KubeRay counts no failed attempt
+    finally:
+        for doc in (train, prep):
+            plane.kubectl("delete", PLURAL[doc["kind"]], doc["metadata"]["name"], "-n", ns, "--wait=true",
+                          "--timeout=120s", check=False)  # fmt: skip
+
+
+@pytest.mark.timeout(900)
+def test_a_run_whose_memory_limit_is_far_too_small_for_its_batch_fails_as_out_of_memory(
+    control_plane: testbed.ControlPlane, kuberay_on_node: str
+) -> None:
+    """One batch of 1,200 images through 128 and 256 channels needs gigabytes of activations; the pods have 1.5 GiB.
+    Ray's memory monitor kills the worker before the kernel would (seen here: 1.41 GB used of 1.46) and the run
+    fails with OOMKilled, Ray's figures and what to change. Bound: the RayJob's start and one training step, plus
+    a resync pass."""
+    plane, ns = control_plane, kuberay_on_node
+    prep = example("fashion-mnist/01-datasetprep.yaml", ns, sample={"rows": 1500, "seed": 4},
+                   resources={"workers": 1, "cpusPerWorker": 1, "memory": "2Gi"})  # fmt: skip
+    prep["metadata"]["name"] = "fashion-oom"
+    train = example(
+        "fashion-mnist/02-trainingrun.yaml", ns,
+        **{"dataset": {"ref": "fashion-oom"}, "model.params": {"channels": [128, 256], "hidden": 256},
+           "training.epochs": 3, "training.batchSize": 1200, "training.earlyStopping": None,
+           "resources": {"workers": 1, "cpusPerWorker": 0.5, "memory": "1500Mi"}, "export": {"formats": ["onnx"]},
+           "failurePolicy": {"maxFailures": 0, "backoffLimit": 0}, "ttlSecondsAfterFinished": None},
+    )  # fmt: skip
+    train["metadata"]["name"] = "fashion-oom"
+    try:
+        plane.kubectl("apply", "-f", "-", input=json.dumps(prep))
+        assert wait_phase(plane, prep, {"Succeeded", "Failed"}, 900)["phase"] == "Succeeded"
+        plane.kubectl("apply", "-f", "-", input=json.dumps(train))
+        failed = wait_phase(plane, train, {"Failed", "Succeeded"}, 600)
+        condition = _failed_condition(failed)
+        assert failed["phase"] == "Failed" and condition["reason"] == "OOMKilled", failed
+        message = condition["message"]  # Ray's memory monitor's figures: "... was 1.41GB used / 1.46GB limit (0.96)"
+        assert "ran out of memory" in message and "GB limit" in message, message
+        assert "spec.resources.memory" in message and "training.batchSize" in message, message
+    finally:
+        for doc in (train, prep):
+            plane.kubectl("delete", PLURAL[doc["kind"]], doc["metadata"]["name"], "-n", ns, "--wait=true",
+                          "--timeout=120s", check=False)  # fmt: skip

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import io
 
-from slipway_operator.describe import describe_text, follow, worker_lines
+from slipway_operator.describe import describe_text, follow, log_text, worker_lines
+from slipway_trainer.logship import cut_header
 
 FAILED = {
     "apiVersion": "slipway.dev/v1alpha1",
@@ -52,8 +53,19 @@ def test_logs_of_one_worker_and_following_a_log_until_the_run_finishes() -> None
     log = "driver starts\n(RayTrainWorker pid=7) [worker 0] epoch 1/2\n(RayTrainWorker pid=8) [worker 1] epoch 1/2\n"
     assert worker_lines(log, 1) == "(RayTrainWorker pid=8) [worker 1] epoch 1/2\n"
     assert worker_lines(log, None) == log
-    chunks = iter(["a\n", "a\nb\n", "a\nb\nc\n"])
+    chunks = iter([b"a\n", b"a\nb\n", b"a\nb\nc\n"])
     states = iter([False, False, True])
     out = io.StringIO()
     follow(lambda: next(chunks), lambda: next(states), out, None, 0.0)
     assert out.getvalue() == "a\nb\nc\n"  # each line once, the last read after the run finished
+
+
+def test_following_a_log_whose_copy_is_cut_at_the_front_keeps_its_place() -> None:
+    """The copy in the store keeps the last 8 MiB and says how many bytes came before: a follower prints only what
+    is new, and says what it never saw."""
+    copies = iter([b"a\nb\n", cut_header(2) + b"b\nc\n", cut_header(8) + b"e\nf\n"])
+    states = iter([False, False, True])
+    out = io.StringIO()
+    follow(lambda: next(copies), lambda: next(states), out, None, 0.0)
+    assert out.getvalue() == "a\nb\nc\n[... 2 bytes of the log not kept ...]\ne\nf\n"
+    assert log_text(cut_header(8) + b"e\n") == "[... the first 8 bytes of the log are not kept ...]\ne\n"

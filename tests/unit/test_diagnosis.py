@@ -131,3 +131,44 @@ def test_a_quota_that_stops_kuberay_creating_pods_is_read_from_its_events() -> N
     late = diagnose([], [event], now=NOW, pending_timeout=300, started=NOW - 400)
     assert late is not None and late.severity == "fatal"
     assert diagnose([], [{**event, "type": "Normal"}], now=NOW) is None
+
+
+def test_a_failed_submitter_pod_is_said_and_left_to_its_jobs_retries() -> None:
+    """KubeRay's submitter runs once per pod (restartPolicy Never): its Job retries, then KubeRay's backoffLimit;
+    a failure is not fatal here, and there is no previous container to read the log of."""
+    error = {"exitCode": 1, "reason": "Error", "finishedAt": "2027-01-15T07:59:50Z"}
+    submitter = pod("fashion-train-abcde", phase="Failed", containerStatuses=[
+        {"name": "ray-job-submitter", "restartCount": 0, "state": {"terminated": error}}])  # fmt: skip
+    d = diagnose([submitter], now=NOW)
+    assert d is not None and d.reason == "CrashLoop" and d.severity == "note", d
+    assert "failed (exit code 1, Error)" in d.message and "--previous" not in d.message, d.message
+    assert "kubectl logs fashion-train-abcde -c ray-job-submitter" in d.message
+    assert crashing([submitter]) == []
+
+
+def test_a_worker_that_crashed_after_an_hour_is_judged_by_its_restarts_not_by_its_age() -> None:
+    error = {"exitCode": 1, "reason": "Error", "finishedAt": "2027-01-15T07:59:50Z"}
+    old = pod("w-1", created="2027-01-15T07:00:00Z",
+              containerStatuses=[container("CrashLoopBackOff", "back-off 10s", restarts=1, last=error)])  # fmt: skip
+    d = diagnose([old], now=NOW, pending_timeout=300)
+    assert d is not None and d.reason == "CrashLoop" and d.severity == "stuck", d
+    assert "pendingTimeoutSeconds" not in d.message
+    running_again = pod("w-1", containerStatuses=[container(restarts=1, last=error)])
+    assert crashing([running_again]) == []  # crashed once, long ago, runs again: its log is not read every pass
+
+
+def test_a_quota_event_older_than_the_run_is_not_its_problem() -> None:
+    event = {
+        "type": "Warning",
+        "reason": "FailedCreateHeadPod",
+        "message": 'pods "a-head" is forbidden: exceeded quota: gpu, requested: requests.nvidia.com/gpu=1',
+        "involvedObject": {"kind": "RayCluster", "name": "a-raycluster-x"},
+        "lastTimestamp": "2027-01-15T07:00:00Z",  # an hour before NOW: an earlier resource of the same name
+    }
+    assert diagnose([], [event], now=NOW, pending_timeout=300, started=NOW - 60) is None
+    fresh = {**event, "lastTimestamp": "2027-01-15T07:59:30Z"}
+    d = diagnose([], [fresh], now=NOW, pending_timeout=300, started=NOW - 60)
+    assert d is not None and d.reason == "QuotaExceeded"
+    unknown = {**fresh, "message": 'pods "a-head" is forbidden: status unknown for quota: gpu, resource: pods'}
+    d = diagnose([], [unknown], now=NOW, pending_timeout=300, started=NOW - 60)
+    assert d is not None and d.reason == "QuotaExceeded"

@@ -433,3 +433,23 @@ def test_a_training_failure_from_a_worker_that_died_is_told_apart_from_an_error_
     except RuntimeError as err:
         assert _worker_died(err)
     assert not _worker_died(WorkerGroupError("a bug", {0: ValueError("shapes do not match")}))
+
+
+def test_a_worker_killed_by_rays_memory_monitor_is_told_apart_as_out_of_memory() -> None:
+    """Ray's memory monitor kills a worker that outgrows its pod's limit before the kernel does. Ray Train v2 raises
+    it nested as below (a rank's failed health check holding Ray's OutOfMemoryError); its words name the memory
+    used and the limit, which the run's OOMKilled message carries."""
+    import ray.exceptions
+    from ray.train.v2._internal.exceptions import WorkerHealthCheckFailedError
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    from slipway_trainer.train.ray_runner import _out_of_memory, _worker_died
+
+    used = "Memory on the node (IP: 10.88.0.7, ID: 3f2a) was 1.43GB used / 1.46GB limit (0.951000)"
+    words = f"1 worker(s) were killed due to the node running low on memory. {used}\nRay killed 1 worker(s)"
+    check = WorkerHealthCheckFailedError("A worker health check failed.", ray.exceptions.OutOfMemoryError(words))
+    died = WorkerGroupError("Training failed due to worker errors", {0: check})
+    assert _out_of_memory(died) == used
+    assert _worker_died(died)  # the same death, had it not been memory
+    lost = WorkerHealthCheckFailedError("A worker health check failed.", ray.exceptions.ActorDiedError())
+    assert _out_of_memory(WorkerGroupError("lost", {1: lost})) is None

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from slipway_operator.api.datasetprep import DatasetPrepSpec
 from slipway_operator.workloads import prep_config
 from slipway_trainer import workload
+from slipway_trainer.logship import window
 
 
 def test_prep_config_leaves_secret_references_and_resources_behind() -> None:
@@ -92,3 +93,28 @@ with LogShipper({(tmp_path / "logs" / "driver.log").as_uri()!r}, interval=0.2):
     assert out == "epoch 1 of 2\nepoch 2 of 2\n" and err == "a warning\n"
     lines = copy.read_text().splitlines()  # stdout and stderr are read apart: lines written together may swap
     assert sorted(lines[:2]) == ["a warning", "epoch 1 of 2"] and lines[2:] == ["epoch 2 of 2"]
+
+
+def test_a_flooding_log_is_kept_as_its_last_part_with_what_came_before_counted(tmp_path: Path) -> None:
+    """The copy keeps the last LIMIT_BYTES (here 100) and says how many bytes came before it; the local file the
+    copy is made from never holds much more than twice that, so a chatty workload does not fill its pod's disk."""
+    copy = tmp_path / "logs" / "driver.log"
+    script = f"""
+import sys, time
+sys.path[:0] = {sys.path!r}
+from slipway_trainer import logship
+logship.LIMIT_BYTES = 100
+with logship.LogShipper({copy.as_uri()!r}, interval=60) as shipper:
+    for i in range(60):
+        print(f"line {{i:04d}}", flush=True)  # 10 bytes a line
+        if i % 7 == 0:
+            shipper.ship()
+    time.sleep(0.5)  # the tee has written every line
+    shipper.ship()
+    assert shipper.path.stat().st_size <= 2 * logship.LIMIT_BYTES, shipper.path.stat().st_size
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    dropped, body = window(copy.read_bytes())
+    assert len(body) == 100 and body.endswith(b"line 0059\n") and dropped == 600 - 100, (dropped, body)
+    assert body.decode().splitlines()[0] == "line 0050"

@@ -7,6 +7,7 @@ still there after the pod or the RayCluster that ran it is gone. The process's o
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -16,6 +17,18 @@ from types import TracebackType
 from slipway_trainer import storage
 
 LIMIT_BYTES = 8 * 1024 * 1024  # the copy keeps the last 8 MiB: a log that floods the store is cut from the start
+CUT = re.compile(rb"\[slipway: the first (\d+) bytes of this log are not kept\]\n")
+
+
+def cut_header(dropped: int) -> bytes:
+    """The first line of a copy whose start was cut: how many bytes came before it (a follower keeps its place)."""
+    return f"[slipway: the first {dropped} bytes of this log are not kept]\n".encode()
+
+
+def window(data: bytes) -> tuple[int, bytes]:
+    """(bytes of the log that came before this copy, the copy without its header)."""
+    found = CUT.match(data)
+    return (int(found.group(1)), data[found.end() :]) if found else (0, data)
 
 
 class LogShipper:
@@ -30,6 +43,7 @@ class LogShipper:
         self._saved: list[int] = []
         self._pending: list[bytes] = []  # per stream: what came after its last newline
         self._shipped = -1
+        self._dropped = 0  # bytes trimmed from the front of the local file (it never holds over 2 x LIMIT_BYTES)
 
     def __enter__(self) -> LogShipper:
         handle, name = tempfile.mkstemp(prefix="slipway-log-", suffix=".log")
@@ -71,14 +85,20 @@ class LogShipper:
         """Copy the log to the store when it grew; a store that is away now is tried again next time."""
         with self._lock:
             size = self.path.stat().st_size
-            if size == self._shipped:
+            if self._dropped + size == self._shipped:
                 return
             with self.path.open("rb") as f:
                 f.seek(max(0, size - LIMIT_BYTES))
                 data = f.read()
+            if size > 2 * LIMIT_BYTES:  # keep the pod's disk free of a log nobody will read whole
+                os.ftruncate(self._file.fileno(), 0)
+                self._file.write(data)
+                self._dropped += size - len(data)
+                size = len(data)
+            total, dropped = self._dropped + size, self._dropped + size - len(data)
         try:
-            storage.write_bytes_atomic(self.uri, data)
-            self._shipped = size
+            storage.write_bytes_atomic(self.uri, (cut_header(dropped) if dropped else b"") + data)
+            self._shipped = total
         except Exception as err:  # the work goes on; the process's own output still has every line
             print(f"slipway: could not copy the log to {self.uri}: {type(err).__name__}: {err}", file=sys.__stderr__)
 

@@ -7,6 +7,7 @@ failure; the loop then resumes from the newest checkpoint in the artifact store.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -77,15 +78,35 @@ def fit(config: TrainConfig, workdir: Path, tensorboard: Path) -> None:
         if storage.exists(error_uri):
             detail = storage.read_json(error_uri)
             raise WorkloadError(detail["reason"], detail["message"]) from err
+        oom = _out_of_memory(err)
+        if oom is not None:
+            raise WorkloadError(
+                "OOMKilled",
+                f"a training worker ran out of memory and Ray killed it ({oom}) {_retried(config.max_failures)}: "
+                "raise spec.resources.memory (each worker pod's memory limit) or lower training.batchSize",
+            ) from err
         if _worker_died(err):
             raise WorkloadError(
                 "WorkerLost",
-                f"a training worker died (its process or pod was lost) and Ray Train restarted the group "
-                f"{config.max_failures} times (failurePolicy.maxFailures) before giving up: {_first_line(err)}; "
+                f"a training worker died (its process or pod was lost) {_retried(config.max_failures)}: "
+                f"{_first_line(err)}; "
                 "see the run's log (`slipway logs NAME`) for the worker's last lines, and raise maxFailures or "
                 "resources.memory if its pods were evicted or OOMKilled",
             ) from err
         raise WorkloadError("TrainingFailed", f"Ray Train gave up after {config.max_failures} retries: {err}") from err
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """The error, its causes, and Ray Train v2's failure of each worker rank with what its health check met (at most
+    32)."""
+    pending: list[BaseException] = [err]
+    seen: list[BaseException] = []
+    while pending and len(seen) < 32:
+        one = pending.pop()
+        seen.append(one)
+        pending += [e for e in (one.__cause__, one.__context__, getattr(one, "health_check_failure", None)) if e]
+        pending += [e for e in (getattr(one, "worker_failures", None) or {}).values() if isinstance(e, BaseException)]
+    return seen
 
 
 def _worker_died(err: BaseException) -> bool:
@@ -94,16 +115,26 @@ def _worker_died(err: BaseException) -> bool:
 
     lost = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError)
     lost_names = ("WorkerHealthCheckFailedError", "WorkerHealthCheckTimeoutError", "PreemptionError")
-    pending: list[BaseException] = [err]
-    for _ in range(32):  # the cause chain, and Ray Train v2's failure of each worker rank
-        if not pending:
-            return False
-        seen = pending.pop()
-        if isinstance(seen, lost) or type(seen).__name__ in lost_names:
-            return True
-        pending += [e for e in (seen.__cause__, seen.__context__) if e is not None]
-        pending += [e for e in (getattr(seen, "worker_failures", None) or {}).values() if isinstance(e, BaseException)]
-    return False
+    return any(isinstance(e, lost) or type(e).__name__ in lost_names for e in _chain(err))
+
+
+def _out_of_memory(err: BaseException) -> str | None:
+    """Ray's memory monitor's words when it killed a worker for using too much of its pod's memory, else None."""
+    import ray.exceptions
+
+    for e in _chain(err):
+        text = str(e)
+        if isinstance(e, ray.exceptions.OutOfMemoryError) or "running low on memory" in text:
+            used = re.search(r"Memory on the node[^\n]*", text)  # how much of how much
+            return (used.group(0) if used else _first_line(e)).strip()[:300]
+    return None
+
+
+def _retried(max_failures: int) -> str:
+    if max_failures == 0:
+        return "and failurePolicy.maxFailures 0 allows no restart"
+    times = {1: "once", 2: "twice"}.get(max_failures, f"{max_failures} times")
+    return f"and Ray Train restarted the group {times} (failurePolicy.maxFailures) before giving up"
 
 
 def _first_line(err: BaseException) -> str:
