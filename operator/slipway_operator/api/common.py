@@ -73,7 +73,9 @@ class FailurePolicy(ConfigModel):
     """Retries and deadlines."""
 
     max_failures: int = Field(default=3, ge=0, le=100)
-    """Worker failures Ray Train recovers from within one job (restarting from the newest checkpoint)."""
+    """Worker failures Ray Train recovers from within one job (restarting from the newest checkpoint): a worker
+    process that dies (a crash, the kernel's OOM killer, Ray's memory monitor). A worker pod deleted or drained
+    (its Ray node gets SIGTERM: a preemption, to Ray) is resumed from the checkpoint without counting."""
 
     backoff_limit: int = Field(default=2, ge=0, le=100)
     """Times the whole job is retried (a fresh RayJob that resumes from the newest checkpoint)."""
