@@ -52,6 +52,13 @@ def wait_phase(plane: testbed.ControlPlane, doc: dict[str, Any], phases: set[str
     )
 
 
+def delete(plane: testbed.ControlPlane, *docs: dict[str, Any]) -> None:
+    """Delete the resources, in this order, each waited for (its children go with it); one not there is fine."""
+    for doc in docs:
+        plane.kubectl("delete", PLURAL[doc["kind"]], doc["metadata"]["name"], "-n", doc["metadata"]["namespace"],
+                      "--wait=true", "--timeout=120s", check=False)  # fmt: skip
+
+
 def wait_rayjob_ended(plane: testbed.ControlPlane, ns: str, name: str, timeout: float) -> dict[str, Any]:
     """The RayJob's status once its Ray job has ended (jobStatus SUCCEEDED, FAILED or STOPPED)."""
     deadline = time.monotonic() + timeout

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import testbed
-from onnode import PLURAL, example, progress_of, ray_workers, wait_phase
+from onnode import delete, example, progress_of, ray_workers, wait_phase
 
 
 @pytest.mark.timeout(600)
@@ -234,9 +234,7 @@ def test_a_ray_train_worker_killed_twice_with_max_failures_1_fails_the_run_as_wo
         job = json.loads(plane.kubectl("get", "rayjob", rayjob, "-n", ns, "-o", "json")).get("status") or {}
         assert not job.get("failed"), job  # the workload's own Failed result: KubeRay counts no failed attempt
     finally:
-        for doc in (train, prep):
-            plane.kubectl("delete", PLURAL[doc["kind"]], doc["metadata"]["name"], "-n", ns, "--wait=true",
-                          "--timeout=120s", check=False)  # fmt: skip
+        delete(plane, train, prep)
 
 
 @pytest.mark.timeout(900)
@@ -270,6 +268,4 @@ def test_a_run_whose_memory_limit_is_far_too_small_for_its_batch_fails_as_out_of
         assert "ran out of memory" in message and "GB limit" in message, message
         assert "spec.resources.memory" in message and "training.batchSize" in message, message
     finally:
-        for doc in (train, prep):
-            plane.kubectl("delete", PLURAL[doc["kind"]], doc["metadata"]["name"], "-n", ns, "--wait=true",
-                          "--timeout=120s", check=False)  # fmt: skip
+        delete(plane, train, prep)

@@ -24,7 +24,7 @@ import buildkit
 import pytest
 import testbed
 from node import RealNode
-from onnode import PLURAL, example, progress_epoch, ray_workers, wait_phase, wait_rayjob_ended
+from onnode import delete, example, progress_epoch, ray_workers, wait_phase, wait_rayjob_ended
 
 
 @pytest.mark.timeout(2400)
@@ -115,9 +115,7 @@ def test_the_auto_mpg_journey_runs_as_rayjobs_on_real_pods_and_its_best_model_an
                 raise AssertionError(f"HTTP {err.code}: {err.read().decode(errors='replace')}") from None
         assert 15 < mpg["data"][0] < 45, mpg  # a light 4-cylinder car of 1971: about 27 mpg
     finally:
-        for doc in reversed(applied):
-            plane.kubectl("delete", PLURAL[doc["kind"]], doc["metadata"]["name"], "-n", ns, "--wait=true",
-                          "--timeout=120s", check=False)  # fmt: skip
+        delete(plane, *reversed(applied))
 
 
 EPOCHS = 12
@@ -168,9 +166,7 @@ def test_fashion_mnist_trains_data_parallel_across_two_worker_pods_and_resumes_w
         assert done["resumedFrom"] and done["resumedFrom"][0] >= 1, done  # lost at most the epochs since then
         assert done["epoch"] == EPOCHS and done["metrics"]["test_accuracy"] > 0.5, done
     finally:
-        for doc in (train, prep):
-            plane.kubectl("delete", PLURAL[doc["kind"]], doc["metadata"]["name"], "-n", ns, "--wait=true",
-                          "--timeout=120s", check=False)  # fmt: skip
+        delete(plane, train, prep)
 
 
 @pytest.mark.timeout(900)
