@@ -174,9 +174,7 @@ def _container(
     }
     env = []
     if workload.salt is not None:
-        env.append(
-            {"name": SALT_ENV, "valueFrom": {"secretKeyRef": {"name": workload.salt.name, "key": workload.salt.key}}}
-        )
+        env.append(salt_env(workload.salt))
     if env:
         container["env"] = env
     env_from: list[dict[str, Any]] = []
@@ -311,6 +309,11 @@ STARTUP_PROBE_PERIOD = 5
 ENDPOINT_DRAIN_SECONDS = 5
 
 
+def salt_env(ref: SecretKeyRef) -> dict[str, Any]:
+    """The salt of `privacy.hashColumns`, from its Secret key, as the workload reads it."""
+    return {"name": SALT_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+
+
 def server_deployment(
     owner: Owner,
     track: str,
@@ -323,6 +326,7 @@ def server_deployment(
     storage_secret: str | None = None,
     gpu: GpuPool = GpuPool(),
     startup_seconds: int = 600,
+    salt: SecretKeyRef | None = None,
 ) -> dict[str, Any]:
     """One track (`stable` or `canary`) of a ModelDeployment's inference server: `<name>-<track>`, serving one
     revision, probed on OIP v2 health. The selector names the track only (selectors are immutable), so a new
@@ -358,6 +362,8 @@ def server_deployment(
     }
     if storage_secret:
         container["envFrom"] = [{"secretRef": {"name": storage_secret}}]
+    if salt is not None:  # the server hashes privacy.hashColumns as the dataset did
+        container["env"] = [salt_env(salt)]
     pod: dict[str, Any] = {
         "containers": [container],
         "volumes": [{"name": "slipway-config", "configMap": {"name": config_map_name}}],

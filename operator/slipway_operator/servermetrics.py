@@ -1,7 +1,9 @@
-"""What the operator reads from the inference servers' /metrics: traffic, errors, latency and drift.
+"""What the operator reads from the inference servers' /metrics: traffic, errors, latency, drift, live quality.
 
 Pure: Prometheus text in, a `Traffic` summary out. Replicas are added up (counters and histogram buckets sum),
 so a revision's p99 is computed over all of its pods' requests, as a Prometheus `histogram_quantile` would.
+Live quality is each replica's feedback window, weighted by its rows: exact for accuracy and MAE, RMSE through
+the mean of squares; macro F1 is the rows-weighted mean of the replicas' (close, not exact).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from slipway_trainer.artifacts import DRIFT_METRIC as DRIFT
 from slipway_trainer.artifacts import LATENCY_METRIC as LATENCY
+from slipway_trainer.artifacts import QUALITY_METRIC as QUALITY
+from slipway_trainer.artifacts import QUALITY_ROWS_METRIC as QUALITY_ROWS
 from slipway_trainer.artifacts import REQUESTS_METRIC as REQUESTS
 
 
@@ -25,6 +29,8 @@ class Traffic:
     buckets: dict[float, float] = field(default_factory=dict)  # upper bound (s) -> cumulative count
     drift: dict[str, float] = field(default_factory=dict)  # feature -> largest score over replicas
     replicas: int = 0  # how many replicas answered
+    quality: dict[str, float] = field(default_factory=dict)  # metric -> live value over the feedback windows
+    quality_rows: int = 0  # feedback rows those values are measured on
 
     @property
     def error_rate(self) -> float:
@@ -54,7 +60,24 @@ class Traffic:
             buckets,
             drift,
             self.replicas + other.replicas,
+            _weighted(self, other),
+            self.quality_rows + other.quality_rows,
         )
+
+
+def _weighted(a: Traffic, b: Traffic) -> dict[str, float]:
+    rows = a.quality_rows + b.quality_rows
+    if rows == 0:
+        return {}
+    out = {}
+    for metric in set(a.quality) | set(b.quality):
+        parts = [(t.quality[metric], t.quality_rows) for t in (a, b) if metric in t.quality and t.quality_rows]
+        weight = sum(n for _, n in parts) or 1
+        if metric == "rmse":
+            out[metric] = math.sqrt(sum(v * v * n for v, n in parts) / weight)
+        else:
+            out[metric] = sum(v * n for v, n in parts) / weight
+    return out
 
 
 def parse(text: str, model: str) -> Traffic:
@@ -72,6 +95,10 @@ def parse(text: str, model: str) -> Traffic:
             elif sample.name == f"{LATENCY}_bucket":
                 bound = float(sample.labels["le"])
                 traffic.buckets[bound] = traffic.buckets.get(bound, 0.0) + sample.value
+            elif sample.name == QUALITY:
+                traffic.quality[sample.labels.get("metric", "")] = float(sample.value)
+            elif sample.name == QUALITY_ROWS:
+                traffic.quality_rows = int(sample.value)
             elif sample.name == DRIFT:
                 feature = sample.labels.get("feature", "")
                 traffic.drift[feature] = max(traffic.drift.get(feature, 0.0), float(sample.value))

@@ -117,16 +117,33 @@ def tune_config(
     )
 
 
-def serve_config(name: str, spec: ModelDeploymentSpec, model_uri: str, *, port: int = 8080) -> ServeConfig:
-    """The inference server's config for a ModelDeployment: its name is the model's name on the wire."""
+OPERATOR_ONLY_MONITORING_FIELDS: dict[str, Any] = {"quality": {"metric", "threshold", "min_rows"}}
+"""Judged by the operator from /metrics: a changed threshold is not a new revision of the servers."""
+
+
+def serve_config(
+    name: str,
+    spec: ModelDeploymentSpec,
+    model_uri: str,
+    *,
+    port: int = 8080,
+    payload_uri: str | None = None,
+    model_version: str = "1",
+) -> ServeConfig:
+    """The inference server's config for a ModelDeployment: its name is the model's name on the wire, its version
+    the revision; `payload_uri` is where payload logs go unless `monitoring.payloadLog.uri` says."""
+    monitoring = spec.monitoring.model_dump(mode="json", by_alias=True, exclude=OPERATOR_ONLY_MONITORING_FIELDS)
+    if spec.monitoring.payload_log.enabled and not spec.monitoring.payload_log.uri:
+        monitoring["payloadLog"]["uri"] = payload_uri
     return ServeConfig.model_validate(
         {
             "modelUri": model_uri,
             "modelName": name,
+            "modelVersion": model_version,
             "host": "0.0.0.0",  # in its pod, reached through the Service
             "port": port,
             "server": spec.server.model_dump(mode="json", by_alias=True),
-            "monitoring": spec.monitoring.model_dump(mode="json", by_alias=True),
+            "monitoring": monitoring,
             "device": "cuda" if spec.resources.gpus else "cpu",
         }
     )

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import requests
@@ -478,3 +479,94 @@ def test_a_server_given_a_gpu_runs_on_it_or_refuses_to_start_saying_why(root: Pa
         )  # fmt: skip
         assert refused.returncode == 2, refused.stdout + refused.stderr
         assert "resources.gpus" in refused.stderr and "error:" in refused.stderr, refused.stderr
+
+
+SALT = "a-salt-only-the-test-knows"
+ORIGINS = ("USA", "Europe", "Japan")
+
+
+def test_feedback_measures_live_quality_and_payloads_reach_the_store_with_the_datasets_privacy(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model trained on cars whose Origin was hashed (privacy.hashColumns, salt from the environment as a
+    Secret gives it): the server hashes Origin as training did, logs sampled payloads and the feedback sent for
+    them to the store, and no raw Origin ever reaches it; feedback for an unknown request is refused and counted,
+    and live MAE/RMSE appear in /metrics."""
+    from slipway_trainer.artifacts import SALT_ENV
+
+    monkeypatch.setenv(SALT_ENV, SALT)
+    dataset, model = prepare_and_train(
+        root,
+        "private",
+        {
+            "source": {"uri": "builtin://vega/cars"},
+            "label": "Miles_per_Gallon",
+            "cleaning": {"missing": {"default": "drop"}},
+            "transforms": [{"type": "oneHot", "columns": ["Origin"]}, {"type": "standardize"}],
+            "privacy": {"dropColumns": ["Name", "Year"], "hashColumns": ["Origin"]},
+        },
+        {
+            "model": {"architecture": "mlp", "params": {"hidden": [16]}},
+            "objective": {"loss": "mse", "metric": "mae", "direction": "minimize"},
+            "optimizer": {"learningRate": 0.03},
+            "training": {"epochs": 40, "batchSize": 32},
+        },
+    )
+    store = root / "payload-store"
+    process = next(
+        start(
+            root,
+            "private",
+            model,
+            monitoring={"payloadLog": {"enabled": True, "uri": store.as_uri(), "flushIntervalSeconds": 0.5}},
+        )
+    )
+    url = f"http://127.0.0.1:{json.loads((root / 'private.ready').read_text())['port']}"
+    test = pq.read_table(next(dataset.glob("v-*/test/*.parquet"))).to_pylist()
+    assert {row["Origin"] for row in test} <= {hashed(o) for o in ORIGINS}  # what training saw
+    features = requests.get(f"{url}/v2/models/private", timeout=5).json()["parameters"]["features"]
+    by_hash = {hashed(o): o for o in ORIGINS}
+    answers = []
+    cars = test[:40]  # the test split has 39 or so
+    for i, row in enumerate(cars):
+        raw = {**row, "Origin": by_hash[row["Origin"]]}  # clients send what they know, not the hash
+        inputs = [{"name": f, "shape": [1], "datatype": "BYTES", "data": [raw[f]]} for f in features]
+        answer = requests.post(f"{url}/v2/models/private/infer", json={"id": f"car-{i}", "inputs": inputs}, timeout=10)
+        assert answer.status_code == 200, answer.text
+        answers.append(answer.json()["outputs"][0]["data"][0])
+    anonymous = requests.post(f"{url}/v2/models/private/infer", json={"inputs": inputs}, timeout=10).json()
+    assert len(anonymous["id"]) == 32  # the server names a request the client did not, for feedback to use
+    truths = [row["Miles_per_Gallon"] for row in cars]
+    sent = requests.post(
+        f"{url}/v2/models/private/feedback",
+        json={"feedback": [{"id": f"car-{i}", "truth": [t]} for i, t in enumerate(truths)]},
+        timeout=10,
+    )
+    assert sent.status_code == 200, sent.text
+    mae = float(np.mean(np.abs(np.array(answers) - np.array(truths))))
+    assert sent.json()["quality"]["metrics"]["mae"] == pytest.approx(mae, rel=1e-3)
+    assert mae < 6  # a trained model on hashed-as-in-training origins; a constant guess is about 6.5
+    unknown = requests.post(f"{url}/v2/models/private/feedback", json={"id": "car-999", "truth": 20}, timeout=10)
+    assert unknown.status_code == 404 and "car-999" in unknown.json()["error"]
+    again = requests.post(f"{url}/v2/models/private/feedback", json={"id": "car-0", "truth": 20}, timeout=10)
+    assert again.status_code == 409
+    metrics = requests.get(f"{url}/metrics", timeout=5).text
+    assert f'slipway_live_quality{{metric="mae",model="private"}} {mae:.3f}'[:-2] in metrics
+    assert 'slipway_feedback_total{model="private",outcome="unknown_id"} 1.0' in metrics
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0
+    payloads = pq.read_table(store / "payloads").to_pylist()  # partitioned by date=
+    assert len(payloads) == len(cars) + 1 and {p["request_id"] for p in payloads} >= {
+        f"car-{i}" for i in range(len(cars))
+    }
+    assert {p["Origin"] for p in payloads} <= {hashed(o) for o in ORIGINS}
+    logged = pq.read_table(store / "feedback").to_pylist()
+    assert sorted(r["truth"] for r in logged) == sorted(truths)
+    everything = b"".join(p.read_bytes() for p in store.rglob("*") if p.is_file())
+    assert not any(o.encode() in everything for o in ORIGINS)  # no raw value of the hashed column, anywhere
+
+
+def hashed(value: str) -> str:
+    from slipway_trainer.data.cleaning import hash_values
+
+    return str(hash_values(pa.array([value]), SALT.encode())[0].as_py())

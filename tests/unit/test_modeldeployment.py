@@ -295,3 +295,43 @@ def test_selectors_are_written_as_the_api_reads_them() -> None:
         "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}],
     }
     assert md.selector_string(selector) == "app=fashion,tier in (a,b)"
+
+
+def quality_text(model: str, rows: int, **metrics: float) -> str:
+    lines = ["# TYPE slipway_live_quality gauge"]
+    lines += [f'slipway_live_quality{{metric="{k}",model="{model}"}} {v}' for k, v in metrics.items()]
+    lines += ["# TYPE slipway_live_quality_rows gauge", f'slipway_live_quality_rows{{model="{model}"}} {rows}']
+    return "\n".join(lines) + "\n"
+
+
+def test_live_quality_from_replicas_is_weighted_by_their_feedback_rows() -> None:
+    a = parse(quality_text("m", 100, accuracy=0.9, macro_f1=0.8), "m")
+    b = parse(quality_text("m", 300, accuracy=0.5, macro_f1=0.4), "m")
+    both = a.add(b)
+    assert both.quality_rows == 400 and both.quality["accuracy"] == 0.6 and round(both.quality["macro_f1"], 6) == 0.5
+    c = parse(quality_text("m", 1, mae=2.0, rmse=3.0), "m").add(parse(quality_text("m", 3, mae=6.0, rmse=1.0), "m"))
+    assert c.quality["mae"] == 5.0 and c.quality["rmse"] == math.sqrt((9 + 3) / 4)  # through the mean of squares
+    assert parse(quality_text("other", 5, accuracy=1.0), "m").quality == {}
+
+
+def test_live_quality_below_its_threshold_is_degraded_with_reason_quality_dropped() -> None:
+    world = serving_world()
+    world.obj["spec"]["monitoring"] = {"quality": {"metric": "accuracy", "threshold": 0.8, "minRows": 50}}
+    world.traffic[md.STABLE] = healthy()
+    world.traffic[md.STABLE].quality, world.traffic[md.STABLE].quality_rows = {"accuracy": 0.6, "macro_f1": 0.5}, 40
+    world.step()
+    assert world.obj["status"]["phase"] == "Available"  # 40 rows are fewer than minRows: not judged yet
+    assert world.obj["status"]["quality"]["metrics"] == {"accuracy": 0.6, "macro_f1": 0.5}
+    world.traffic[md.STABLE].quality_rows = 60
+    world.step()
+    status, degraded = world.obj["status"], world.condition("Degraded")
+    assert status["phase"] == "Degraded" and degraded["reason"] == "QualityDropped"
+    assert (
+        "live accuracy 0.6 over the last 60 feedback rows is below monitoring.quality.threshold 0.8"
+        in degraded["message"]
+    )
+    assert status["quality"]["rows"] == 60 and status["quality"]["checkedAt"]
+    world.obj["spec"]["monitoring"] = {"quality": {"metric": "rmse", "threshold": 1.0}}
+    world.step()
+    assert world.condition("Degraded")["reason"] == "QualityNotMeasured"
+    assert "measures accuracy, macro_f1" in world.condition("Degraded")["message"]

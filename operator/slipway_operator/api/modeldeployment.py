@@ -6,11 +6,11 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from slipway_operator.api.common import LabelSelector, ObjectName, Quantity, StatusBase
+from slipway_operator.api.common import LabelSelector, ObjectName, Quantity, SecretKeyRef, StatusBase
 from slipway_operator.api.kind import COMMON_COLUMNS_AGE, Kind, PrinterColumn, Rule, exactly_one, uri_rule
 from slipway_operator.api.trainingrun import Lineage
 from slipway_trainer.config.base import ConfigModel, MetricName
-from slipway_trainer.config.serve import Monitoring, ServerSpec
+from slipway_trainer.config.serve import Monitoring, Quality, ServerSpec
 
 MAX_CANARY_STEPS = 10
 
@@ -113,6 +113,15 @@ class AutoUpdate(ConfigModel):
     """The improvement a candidate must show."""
 
 
+class ServingPrivacy(ConfigModel):
+    """The dataset's privacy rules at serving time."""
+
+    salt_secret_ref: SecretKeyRef | None = None
+    """The Secret key the DatasetPrep hashed `privacy.hashColumns` with: the server hashes those columns of each
+    request the same way before the model and the payload log see them. Without it, requests reach the model
+    unhashed and hashed columns are left out of payload logs."""
+
+
 class ModelDeploymentSpec(ConfigModel):
     """Serve a model over the Open Inference Protocol v2 with batching, metrics, drift watch and rollouts."""
 
@@ -132,7 +141,10 @@ class ModelDeploymentSpec(ConfigModel):
     """How a new model is rolled out."""
 
     monitoring: Monitoring = Field(default_factory=Monitoring)
-    """Drift monitoring."""
+    """Drift, live quality from feedback, and payload logging."""
+
+    privacy: ServingPrivacy = Field(default_factory=ServingPrivacy)
+    """The salt of the dataset's hashed columns."""
 
     auto_update: AutoUpdate = Field(default_factory=AutoUpdate)
     """Roll out better models as they are trained."""
@@ -202,6 +214,19 @@ class DriftStatus(ConfigModel):
     """When it was measured."""
 
 
+class QualityStatus(ConfigModel):
+    """Live quality of the stable revision from ground-truth feedback, over its servers' sliding windows."""
+
+    metrics: dict[str, float] = Field(default_factory=dict)
+    """accuracy and macro_f1 (classification) or mae and rmse (regression)."""
+
+    rows: int = 0
+    """Feedback rows the metrics are measured on."""
+
+    checked_at: str | None = None
+    """When it was measured."""
+
+
 class ModelDeploymentStatus(StatusBase):
     """Where the model is served, which revision, and how it is doing."""
 
@@ -241,6 +266,9 @@ class ModelDeploymentStatus(StatusBase):
     drift: DriftStatus = Field(default_factory=DriftStatus)
     """Data drift of live inputs."""
 
+    quality: QualityStatus = Field(default_factory=QualityStatus)
+    """Live quality from ground-truth feedback."""
+
     history: list[Revision] = Field(default_factory=list, max_length=10)
     """Earlier revisions, newest first (for rollback and audit)."""
 
@@ -278,6 +306,13 @@ KIND = Kind(
             ),
         ),
         (ModelSource, "uri"): (uri_rule(("s3", "file")),),
+        Quality: (
+            Rule(
+                "has(self.metric) == has(self.threshold)",
+                "monitoring.quality.metric and monitoring.quality.threshold go together: the metric judged and the "
+                "value it must not fall below (accuracy, macro_f1) or rise above (mae, rmse)",
+            ),
+        ),
         Replicas: (Rule("!has(self.max) || self.min <= self.max", "replicas.min must be at most replicas.max"),),
         (Canary, "steps"): (_increasing_steps(),),
         Rollout: (

@@ -1,5 +1,5 @@
 """How a ModelDeployment's servers are doing: replicas ready and rolled out, the canary's gate, and the
-health conditions (Available, Degraded, Drifted) from the stable track's /metrics; pure."""
+health conditions (Available, Degraded, Drifted) and live quality from the stable track's /metrics; pure."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from slipway_operator.api.modeldeployment import Analysis, ModelDeploymentSpec
 from slipway_operator.diagnosis import Diagnosis, diagnose, last_crash, restarts
 from slipway_operator.runstatus import condition
 from slipway_operator.servermetrics import Traffic
+from slipway_trainer.config.serve import LOWER_IS_BETTER, Quality
 
 MIN_REQUESTS_FOR_HEALTH = 20  # fewer requests say nothing about an error rate
 
@@ -60,6 +61,31 @@ def gate(analysis: Analysis, traffic: Traffic | None, ready: int, scrape_error: 
     return True, measured
 
 
+def quality_problem(quality: Quality, traffic: Traffic | None) -> tuple[str, str] | None:
+    """(reason, words) when live quality is judged and found wanting: QualityDropped below (or, for errors, above)
+    `monitoring.quality.threshold`; nothing before `minRows` feedback rows."""
+    if quality.metric is None or quality.threshold is None or traffic is None:
+        return None
+    if traffic.quality_rows < quality.min_rows:
+        return None
+    value = traffic.quality.get(quality.metric)
+    if value is None:
+        measured = ", ".join(sorted(traffic.quality)) or "nothing"
+        return (
+            "QualityNotMeasured",
+            f"monitoring.quality.metric {quality.metric} is not measured for this model "
+            f"(it measures {measured}): choose one of those",
+        )
+    worse = value > quality.threshold if quality.metric in LOWER_IS_BETTER else value < quality.threshold
+    if not worse:
+        return None
+    bound = "above" if quality.metric in LOWER_IS_BETTER else "below"
+    return "QualityDropped", (
+        f"live {quality.metric} {value:.4g} over the last {traffic.quality_rows} feedback rows is {bound} "
+        f"monitoring.quality.threshold {quality.threshold:g}"
+    )
+
+
 def _ms(value: float | None) -> str:
     if value is None:
         return "n/a"
@@ -96,6 +122,9 @@ def health(
             problems.append(f"error rate {traffic.error_rate:.2%} above {analysis.max_error_rate:.2%}")
         if p99 is not None and p99 > analysis.max_p99_latency_ms:
             problems.append(f"p99 {_ms(p99)} above {analysis.max_p99_latency_ms:g} ms")
+    quality = quality_problem(spec.monitoring.quality, traffic)
+    if quality is not None:
+        problems.append(quality[1])
     drift = spec.monitoring.drift
     scores = traffic.drift if traffic else {}
     drifted = sorted(f for f, s in scores.items() if s > drift.threshold)
@@ -124,7 +153,7 @@ def health(
             "ReplicasReady" if available else (problem.reason if crashing and problem else "NoReplicaReady"),
             f"{ready}/{desired} ready" + (f"; {problem.message}" if crashing and problem else ""),
         ),
-        c("Degraded", bool(problems), "Unhealthy" if problems else "Healthy", summary),
+        c("Degraded", bool(problems), (quality[0] if quality else "Unhealthy") if problems else "Healthy", summary),
         c(
             "Drifted",
             bool(drifted),
@@ -143,6 +172,11 @@ def health(
             "requests": traffic.requests if traffic else 0,
             "errorRate": round(traffic.error_rate, 6) if traffic else 0.0,
             "p99LatencyMs": None if p99 is None or math.isinf(p99) else p99,
+        },
+        "quality": {
+            "metrics": {k: round(v, 6) for k, v in (traffic.quality if traffic else {}).items()},
+            "rows": traffic.quality_rows if traffic else 0,
+            "checkedAt": now if traffic and traffic.quality_rows else (previous.get("quality") or {}).get("checkedAt"),
         },
         "drift": {
             "score": round(max(scores.values()), 6) if scores else None,

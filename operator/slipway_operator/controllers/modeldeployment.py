@@ -30,7 +30,7 @@ from typing import Any
 from slipway_operator import builders
 from slipway_operator.api.common import Phase
 from slipway_operator.api.modeldeployment import Analysis, Canary, ModelDeploymentSpec
-from slipway_operator.controllers.common import Child, Ref, ServingController, Settings
+from slipway_operator.controllers.common import Child, Ref, ServingController, Settings, artifact_uri
 from slipway_operator.controllers.health import Pods, gate, health, replicas_ready
 from slipway_operator.controllers.revisions import (
     Model,
@@ -48,6 +48,7 @@ from slipway_operator.workloads import serve_config
 __all__ = ["CANARY", "STABLE", "Model", "Observed", "Plan", "model_of", "plan", "selector_string", "source_of"]
 
 STABLE, CANARY = "stable", "canary"
+PAYLOAD_FOLDER = "payloads"  # <store>/payloads/<namespace>/<name>: payload logs and feedback
 HISTORY = 10
 NO_CANARY = {"canary": None, "canaryStep": None, "canaryWeight": None, "stepStartedAt": None}
 
@@ -119,7 +120,9 @@ class _Builder:
         self.settings = settings
 
     def config_map(self, rev: str, model_uri: str) -> dict[str, Any]:
-        return builders.config_map(self.owner, rev, serve_config(self.owner.name, self.spec, model_uri))
+        payloads = artifact_uri(self.settings, PAYLOAD_FOLDER, self.owner.namespace, self.owner.name)
+        config = serve_config(self.owner.name, self.spec, model_uri, payload_uri=payloads, model_version=rev)
+        return builders.config_map(self.owner, rev, config)
 
     def deployment(self, track: str, rev: str, replicas: int, weight: int) -> dict[str, Any]:
         return builders.server_deployment(
@@ -134,6 +137,7 @@ class _Builder:
             storage_secret=self.settings.storage_secret,
             gpu=self.settings.gpu,
             startup_seconds=self.spec.server.startup_timeout_seconds,
+            salt=self.spec.privacy.salt_secret_ref,
         )
 
 

@@ -96,8 +96,9 @@ def selector_string(selector: dict[str, Any] | None) -> str:
 
 
 def revision_of(name: str, spec: ModelDeploymentSpec, model_uri: str) -> str:
-    """8 hex digits of the model URI and the server settings: what makes a rollout."""
-    served = serve_config(name, spec, model_uri).model_dump(mode="json", by_alias=True)
+    """8 hex digits of the model URI and the server settings: what makes a rollout. Settings left at their
+    defaults are not hashed, so a setting added to a later Slipway does not roll every deployment out."""
+    served = serve_config(name, spec, model_uri).model_dump(mode="json", by_alias=True, exclude_defaults=True)
     return hashlib.sha256(json.dumps(served, sort_keys=True).encode()).hexdigest()[:8]
 
 

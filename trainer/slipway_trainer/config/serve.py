@@ -65,11 +65,67 @@ class Drift(ConfigModel):
     """Live rows kept in the rolling window."""
 
 
+QualityMetric = Literal["accuracy", "macro_f1", "mae", "rmse"]
+LOWER_IS_BETTER = ("mae", "rmse")
+
+
+class Quality(ConfigModel):
+    """Live quality from ground-truth feedback (`POST /v2/models/<name>/feedback`): the server remembers its
+    recent predictions by request id, joins the true labels or values sent back, and measures accuracy and macro
+    F1 (classification) or MAE and RMSE (regression) over a sliding window of the latest feedback rows."""
+
+    window_size: int = Field(default=1000, ge=10, le=1_000_000)
+    """Feedback rows in the sliding window."""
+
+    max_predictions: int = Field(default=10000, ge=10, le=1_000_000)
+    """Requests whose predictions are remembered for feedback (the oldest are forgotten first)."""
+
+    metric: QualityMetric | None = None
+    """The metric that decides QualityDropped: accuracy or macro_f1 (classification), mae or rmse (regression)."""
+
+    threshold: float | None = None
+    """The deployment is Degraded (reason QualityDropped) when `metric` is worse than this: below it for accuracy
+    and macro_f1, above it for mae and rmse."""
+
+    min_rows: int = Field(default=30, ge=1, le=1_000_000)
+    """Feedback rows needed in the window before quality is judged."""
+
+
+class PayloadLog(ConfigModel):
+    """Sampled requests and their predictions (and the feedback sent for them) written to the artifact store as
+    Parquet, partitioned by date: `<uri>/payloads/date=YYYY-MM-DD/part-*.parquet` and `<uri>/feedback/...`. Never
+    on the request path: rows wait in a bounded buffer that a background thread flushes; when it is full, rows are
+    dropped and counted (`slipway_payload_rows_total{outcome="dropped"}`), requests are never slowed or failed.
+    Columns the dataset's privacy rules drop are never written; hashed ones are written hashed with the same salt,
+    or left out when the server has no salt."""
+
+    enabled: bool = False
+    """Log payloads."""
+
+    sample_rate: float = Field(default=1.0, gt=0, le=1)
+    """Fraction of requests logged."""
+
+    uri: str | None = Field(default=None, max_length=2048)
+    """Where the parts go; default (on Kubernetes and `slipway run`): `<store>/payloads/<namespace>/<name>`."""
+
+    max_buffer_rows: int = Field(default=10000, ge=1, le=10_000_000)
+    """Rows held in memory waiting to be written; beyond it new rows are dropped and counted."""
+
+    flush_interval_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """How often the buffer is written out (and always on shutdown)."""
+
+
 class Monitoring(ConfigModel):
     """Model monitoring."""
 
     drift: Drift = Field(default_factory=Drift)
     """Data drift of live inputs."""
+
+    quality: Quality = Field(default_factory=Quality)
+    """Live quality from ground-truth feedback."""
+
+    payload_log: PayloadLog = Field(default_factory=PayloadLog)
+    """Sampled requests, predictions and feedback written to the store."""
 
 
 class ServeConfig(ConfigModel):

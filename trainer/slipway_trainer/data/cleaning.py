@@ -20,6 +20,14 @@ NUMERIC_SHARE = 0.9  # a text column whose values are at least this share number
 DROP = "__slipway_drop_reason"
 
 
+def hash_values(column: pa.ChunkedArray | pa.Array, salt: bytes) -> pa.Array:
+    """`sha256(salt + value)` in hex for each value of a column (`privacy.hashColumns`); nulls stay null."""
+    return pa.array(
+        [None if v is None else hashlib.sha256(salt + str(v).encode()).hexdigest() for v in column.to_pylist()],
+        pa.string(),
+    )
+
+
 @dataclass
 class Cleaner:
     """Cleans batches one at a time; the column types are decided on the first batch."""
@@ -71,11 +79,7 @@ class Cleaner:
         return kept.to_batches()[0] if kept.num_rows else pa.RecordBatch.from_pylist([], schema=kept.schema)
 
     def _hash(self, column: pa.ChunkedArray) -> pa.Array:
-        values = column.to_pylist()
-        return pa.array(
-            [None if v is None else hashlib.sha256(self.salt + str(v).encode()).hexdigest() for v in values],
-            pa.string(),
-        )
+        return hash_values(column, self.salt)
 
     def decide(self, table: pa.Table) -> None:
         """Decide which text columns hold numbers, from a head of the data (privacy already applied or not)."""

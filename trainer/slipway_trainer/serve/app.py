@@ -12,6 +12,7 @@ import json
 import logging
 import signal
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,19 @@ import numpy as np
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from slipway_trainer.artifacts import DRIFT_METRIC, LATENCY_METRIC, REQUESTS_METRIC
+from slipway_trainer.artifacts import (
+    DRIFT_METRIC,
+    LATENCY_METRIC,
+    QUALITY_METRIC,
+    QUALITY_ROWS_METRIC,
+    REQUESTS_METRIC,
+)
 from slipway_trainer.config.serve import ServeConfig
-from slipway_trainer.serve import protocol
+from slipway_trainer.serve import feedback, protocol
 from slipway_trainer.serve.batcher import Batcher
 from slipway_trainer.serve.drift import DriftMonitor
 from slipway_trainer.serve.model import ServedModel
+from slipway_trainer.serve.payloads import PayloadLog, Privacy
 
 log = logging.getLogger("slipway.serve")
 PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_torchscript"}
@@ -81,10 +89,37 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.feedback = Counter(
+            "slipway_feedback",
+            "Ground-truth feedback bodies by outcome (accepted, invalid, unknown_id, duplicate)",
+            ["model", "outcome"],
+            registry=self.registry,
+        )
+        self.quality = Gauge(
+            QUALITY_METRIC,
+            "Live quality over the feedback window (accuracy, macro_f1 or mae, rmse)",
+            ["model", "metric"],
+            registry=self.registry,
+        )
+        self.quality_rows = Gauge(
+            QUALITY_ROWS_METRIC, "Feedback rows in the live quality window", ["model"], registry=self.registry
+        )
+        self.payload_rows = Counter(
+            "slipway_payload_rows",
+            "Payload and feedback rows of the payload log by outcome (written, dropped, failed)",
+            ["model", "kind", "outcome"],
+            registry=self.registry,
+        )
 
 
 class Server:
-    def __init__(self, config: ServeConfig, model: ServedModel, profile: dict[str, Any] | None) -> None:
+    def __init__(
+        self,
+        config: ServeConfig,
+        model: ServedModel,
+        profile: dict[str, Any] | None,
+        privacy: Privacy | None = None,
+    ) -> None:
         self.config = config
         self.model = model
         self.name = config.model_name
@@ -103,9 +138,22 @@ class Server:
             if (drift.enabled and profile)
             else None
         )
+        quality = config.monitoring.quality
+        self.predictions = feedback.Predictions(quality.max_predictions)
+        self.quality = feedback.LiveQuality(model.task, quality.window_size)
+        self.privacy = privacy or Privacy()
+        payload_log = config.monitoring.payload_log
+        self.payloads = (
+            PayloadLog(payload_log, config.model_version, self.privacy, self._count_payload_rows)
+            if payload_log.enabled
+            else None
+        )
         self.ready = False
         self.stopping = False
         self.in_flight = 0
+
+    def _count_payload_rows(self, kind: str, outcome: str, rows: int) -> None:
+        self.metrics.payload_rows.labels(self.name, kind, outcome).inc(rows)
 
     # --- routes -----------------------------------------------------------------------------------
 
@@ -120,6 +168,8 @@ class Server:
                 web.get("/v2/models/{name}/ready", self.model_ready),
                 web.post("/v2/models/{name}/infer", self.infer),
                 web.get("/v2/models/{name}/drift", self.drift_route),
+                web.post("/v2/models/{name}/feedback", self.feedback_route),
+                web.get("/v2/models/{name}/quality", self.quality_route),
                 web.get("/metrics", self.prometheus),
             ]
         )
@@ -138,7 +188,8 @@ class Server:
     async def server_metadata(self, request: web.Request) -> web.Response:
         from slipway_trainer import __version__
 
-        return web.json_response({"name": "slipway", "version": __version__, "extensions": ["drift"]})
+        extensions = ["drift", "feedback", "quality"]
+        return web.json_response({"name": "slipway", "version": __version__, "extensions": extensions})
 
     def _check_name(self, request: web.Request) -> None:
         name = request.match_info["name"]
@@ -163,6 +214,42 @@ class Server:
     async def drift_route(self, request: web.Request) -> web.Response:
         return await self._guard(request, lambda: self.drift.report() if self.drift else {"enabled": False})
 
+    async def quality_route(self, request: web.Request) -> web.Response:
+        return await self._guard(request, self.quality.report)
+
+    async def feedback_route(self, request: web.Request) -> web.Response:
+        """Ground truth for earlier requests (see `feedback`): 200 with the window's quality, or a 4xx naming the
+        problem; a refused body changes nothing."""
+        try:
+            self._check_name(request)
+            body = await self._json(request)
+            rows = feedback.parse(
+                body, self.predictions, self.model.transform, self.config.server.limits.max_rows_per_request
+            )
+        except protocol.ProtocolError as err:
+            self.metrics.feedback.labels(self.name, "invalid").inc()
+            return web.json_response({"error": err.message}, status=err.status)
+        except feedback.FeedbackError as err:
+            self.metrics.feedback.labels(self.name, err.outcome).inc()
+            return web.json_response({"error": err.message}, status=err.status)
+        self.quality.add(rows)
+        if self.payloads is not None:
+            self.payloads.log_feedback(rows, time.time())
+        self.metrics.feedback.labels(self.name, "accepted").inc()
+        return web.json_response({"accepted": len(rows), "quality": self.quality.report()})
+
+    async def _json(self, request: web.Request) -> Any:
+        try:
+            return await request.json(loads=json.loads)
+        except web.HTTPRequestEntityTooLarge:
+            raise protocol.ProtocolError(
+                413,
+                f"the request body is larger than {self.config.server.limits.max_body_bytes} bytes "
+                "(server.limits.maxBodyBytes)",
+            ) from None
+        except (ValueError, UnicodeDecodeError) as err:
+            raise protocol.ProtocolError(400, f"the request body is not valid JSON: {err}") from err
+
     async def _guard(self, request: web.Request, answer: Any) -> web.Response:
         try:
             self._check_name(request)
@@ -183,23 +270,18 @@ class Server:
         self.in_flight += 1
         try:
             self._check_name(request)
-            try:
-                body = await request.json(loads=json.loads)
-            except web.HTTPRequestEntityTooLarge:
-                raise protocol.ProtocolError(
-                    413,
-                    f"the request body is larger than "
-                    f"{self.config.server.limits.max_body_bytes} bytes "
-                    "(server.limits.maxBodyBytes)",
-                ) from None
-            except (ValueError, UnicodeDecodeError) as err:
-                raise protocol.ProtocolError(400, f"the request body is not valid JSON: {err}") from err
+            body = await self._json(request)
             parsed = protocol.parse(body, self.model.transform, self.config.server.limits.max_rows_per_request)
+            parsed.table = self.privacy.apply(parsed.table)
             x = protocol.features(parsed, self.model.transform)
             self.metrics.queue.labels(self.name).set(self.batcher.depth)
             outputs = await self.batcher.submit(x)
-            answer = protocol.response(parsed, outputs, self.model.transform, self.name, self.config.model_version)
-            self._observe(parsed, answer)
+            if parsed.id is None:  # the answer carries an id to send feedback with
+                parsed.id = uuid.uuid4().hex
+            answer, predictions = protocol.answer(
+                parsed, outputs, self.model.transform, self.name, self.config.model_version
+            )
+            self._observe(parsed, predictions)
             return 200, answer
         except protocol.ProtocolError as err:
             return err.status, {"error": err.message}
@@ -209,14 +291,19 @@ class Server:
         finally:
             self.in_flight -= 1
 
-    def _observe(self, parsed: protocol.Request, answer: dict[str, Any]) -> None:
-        for tensor in answer["outputs"]:
-            if tensor["name"] == "label":
-                for value in tensor["data"]:
-                    self.metrics.predictions.labels(self.name, str(value)).inc()
-            elif tensor["name"] == "prediction":
-                for value in tensor["data"]:
-                    self.metrics.values.labels(self.name).observe(value)
+    def _observe(self, parsed: protocol.Request, predictions: list[Any]) -> None:
+        """What a served request leaves behind: its predictions remembered for feedback, counted in /metrics,
+        maybe logged, and its inputs in the drift window."""
+        assert parsed.id is not None
+        now = time.time()
+        self.predictions.remember(parsed.id, predictions, now)
+        if self.payloads is not None and self.payloads.sampled():
+            self.payloads.log_request(parsed.id, parsed.table, predictions, now)
+        for value in predictions:
+            if self.model.task == "classification":
+                self.metrics.predictions.labels(self.name, str(value)).inc()
+            else:
+                self.metrics.values.labels(self.name).observe(value)
         if self.drift is not None:
             self.drift.observe(parsed.table)
 
@@ -229,6 +316,9 @@ class Server:
             for feature, window in self.drift.windows.items():
                 if self.drift.profile[feature]["type"] == "numeric" and window:
                     self.metrics.feature_mean.labels(self.name, feature).set(float(np.mean(window)))
+        for metric, value in self.quality.metrics().items():
+            self.metrics.quality.labels(self.name, metric).set(value)
+        self.metrics.quality_rows.labels(self.name).set(len(self.quality.window))
         self.metrics.queue.labels(self.name).set(self.batcher.depth)
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -241,6 +331,8 @@ class Server:
         await site.start()
         port = runner.addresses[0][1]
         self.batcher.start()
+        if self.payloads is not None:
+            self.payloads.start()
         self.model.warm_up()
         self.ready = True
         log.info("serving %s (%s on %s) on http://%s:%s", self.name, self.model.format, self.model.device,
@@ -258,4 +350,6 @@ class Server:
         while self.in_flight and loop.time() < deadline:
             await asyncio.sleep(0.01)
         await self.batcher.close()
+        if self.payloads is not None:  # the last buffered rows reach the store before the process ends
+            await asyncio.to_thread(self.payloads.close)
         await runner.cleanup()

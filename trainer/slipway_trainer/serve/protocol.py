@@ -195,6 +195,14 @@ def features(request: Request, transform: TransformSpec) -> np.ndarray:
 def response(
     request: Request, outputs: np.ndarray, transform: TransformSpec, name: str, version: str
 ) -> dict[str, Any]:
+    """The OIP v2 answer: `label`, `probabilities` (and `class_name`) for a classifier, `prediction` otherwise."""
+    return answer(request, outputs, transform, name, version)[0]
+
+
+def answer(
+    request: Request, outputs: np.ndarray, transform: TransformSpec, name: str, version: str
+) -> tuple[dict[str, Any], list[Any]]:
+    """The OIP v2 answer and the prediction of each row (its label, or its value), whatever outputs were asked."""
     tensors: list[dict[str, Any]] = []
     rows = outputs.shape[0]
     if transform.label and transform.label.task == "classification":
@@ -222,6 +230,7 @@ def response(
         tensors.append(
             {"name": "prediction", "shape": [rows], "datatype": "FP32", "data": [float(v) for v in outputs[:, 0]]}
         )
+    predictions = list(tensors[0]["data"])
     if request.outputs is not None:
         unknown = [n for n in request.outputs if n not in {t["name"] for t in tensors}]
         if unknown:
@@ -233,7 +242,7 @@ def response(
     body: dict[str, Any] = {"model_name": name, "model_version": version, "outputs": tensors}
     if request.id is not None:
         body["id"] = request.id
-    return body
+    return body, predictions
 
 
 def metadata(transform: TransformSpec, name: str, version: str, platform: str) -> dict[str, Any]:

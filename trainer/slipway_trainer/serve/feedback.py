@@ -1,0 +1,193 @@
+"""Ground-truth feedback and live quality, without HTTP.
+
+The server remembers the predictions of its latest requests by request id (`Predictions`, bounded: the oldest
+are forgotten first). A client that learns the truth later sends it back (`POST /v2/models/<name>/feedback`,
+a Slipway extension of the Open Inference Protocol v2):
+
+    {"id": "<request id>", "truth": [<one label or value per row of that request>]}
+    {"feedback": [{"id": "r1", "truth": ["Sneaker"]}, {"id": "r2", "truth": [3, 7]}]}
+
+`parse` checks a body against what is remembered and refuses it whole (`FeedbackError`: an HTTP status and a
+message naming the problem) or returns the rows to count; `LiveQuality` keeps a sliding window of (prediction,
+truth) rows and measures accuracy and macro F1 (classification) or MAE and RMSE (regression).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Any
+
+from slipway_trainer.data.transforms import TransformSpec
+
+MAX_IDS_SHOWN = 5
+
+
+class FeedbackError(Exception):
+    def __init__(self, status: int, message: str, outcome: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.outcome = outcome  # the label of slipway_feedback_total it is counted under
+
+
+@dataclass
+class Remembered:
+    predictions: list[Any]  # one label (classification) or value (regression) per row
+    at: float
+    answered: bool = False  # feedback already received
+
+
+class Predictions:
+    """The predictions of the latest `capacity` requests, by request id."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._by_id: OrderedDict[str, Remembered] = OrderedDict()
+
+    def remember(self, request_id: str, predictions: list[Any], at: float) -> None:
+        self._by_id[request_id] = Remembered(list(predictions), at)
+        self._by_id.move_to_end(request_id)
+        while len(self._by_id) > self.capacity:
+            self._by_id.popitem(last=False)
+
+    def get(self, request_id: str) -> Remembered | None:
+        return self._by_id.get(request_id)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+
+@dataclass(frozen=True)
+class Row:
+    request_id: str
+    row: int
+    prediction: Any
+    truth: Any
+
+
+def parse(body: Any, predictions: Predictions, transform: TransformSpec, max_rows: int) -> list[Row]:
+    """The feedback rows of one body, every item checked before any is counted (a bad item refuses the body)."""
+    if not isinstance(body, dict):
+        raise FeedbackError(400, 'feedback must be a JSON object: {"id": ..., "truth": [...]}', "invalid")
+    items = body.get("feedback") if "feedback" in body else [body]
+    if not isinstance(items, list) or not items:
+        raise FeedbackError(400, "`feedback` must be a non-empty list of {id, truth}", "invalid")
+    rows: list[Row] = []
+    unknown: list[str] = []
+    for index, item in enumerate(items):
+        where = f"feedback[{index}]" if "feedback" in body else "the feedback"
+        request_id, truth = _item(item, where)
+        remembered = predictions.get(request_id)
+        if remembered is None:
+            unknown.append(request_id)
+            continue
+        if remembered.answered or any(r.request_id == request_id for r in rows):
+            raise FeedbackError(409, f"{where}: request {request_id!r} already has feedback", "duplicate")
+        if len(truth) != len(remembered.predictions):
+            raise FeedbackError(
+                400,
+                f"{where}: request {request_id!r} had {len(remembered.predictions)} rows but `truth` has {len(truth)}",
+                "invalid",
+            )
+        values = [_truth(v, transform, f"{where}.truth[{i}]") for i, v in enumerate(truth)]
+        pairs = zip(remembered.predictions, values, strict=True)
+        rows.extend(Row(request_id, i, p, t) for i, (p, t) in enumerate(pairs))
+        if len(rows) > max_rows:
+            raise FeedbackError(
+                413, f"more than {max_rows} feedback rows in one body (server.limits.maxRowsPerRequest)", "invalid"
+            )
+    if unknown:
+        shown = ", ".join(repr(i) for i in unknown[:MAX_IDS_SHOWN]) + (" ..." if len(unknown) > MAX_IDS_SHOWN else "")
+        raise FeedbackError(
+            404,
+            f"no recent prediction has request id {shown}: feedback must name the `id` of an infer request or "
+            f"of its answer, among the last {predictions.capacity} requests (monitoring.quality.maxPredictions)",
+            "unknown_id",
+        )
+    for request_id in {r.request_id for r in rows}:
+        remembered = predictions.get(request_id)
+        assert remembered is not None
+        remembered.answered = True
+    return rows
+
+
+def _item(item: Any, where: str) -> tuple[str, list[Any]]:
+    if not isinstance(item, dict):
+        raise FeedbackError(400, f"{where} must be an object {{id, truth}}", "invalid")
+    extra = sorted(set(item) - {"id", "truth"})
+    if extra:
+        raise FeedbackError(400, f"{where} has unknown fields {', '.join(extra)} (it takes id and truth)", "invalid")
+    request_id, truth = item.get("id"), item.get("truth")
+    if not isinstance(request_id, str | int) or isinstance(request_id, bool) or str(request_id) == "":
+        raise FeedbackError(400, f"{where}.id must be the request id (a non-empty string)", "invalid")
+    if not isinstance(truth, list):
+        truth = [truth]
+    if not truth:
+        raise FeedbackError(400, f"{where}.truth must hold one true label or value per row of the request", "invalid")
+    return str(request_id), truth
+
+
+def _truth(value: Any, transform: TransformSpec, where: str) -> Any:
+    label = transform.label
+    if label is not None and label.task == "classification":
+        if value in label.classes and not isinstance(value, bool):
+            return label.classes[label.classes.index(value)]  # as the model names it (3.0 -> 3)
+        if isinstance(value, str) and value in label.class_names:
+            return label.classes[label.class_names.index(value)]
+        if isinstance(value, str) and value.lstrip("-").isdigit() and int(value) in label.classes:
+            return int(value)
+        known = ", ".join(repr(c) for c in (label.class_names or label.classes)[:20])
+        raise FeedbackError(400, f"{where}: {value!r} is not one of the model's classes ({known})", "invalid")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise FeedbackError(400, f"{where}: {value!r} is not a number (this model predicts values)", "invalid")
+    return float(value)
+
+
+class LiveQuality:
+    """A sliding window of the latest (prediction, truth) rows and the metrics over it."""
+
+    def __init__(self, task: str, window_size: int) -> None:
+        self.task = task
+        self.window: deque[tuple[Any, Any]] = deque(maxlen=window_size)
+        self.total = 0  # rows ever received
+
+    def add(self, rows: list[Row]) -> None:
+        self.window.extend((r.prediction, r.truth) for r in rows)
+        self.total += len(rows)
+
+    def metrics(self) -> dict[str, float]:
+        if not self.window:
+            return {}
+        if self.task == "classification":
+            return classification(list(self.window))
+        errors = [float(p) - float(t) for p, t in self.window]
+        return {
+            "mae": sum(abs(e) for e in errors) / len(errors),
+            "rmse": math.sqrt(sum(e * e for e in errors) / len(errors)),
+        }
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "rows": len(self.window),
+            "windowSize": self.window.maxlen,
+            "feedbackRows": self.total,
+            "metrics": {k: round(v, 6) for k, v in self.metrics().items()},
+        }
+
+
+def classification(pairs: list[tuple[Any, Any]]) -> dict[str, float]:
+    """Accuracy and macro F1 (the mean over the classes present as truth or prediction) of (prediction, truth)."""
+    classes = {t for _, t in pairs} | {p for p, _ in pairs}
+    f1s = []
+    for c in classes:
+        tp = sum(1 for p, t in pairs if p == c and t == c)
+        fp = sum(1 for p, t in pairs if p == c and t != c)
+        fn = sum(1 for p, t in pairs if p != c and t == c)
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return {
+        "accuracy": sum(1 for p, t in pairs if p == t) / len(pairs),
+        "macro_f1": sum(f1s) / len(f1s),
+    }
