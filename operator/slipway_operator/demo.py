@@ -3,9 +3,11 @@
 The example manifests in examples/fashion-mnist/ are shrunk (a 20,000-image subset, 5 epochs, a 3-trial sweep,
 one server replica, short canary steps) and written to `<state>/manifests/` so you can see what ran; then the
 same runner as `slipway run` drives them: data prep, training on Ray Train, tuning on Ray Tune, and an
-inference server on a loopback port. The demo then sends test images to the endpoint over the Open Inference
-Protocol v2 and prints predictions beside the truth, the test accuracy, and where the report and model card are.
-Where the Debian Fashion-MNIST package is missing, scikit-learn's digits stand in.
+inference server on a loopback port. As soon as the endpoint serves, a client sends it test images and, for each
+answer, the true label as feedback (`POST /v2/models/<name>/feedback`), so the canary that autoUpdate starts for a
+better model is judged on real requests and the live accuracy shows in the status. The demo then prints
+predictions beside the truth, the test accuracy, and where the report and model card are. Where the Debian
+Fashion-MNIST package is missing, scikit-learn's digits stand in.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -83,20 +86,27 @@ def demo(state: Path) -> int:
 
     print("\n== 3. slipway run: prep, train (Ray Train), tune (Ray Tune), serve (OIP v2)")
     journey = Journey(Options(state=state))
+    client: Client | None = None
     try:
         objs = journey.start(load([folder]))
+        client = Client(objs)
+        client.start()
         problem = journey.until_done(objs)
+        client.close()
         if problem:
             print(f"\nstopped: {problem}")
             return 1
         print()
         journey.summary(objs)
+        print(f"  meanwhile a client sent {client.sent} requests and feedback for {client.rows} rows")
         print("\n== 4. Ask the endpoint about test images it never saw")
         ask(objs)
     except KeyboardInterrupt:
         print("\nstopping (Ctrl-C)...")
         return 130
     finally:
+        if client is not None:
+            client.close()
         journey.backend.close()
     print(
         f"\nDone. `slipway get --state {state}` lists what ran, `slipway describe NAME --state {state}` explains one, "
@@ -105,16 +115,63 @@ def demo(state: Path) -> int:
     return 0
 
 
-def ask(objs: list[dict[str, Any]], count: int = 10) -> None:
+class Client:
+    """Steady traffic with ground-truth feedback, in the background, from the moment the endpoint serves: a few test
+    images per request, about ten requests a second, and each answer's true labels sent back by its request id."""
+
+    def __init__(self, objs: list[dict[str, Any]]) -> None:
+        self.objs = objs
+        self.sent = self.rows = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="demo-client", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+
+    def _run(self) -> None:
+        test: Any = None
+        while not self.stop.wait(0.1):
+            kinds = _by_kind(self.objs)
+            serving = kinds["ModelDeployment"].get("status") or {}
+            prepared = (kinds["DatasetPrep"].get("status") or {}).get("phase") == "Succeeded"
+            if not serving.get("endpoint") or not prepared:
+                continue
+            try:
+                if test is None:
+                    manifest, test = held_out(self.objs)
+                batch = test.slice((self.sent * 4) % max(1, test.num_rows - 4), 4)
+                base = f"{serving['endpoint']}/v2/models/{serving['modelName']}"
+                answer = infer(f"{base}/infer", batch, manifest)
+                self.sent += 1
+                truth = batch.column(str(manifest.label)).to_pylist()
+                post(f"{base}/feedback", {"id": answer["id"], "truth": truth})
+                self.rows += len(truth)
+            except OSError:  # the server is starting, or rolling: try again
+                continue
+
+
+def _by_kind(objs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {o["kind"]: o for o in objs}
+
+
+def held_out(objs: list[dict[str, Any]]) -> tuple[Manifest, Any]:
+    """The prepared dataset's manifest and its test split."""
     import pyarrow.parquet as pq
 
-    by_kind = {o["kind"]: o for o in objs}
-    serving, prep = by_kind["ModelDeployment"]["status"], by_kind["DatasetPrep"]["status"]
-    dataset = prep["outputUri"]
+    dataset = _by_kind(objs)["DatasetPrep"]["status"]["outputUri"]
     where = storage.join(dataset, MANIFEST)
     manifest = Manifest.read(storage.read_json(where), where)
     test_path = storage.join(dataset, manifest.splits["test"])
-    test = pq.read_table(test_path.removeprefix("file://"))
+    return manifest, pq.read_table(test_path.removeprefix("file://"))
+
+
+def ask(objs: list[dict[str, Any]], count: int = 10) -> None:
+    serving = _by_kind(objs)["ModelDeployment"]["status"]
+    manifest, test = held_out(objs)
     label = str(manifest.label)
     names = manifest.labels()
     url = f"{serving['endpoint']}/v2/models/{serving['modelName']}/infer"
@@ -122,7 +179,7 @@ def ask(objs: list[dict[str, Any]], count: int = 10) -> None:
     shown = 0
     for start in range(0, min(test.num_rows, 500), 100):
         batch = test.slice(start, 100)
-        outputs = infer(url, batch, manifest)
+        outputs = {o["name"]: o for o in infer(url, batch, manifest)["outputs"]}
         predicted = outputs.get("class_name", outputs["label"])["data"]
         truth = [names[manifest.classes.index(v)] for v in batch.column(label).to_pylist()]
         for guess, actual in zip(predicted, truth, strict=True):
@@ -160,8 +217,10 @@ def infer(url: str, batch: Any, manifest: Manifest) -> dict[str, Any]:
             }
             for c in features
         ]
-    request = urllib.request.Request(
-        url, data=json.dumps({"inputs": inputs}).encode(), headers={"Content-Type": "application/json"}
-    )
+    return post(url, {"inputs": inputs})
+
+
+def post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as answer:
-        return {o["name"]: o for o in json.loads(answer.read())["outputs"]}
+        return dict(json.loads(answer.read()))

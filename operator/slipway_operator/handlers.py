@@ -118,6 +118,12 @@ class IndexedCluster:
     def list(self, api_version: str, kind: str, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
         return self.api.list(api_version, kind, namespace, label_selector)
 
+    def create(self, obj: dict[str, Any]) -> None:
+        self.api.create(obj)
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        self.api.delete(api_version, kind, namespace, name)
+
 
 def _pass(body: kopf.Body, patch: kopf.Patch, rt: Runtime, indexes: dict[str, Any]) -> None:
     kind = str(body["kind"])

@@ -119,6 +119,21 @@ class LocalStore:
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self.objects.get((kind, name))
 
+    def create(self, obj: dict[str, Any]) -> None:
+        """A resource a controller made (a retrain run): stored like a manifest, with its labels and annotations;
+        `slipway run` picks it up on its next pass."""
+        if (obj["kind"], obj["metadata"]["name"]) in self.objects:
+            return
+        created, _ = self.upsert(obj)
+        created["metadata"]["annotations"] = dict(obj["metadata"].get("annotations") or {})
+        created["metadata"]["ownerReferences"] = list(obj["metadata"].get("ownerReferences") or [])
+        self.save(created)
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        obj = self.objects.pop((kind, name), None)
+        if obj is not None:
+            self._path(kind, name).unlink(missing_ok=True)
+
     def list(self, api_version: str, kind: str, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
         return [
             o

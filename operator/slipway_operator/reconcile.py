@@ -9,6 +9,7 @@ and the Events to post. `obj` is the resource as a plain dict (apiVersion, kind,
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime
 import json
 import logging
@@ -24,7 +25,7 @@ from slipway_operator.api.modeldeployment import ModelDeploymentSpec
 from slipway_operator.api.validation import InvalidManifest, validate_manifest
 from slipway_operator.backends import ApplyRefused, Backend
 from slipway_operator.builders import suffixed
-from slipway_operator.controllers import kinds, modeldeployment
+from slipway_operator.controllers import kinds, modeldeployment, retrain
 from slipway_operator.controllers.common import (
     APPLIED_HASH,
     CONFIG_HASH,
@@ -57,6 +58,12 @@ class Cluster(Protocol):
     def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None: ...
 
     def list(self, api_version: str, kind: str, namespace: str, label_selector: str = "") -> list[dict[str, Any]]: ...
+
+    def create(self, obj: dict[str, Any]) -> None:
+        """Create a Slipway resource (a retrain run); one that exists already is left as it is."""
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        """Delete a Slipway resource; one that is gone already is fine."""
 
 
 @dataclass
@@ -354,6 +361,22 @@ def _stub(api_version: str, kind: str, namespace: str, name: str) -> dict[str, A
     return {"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": namespace}}
 
 
+FAIRNESS: dict[str, dict[str, Any]] = {}  # model URI -> its card's fairness (exported models do not change)
+
+
+def fairness_of(model_uri: str) -> dict[str, Any]:
+    """The fairness section of an exported model's card, read once per URI (a failed read is tried again)."""
+    if model_uri not in FAIRNESS:
+        card, error = _read(storage.join(model_uri, "model_card.json"))
+        if card is None:
+            LOG.warning("no fairness for %s: %s", model_uri, error or "no model card")
+            return {}
+        if len(FAIRNESS) > 256:
+            FAIRNESS.clear()
+        FAIRNESS[model_uri] = dict(card.get("fairness") or {})
+    return FAIRNESS[model_uri]
+
+
 def observe_serving(obj: dict[str, Any], rt: Runtime) -> modeldeployment.Observed:
     name, namespace = obj["metadata"]["name"], obj["metadata"]["namespace"]
     observed = modeldeployment.Observed(invalid=invalid(obj, rt.settings), now=time.time())
@@ -367,8 +390,17 @@ def observe_serving(obj: dict[str, Any], rt: Runtime) -> modeldeployment.Observe
         for kind in kinds.MODEL_KINDS:
             for candidate in rt.cluster.list(API_VERSION, kind, namespace, selector):
                 model = modeldeployment.model_of(candidate)
+                if model is not None and spec.auto_update.gate.max_fairness_gap is not None:
+                    model = dataclasses.replace(model, fairness=fairness_of(model.uri))
                 if model is not None:
                     observed.candidates.append(model)
+    retraining = spec.auto_update.retrain
+    if retraining is not None and spec.auto_update.enabled:
+        kind = "TrainingRun" if retraining.training_run else "TuningSweep"
+        observed.retrains = rt.cluster.list(API_VERSION, kind, namespace, retrain.selector(name))
+        template = retraining.training_run or (retraining.tuning_sweep.template if retraining.tuning_sweep else None)
+        ref = template.dataset.ref if template else None
+        observed.retrain_dataset = rt.cluster.get(API_VERSION, "DatasetPrep", namespace, ref) if ref else None
     for track in (modeldeployment.STABLE, modeldeployment.CANARY):
         found = rt.backend.observe(_stub("apps/v1", "Deployment", namespace, suffixed(name, track)))
         observed.deployments[track] = found
@@ -396,6 +428,13 @@ def reconcile_serving(obj: dict[str, Any], rt: Runtime) -> Outcome:
             return _apply_refused(obj, outcome, str(err))
     for api_version, kind, child in plan.delete:
         rt.backend.delete(api_version, kind, obj["metadata"]["namespace"], child)
+    for run in plan.create:
+        try:
+            rt.cluster.create(run)
+        except ApplyRefused as err:  # the API server refused the template: say so, keep serving
+            outcome.events.append(("Warning", "RetrainRefused", f"{run['kind']}/{run['metadata']['name']}: {err}"))
+    for api_version, kind, child in plan.delete_runs:
+        rt.cluster.delete(api_version, kind, obj["metadata"]["namespace"], child)
     return outcome
 
 

@@ -36,6 +36,7 @@ ROLLOUT_EVENTS = {
     "RollingUpdate",
     "CanaryStarted",
     "CanaryStep",
+    "CanaryInconclusive",
     "Promoting",
     "Promoted",
     "RolledBack",
@@ -139,13 +140,28 @@ class Journey:
                 storage.remove(artifacts)
 
     def step(self, objs: list[dict[str, Any]]) -> None:
-        for obj in objs:
+        for obj in list(objs):
             outcome = reconcile(obj, self.runtime)
             if outcome is None:
                 continue
             for type_, reason, message in outcome.events:
                 self.store.event(obj, type_, reason, message)
             self.store.update_status(obj, outcome.status)
+        self._adopt(objs)
+
+    def _adopt(self, objs: list[dict[str, Any]]) -> None:
+        """Resources a controller created (a ModelDeployment's retrain runs) join the journey; ones it deleted
+        leave it, their processes stopped."""
+        uids = {o["metadata"]["uid"] for o in objs}
+        for obj in list(objs):
+            if (obj["kind"], obj["metadata"]["name"]) not in self.store.objects:
+                stop_children(obj, self.runtime)
+                objs.remove(obj)
+        for obj in list(self.store.objects.values()):
+            owners = {r.get("uid") for r in obj["metadata"].get("ownerReferences") or []}
+            if owners & uids and all(o is not obj for o in objs):
+                self.out.write(f"{obj['kind']}/{obj['metadata']['name']}: created by its owner, it runs too\n")
+                objs.append(obj)
 
     def failure(self, objs: list[dict[str, Any]]) -> str | None:
         for obj in objs:
@@ -219,6 +235,10 @@ class Journey:
                     f"{name}: serving {status.get('modelName')} at {endpoint}\n"
                     f"  infer: POST {endpoint}/v2/models/{status.get('modelName')}/infer\n"
                 )
+                quality = status.get("quality") or {}
+                if quality.get("rows"):
+                    measured = ", ".join(f"{k} {v:.3f}" for k, v in sorted((quality.get("metrics") or {}).items()))
+                    self.out.write(f"  live quality: {measured} over the last {quality['rows']} feedback rows\n")
                 for event in self.store.events(obj["kind"], obj["metadata"]["name"]):
                     if event["reason"] in ROLLOUT_EVENTS:
                         self.out.write(f"  {event['reason']}: {event['message']}\n")

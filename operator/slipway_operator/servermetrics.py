@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -46,6 +47,29 @@ class Traffic:
             if self.buckets[bound] >= q * total:
                 return bound * 1000.0
         return math.inf
+
+    def counters(self) -> dict[str, Any]:
+        """Requests, errors and latency buckets as the status keeps them (a canary step's starting point)."""
+        buckets = {("+Inf" if math.isinf(b) else f"{b:g}"): c for b, c in sorted(self.buckets.items())}
+        return {"requests": self.requests, "errors": self.errors, "buckets": buckets}
+
+    @classmethod
+    def of_counters(cls, kept: dict[str, Any] | None) -> Traffic:
+        kept = kept or {}
+        buckets = {float(b): float(c) for b, c in (kept.get("buckets") or {}).items()}
+        return cls(int(kept.get("requests") or 0), int(kept.get("errors") or 0), buckets)
+
+    def since(self, before: Traffic) -> Traffic:
+        """The traffic after `before` (the counters when a canary step started). A count that went down (a replica
+        restarted with fresh counters) restarts the window from zero, as Prometheus' rate() treats a reset."""
+        deltas: list[float] = [self.requests - before.requests, self.errors - before.errors]
+        deltas += [c - before.buckets.get(b, 0.0) for b, c in self.buckets.items()]
+        if any(d < 0 for d in deltas):
+            return Traffic(self.requests, self.errors, dict(self.buckets), dict(self.drift), self.replicas)
+        buckets = {b: c - before.buckets.get(b, 0.0) for b, c in self.buckets.items()}
+        return Traffic(
+            self.requests - before.requests, self.errors - before.errors, buckets, dict(self.drift), self.replicas
+        )
 
     def add(self, other: Traffic) -> Traffic:
         buckets = dict(self.buckets)

@@ -8,6 +8,7 @@ The example manifests are applied with a small subset (2,000 images) and few epo
 from __future__ import annotations
 
 import json
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -201,6 +202,8 @@ def test_the_fashion_journey_applied_with_kubectl_runs_on_the_local_backend_and_
     assert promoted["current"]["modelUri"] == run["modelUri"], promoted["history"][0]["reason"]
     assert promoted["history"][0]["modelUri"] == sweep["modelUri"] and promoted["history"][0]["outcome"] == "Replaced"
     assert promoted.get("canary") is None and traffic.codes.count(200) > 20
+    judged = re.search(r"over (\d+) requests", promoted["history"][0]["reason"])
+    assert judged and int(judged.group(1)) >= 20, promoted["history"][0]["reason"]  # analysis.minRequests
     assert set(traffic.codes) == {200}, "requests failed during the rollout"
     events = plane.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=fashion")
     assert "CanaryStarted" in events and "CanaryStep" in events and "Promoted" in events

@@ -466,6 +466,8 @@ def test_the_service_account_may_do_no_more_than_it_needs(
         ("create", "events", "-n", watched),
         ("list", "pods", "-n", watched),
         ("get", "pods", "--subresource=proxy", "-n", watched),
+        ("create", "trainingruns.slipway.dev", "-n", watched),  # autoUpdate.retrain
+        ("delete", "tuningsweeps.slipway.dev", "-n", watched),
     ]
     for args in allowed:
         assert can_i(kubeconfig, *args) == "yes", args
@@ -477,7 +479,8 @@ def test_the_service_account_may_do_no_more_than_it_needs(
         ("create", "pods", "--subresource=exec", "-n", watched),
         ("get", "pods", "-n", watched),
         ("update", "trainingruns.slipway.dev", "-n", watched),
-        ("delete", "trainingruns.slipway.dev", "-n", watched),
+        ("create", "datasetpreps.slipway.dev", "-n", watched),
+        ("delete", "modeldeployments.slipway.dev", "-n", watched),
         ("create", "serviceaccounts", "--subresource=token", "-n", watched),
         ("create", "roles.rbac.authorization.k8s.io", "-n", watched),
         ("get", "deployments.apps", "-n", other),

@@ -419,3 +419,54 @@ def test_credentials_stay_in_their_secret(
     ):
         assert secret_value not in plane.kubectl("get", kind, "-n", namespace, "-o", "yaml"), kind
     assert secret_value not in runner.output
+
+
+def test_a_retrain_is_created_once_and_a_restarted_operator_that_lost_the_status_does_not_repeat_it(
+    control_plane: testbed.ControlPlane, namespace: str, operator: tuple[Path, int]
+) -> None:
+    """autoUpdate.retrain on a schedule: the operator creates one TrainingRun of the template, labelled for the gate
+    and owned by the deployment. The status is then wiped (as if the operator had died between creating the run
+    and recording it) and the operator keeps going: it finds the run by its label and does not create a second;
+    deleting the deployment deletes its runs."""
+    plane = control_plane
+    serving = example("fashion-mnist/04-modeldeployment.yaml")
+    template = example("fashion-mnist/02-trainingrun.yaml")["spec"]
+    serving["spec"]["model"] = {"uri": "s3://models/fashion/v1"}
+    serving["spec"]["autoUpdate"] = {
+        "enabled": True,
+        "selector": {"matchLabels": {"app": "fashion"}},
+        "retrain": {"trainingRun": template, "triggers": {"scheduleSeconds": 2}, "cooldownSeconds": 3600},
+    }
+    apply(plane, namespace, serving)
+
+    def runs() -> list[dict[str, Any]]:
+        found = plane.kubectl("get", "trainingruns", "-n", namespace, "-l", "slipway.dev/retrained-by=fashion", "-o",
+                              "json")  # fmt: skip
+        return list(json.loads(found)["items"])
+
+    testbed.wait_until("a retrain TrainingRun", runs, 60)
+    run = runs()[0]
+    assert run["metadata"]["name"] == "fashion-retrain-1" and run["metadata"]["labels"]["app"] == "fashion"
+    assert run["metadata"]["ownerReferences"][0]["kind"] == "ModelDeployment"
+    assert "schedule" in run["metadata"]["annotations"]["slipway.dev/retrain-reason"]
+    assert run["spec"]["model"] == template["model"]
+    testbed.wait_until(
+        "the retrain in status",
+        lambda: (status(plane, "modeldeployment", "fashion", namespace).get("retraining") or {}).get("runs"),
+        30,
+    )
+    # Forget it, as an operator that died before writing the status would have.
+    plane.kubectl("patch", "modeldeployment", "fashion", "-n", namespace, "--subresource=status", "--type=merge",
+                  "-p", json.dumps({"status": {"retraining": None}}))  # fmt: skip
+    testbed.wait_until(
+        "the status rebuilt from what exists",
+        lambda: (status(plane, "modeldeployment", "fashion", namespace).get("retraining") or {}).get("runs"),
+        30,
+    )
+    retraining = status(plane, "modeldeployment", "fashion", namespace)["retraining"]
+    assert [r["name"] for r in retraining["runs"]] == ["fashion-retrain-1"]
+    assert [r["metadata"]["name"] for r in runs()] == ["fashion-retrain-1"]
+    events = plane.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=fashion")
+    assert events.count("Retraining") == 1
+    plane.kubectl("delete", "modeldeployment", "fashion", "-n", namespace)
+    testbed.wait_until("the deployment's runs deleted with it", lambda: not runs(), 60)

@@ -513,14 +513,22 @@ def test_feedback_measures_live_quality_and_payloads_reach_the_store_with_the_da
         },
     )
     store = root / "payload-store"
-    process = next(
-        start(
-            root,
-            "private",
-            model,
-            monitoring={"payloadLog": {"enabled": True, "uri": store.as_uri(), "flushIntervalSeconds": 0.5}},
-        )
+    server = start(
+        root,
+        "private",
+        model,
+        monitoring={"payloadLog": {"enabled": True, "uri": store.as_uri(), "flushIntervalSeconds": 0.5}},
     )
+    process = next(server)
+    try:
+        check_feedback_and_payloads(root, dataset, store, process)
+    finally:  # the checks stop the server; if they failed first, stop it here
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=60)
+
+
+def check_feedback_and_payloads(root: Path, dataset: Path, store: Path, process: subprocess.Popen[str]) -> None:
     url = f"http://127.0.0.1:{json.loads((root / 'private.ready').read_text())['port']}"
     test = pq.read_table(next(dataset.glob("v-*/test/*.parquet"))).to_pylist()
     assert {row["Origin"] for row in test} <= {hashed(o) for o in ORIGINS}  # what training saw

@@ -241,3 +241,74 @@ def test_a_model_deployment_serves_from_server_pods_on_the_real_node_and_judges_
         assert load.codes[200] > 0 and set(load.codes) == {200}, load.codes
     finally:
         plane.kubectl("delete", "modeldeployment", NAME, "-n", ns, "--wait=true", "--timeout=120s", check=False)
+
+
+def test_feedback_on_the_real_node_reaches_status_as_live_quality_and_payloads_reach_the_s3_store(
+    control_plane: testbed.ControlPlane, slipway_on_node: str, real_node: RealNode, model_uri: str,
+    object_store: testbed.ObjectStore,
+) -> None:  # fmt: skip
+    """One server pod on the real node with a payload log and a quality threshold: a client in the node's network
+    sends requests and, for each answer's id, a true value 15 mpg off the prediction. The operator reads the live
+    MAE through the pod proxy into status.quality and marks the deployment Degraded (QualityDropped); feedback for
+    an id the server never gave is refused and counted; the payloads and the feedback land in the S3 store as
+    date-partitioned Parquet written by the server pod."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    plane, ns = control_plane, slipway_on_node
+    spec = deployment(ns, model_uri)
+    spec["spec"]["replicas"] = {"min": 1, "max": 1}  # feedback reaches the replica that answered
+    spec["spec"]["monitoring"] |= {
+        "quality": {"metric": "mae", "threshold": 5.0, "minRows": 20},
+        "payloadLog": {"enabled": True, "flushIntervalSeconds": 2},
+    }
+    plane.kubectl("apply", "-f", "-", input=json.dumps(spec))
+    try:
+        wait_status(plane, ns, "Available", lambda s: s.get("phase") == "Available", 300)
+        ip = json.loads(plane.kubectl("get", "service", NAME, "-n", ns, "-o", "json"))["spec"]["clusterIP"]
+        assert real_node.net is not None
+        code, meta = real_node.net.http("GET", ip, 80, f"/v2/models/{NAME}", timeout=10)
+        features = json.loads(meta)["parameters"]["features"]
+        for _ in range(15):  # 2 cars per request: 30 feedback rows
+            code, answer = real_node.net.http("POST", ip, 80, f"/v2/models/{NAME}/infer", infer_body(features), 10)
+            assert code == 200, answer
+            answered = json.loads(answer)
+            truth = [v + 15.0 for v in answered["outputs"][0]["data"]]
+            feedback = json.dumps({"id": answered["id"], "truth": truth}).encode()
+            code, told = real_node.net.http("POST", ip, 80, f"/v2/models/{NAME}/feedback", feedback, 10)
+            assert code == 200, told
+        unknown = json.dumps({"id": "never-answered", "truth": [20.0, 20.0]}).encode()
+        code, refused = real_node.net.http("POST", ip, 80, f"/v2/models/{NAME}/feedback", unknown, 10)
+        assert code == 404 and "never-answered" in refused
+
+        degraded = wait_status(plane, ns, "QualityDropped", lambda s: s.get("phase") == "Degraded", 120)
+        assert degraded["quality"]["rows"] == 30 and abs(degraded["quality"]["metrics"]["mae"] - 15.0) < 1e-3
+        reason = next(c for c in degraded["conditions"] if c["type"] == "Degraded")
+        assert reason["reason"] == "QualityDropped" and "above monitoring.quality.threshold 5" in reason["message"]
+
+        s3 = store_client(object_store)
+        prefix = f"payloads/{ns}/{NAME}/"
+
+        def parts(kind: str) -> list[str]:
+            listed = s3.list_objects_v2(Bucket="slipway", Prefix=prefix + kind)
+            return [o["Key"] for o in listed.get("Contents", []) if o["Key"].endswith(".parquet")]
+
+        testbed.wait_until("payload and feedback parts in the store", lambda: parts("payloads/") and parts("feedback/"),
+                           60)  # fmt: skip
+
+        def rows(kind: str) -> list[dict[str, Any]]:
+            tables = [pq.read_table(io.BytesIO(s3.get_object(Bucket="slipway", Key=k)["Body"].read())) for k in
+                      parts(kind)]  # fmt: skip
+            return [r for t in tables for r in t.to_pylist()]
+
+        testbed.wait_until("every payload row written", lambda: len(rows("payloads/")) == 30, 30)
+        logged = rows("payloads/")
+        assert {r["Origin"] for r in logged} == {"Japan", "USA"} and all("Name" not in r for r in logged)
+        assert all(re.fullmatch(r"date=\d{4}-\d\d-\d\d", k.split("/")[-2]) for k in parts("payloads/"))
+        testbed.wait_until("every feedback row written", lambda: len(rows("feedback/")) == 30, 30)
+        pod = server_pods(plane, ns, "stable")[0]["metadata"]["name"]
+        metrics_text = plane.kubectl("get", "--raw", f"/api/v1/namespaces/{ns}/pods/{pod}:8080/proxy/metrics")
+        assert f'slipway_feedback_total{{model="{NAME}",outcome="unknown_id"}} 1.0' in metrics_text
+    finally:
+        plane.kubectl("delete", "modeldeployment", NAME, "-n", ns, "--wait=true", check=False)

@@ -190,8 +190,11 @@ def test_a_canary_steps_up_while_its_gate_holds_then_is_promoted() -> None:
     assert world.obj["status"]["canaryWeight"] == 10
     world.step(advance=31)
     assert world.obj["status"]["canaryWeight"] == 50 and world.events[-1][1] == "CanaryStep"
+    assert "over 200 requests" in world.events[-1][2]
+    world.traffic[md.CANARY] = healthy(requests=500)  # 300 more during the second step
     world.step(advance=61)
-    assert world.obj["status"]["canaryWeight"] == 100
+    assert world.obj["status"]["canaryWeight"] == 100 and "over 300 requests" in world.events[-1][2]
+    world.traffic[md.CANARY] = healthy(requests=900)
     world.step(advance=61, make_ready=False)  # passes the last step: the stable track rolls to the canary
     status = world.obj["status"]
     assert status["current"]["name"] == canary and world.revision(md.STABLE) == canary
@@ -316,7 +319,7 @@ def test_live_quality_from_replicas_is_weighted_by_their_feedback_rows() -> None
 
 def test_live_quality_below_its_threshold_is_degraded_with_reason_quality_dropped() -> None:
     world = serving_world()
-    world.obj["spec"]["monitoring"] = {"quality": {"metric": "accuracy", "threshold": 0.8, "minRows": 50}}
+    world.obj["spec"]["monitoring"]["quality"] = {"metric": "accuracy", "threshold": 0.8, "minRows": 50}
     world.traffic[md.STABLE] = healthy()
     world.traffic[md.STABLE].quality, world.traffic[md.STABLE].quality_rows = {"accuracy": 0.6, "macro_f1": 0.5}, 40
     world.step()
@@ -331,7 +334,130 @@ def test_live_quality_below_its_threshold_is_degraded_with_reason_quality_droppe
         in degraded["message"]
     )
     assert status["quality"]["rows"] == 60 and status["quality"]["checkedAt"]
-    world.obj["spec"]["monitoring"] = {"quality": {"metric": "rmse", "threshold": 1.0}}
+    world.obj["spec"]["monitoring"]["quality"] = {"metric": "rmse", "threshold": 1.0}  # not a new revision
     world.step()
     assert world.condition("Degraded")["reason"] == "QualityNotMeasured"
     assert "measures accuracy, macro_f1" in world.condition("Degraded")["message"]
+
+
+def test_a_canary_step_with_too_few_requests_pauses_is_never_promoted_and_resumes_when_traffic_comes() -> None:
+    world = serving_world()
+    world.source = run("fashion-sweep", "s3://m/2", 0.92)
+    world.step()
+    canary = world.revision(md.CANARY)
+    world.traffic[md.STABLE] = healthy(requests=1000)
+    world.traffic[md.CANARY] = healthy(requests=5)
+    world.step(advance=61)
+    status, paused = world.obj["status"], world.condition("Paused")
+    assert status["canaryWeight"] == 10 and status["canary"]["name"] == canary  # holds its weight
+    assert paused["status"] == "True" and paused["reason"] == "CanaryInconclusive"
+    assert "5 requests reached the canary during the step; analysis.minRequests is 20" in paused["message"]
+    assert f"slipway.dev/abort-canary={canary}" in paused["message"]
+    assert world.events[-1][:2] == ("Warning", "CanaryInconclusive")
+    for _ in range(5):  # no traffic, no judgement: never promoted, one Event
+        world.step(advance=61)
+    assert world.obj["status"]["canaryWeight"] == 10 and world.revision(md.STABLE) != canary
+    assert [e[1] for e in world.events].count("CanaryInconclusive") == 1
+    world.traffic[md.STABLE] = healthy(requests=1090)  # then traffic: 90 stable, 30 canary since the step began
+    world.traffic[md.CANARY] = healthy(requests=30)
+    world.step(advance=1)
+    status = world.obj["status"]
+    assert status["canaryWeight"] == 50 and world.condition("Paused")["status"] == "False"
+    assert world.events[-1][1] == "CanaryStep"
+
+
+def test_the_share_of_traffic_the_canary_actually_got_is_in_status() -> None:
+    world = serving_world(replicas={"min": 2})
+    world.traffic[md.STABLE] = healthy(requests=100)
+    world.source = run("fashion-sweep", "s3://m/2", 0.92)
+    world.step()
+    world.traffic[md.STABLE] = healthy(requests=150)  # 2 replicas: 10% is one replica of two, about half
+    world.traffic[md.CANARY] = healthy(requests=50)
+    world.step(advance=10)
+    status = world.obj["status"]
+    assert status["canaryTraffic"] == {"requests": 50, "share": 0.5, "errorRate": 0.0, "p99LatencyMs": 10.0}
+    assert "1 of 2 replicas, 50% of requests so far" in status["message"]
+
+
+def test_a_canary_is_aborted_by_annotating_its_revision() -> None:
+    world = serving_world()
+    stable = world.revision(md.STABLE)
+    world.source = run("fashion-sweep", "s3://m/2", 0.92)
+    world.step()
+    canary = world.revision(md.CANARY)
+    world.obj["metadata"]["annotations"] = {md.ABORT_ANNOTATION: "some-other-revision"}
+    world.step()
+    assert md.CANARY in world.deployments
+    world.obj["metadata"]["annotations"] = {md.ABORT_ANNOTATION: canary}
+    world.step()
+    history = world.obj["status"]["history"][0]
+    assert md.CANARY not in world.deployments and world.revision(md.STABLE) == stable
+    assert history["name"] == canary and history["outcome"] == "RolledBack" and "aborted" in history["reason"]
+
+
+def test_a_step_window_restarts_when_a_replica_restarts_with_fresh_counters() -> None:
+    before = Traffic(500, 0, {0.01: 500.0, math.inf: 500.0})
+    assert healthy(requests=700).since(before).requests == 200
+    restarted = healthy(requests=40)  # fewer than when the step began: the counters were reset
+    window = restarted.since(before)
+    assert (window.requests, window.errors) == (40, 0)
+    assert Traffic.of_counters(before.counters()).buckets == before.buckets
+
+
+def test_with_feedback_flowing_a_canary_much_worse_than_stable_is_rolled_back_on_live_quality() -> None:
+    world = serving_world()
+    world.obj["spec"]["monitoring"]["quality"] = {"metric": "accuracy", "threshold": 0.5, "minRows": 30}
+    world.obj["spec"]["rollout"]["canary"]["analysis"]["maxQualityDrop"] = 0.02
+    world.source = run("fashion-sweep", "s3://m/corrupt", 0.95)  # looks better on paper
+    world.step()
+    canary = world.revision(md.CANARY)
+
+    def traffic(requests: int, accuracy: float, rows: int) -> Traffic:
+        measured = healthy(requests=requests)
+        measured.quality, measured.quality_rows = {"accuracy": accuracy, "macro_f1": accuracy}, rows
+        return measured
+
+    world.traffic[md.STABLE] = traffic(500, 0.85, 200)
+    world.traffic[md.CANARY] = traffic(100, 0.40, 10)  # too few feedback rows to judge
+    world.step(advance=61)
+    assert world.condition("Paused")["status"] == "True"
+    assert "needs 30 feedback rows on each track" in world.condition("Paused")["message"]
+    world.traffic[md.CANARY] = traffic(150, 0.40, 60)
+    world.step(advance=1)
+    history = world.obj["status"]["history"][0]
+    assert history["name"] == canary and history["outcome"] == "RolledBack"
+    assert "live accuracy 0.4 (canary) vs 0.85 (stable): worse by 0.45, above maxQualityDrop 0.02" in history["reason"]
+
+
+def test_a_better_candidate_with_a_wide_gap_between_groups_is_not_rolled_out_and_status_says_which() -> None:
+    world = serving_world()
+    world.obj["spec"]["autoUpdate"]["gate"]["maxFairnessGap"] = 0.05
+    world.step()  # the gate's limit is not served config: no rollout for it
+    assert md.CANARY not in world.deployments
+    fair = {
+        "sex": {"metric": "accuracy", "largest_gap": 0.02, "groups": {"F": {"accuracy": 0.9}, "M": {"accuracy": 0.92}}}
+    }
+    unfair = {
+        "sex": {"metric": "accuracy", "largest_gap": 0.12, "groups": {"F": {"accuracy": 0.81}, "M": {"accuracy": 0.93}}}
+    }
+    spec = md.ModelDeploymentSpec.model_validate(world.obj["spec"])
+    lopsided = md.model_of(run("lopsided", "s3://m/l", 0.99, kind="TrainingRun"))
+    assert lopsided is not None
+    observed = md.Observed(
+        source=md.source_of(spec, world.source)[0],
+        candidates=[md.Model(**{**lopsided.__dict__, "fairness": unfair})],
+        deployments={t: world.deployments.get(t) for t in (md.STABLE, md.CANARY)},
+        now=world.now,
+    )
+    plan = md.plan(copy.deepcopy(world.obj), observed, SETTINGS)
+    assert not any(c["metadata"]["name"].endswith("-canary") for c in plan.children if c["kind"] == "Deployment")
+    assert plan.status["rejected"] == [
+        {
+            "source": "TrainingRun/lopsided",
+            "reason": "sex: accuracy gap 0.12 between F (0.81) and M (0.93) is above "
+            "autoUpdate.gate.maxFairnessGap 0.05",
+        }
+    ]
+    observed.candidates = [md.Model(**{**lopsided.__dict__, "fairness": fair})]
+    plan = md.plan(copy.deepcopy(world.obj), observed, SETTINGS)
+    assert plan.status["rejected"] == [] and plan.status["canary"]["source"] == "TrainingRun/lopsided"

@@ -8,7 +8,8 @@ from pydantic import Field
 
 from slipway_operator.api.common import LabelSelector, ObjectName, Quantity, SecretKeyRef, StatusBase
 from slipway_operator.api.kind import COMMON_COLUMNS_AGE, Kind, PrinterColumn, Rule, exactly_one, uri_rule
-from slipway_operator.api.trainingrun import Lineage
+from slipway_operator.api.trainingrun import Lineage, TrainingRunSpec
+from slipway_operator.api.tuningsweep import TuningSweepSpec
 from slipway_trainer.config.base import ConfigModel, MetricName
 from slipway_trainer.config.serve import Monitoring, Quality, ServerSpec
 
@@ -61,6 +62,16 @@ class Analysis(ConfigModel):
     max_p99_latency_ms: float = Field(default=100.0, gt=0)
     """Largest 99th-percentile latency."""
 
+    max_quality_drop: float | None = Field(default=None, ge=0)
+    """With feedback flowing: how much worse the canary's live `monitoring.quality.metric` may be than the stable
+    track's (in the metric's units: 0.02 is two points of accuracy). Judged once both have
+    `monitoring.quality.minRows` feedback rows; before that the step is inconclusive."""
+
+    min_requests: int = Field(default=20, ge=1, le=10_000_000)
+    """Requests the canary must serve during a step before the step is judged. With fewer, the step is
+    inconclusive: the canary holds its weight (condition Paused) and is judged again as traffic arrives; it is never
+    promoted unjudged."""
+
 
 class Canary(ConfigModel):
     """A canary rollout: the new model gets a growing share of traffic while the gate holds."""
@@ -99,6 +110,48 @@ class Gate(ConfigModel):
     direction: Literal["maximize", "minimize"] = "maximize"
     """Whether larger is better."""
 
+    max_fairness_gap: float | None = Field(default=None, ge=0)
+    """The largest gap a candidate may show between the groups of a sensitive feature on its test split
+    (`evaluation.sensitiveFeatures`, in its objective metric, from its model card); a wider one is not rolled out and
+    `status.rejected` says which groups and by how much. Candidates evaluated without groups pass."""
+
+
+class RetrainTriggers(ConfigModel):
+    """What starts a retrain: any one of them, once no retrain is running and the cooldown has passed."""
+
+    dataset_changed: bool = True
+    """The template's DatasetPrep has a new version: its fingerprint differs from the serving model's dataset and
+    from every earlier retrain's."""
+
+    drift: bool = False
+    """Input drift above monitoring.drift.threshold (the Drifted condition)."""
+
+    quality_dropped: bool = True
+    """Live quality below monitoring.quality.threshold (Degraded, reason QualityDropped)."""
+
+    schedule_seconds: int | None = Field(default=None, ge=1)
+    """Retrain when the last retrain (or, before any, the serving revision) is older than this, e.g. 604800 for
+    weekly."""
+
+
+class Retrain(ConfigModel):
+    """Train new candidates from a template when a trigger fires; autoUpdate's gate decides whether they serve."""
+
+    training_run: TrainingRunSpec | None = None
+    """The TrainingRun spec each retrain creates (`dataset.ref` names the DatasetPrep: its newest version)."""
+
+    tuning_sweep: TuningSweepSpec | None = None
+    """Or a TuningSweep spec: each retrain is a sweep."""
+
+    triggers: RetrainTriggers = Field(default_factory=RetrainTriggers)
+    """When to retrain."""
+
+    cooldown_seconds: int = Field(default=3600, ge=0, le=31_536_000)
+    """Least time between two retrains."""
+
+    keep: int = Field(default=3, ge=1, le=100)
+    """Finished retrain runs kept; older ones are deleted (never the one serving or in a canary)."""
+
 
 class AutoUpdate(ConfigModel):
     """Roll out newer models automatically."""
@@ -111,6 +164,10 @@ class AutoUpdate(ConfigModel):
 
     gate: Gate = Field(default_factory=Gate)
     """The improvement a candidate must show."""
+
+    retrain: Retrain | None = None
+    """Create candidates: TrainingRuns (or TuningSweeps) of this deployment's own, labelled with the selector's
+    matchLabels, when a trigger fires."""
 
 
 class ServingPrivacy(ConfigModel):
@@ -227,6 +284,74 @@ class QualityStatus(ConfigModel):
     """When it was measured."""
 
 
+class Counters(ConfigModel):
+    """A track's request counters summed over its servers when a canary step started (the step's window starts
+    there)."""
+
+    requests: int = 0
+    errors: int = 0
+    buckets: dict[str, float] = Field(default_factory=dict)
+    """Latency histogram: upper bound in seconds -> cumulative count."""
+
+
+class CanaryTraffic(ConfigModel):
+    """What the canary served during the step in progress (or the last judged one)."""
+
+    requests: int = 0
+    """Requests the canary answered during the step."""
+
+    share: float | None = None
+    """Its fraction of both tracks' requests during the step: the traffic split actually achieved (on Kubernetes the
+    Service splits by ready replicas, so 10% of 2 replicas is about 50%)."""
+
+    error_rate: float = 0.0
+    """Fraction answered 5xx."""
+
+    p99_latency_ms: float | None = None
+    """99th-percentile latency (the upper bound of its histogram bucket)."""
+
+
+class RetrainRun(ConfigModel):
+    """A run a retrain created."""
+
+    name: str = ""
+    kind: str = "TrainingRun"
+    reason: str = ""
+    """The trigger, in words."""
+
+    dataset_fingerprint: str | None = None
+    """The dataset version it trains on."""
+
+    at: str | None = None
+    """When it was created."""
+
+    phase: str | None = None
+    """Its phase when last seen."""
+
+
+class RetrainStatus(ConfigModel):
+    """The retrains autoUpdate.retrain started."""
+
+    runs: list[RetrainRun] = Field(default_factory=list, max_length=100)
+    """The retrain runs that exist, newest first."""
+
+    next_allowed_at: str | None = None
+    """When the cooldown ends."""
+
+    waiting: str | None = None
+    """A trigger that fired but waits (a retrain running, the cooldown), in words."""
+
+
+class Rejected(ConfigModel):
+    """A candidate the gate turned down."""
+
+    source: str = ""
+    """`TrainingRun/<name>` or `TuningSweep/<name>`."""
+
+    reason: str = ""
+    """Why, naming the groups and the gap."""
+
+
 class ModelDeploymentStatus(StatusBase):
     """Where the model is served, which revision, and how it is doing."""
 
@@ -257,6 +382,12 @@ class ModelDeploymentStatus(StatusBase):
     step_started_at: str | None = None
     """When the canary step in progress started (its gate is judged intervalSeconds later)."""
 
+    step_baseline: dict[str, Counters] | None = None
+    """Each track's counters when the canary step in progress started."""
+
+    canary_traffic: CanaryTraffic | None = None
+    """What the canary served during the step, and the share of traffic it actually got."""
+
     source_revision: str | None = None
     """The revision spec.model resolved to when last rolled out (autoUpdate may serve a better one)."""
 
@@ -268,6 +399,12 @@ class ModelDeploymentStatus(StatusBase):
 
     quality: QualityStatus = Field(default_factory=QualityStatus)
     """Live quality from ground-truth feedback."""
+
+    rejected: list[Rejected] = Field(default_factory=list, max_length=10)
+    """autoUpdate candidates the fairness gate turns down, and why."""
+
+    retraining: RetrainStatus | None = None
+    """Retrains started by autoUpdate.retrain."""
 
     history: list[Revision] = Field(default_factory=list, max_length=10)
     """Earlier revisions, newest first (for rollback and audit)."""
@@ -331,6 +468,12 @@ KIND = Kind(
                 "autoUpdate.enabled needs a selector naming the "
                 "TrainingRuns or TuningSweeps that may replace the model",
             ),
+            Rule(
+                "!has(self.retrain) || (self.enabled && has(self.selector) && has(self.selector.matchLabels))",
+                "autoUpdate.retrain needs autoUpdate.enabled and a selector with matchLabels: the runs it creates "
+                "carry those labels, so the gate considers them",
+            ),
         ),
+        Retrain: (exactly_one("trainingRun", "tuningSweep", what="autoUpdate.retrain.trainingRun or tuningSweep"),),
     },
 )

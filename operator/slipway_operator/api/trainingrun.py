@@ -76,6 +76,9 @@ class Lineage(ConfigModel):
     trial: str | None = None
     """The sweep trial that trained it (if any)."""
 
+    retrain_reason: str | None = None
+    """Why a ModelDeployment's autoUpdate.retrain started it (if it did)."""
+
 
 class ModelRunStatus(RunStatusBase):
     """What a run that produces a model reports: metrics, the exported model and where it came from."""

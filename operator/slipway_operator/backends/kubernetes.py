@@ -61,6 +61,24 @@ class KubernetesApi:
         found = self.resource(api_version, kind).get(namespace=namespace, label_selector=label_selector)
         return [item.to_dict() for item in found.items]
 
+    def create(self, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        try:
+            self.resource(obj["apiVersion"], obj["kind"]).create(body=obj, namespace=meta["namespace"])
+        except ApiException as err:
+            if err.status == 409:  # created by an earlier pass: level-triggered, nothing to do
+                return
+            if err.status not in REFUSED_FOR_GOOD:
+                raise
+            raise ApplyRefused(refusal(obj, err)) from None
+
+    def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
+        try:
+            self.resource(api_version, kind).delete(name=name, namespace=namespace)
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
     def unserved(self, group: str, version: str, plurals: tuple[str, ...]) -> tuple[str, ...]:
         """Which of these resources the API server does not serve (API discovery: no RBAC rule needed)."""
         try:
@@ -112,11 +130,7 @@ class KubernetesBackend:
         return self.api.get(child["apiVersion"], child["kind"], meta["namespace"], meta["name"])
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
-        try:
-            self.api.resource(api_version, kind).delete(name=name, namespace=namespace)
-        except ApiException as err:
-            if err.status != 404:
-                raise
+        self.api.delete(api_version, kind, namespace, name)
 
     def endpoint(self, service: dict[str, Any]) -> str | None:
         meta = service["metadata"]

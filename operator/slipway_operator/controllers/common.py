@@ -92,6 +92,15 @@ def file_uri_paths(spec: Any, prefix: str = "spec") -> list[str]:
     return [prefix] if isinstance(spec, str) and spec.startswith("file://") else []
 
 
+RETRAIN_REASON = "slipway.dev/retrain-reason"  # annotation of a run a ModelDeployment's autoUpdate.retrain made
+
+
+def retrain_lineage(obj: dict[str, Any]) -> dict[str, str]:
+    """`retrainReason` for the lineage of a run that autoUpdate.retrain created (its annotation), else nothing."""
+    reason = ((obj.get("metadata") or {}).get("annotations") or {}).get(RETRAIN_REASON)
+    return {"retrainReason": str(reason)} if reason else {}
+
+
 def artifact_uri(settings: Settings, folder: str, namespace: str, name: str) -> str:
     """`<store>/<folder>/<namespace>/<name>`, e.g. s3://slipway/runs/ml/fashion-mlp."""
     return f"{settings.store_uri.rstrip('/')}/{folder}/{namespace}/{name}"

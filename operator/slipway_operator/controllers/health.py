@@ -44,21 +44,53 @@ def replicas_ready(deployment: dict[str, Any] | None) -> tuple[int, int, bool]:
     return ready, desired, done
 
 
-def gate(analysis: Analysis, traffic: Traffic | None, ready: int, scrape_error: str | None) -> tuple[bool, str]:
-    """Whether a canary step passed, and what was measured."""
+PASSED, FAILED, INCONCLUSIVE = "passed", "failed", "inconclusive"
+
+
+def gate(analysis: Analysis, window: Traffic | None, ready: int, scrape_error: str | None) -> tuple[str, str]:
+    """Whether a canary step passed, failed or cannot be judged yet, from the requests the canary served during the
+    step (`window`), and what was measured. Fewer than `minRequests` requests judge nothing: inconclusive."""
     if ready < 1:
-        return False, "no canary replica became ready"
-    if traffic is None:
-        return False, f"the canary's /metrics could not be read ({scrape_error or 'no replica answered'})"
-    if traffic.requests == 0:
-        return True, "no requests reached the canary during the step (nothing failed)"
-    p99 = traffic.quantile_ms(0.99)
-    measured = f"error rate {traffic.error_rate:.2%} over {traffic.requests} requests, p99 {_ms(p99)}"
-    if traffic.error_rate > analysis.max_error_rate:
-        return False, f"{measured}: error rate above maxErrorRate {analysis.max_error_rate:.2%}"
+        return FAILED, "no canary replica became ready"
+    if window is None:
+        return FAILED, f"the canary's /metrics could not be read ({scrape_error or 'no replica answered'})"
+    if window.requests < analysis.min_requests:
+        return INCONCLUSIVE, (
+            f"{window.requests} requests reached the canary during the step; analysis.minRequests is "
+            f"{analysis.min_requests}"
+        )
+    p99 = window.quantile_ms(0.99)
+    measured = f"error rate {window.error_rate:.2%} over {window.requests} requests, p99 {_ms(p99)}"
+    if window.error_rate > analysis.max_error_rate:
+        return FAILED, f"{measured}: error rate above maxErrorRate {analysis.max_error_rate:.2%}"
     if p99 is not None and p99 > analysis.max_p99_latency_ms:
-        return False, f"{measured}: p99 above maxP99LatencyMs {analysis.max_p99_latency_ms:g} ms"
-    return True, measured
+        return FAILED, f"{measured}: p99 above maxP99LatencyMs {analysis.max_p99_latency_ms:g} ms"
+    return PASSED, measured
+
+
+def quality_gate(
+    analysis: Analysis, quality: Quality, canary: Traffic | None, stable: Traffic | None
+) -> tuple[str, str] | None:
+    """The canary's live quality against the stable track's (`analysis.maxQualityDrop`): None when not asked."""
+    metric = quality.metric
+    if analysis.max_quality_drop is None or metric is None:
+        return None
+    rows = {track: (t.quality_rows if t else 0) for track, t in (("canary", canary), ("stable", stable))}
+    short = [f"{track} {n}" for track, n in rows.items() if n < quality.min_rows]
+    if short:
+        return INCONCLUSIVE, (
+            f"live {metric} needs {quality.min_rows} feedback rows on each track (monitoring.quality.minRows); "
+            f"so far: {', '.join(short)}"
+        )
+    assert canary is not None and stable is not None
+    new, old = canary.quality.get(metric), stable.quality.get(metric)
+    if new is None or old is None:
+        return FAILED, f"live {metric} is not measured for this model (monitoring.quality.metric)"
+    drop = (new - old) if metric in LOWER_IS_BETTER else (old - new)
+    measured = f"live {metric} {new:.4g} (canary) vs {old:.4g} (stable)"
+    if drop > analysis.max_quality_drop:
+        return FAILED, f"{measured}: worse by {drop:.4g}, above maxQualityDrop {analysis.max_quality_drop:g}"
+    return PASSED, measured
 
 
 def quality_problem(quality: Quality, traffic: Traffic | None) -> tuple[str, str] | None:

@@ -18,6 +18,7 @@ Argo Rollouts: each pass reads it, looks at the world, and takes one transition 
   the last step -> promote (stable moves to the revision, then the canary goes); fail -> roll back (canary
   deleted, the revision remembered as RolledBack so it is not tried again).
 - Health (Available, Degraded, Drifted): `health.py`.
+- Retraining (autoUpdate.retrain: new candidates when a trigger fires): `retrain.py`.
 """
 
 from __future__ import annotations
@@ -30,8 +31,18 @@ from typing import Any
 from slipway_operator import builders
 from slipway_operator.api.common import Phase
 from slipway_operator.api.modeldeployment import Analysis, Canary, ModelDeploymentSpec
+from slipway_operator.controllers import retrain
 from slipway_operator.controllers.common import Child, Ref, ServingController, Settings, artifact_uri
-from slipway_operator.controllers.health import Pods, gate, health, replicas_ready
+from slipway_operator.controllers.health import (
+    FAILED,
+    INCONCLUSIVE,
+    PASSED,
+    Pods,
+    gate,
+    health,
+    quality_gate,
+    replicas_ready,
+)
 from slipway_operator.controllers.revisions import (
     Model,
     Target,
@@ -41,7 +52,9 @@ from slipway_operator.controllers.revisions import (
     selector_string,
     source_of,
     target,
+    unfair,
 )
+from slipway_operator.runstatus import condition
 from slipway_operator.servermetrics import Traffic
 from slipway_operator.workloads import serve_config
 
@@ -50,7 +63,15 @@ __all__ = ["CANARY", "STABLE", "Model", "Observed", "Plan", "model_of", "plan", 
 STABLE, CANARY = "stable", "canary"
 PAYLOAD_FOLDER = "payloads"  # <store>/payloads/<namespace>/<name>: payload logs and feedback
 HISTORY = 10
-NO_CANARY = {"canary": None, "canaryStep": None, "canaryWeight": None, "stepStartedAt": None}
+NO_CANARY = {
+    "canary": None,
+    "canaryStep": None,
+    "canaryWeight": None,
+    "stepStartedAt": None,
+    "stepBaseline": None,
+    "canaryTraffic": None,
+}
+ABORT_ANNOTATION = "slipway.dev/abort-canary"  # value: the canary revision to roll back now
 
 
 @dataclass
@@ -68,6 +89,8 @@ class Observed:
     endpoint: str | None = None
     invalid: str | None = None
     now: float = 0.0  # seconds since the epoch
+    retrains: list[dict[str, Any]] = field(default_factory=list)  # runs autoUpdate.retrain created (by label)
+    retrain_dataset: dict[str, Any] | None = None  # the retrain template's DatasetPrep
 
 
 @dataclass
@@ -76,6 +99,8 @@ class Plan:
     delete: list[tuple[str, str, str]]  # (apiVersion, kind, name)
     status: dict[str, Any]
     events: list[tuple[str, str, str]]  # (Normal|Warning, reason, message)
+    create: list[dict[str, Any]] = field(default_factory=list)  # Slipway resources to create (retrain runs)
+    delete_runs: list[tuple[str, str, str]] = field(default_factory=list)  # Slipway resources to delete
 
 
 @dataclass(frozen=True)
@@ -153,13 +178,14 @@ class Rollout:
 
     def __init__(self, obj: dict[str, Any], o: Observed, settings: Settings) -> None:
         self.spec = ModelDeploymentSpec.model_validate(obj["spec"])
+        self.obj = obj
         self.name = obj["metadata"]["name"]
         self.o = o
         self.previous: dict[str, Any] = dict(obj.get("status") or {})
         self.generation = int(obj["metadata"].get("generation", 1))
         self.now = iso(o.now)
         self.events: list[tuple[str, str, str]] = []
-        carried = ("current", "canary", "canaryStep", "canaryWeight", "stepStartedAt", "sourceRevision")
+        carried = [*NO_CANARY, "current", "sourceRevision"]
         self.status: dict[str, Any] = {
             "observedGeneration": self.generation,
             "modelName": self.name,
@@ -171,11 +197,16 @@ class Rollout:
         self.total = self.spec.replicas.min
         self.service = builders.server_service(self.build.owner)
         self.analysis = self.spec.rollout.canary.analysis if self.spec.rollout.canary else Analysis()
+        self.abort = (obj["metadata"].get("annotations") or {}).get(ABORT_ANNOTATION)
+        self.paused: str | None = None
 
     # -- the choice ---------------------------------------------------------------------------------------------
 
     def next(self) -> Step:
         o, status = self.o, self.status
+        limit = self.spec.auto_update.gate.max_fairness_gap
+        turned_down = [(c.source, unfair(c, limit)) for c in o.candidates if self.spec.auto_update.enabled]
+        status["rejected"] = [{"source": s, "reason": r} for s, r in turned_down if r][:10]
         if o.invalid:
             return Step(Phase.INVALID, "InvalidSpec", o.invalid, [])
         chosen = target(self.name, self.spec, o.source, o.candidates, self.previous)
@@ -197,11 +228,21 @@ class Rollout:
         canary = status["canary"]
         if not canary or canary.get("name") != chosen.revision:
             self.start_canary(chosen)
+        if self.abort == chosen.revision:
+            return self.roll_back(chosen, f"aborted by the annotation {ABORT_ANNOTATION}={chosen.revision}")
+        window = self.window()
         if self.step_due():
             ready, _, _ = replicas_ready(o.deployments.get(CANARY))
-            passed, measured = gate(self.analysis, o.traffic.get(CANARY), ready, o.scrape_errors.get(CANARY))
-            if not passed:
+            verdict, measured = gate(self.analysis, window, ready, o.scrape_errors.get(CANARY))
+            judged = quality_gate(
+                self.analysis, self.spec.monitoring.quality, o.traffic.get(CANARY), o.traffic.get(STABLE)
+            )
+            if verdict == PASSED and judged is not None:
+                verdict, measured = judged[0], f"{measured}; {judged[1]}"
+            if verdict == FAILED:
                 return self.roll_back(chosen, measured)
+            if verdict == INCONCLUSIVE:
+                return self.hold_canary(chosen, inconclusive=measured)
             if self.last_step():
                 return self.promote(chosen, measured)
             self.next_step(chosen, measured)
@@ -281,8 +322,34 @@ class Rollout:
             "canaryStep": 0,
             "canaryWeight": steps[0],
             "stepStartedAt": self.now,
+            "stepBaseline": self.baseline(),
+            "canaryTraffic": None,
         }
         self.events.append(("Normal", "CanaryStarted", f"canary {chosen.revision} at {steps[0]}% ({chosen.why})"))
+
+    def baseline(self) -> dict[str, Any]:
+        """Each track's counters now: where the next step's window starts."""
+        return {track: (self.o.traffic.get(track) or Traffic()).counters() for track in (STABLE, CANARY)}
+
+    def window(self) -> Traffic | None:
+        """What the canary served since its step started (None when its /metrics could not be read), kept in
+        `status.canaryTraffic` with its share of both tracks' requests."""
+        kept = self.status.get("stepBaseline") or {}
+        windows: dict[str, Traffic | None] = {}
+        for track in (STABLE, CANARY):
+            seen = self.o.traffic.get(track)
+            windows[track] = seen.since(Traffic.of_counters(kept.get(track))) if seen is not None else None
+        canary, stable = windows[CANARY], windows[STABLE]
+        if canary is not None:
+            both = canary.requests + (stable.requests if stable else 0)
+            p99 = canary.quantile_ms(0.99)
+            self.status["canaryTraffic"] = {
+                "requests": canary.requests,
+                "share": round(canary.requests / both, 4) if both else None,
+                "errorRate": round(canary.error_rate, 6),
+                "p99LatencyMs": None if p99 is None or math.isinf(p99) else p99,
+            }
+        return canary
 
     def step_due(self) -> bool:
         """The step's interval has passed: time to judge the gate."""
@@ -307,7 +374,12 @@ class Rollout:
         """The gate passed: the canary moves to the next weight."""
         step = int(self.status["canaryStep"] or 0) + 1
         weight = self._steps()[step]
-        self.status |= {"canaryStep": step, "canaryWeight": weight, "stepStartedAt": self.now}
+        self.status |= {
+            "canaryStep": step,
+            "canaryWeight": weight,
+            "stepStartedAt": self.now,
+            "stepBaseline": self.baseline(),
+        }
         self.events.append(
             ("Normal", "CanaryStep", f"canary {chosen.revision} passed the gate ({measured}); now {weight}%")
         )
@@ -327,8 +399,9 @@ class Rollout:
         ]
         return Step(Phase.DEPLOYING, "Promoting", f"promoting {rev}", children)
 
-    def hold_canary(self, chosen: Target) -> Step:
-        """Between judgements: both tracks at the step's weight."""
+    def hold_canary(self, chosen: Target, inconclusive: str | None = None) -> Step:
+        """Between judgements, or after one that could not judge (too few requests): both tracks at the step's
+        weight; an inconclusive step is judged again on every pass as its requests grow, never promoted unjudged."""
         steps = self._steps()
         step = int(self.status["canaryStep"] or 0)
         weight = steps[step]
@@ -339,12 +412,23 @@ class Rollout:
             self.build.deployment(STABLE, self.stable_rev, stable_replicas, 100 - weight),
             self.build.deployment(CANARY, chosen.revision, canary_replicas, weight),
         ]
+        share = (self.status.get("canaryTraffic") or {}).get("share")
         message = (
             f"canary {chosen.revision} at {weight}% (step {step + 1}/{len(steps)}, {canary_replicas} of "
-            f"{stable_replicas + canary_replicas} replicas); gate judged {self._canary().interval_seconds}s "
-            "after the step started"
+            f"{stable_replicas + canary_replicas} replicas"
+            + (f", {share:.0%} of requests so far" if share is not None else "")
+            + f"); gate judged {self._canary().interval_seconds}s after the step started"
         )
-        return Step(Phase.DEPLOYING, "Canary", message, children)
+        if inconclusive is None:
+            return Step(Phase.DEPLOYING, "Canary", message, children)
+        self.paused = (
+            f"canary {chosen.revision} paused at {weight}%: {inconclusive}. It resumes by itself once enough "
+            f"requests reach it (send traffic, or lower rollout.canary.analysis.minRequests); to abort, roll it back "
+            f"with `kubectl annotate modeldeployment {self.name} {ABORT_ANNOTATION}={chosen.revision}`"
+        )
+        if not str(self.previous.get("message") or "").startswith(f"canary {chosen.revision} paused"):
+            self.events.append(("Warning", "CanaryInconclusive", self.paused))
+        return Step(Phase.DEPLOYING, "CanaryInconclusive", self.paused, children)
 
     # -- the end of the pass ----------------------------------------------------------------------------------
 
@@ -355,8 +439,15 @@ class Rollout:
         self.status.update(
             health(self.spec, stable, traffic, self.analysis, decided, self.previous, self.generation, self.now, pods)
         )
+        why = ("CanaryInconclusive", self.paused) if self.paused else ("NotPaused", "the rollout is not paused")
+        before = list(self.previous.get("conditions") or [])
+        paused = condition("Paused", self.paused is not None, *why, self.generation, self.now, before)
+        self.status["conditions"] = [*self.status["conditions"], paused]
         delete = [("apps/v1", "Deployment", builders.child_name(self.build.owner, t)) for t in step.delete]
-        return Plan(step.children, delete, self.status, self.events)
+        again = retrain.decide(self.obj, self.spec, self.status, self.o.retrains, self.o.retrain_dataset, self.o.now)
+        self.status["retraining"] = again.status
+        create = [again.create] if again.create else []
+        return Plan(step.children, delete, self.status, [*self.events, *again.events], create, again.delete)
 
     def _canary(self) -> Canary:
         assert self.spec.rollout.canary is not None  # a CEL rule of the CRD: strategy canary has a canary block

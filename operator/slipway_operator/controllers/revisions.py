@@ -18,7 +18,15 @@ from slipway_operator.api.modeldeployment import ModelDeploymentSpec
 from slipway_operator.controllers.common import phase_of
 from slipway_operator.workloads import serve_config
 
-LINEAGE_KEYS = ("datasetRef", "datasetUri", "datasetFingerprint", "trainingRun", "tuningSweep", "trial")
+LINEAGE_KEYS = (
+    "datasetRef",
+    "datasetUri",
+    "datasetFingerprint",
+    "trainingRun",
+    "tuningSweep",
+    "trial",
+    "retrainReason",
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +38,7 @@ class Model:
     metrics: dict[str, float] = field(default_factory=dict)
     lineage: dict[str, Any] = field(default_factory=dict)
     finished_at: str = ""
+    fairness: dict[str, Any] = field(default_factory=dict)  # its model card's: feature -> groups, largest_gap
 
     @classmethod
     def of_record(cls, record: dict[str, Any]) -> Model:
@@ -130,6 +139,25 @@ def better(candidate: Model, serving: dict[str, Any], spec: ModelDeploymentSpec)
     return gain > 0 if gate.min_improvement == 0 else gain >= gate.min_improvement
 
 
+def unfair(model: Model, limit: float | None) -> str | None:
+    """Why a candidate fails autoUpdate's fairness gate (its largest gap between groups of a sensitive feature, from
+    its evaluation), in words naming the groups; None when it passes or was not evaluated per group."""
+    if limit is None:
+        return None
+    for feature, report in sorted(model.fairness.items()):
+        gap = report.get("largest_gap") if isinstance(report, dict) else None
+        if gap is None or gap <= limit:
+            continue
+        metric = report.get("metric", "metric")
+        groups = {g: v.get(metric) for g, v in (report.get("groups") or {}).items() if v.get(metric) is not None}
+        low, high = min(groups, key=lambda g: groups[g]), max(groups, key=lambda g: groups[g])
+        return (
+            f"{feature}: {metric} gap {gap:.4g} between {low} ({groups[low]:.4g}) and {high} ({groups[high]:.4g}) is "
+            f"above autoUpdate.gate.maxFairnessGap {limit:g}"
+        )
+    return None
+
+
 def target(
     name: str, spec: ModelDeploymentSpec, source: Model | None, candidates: list[Model], previous: dict[str, Any]
 ) -> Target | None:
@@ -147,6 +175,8 @@ def target(
         for candidate in candidates:
             rev = revision_of(name, spec, candidate.uri)
             if rev in rejected or rev == current.get("name") or not better(candidate, current, spec):
+                continue
+            if unfair(candidate, spec.auto_update.gate.max_fairness_gap):
                 continue
             if best is None or better(candidate, record(best[0], best[1], ""), spec):
                 best = (candidate, rev)

@@ -14,6 +14,7 @@ from slipway_operator.controllers.common import (
     artifact_uri,
     dataset_ref,
     phase_of,
+    retrain_lineage,
     run_job,
 )
 from slipway_operator.runstatus import Observed
@@ -44,6 +45,7 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
     if data is None:
         return Desired([], waiting_for=waiting)
     lineage = {"trainingRun": owner.name, **({"datasetRef": spec.dataset.ref} if spec.dataset.ref else {})}
+    lineage |= retrain_lineage(obj)
     config = train_config(
         owner.name, spec, data, artifact_uri(settings, ARTIFACT_FOLDER, owner.namespace, owner.name), lineage=lineage
     )

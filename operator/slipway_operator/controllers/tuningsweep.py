@@ -7,7 +7,15 @@ from typing import Any
 
 from slipway_operator import builders
 from slipway_operator.api.tuningsweep import TuningSweepSpec
-from slipway_operator.controllers.common import Desired, RunController, Settings, artifact_uri, dataset_ref, run_job
+from slipway_operator.controllers.common import (
+    Desired,
+    RunController,
+    Settings,
+    artifact_uri,
+    dataset_ref,
+    retrain_lineage,
+    run_job,
+)
 from slipway_operator.controllers.trainingrun import dataset_uri, model_status_fields, objective_of
 from slipway_operator.workloads import tune_config
 
@@ -23,7 +31,7 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
     if data is None:
         return Desired([], waiting_for=waiting)
     ref = spec.template.dataset.ref
-    lineage = {"tuningSweep": owner.name, **({"datasetRef": ref} if ref else {})}
+    lineage = {"tuningSweep": owner.name, **({"datasetRef": ref} if ref else {}), **retrain_lineage(obj)}
     config = tune_config(
         owner.name, spec, data, artifact_uri(settings, ARTIFACT_FOLDER, owner.namespace, owner.name), lineage=lineage
     )
