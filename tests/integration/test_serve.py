@@ -575,6 +575,6 @@ def check_feedback_and_payloads(root: Path, dataset: Path, store: Path, process:
 
 
 def hashed(value: str) -> str:
-    from slipway_trainer.data.cleaning import hash_values
+    from slipway_trainer.privacy import hash_values
 
     return str(hash_values(pa.array([value]), SALT.encode())[0].as_py())

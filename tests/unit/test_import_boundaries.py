@@ -47,3 +47,16 @@ def test_package_does_not_load_the_other_side(package: str, forbidden: set[str])
 def test_the_probe_would_notice_a_forbidden_import() -> None:
     # The check above is only worth something if it can fail: torch does load torch.
     assert "torch" in loaded_top_level_modules("torch.nn")
+
+
+def test_the_inference_server_loads_only_what_its_image_installs() -> None:
+    """The server image (images/server) has no pandas, torch or ray: what `serve` imports must not need them (a
+    hashing helper imported from data/cleaning.py once pulled pandas in, and only the image build noticed)."""
+    probe = (
+        "import json, sys; import slipway_trainer.serve.workload; "
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    loaded = set(json.loads(result.stdout))
+    assert not (loaded & {"pandas", "torch", "ray"}), sorted(loaded & {"pandas", "torch", "ray"})

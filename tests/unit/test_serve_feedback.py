@@ -13,8 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from slipway_trainer.config.serve import PayloadLog as PayloadLogConfig
-from slipway_trainer.data.cleaning import hash_values
 from slipway_trainer.data.transforms import LabelSpec, TransformSpec
+from slipway_trainer.privacy import hash_values
 from slipway_trainer.serve import feedback
 from slipway_trainer.serve.payloads import PayloadLog, Privacy
 

@@ -5,7 +5,6 @@ Every dropped row is counted by reason; nothing is dropped silently.
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -15,17 +14,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from slipway_trainer.data.stats import is_numeric_type, numeric_values
+from slipway_trainer.privacy import hash_values
 
 NUMERIC_SHARE = 0.9  # a text column whose values are at least this share numbers is numeric
 DROP = "__slipway_drop_reason"
-
-
-def hash_values(column: pa.ChunkedArray | pa.Array, salt: bytes) -> pa.Array:
-    """`sha256(salt + value)` in hex for each value of a column (`privacy.hashColumns`); nulls stay null."""
-    return pa.array(
-        [None if v is None else hashlib.sha256(salt + str(v).encode()).hexdigest() for v in column.to_pylist()],
-        pa.string(),
-    )
 
 
 @dataclass

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from slipway_trainer import storage
 from slipway_trainer.config.serve import PayloadLog as PayloadLogConfig
-from slipway_trainer.data.cleaning import hash_values
+from slipway_trainer.privacy import hash_values
 from slipway_trainer.serve.feedback import Row
 
 log = logging.getLogger("slipway.payloads")
