@@ -1,6 +1,6 @@
 -- Argo CD health check for Slipway's ModelDeployment (slipway.dev/v1alpha1). It reads what the Slipway operator
 -- writes: status.phase, status.observedGeneration and the conditions (the kstatus Ready, Reconciling and Stalled,
--- and Available, Degraded, Drifted). Lua 5.1, as Argo CD runs it.
+-- and Available, Degraded, Drifted, Paused). Lua 5.1, as Argo CD runs it.
 local hs = {}
 
 local function condition(status, kind)
@@ -61,6 +61,10 @@ elseif phase == "Degraded" then
 elseif phase == "Invalid" then
   hs.status = "Degraded"
   hs.message = say("Invalid", status.message)
+elseif phase == "Deploying" and condition(status, "Paused") ~= nil and condition(status, "Paused").status == "True" then
+  -- a canary step with too few requests to judge: it waits for traffic, or for a person to abort it
+  hs.status = "Suspended"
+  hs.message = say("Paused", condition(status, "Paused").message)
 elseif stalled ~= nil and stalled.status == "True" then
   hs.status = "Degraded"
   hs.message = say(stalled.reason or "Stalled", stalled.message)
