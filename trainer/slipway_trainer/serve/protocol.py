@@ -185,6 +185,22 @@ def _image_table(tensors: list[Tensor], transform: TransformSpec) -> pa.Table:
     return pa.table({im.column: pa.array([row.tobytes() for row in raw], pa.binary())})
 
 
+def example(transform: TransformSpec) -> dict[str, Any]:
+    """A valid one-row request for this model (black pixels; zeros and known categories): the server's warm-up."""
+    if transform.image:
+        im = transform.image
+        shape = [1, im.height, im.width] + ([im.channels] if im.channels > 1 else [])
+        return {"inputs": [{"name": "input", "shape": shape, "datatype": "UINT8", "data": [0] * int(np.prod(shape))}]}
+    inputs = []
+    for column in transform.columns:
+        if column.kind == "numeric":
+            inputs.append({"name": column.name, "shape": [1], "datatype": "FP64", "data": [0.0]})
+        else:
+            known = (column.encode or {}).get("categories") or [column.fill if column.fill is not None else ""]
+            inputs.append({"name": column.name, "shape": [1], "datatype": "BYTES", "data": [str(known[0])]})
+    return {"inputs": inputs}
+
+
 def features(request: Request, transform: TransformSpec) -> np.ndarray:
     try:
         return transform.features(request.table)
