@@ -283,6 +283,7 @@ def test_feedback_on_the_real_node_reaches_status_as_live_quality_and_payloads_r
         assert code == 404 and "never-answered" in refused
 
         degraded = wait_status(plane, ns, "QualityDropped", lambda s: s.get("phase") == "Degraded", 120)
+        assert degraded["payloadUri"] == f"s3://slipway/payloads/{ns}/{NAME}"  # a `format: payloads` source
         assert degraded["quality"]["rows"] == 30 and abs(degraded["quality"]["metrics"]["mae"] - 15.0) < 1e-3
         reason = next(c for c in degraded["conditions"] if c["type"] == "Degraded")
         assert reason["reason"] == "QualityDropped" and "above monitoring.quality.threshold 5" in reason["message"]

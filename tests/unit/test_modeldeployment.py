@@ -325,6 +325,7 @@ def test_live_quality_below_its_threshold_is_degraded_with_reason_quality_droppe
     world.step()
     assert world.obj["status"]["phase"] == "Available"  # 40 rows are fewer than minRows: not judged yet
     assert world.obj["status"]["quality"]["metrics"] == {"accuracy": 0.6, "macro_f1": 0.5}
+    assert world.obj["status"]["payloadUri"] == "s3://slipway/payloads/ml/fashion"  # the example logs payloads
     world.traffic[md.STABLE].quality_rows = 60
     world.step()
     status, degraded = world.obj["status"], world.condition("Degraded")

@@ -409,3 +409,34 @@ def test_the_transform_spec_refuses_input_it_cannot_turn_into_features(tmp_path:
         spec.features({k: v for k, v in row.items() if k != "Origin"})
     with pytest.raises(TransformError, match="column 'Weight_in_lbs' has a missing value"):
         spec.features({**row, "Weight_in_lbs": [None]})
+
+
+def test_a_payload_log_joined_with_its_feedback_is_a_source_of_new_training_rows(tmp_path: Path) -> None:
+    """What a ModelDeployment's server logged (serve/payloads.py), read back as a source: only the rows that got a
+    truth, with the logged inputs and `truth` as the label; the server's own columns are not features."""
+    import time
+
+    from slipway_trainer.config.serve import PayloadLog as PayloadLogConfig
+    from slipway_trainer.serve.feedback import Row
+    from slipway_trainer.serve.payloads import PayloadLog, Privacy
+
+    log_uri = tmp_path / "payloads" / "ml" / "mpg"
+    log = PayloadLog(PayloadLogConfig(enabled=True, uri=log_uri.as_uri()), "a1b2c3d4", Privacy(), lambda *_: None)
+    rng = np.random.default_rng(0)
+    for i in range(60):
+        hp = float(rng.uniform(50, 200))
+        table = pa.table({"Horsepower": [hp], "Origin": ["USA" if i % 2 else "Japan"]})
+        log.log_request(f"r{i}", table, [40 - hp / 10], time.time())
+        if i % 3:  # a third of the requests never got feedback
+            log.log_feedback([Row(f"r{i}", 0, 40 - hp / 10, 42 - hp / 10)], time.time())
+    log.close()
+    result, out = prep(tmp_path, {"source": {"uri": log_uri.as_uri(), "format": "payloads"}, "label": "truth"})
+    assert result["status"] == "Succeeded", result
+    assert sum(result["rows"][s] for s in ("train", "validation", "test")) == 40
+    train = split_table(out, "train")
+    assert set(train.column_names) == {"Horsepower", "Origin", "truth"}
+    empty = tmp_path / "no-feedback"
+    PayloadLog(PayloadLogConfig(enabled=True, uri=empty.as_uri()), "1", Privacy(), lambda *_: None).close()
+    (empty / "payloads").mkdir(parents=True)
+    failed, _ = prep(tmp_path, {"source": {"uri": empty.as_uri(), "format": "payloads"}, "label": "truth"}, "out2")
+    assert failed["status"] == "Failed" and "payloadLog enabled" in failed["message"], failed

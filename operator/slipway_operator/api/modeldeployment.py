@@ -361,6 +361,10 @@ class ModelDeploymentStatus(StatusBase):
     model_name: str | None = None
     """The model's name on the wire: the ModelDeployment's name."""
 
+    payload_uri: str | None = None
+    """Where the servers log payloads and feedback (`monitoring.payloadLog`): a DatasetPrep source with
+    `format: payloads` reads them back as training rows."""
+
     replicas: ReplicaCounts = Field(default_factory=ReplicaCounts)
     """Desired and ready server pods."""
 

@@ -144,9 +144,13 @@ class _Builder:
         self.spec = spec
         self.settings = settings
 
+    def payload_uri(self) -> str:
+        """Where payload logs go: `monitoring.payloadLog.uri`, or `<store>/payloads/<namespace>/<name>`."""
+        default = artifact_uri(self.settings, PAYLOAD_FOLDER, self.owner.namespace, self.owner.name)
+        return self.spec.monitoring.payload_log.uri or default
+
     def config_map(self, rev: str, model_uri: str) -> dict[str, Any]:
-        payloads = artifact_uri(self.settings, PAYLOAD_FOLDER, self.owner.namespace, self.owner.name)
-        config = serve_config(self.owner.name, self.spec, model_uri, payload_uri=payloads, model_version=rev)
+        config = serve_config(self.owner.name, self.spec, model_uri, payload_uri=self.payload_uri(), model_version=rev)
         return builders.config_map(self.owner, rev, config)
 
     def deployment(self, track: str, rev: str, replicas: int, weight: int) -> dict[str, Any]:
@@ -194,6 +198,7 @@ class Rollout:
             "history": list(self.previous.get("history") or []),
         }
         self.build = _Builder(obj, self.spec, settings)
+        self.status["payloadUri"] = self.build.payload_uri() if self.spec.monitoring.payload_log.enabled else None
         self.total = self.spec.replicas.min
         self.service = builders.server_service(self.build.owner)
         self.analysis = self.spec.rollout.canary.analysis if self.spec.rollout.canary else Analysis()

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from slipway_trainer.config.base import ColumnName, ConfigModel
 
-DataFormat = Literal["csv", "parquet", "jsonl", "imagefolder", "idx"]
+DataFormat = Literal["csv", "parquet", "jsonl", "imagefolder", "idx", "payloads"]
 MissingStrategy = Literal["drop", "mean", "median", "mode", "constant"]
 TransformType = Literal["standardize", "minMax", "oneHot", "ordinal", "normalize", "resize", "log"]
 
@@ -22,8 +22,10 @@ class Source(ConfigModel):
     `builtin://vega/cars`). A folder or glob of files is read as one dataset."""
 
     format: DataFormat | None = None
-    """File format: csv, parquet, jsonl, imagefolder (a folder per class) or idx. Inferred from the file
-    extension or the built-in set when left out."""
+    """File format: csv, parquet, jsonl, imagefolder (a folder per class), idx, or payloads (a ModelDeployment's
+    payload log, `monitoring.payloadLog`, joined with the feedback sent for it: the logged inputs of the rows that got
+    a true label or value, in a `truth` column to use as the label). Inferred from the file extension or the
+    built-in set when left out."""
 
 
 class Sample(ConfigModel):

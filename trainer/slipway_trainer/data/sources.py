@@ -73,6 +73,8 @@ def open_source(source: Source, batch_rows: int = 65536, resize: tuple[int, int]
     if not uri.startswith(("file://", "s3://", "https://")):
         raise WorkloadError("UnsupportedSource", f"source.uri {uri}: use s3://, https://, file:// or builtin://")
     fs, path = storage.resolve(uri, **storage.source_options(uri))
+    if source.format == "payloads":  # a folder of two partitioned logs, not a set of files of one table
+        return _payloads(fs, path, uri, batch_rows)
     files = _list_files(fs, path, uri)
     fmt = source.format or _infer_format(fs, path, files, uri)
     if fmt == "imagefolder":
@@ -170,6 +172,42 @@ def _tabular(fs: Any, files: list[str], fmt: str, uri: str, batch_rows: int) -> 
             raise WorkloadError("UnreadableSource", f"source.uri {uri}: a {fmt} file is malformed: {err}") from err
 
     return SourceData(schema=schema, batches=batches(), files=wanted, filesystem=pyfs, format=fmt)
+
+
+PAYLOAD_KEYS = ["request_id", "row"]
+PAYLOAD_ONLY = ("time", "model_version", "prediction")  # what the server logged beside the inputs
+
+
+def _payloads(fs: Any, path: str, uri: str, batch_rows: int) -> SourceData:
+    """A ModelDeployment's payload log joined with its feedback (serve/payloads.py): one row per request row that got
+    a truth, with the inputs as the server logged them (after the dataset's privacy rules) and `truth`."""
+    pyfs = PyFileSystem(FSSpecHandler(fs))
+
+    def read(kind: str) -> pa.Table:
+        folder = posixpath.join(path, kind)
+        files = sorted(f for f in fs.find(folder) if f.endswith(".parquet")) if fs.exists(folder) else []
+        if not files:
+            raise WorkloadError(
+                "EmptySource",
+                f"source.uri {uri}: no {kind} parts under {kind}/: is monitoring.payloadLog enabled on the "
+                "ModelDeployment, and has feedback been sent (POST /v2/models/<name>/feedback)?",
+            )
+        try:
+            return pads.dataset(files, format="parquet", filesystem=pyfs).to_table()
+        except (pa.ArrowInvalid, OSError) as err:
+            raise WorkloadError("UnreadableSource", f"source.uri {uri}: cannot read the {kind} parts: {err}") from err
+
+    payloads, feedback = read("payloads"), read("feedback")
+    inputs = payloads.drop_columns([c for c in PAYLOAD_ONLY if c in payloads.column_names])
+    if any(pa.types.is_binary(f.type) for f in inputs.schema):
+        raise WorkloadError(
+            "UnsupportedSource",
+            f"source.uri {uri}: payloads of an image model are raw pixels without their shape; "
+            "only tabular payloads are read as a source for now",
+        )
+    joined = inputs.join(feedback.select([*PAYLOAD_KEYS, "truth"]), keys=PAYLOAD_KEYS, join_type="inner")
+    table = joined.drop_columns(PAYLOAD_KEYS).combine_chunks()
+    return _from_table(table, batch_rows)
 
 
 def _matches(name: str, fmt: str) -> bool:
