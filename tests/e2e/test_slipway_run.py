@@ -265,3 +265,51 @@ def test_slipway_run_keeps_its_artifacts_in_s3(tmp_path: Path, bucket: str, s3_e
     assert s3_env["AWS_SECRET_ACCESS_KEY"] not in result.stdout + result.stderr
     stored = (tmp_path / "state" / "resources" / "trainingrun" / "digits-mlp.json").read_text()
     assert s3_env["AWS_SECRET_ACCESS_KEY"] not in stored and "s3://" in stored
+
+
+def test_a_deployment_retrains_on_its_schedule_and_slipway_run_runs_the_new_training_run(tmp_path: Path) -> None:
+    """autoUpdate.retrain with `slipway run`: the Auto MPG model served, then (its schedule due) the deployment
+    creates `mpg-retrain-1` from its template; the run adopts it, trains it on the same DatasetPrep, and its lineage
+    says why it was trained."""
+    journey, state = tmp_path / "journey", tmp_path / "state"
+    journey.mkdir()
+    examples = REPO / "examples" / "auto-mpg"
+    prep = yaml.safe_load((examples / "01-datasetprep.yaml").read_text())
+    run = yaml.safe_load((examples / "02-trainingrun.yaml").read_text())
+    run["spec"]["training"] = {"epochs": 5, "batchSize": 32}
+    serve = yaml.safe_load((examples / "04-modeldeployment.yaml").read_text())
+    serve["spec"] |= {
+        "model": {"fromTrainingRun": "mpg-mlp"},
+        "autoUpdate": {
+            "enabled": True,
+            "selector": {"matchLabels": {"app": "mpg"}},
+            "gate": {"metric": "test_mae", "direction": "minimize"},
+            "retrain": {"trainingRun": run["spec"], "triggers": {"scheduleSeconds": 5}, "cooldownSeconds": 3600},
+        },
+    }
+    for i, doc in enumerate((prep, run, serve)):
+        (journey / f"{i}.yaml").write_text(yaml.safe_dump(doc))
+    process = subprocess.Popen(
+        [str(SLIPWAY), "run", "-f", str(journey), "--state", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
+    retrained = state / "resources" / "trainingrun" / "mpg-retrain-1.json"
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            found = json.loads(retrained.read_text()) if retrained.exists() else {}
+            if (found.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                break
+            assert process.poll() is None, process.communicate()[0][-3000:]
+            time.sleep(2)
+        assert (found.get("status") or {}).get("phase") == "Succeeded", found
+        assert found["metadata"]["labels"] == {"app": "mpg", "slipway.dev/retrained-by": "mpg"}
+        assert "schedule" in found["status"]["lineage"]["retrainReason"]
+    finally:
+        process.send_signal(signal.SIGINT)
+        output = process.communicate(timeout=120)[0]
+        slipway("down", "--state", str(state))
+    assert "TrainingRun/mpg-retrain-1: created by its owner, it runs too" in output, output[-3000:]

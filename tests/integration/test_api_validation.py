@@ -90,7 +90,7 @@ CASES = [
         "DatasetPrep",
         "spec.source.format",
         'Unsupported value: "xlsx"',
-        "Input should be 'csv', 'parquet', 'jsonl', 'imagefolder' or 'idx'",
+        "Input should be 'csv', 'parquet', 'jsonl', 'imagefolder', 'idx' or 'payloads'",
         source__format="xlsx",
     ),
     case("source-missing", "DatasetPrep", "spec.source", "Required value", source=DELETE),
