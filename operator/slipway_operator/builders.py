@@ -146,6 +146,7 @@ class Workload:
     active_deadline_seconds: int | None = None
     suspend: bool = False
     gpu: GpuPool = GpuPool()
+    name: str | None = None  # the RayJob's name suffix when not the step (a DatasetPrep's refresh round)
 
 
 # What the Ray head asks the scheduler for: it runs the driver and schedules, Ray runs no work on it
@@ -294,7 +295,7 @@ def ray_job(owner: Owner, workload: Workload) -> dict[str, Any]:
     return {
         "apiVersion": "ray.io/v1",
         "kind": "RayJob",
-        "metadata": metadata(owner, child_name(owner, workload.step), extra),
+        "metadata": metadata(owner, child_name(owner, workload.name or workload.step), extra),
         "spec": spec,
     }
 

@@ -25,7 +25,7 @@ from slipway_operator.api.modeldeployment import ModelDeploymentSpec
 from slipway_operator.api.validation import InvalidManifest, validate_manifest
 from slipway_operator.backends import ApplyRefused, Backend
 from slipway_operator.builders import suffixed
-from slipway_operator.controllers import kinds, modeldeployment, retrain
+from slipway_operator.controllers import datasetprep, kinds, modeldeployment, retrain
 from slipway_operator.controllers.common import (
     APPLIED_HASH,
     CONFIG_HASH,
@@ -162,6 +162,9 @@ def reconcile(obj: dict[str, Any], rt: Runtime) -> Outcome | None:
     controller = kinds.BY_KIND[obj["kind"]]
     if isinstance(controller, ServingController):
         return typed(obj["kind"], with_phase_event(status, reconcile_serving(obj, rt)), rt.settings.strict_status)
+    if status.get("phase") == Phase.SUCCEEDED and controller.refreshes:
+        refreshed = reconcile_refresh(obj, rt)  # its spec's other fields are immutable: no run again
+        return None if refreshed is None else typed(obj["kind"], refreshed, rt.settings.strict_status)
     if status.get("phase") in TERMINAL and status.get("observedGeneration") == obj["metadata"].get("generation"):
         return None  # finished, and nothing changed since: a resync costs nothing
     return typed(obj["kind"], with_phase_event(status, reconcile_run(obj, controller, rt)), rt.settings.strict_status)
@@ -274,6 +277,56 @@ def reconcile_run(obj: dict[str, Any], controller: RunController, rt: Runtime) -
     if observed.apply_error and not _already_refused(obj):
         outcome.events.append(("Warning", "ApplyFailed", observed.apply_error))
     return outcome
+
+
+def reconcile_refresh(obj: dict[str, Any], rt: Runtime) -> Outcome | None:
+    """A Succeeded DatasetPrep: start a refresh round when one is due, follow the running one, and when its result
+    is in, make its version current and remove the versions past `keepVersions`. None when nothing changed."""
+    status, meta, now = obj.get("status") or {}, obj["metadata"], _now()
+    patch: dict[str, Any] = {}
+    if status.get("observedGeneration") != meta.get("generation"):
+        patch["observedGeneration"] = meta.get("generation")  # refresh or resources changed: used from now on
+    refresh = status.get("refresh") or {}
+    events: list[tuple[str, str, str]] = []
+    if refresh.get("state") == "Running":
+        round_ = int(refresh["round"])
+        folder = datasetprep.run_folder(obj, rt.settings, round_)
+        try:
+            _, job = _run_children(rt, datasetprep.desired_children(obj, rt.settings, round_))
+        except ApplyRefused as err:
+            job = None
+            refresh = {**refresh, "message": f"round {round_}: the cluster refused its RayJob: {err}"}
+        result, error, broken = _read_artifact(storage.join(folder, RESULT), Result)
+        ended = ((job or {}).get("status") or {}).get("jobDeploymentStatus") in ("Complete", "Failed")
+        if result is None and (broken or (ended and not error)):
+            why = broken or "its RayJob ended without writing a result"
+            result = Result(status="Failed", reason="ResultMissing", message=f"{why} ({storage.join(folder, RESULT)})")
+        if result is not None:
+            deployments = rt.cluster.list(API_VERSION, "ModelDeployment", meta["namespace"])
+            done, events = datasetprep.round_finished(obj, result, now, datasetprep.serving_fingerprints(deployments))
+            for version in done["refresh"]["pruned"]:
+                try:
+                    storage.remove(storage.join(str(status["outputUri"]), version))
+                except OSError as err:
+                    LOG.warning(
+                        "could not remove %s version %s: %s", meta["name"], version, storage_error(version, err)
+                    )
+            patch |= done
+        elif refresh != status.get("refresh"):
+            patch["refresh"] = refresh
+    elif datasetprep.refresh_due(obj, now):
+        round_ = int(refresh.get("round", 0)) + 1
+        for api_version, kind, name in datasetprep.finished_round(obj):  # its logs and result stay in the store
+            rt.backend.delete(api_version, kind, meta["namespace"], name)
+        try:
+            _run_children(rt, datasetprep.desired_children(obj, rt.settings, round_))
+        except ApplyRefused as err:
+            message = f"round {round_}: the cluster refused its RayJob: {err}"
+            return Outcome({**patch, "refresh": {**refresh, "message": message}}, [("Warning", "ApplyFailed", message)])
+        patch["refresh"] = datasetprep.round_started(obj, rt.settings, round_, now)
+    elif obj["spec"].get("refresh") and not refresh.get("nextTime"):
+        patch["refresh"] = {**refresh, "nextTime": datasetprep.next_refresh(obj)}  # the first one, shown in status
+    return Outcome(patch, events) if patch or events else None
 
 
 def diagnose_run(rt: Runtime, obj: dict[str, Any], job: dict[str, Any]) -> Diagnosis | None:
@@ -440,6 +493,6 @@ def reconcile_serving(obj: dict[str, Any], rt: Runtime) -> Outcome:
 
 def stop_children(obj: dict[str, Any], rt: Runtime) -> None:
     """What a deleted resource leaves outside Kubernetes (the local backend's processes)."""
-    namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
-    for api_version, kind, child in kinds.BY_KIND[obj["kind"]].children_to_stop(name):
+    namespace = obj["metadata"]["namespace"]
+    for api_version, kind, child in kinds.BY_KIND[obj["kind"]].children_to_stop(obj):
         rt.backend.delete(api_version, kind, namespace, child)

@@ -19,12 +19,15 @@ from slipway_trainer.config.tune import TuneConfig
 
 KUBERNETES_ONLY_PREP_FIELDS: dict[str, Any] = {
     "resources": True,
+    "refresh": True,
     "source": {"secret_ref"},
     "privacy": {"salt_secret_ref"},
 }
 
 
-def prep_config(name: str, spec: DatasetPrepSpec, output_uri: str, artifact_uri: str | None = None) -> PrepConfig:
+def prep_config(
+    name: str, spec: DatasetPrepSpec, output_uri: str, artifact_uri: str | None = None, refresh: bool = False
+) -> PrepConfig:
     """The data-prep workload's config for a DatasetPrep."""
     data = spec.model_dump(mode="json", by_alias=True, exclude_none=True, exclude=KUBERNETES_ONLY_PREP_FIELDS)
     return PrepConfig.model_validate(
@@ -34,6 +37,7 @@ def prep_config(name: str, spec: DatasetPrepSpec, output_uri: str, artifact_uri:
             "outputUri": output_uri,
             "artifactUri": artifact_uri,
             "workers": spec.resources.workers,
+            "refresh": refresh,
         }
     )
 

@@ -267,14 +267,28 @@ def test_slipway_run_keeps_its_artifacts_in_s3(tmp_path: Path, bucket: str, s3_e
     assert s3_env["AWS_SECRET_ACCESS_KEY"] not in stored and "s3://" in stored
 
 
-def test_a_deployment_retrains_on_its_schedule_and_slipway_run_runs_the_new_training_run(tmp_path: Path) -> None:
-    """autoUpdate.retrain with `slipway run`: the Auto MPG model served, then (its schedule due) the deployment
-    creates `mpg-retrain-1` from its template; the run adopts it, trains it on the same DatasetPrep, and its lineage
-    says why it was trained."""
-    journey, state = tmp_path / "journey", tmp_path / "state"
+def _cars_csv(folder: Path, name: str, rows: slice) -> None:
+    """Auto MPG rows as a CSV file, as an export job would drop them into the source folder."""
+    from vega_datasets import data as vega
+
+    cars = vega.cars()
+    cars["Year"] = cars["Year"].dt.year
+    folder.mkdir(exist_ok=True)
+    cars.iloc[rows].to_csv(folder / name, index=False)
+
+
+def test_new_rows_in_the_source_make_a_new_dataset_version_and_the_deployment_retrains_on_it(tmp_path: Path) -> None:
+    """The loop with `slipway run`: a DatasetPrep refreshing a folder of CSV files, the Auto MPG model served with
+    `autoUpdate.retrain` on `datasetChanged`. A new file lands in the folder: the next refresh round writes a new
+    version beside the first, the deployment creates `mpg-retrain-1` on it, and the run adopts and trains it; its
+    lineage names the new version and why it was trained."""
+    journey, state, source = tmp_path / "journey", tmp_path / "state", tmp_path / "cars"
     journey.mkdir()
+    _cars_csv(source, "part-0.csv", slice(0, 300))
     examples = REPO / "examples" / "auto-mpg"
     prep = yaml.safe_load((examples / "01-datasetprep.yaml").read_text())
+    prep["spec"]["source"] = {"uri": source.as_uri(), "format": "csv"}
+    prep["spec"]["refresh"] = {"intervalSeconds": 10, "keepVersions": 2}
     run = yaml.safe_load((examples / "02-trainingrun.yaml").read_text())
     run["spec"]["training"] = {"epochs": 5, "batchSize": 32}
     serve = yaml.safe_load((examples / "04-modeldeployment.yaml").read_text())
@@ -284,7 +298,7 @@ def test_a_deployment_retrains_on_its_schedule_and_slipway_run_runs_the_new_trai
             "enabled": True,
             "selector": {"matchLabels": {"app": "mpg"}},
             "gate": {"metric": "test_mae", "direction": "minimize"},
-            "retrain": {"trainingRun": run["spec"], "triggers": {"scheduleSeconds": 5}, "cooldownSeconds": 3600},
+            "retrain": {"trainingRun": run["spec"], "triggers": {"datasetChanged": True}, "cooldownSeconds": 3600},
         },
     }
     for i, doc in enumerate((prep, run, serve)):
@@ -296,18 +310,38 @@ def test_a_deployment_retrains_on_its_schedule_and_slipway_run_runs_the_new_trai
         text=True,
         cwd=REPO,
     )
-    retrained = state / "resources" / "trainingrun" / "mpg-retrain-1.json"
-    try:
-        deadline = time.monotonic() + 600
-        while time.monotonic() < deadline:
-            found = json.loads(retrained.read_text()) if retrained.exists() else {}
-            if (found.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-                break
+    resources = state / "resources"
+
+    def read(kind: str, name: str) -> dict[str, Any]:
+        path = resources / kind / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def wait(what: str, ready: Any, seconds: float = 600) -> None:
+        deadline = time.monotonic() + seconds
+        while not ready():
             assert process.poll() is None, process.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, f"{what}: {process.communicate(timeout=1)[0][-3000:]}"
             time.sleep(2)
-        assert (found.get("status") or {}).get("phase") == "Succeeded", found
-        assert found["metadata"]["labels"] == {"app": "mpg", "slipway.dev/retrained-by": "mpg"}
-        assert "schedule" in found["status"]["lineage"]["retrainReason"]
+
+    try:
+        wait("serving", lambda: (read("modeldeployment", "mpg").get("status") or {}).get("current"))
+        first = read("datasetprep", "mpg")["status"]
+        wait("an unchanged refresh", lambda: (read("datasetprep", "mpg")["status"].get("refresh") or {}).get("state")
+             == "Unchanged", 120)  # fmt: skip
+        assert not (resources / "trainingrun" / "mpg-retrain-1.json").exists()  # the same data: no retrain
+
+        _cars_csv(source, "part-1.csv", slice(300, None))
+        wait("the retrain", lambda: (read("trainingrun", "mpg-retrain-1").get("status") or {}).get("phase")
+             in ("Succeeded", "Failed"))  # fmt: skip
+        retrained, dataset = read("trainingrun", "mpg-retrain-1"), read("datasetprep", "mpg")["status"]
+        assert retrained["status"]["phase"] == "Succeeded", retrained["status"]
+        assert [v["version"] for v in dataset["versions"]] == [dataset["version"], first["version"]]
+        assert dataset["rows"]["total"] > first["rows"]["total"] and dataset["refresh"]["state"] in (
+            "NewVersion", "Running", "Unchanged")  # fmt: skip
+        lineage = retrained["status"]["lineage"]
+        assert lineage["datasetFingerprint"] == dataset["fingerprint"] != first["fingerprint"]
+        assert lineage["retrainReason"].startswith("new dataset version"), lineage
+        assert retrained["metadata"]["labels"] == {"app": "mpg", "slipway.dev/retrained-by": "mpg"}
     finally:
         process.send_signal(signal.SIGINT)
         output = process.communicate(timeout=120)[0]

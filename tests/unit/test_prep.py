@@ -440,3 +440,45 @@ def test_a_payload_log_joined_with_its_feedback_is_a_source_of_new_training_rows
     (empty / "payloads").mkdir(parents=True)
     failed, _ = prep(tmp_path, {"source": {"uri": empty.as_uri(), "format": "payloads"}, "label": "truth"}, "out2")
     assert failed["status"] == "Failed" and "payloadLog enabled" in failed["message"], failed
+
+
+def test_a_refresh_writes_a_new_version_only_when_the_sources_content_changed(tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "src" / "people.csv", MESSY_CSV)
+    spec = {"source": {"uri": source.parent.as_uri(), "format": "csv"}, "label": "bought"}
+    out = tmp_path / "out"
+
+    def refresh(round_: int) -> dict[str, Any]:
+        config = PrepConfig.model_validate(
+            {
+                "name": "people",
+                "outputUri": out.as_uri(),
+                "artifactUri": (out / "_run" / f"r{round_}").as_uri(),
+                "spec": spec,
+                "refresh": round_ > 0,
+            }
+        )
+        return workload.run(config)
+
+    first = refresh(0)
+    assert first["status"] == "Succeeded" and first["changed"] is True
+    assert manifest_of(out)["source"]["digest"].startswith("sha256:")
+
+    # The same bytes, touched and rewritten: nothing is read again, the version stays.
+    source.write_text(MESSY_CSV)
+    same = refresh(1)
+    assert same["changed"] is False and same["fingerprint"] == first["fingerprint"]
+    assert same["version"] == first["version"] and same["rows"] == first["rows"]
+    progress = json.loads((out / "_run" / "r1" / "progress.json").read_text())
+    assert "rowsRead" not in progress, progress  # the source was not read again
+
+    # New rows appended (a second file in the folder, as a nightly export would add): a new version beside the old.
+    write_csv(
+        source.parent / "more.csv",
+        "name,email,age,income,city,bought\nlea,lea@x.org,44,61000,lyon,yes\nmax,max@x.org,39,57000,nice,no\n",
+    )
+    grown = refresh(2)
+    assert grown.get("changed") is True, (grown.get("reason"), grown.get("message"))
+    assert grown["fingerprint"] != first["fingerprint"]
+    assert grown["rows"]["total"] == first["rows"]["total"] + 2
+    assert (out / first["version"] / "manifest.json").exists() and (out / grown["version"] / "manifest.json").exists()
+    assert manifest_of(out)["version"] == grown["version"]

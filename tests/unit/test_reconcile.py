@@ -332,3 +332,79 @@ def test_a_job_that_succeeded_without_a_result_where_the_operator_looks_is_stall
     assert stalled["status"] == "True" and stalled["reason"] == "ResultMissing"
     assert f"{bed.artifacts.as_uri()}/datasets/default/wine/_run/result.json is not there" in status["message"]
     assert status["logUri"] == f"{bed.artifacts.as_uri()}/datasets/default/wine/_run/logs/driver.log"
+
+
+def _ago(obj: dict[str, Any], seconds: int, *path: str) -> None:
+    """Move a recorded time back, as if `seconds` had passed since."""
+    target = obj["status"]
+    for key in path[:-1]:
+        target = target[key]
+    when = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=seconds)
+    target[path[-1]] = when.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def test_a_refreshing_dataset_runs_a_round_when_due_stays_usable_and_keeps_versions_up_to_its_retention(
+    bed: Bed,
+) -> None:
+    bed.add("DatasetPrep", "wine", {**PREP, "refresh": {"intervalSeconds": 60, "keepVersions": 1}})
+    output = storage.join(bed.artifacts.as_uri(), "datasets", "default", "wine")
+
+    def finish(round_: int, version: str, changed: bool = True) -> dict[str, Any]:
+        suffix = "wine-prep" if round_ == 0 else f"wine-prep-r{round_}"
+        bed.backend.job_status(suffix, DONE)
+        storage.write_json_atomic(storage.join(output, version, "manifest.json"), {"version": version})
+        result = {"status": "Succeeded", "outputUri": output, "manifestUri": f"{output}/manifest.json",
+                  "fingerprint": f"sha256:{version}", "version": version, "changed": changed,
+                  "rows": {"total": 100 + round_}}  # fmt: skip
+        bed.write("datasets", "wine", "_run/result.json" if round_ == 0 else f"_run/r{round_}/result.json", result)
+        status = bed.step("DatasetPrep", "wine")
+        assert status is not None
+        return status
+
+    bed.step("DatasetPrep", "wine")
+    first = finish(0, "v-aaa")
+    assert first["phase"] == "Succeeded" and first["version"] == "v-aaa"
+    assert [v["version"] for v in first["versions"]] == ["v-aaa"]
+    scheduled = bed.step("DatasetPrep", "wine")  # the next check is announced, nothing runs before it is due
+    assert scheduled is not None and scheduled["refresh"]["nextTime"]
+    assert bed.step("DatasetPrep", "wine") is None and len(bed.backend.applied) == 1
+
+    obj = bed.store.objects["DatasetPrep", "wine"]
+    _ago(obj, 61, "completionTime")
+    started = bed.step("DatasetPrep", "wine")
+    assert started is not None and started["refresh"]["state"] == "Running" and started["refresh"]["round"] == 1
+    assert bed.backend.applied[-1] == [("ConfigMap", "wine-prep-r1"), ("RayJob", "wine-prep-r1")]
+    assert ("RayJob", "wine-prep") in bed.backend.deleted  # the finished round goes, its result stays in the store
+    current = bed.store.objects["DatasetPrep", "wine"]["status"]
+    assert current["phase"] == "Succeeded" and current["outputUri"] == output  # its runs may still use it
+    config = bed.backend.objects["ConfigMap", "wine-prep-r1"]["data"]["config.json"]
+    assert '"refresh": true' in config and "_run/r1" in config
+
+    unchanged = finish(1, "v-aaa", changed=False)
+    assert unchanged["refresh"]["state"] == "Unchanged" and "versions" not in unchanged
+
+    # A serving model was trained on v-aaa: past keepVersions, it stays; v-bbb does not.
+    bed.add("ModelDeployment", "wine", {"model": {"fromTrainingRun": "x"}})
+    md = bed.store.objects["ModelDeployment", "wine"]
+    bed.store.update_status(md, {"current": {"name": "r1", "lineage": {"datasetFingerprint": "sha256:v-aaa"}}})
+    for round_, version in ((2, "v-bbb"), (3, "v-ccc")):
+        _ago(bed.store.objects["DatasetPrep", "wine"], 61, "refresh", "completionTime")
+        assert bed.step("DatasetPrep", "wine") is not None
+        done = finish(round_, version)
+        assert done["refresh"]["state"] == "NewVersion" and done["version"] == version
+        assert done["fingerprint"] == f"sha256:{version}" and done["rows"] == {"total": 100 + round_}
+    assert [v["version"] for v in done["versions"]] == ["v-ccc", "v-aaa"]
+    assert done["refresh"]["pruned"] == ["v-bbb"] and "removed v-bbb" in done["refresh"]["message"]
+    assert not storage.exists(storage.join(output, "v-bbb")) and storage.exists(storage.join(output, "v-aaa"))
+
+    # A round that fails leaves the dataset as it was and says so; the next one runs on schedule.
+    _ago(bed.store.objects["DatasetPrep", "wine"], 61, "refresh", "completionTime")
+    bed.step("DatasetPrep", "wine")
+    bed.backend.job_status("wine-prep-r4", DONE)
+    bed.write("datasets", "wine", "_run/r4/result.json", {"status": "Failed", "reason": "SourceNotFound",
+                                                          "message": "source.uri: no such file"})  # fmt: skip
+    obj = copy.deepcopy(bed.store.objects["DatasetPrep", "wine"])
+    outcome = reconcile(obj, bed.runtime)
+    assert outcome is not None and outcome.status["refresh"]["state"] == "Failed"
+    assert "keeps version v-ccc" in outcome.status["refresh"]["message"] and outcome.status["refresh"]["nextTime"]
+    assert [e[:2] for e in outcome.events] == [("Warning", "RefreshFailed")] and "version" not in outcome.status

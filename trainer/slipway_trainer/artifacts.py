@@ -167,6 +167,7 @@ class Result(Artifact):
     manifest_uri: str | None = None
     fingerprint: str | None = None
     version: str | None = None
+    changed: bool | None = None  # a refresh: whether it wrote a version other than the one it found
     rows: dict[str, int] | None = None
     dropped_rows: dict[str, int] | None = None
     task: str | None = None
@@ -227,6 +228,7 @@ class Privacy(Artifact):
 class Source(Artifact):
     uri: str | None = None
     format: str | None = None
+    digest: str | None = None  # the source's content when it was read (data/sources.py: source_digest)
 
 
 class Manifest(Artifact):

@@ -35,6 +35,18 @@ class PrivacySpec(Privacy):
     """The Secret key holding the salt for `hashColumns` (required when hashing)."""
 
 
+class Refresh(ConfigModel):
+    """Prepare the source again on a schedule: a source whose content changed gives a new version beside the old
+    ones; an unchanged one (the same content digest) is not read again."""
+
+    interval_seconds: int = Field(ge=10, le=31_536_000)
+    """Seconds between the end of one preparation and the next check of the source."""
+
+    keep_versions: int = Field(default=3, ge=1, le=50)
+    """Versions kept in the store, newest first; older ones are removed, except a version a serving model was
+    trained on (a ModelDeployment's current or canary revision names it)."""
+
+
 class DatasetPrepSpec(PrepSpec):
     """Acquire, clean, transform and split a dataset into versioned Parquet with a data profile."""
 
@@ -47,6 +59,10 @@ class DatasetPrepSpec(PrepSpec):
     resources: Resources = Field(default_factory=Resources)
     """Workers for the preparation (more than one distributes it with Ray Data)."""
 
+    refresh: Refresh | None = None
+    """Check the source again every `intervalSeconds` and write a new version when its content changed. The dataset
+    stays Succeeded and usable (its last version) while a refresh runs or when one fails."""
+
 
 class SplitRows(ConfigModel):
     """Rows per split."""
@@ -56,6 +72,56 @@ class SplitRows(ConfigModel):
     test: int = 0
     total: int = 0
     """All rows written."""
+
+
+class DatasetVersion(ConfigModel):
+    """One version of the prepared dataset in the store."""
+
+    version: str
+    """Its folder under outputUri, `v-<12 hex digits of the fingerprint>`."""
+
+    fingerprint: str
+    """Content fingerprint."""
+
+    rows: int = 0
+    """Rows written across all splits."""
+
+    created_at: str | None = None
+    """When the preparation that wrote it finished (RFC 3339)."""
+
+    round: int = 0
+    """The refresh round that wrote it (0: the first preparation)."""
+
+
+class RefreshStatus(ConfigModel):
+    """Where the refresh schedule stands."""
+
+    round: int = 0
+    """The latest refresh round started (0: none yet)."""
+
+    state: str | None = None
+    """Running, Unchanged, NewVersion or Failed."""
+
+    message: str | None = None
+    """What the latest round found, or why it failed and what to do."""
+
+    ray_job_name: str | None = None
+    """The RayJob of the latest round."""
+
+    log_uri: str | None = None
+    """The latest round's log."""
+
+    start_time: str | None = None
+    """When the latest round started (RFC 3339)."""
+
+    completion_time: str | None = None
+    """When the latest round finished (RFC 3339)."""
+
+    next_time: str | None = None
+    """When the source is checked next (RFC 3339)."""
+
+    pruned: list[str] = Field(default_factory=list, max_length=50)
+    """Versions the latest round removed from the store (past keepVersions)."""
 
 
 class DatasetPrepStatus(RunStatusBase):
@@ -76,6 +142,15 @@ class DatasetPrepStatus(RunStatusBase):
     dropped_rows: dict[str, int] = Field(default_factory=dict)
     """Rows dropped while cleaning, by reason."""
 
+    version: str | None = None
+    """The current version's folder under outputUri (what the root manifest names)."""
+
+    versions: list[DatasetVersion] = Field(default_factory=list, max_length=60)
+    """The versions kept in the store, newest first."""
+
+    refresh: RefreshStatus | None = None
+    """The refresh schedule (spec.refresh)."""
+
 
 KIND = Kind(
     kind="DatasetPrep",
@@ -91,6 +166,8 @@ KIND = Kind(
         PrinterColumn("Phase", ".status.phase", description="Where the preparation stands"),
         PrinterColumn("Progress", ".status.progress", description="Rows read or written"),
         PrinterColumn("Rows", ".status.rows.total", "integer", "Rows written across all splits"),
+        PrinterColumn("Version", ".status.version", description="The current version"),
+        PrinterColumn("Refresh", ".status.refresh.state", description="What the latest refresh found", priority=1),
         PrinterColumn("Fingerprint", ".status.fingerprint", description="Content fingerprint", priority=1),
         COMMON_COLUMNS_AGE,
     ),

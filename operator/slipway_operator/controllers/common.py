@@ -139,6 +139,8 @@ class RunController:
     status_fields: Callable[[dict[str, Any], Settings, Observed], dict[str, Any]]  # its own, from what was seen
     produces_model: bool = False  # a ModelDeployment may serve what it made
     artifacts: Callable[[dict[str, Any], Settings], str] | None = None  # where progress/result go, if not default
+    stops: Callable[[dict[str, Any]], list[Child]] | None = None  # its RayJobs, if not the one `<name>-<step>`
+    refreshes: bool = False  # a Succeeded one runs again on a schedule (DatasetPrep's spec.refresh)
 
     def artifacts_of(self, obj: dict[str, Any], settings: Settings) -> str:
         if self.artifacts is not None:
@@ -146,9 +148,11 @@ class RunController:
         meta = obj["metadata"]
         return artifact_uri(settings, self.artifact_folder, meta["namespace"], meta["name"])
 
-    def children_to_stop(self, name: str) -> list[Child]:
+    def children_to_stop(self, obj: dict[str, Any]) -> list[Child]:
         """What a deleted resource leaves outside Kubernetes' garbage collector (the local backend)."""
-        return [("ray.io/v1", "RayJob", builders.suffixed(name, self.step))]
+        if self.stops is not None:
+            return self.stops(obj)
+        return [("ray.io/v1", "RayJob", builders.suffixed(obj["metadata"]["name"], self.step))]
 
 
 @dataclass(frozen=True)
@@ -157,7 +161,7 @@ class ServingController:
 
     kind: str
     references: Callable[[dict[str, Any]], list[Ref]]
-    children_to_stop: Callable[[str], list[Child]]
+    children_to_stop: Callable[[dict[str, Any]], list[Child]]
 
 
 Controller = RunController | ServingController

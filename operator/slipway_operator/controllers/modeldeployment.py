@@ -472,7 +472,8 @@ def references(spec: dict[str, Any]) -> list[Ref]:
     return []
 
 
-def children_to_stop(name: str) -> list[Child]:
+def children_to_stop(obj: dict[str, Any]) -> list[Child]:
+    name = obj["metadata"]["name"]
     tracks = [("apps/v1", "Deployment", builders.suffixed(name, track)) for track in (STABLE, CANARY)]
     return [*tracks, ("v1", "Service", name)]
 

@@ -169,3 +169,7 @@ class PrepConfig(ConfigModel):
 
     workers: int = Field(default=1, ge=1, le=1024)
     """With more than one, csv/parquet/jsonl sources are read and cleaned in parallel by Ray Data."""
+
+    refresh: bool = False
+    """A refresh of a dataset prepared before: when the source's content (its digest) and the spec are those of the
+    current version, nothing is read or written and the result says `changed: false`."""

@@ -30,7 +30,7 @@ from slipway_trainer.artifacts import MANIFEST, SALT_ENV, Manifest
 from slipway_trainer.config.prep import PrepConfig, PrepSpec
 from slipway_trainer.data import profile as profiles
 from slipway_trainer.data.cleaning import Cleaner, row_hashes
-from slipway_trainer.data.sources import SourceData, open_source
+from slipway_trainer.data.sources import SourceData, open_source, source_digest
 from slipway_trainer.data.stats import (
     CategoricalStats,
     ImageStats,
@@ -52,6 +52,12 @@ TYPE_SAMPLE_ROWS = 10_000  # column types are decided on this many rows from the
 def prepare(config: PrepConfig, progress: Progress, workdir: Path) -> dict[str, Any]:
     """Run the pipeline; returns the summary that goes into result.json."""
     spec = config.spec
+    progress.update(force=True, phase="Checking")
+    digest = source_digest(spec.source)  # before reading: a change made while it reads shows at the next refresh
+    previous = _current_manifest(config.output_uri)
+    if config.refresh and previous is not None and _same_input(previous, spec, digest):
+        progress.update(force=True, phase="Unchanged", rowsWritten=previous.rows.get("total", 0))
+        return _summary(config.output_uri, previous, changed=False)
     resize = next(((t.size[0], t.size[1]) for t in spec.transforms if t.type == "resize" and t.size), None)
     source = open_source(spec.source, batch_rows=config.batch_rows, resize=resize)
     label = spec.label or source.default_label
@@ -140,20 +146,44 @@ def prepare(config: PrepConfig, progress: Progress, workdir: Path) -> dict[str, 
         fingerprint=fingerprint,
         version=version,
         schema=pq.ParquetFile(spill).schema_arrow,
+        digest=digest,
     )
     (staging / "transform.json").write_text(json.dumps(transform.to_json(), indent=2, default=str))
     (staging / MANIFEST).write_text(json.dumps(manifest.dump(), indent=2, default=str))
     _commit(staging, config.output_uri, version, manifest)
     progress.update(force=True, phase="Done", rowsWritten=sum(counts.values()))
+    changed = previous is None or previous.fingerprint != fingerprint
+    return _summary(config.output_uri, manifest, changed=changed)
+
+
+def _summary(output_uri: str, manifest: Manifest, changed: bool) -> dict[str, Any]:
+    """What goes into result.json: where the dataset is, which version, how many rows."""
+    splits = {s: int(manifest.rows.get(s, 0)) for s in SPLITS}
     return {
-        "outputUri": config.output_uri,
-        "manifestUri": storage.join(config.output_uri, MANIFEST),
-        "fingerprint": fingerprint,
-        "version": version,
-        "rows": {**counts, "total": sum(counts.values())},
-        "droppedRows": dict(dropped),
-        "task": task,
+        "outputUri": output_uri,
+        "manifestUri": storage.join(output_uri, MANIFEST),
+        "fingerprint": manifest.fingerprint,
+        "version": manifest.version,
+        "changed": changed,
+        "rows": {**splits, "total": sum(splits.values())},
+        "droppedRows": dict(manifest.dropped),
+        "task": manifest.task,
     }
+
+
+def _current_manifest(output_uri: str) -> Manifest | None:
+    """The version the dataset's root manifest names now (None before the first, or when it is unreadable)."""
+    try:
+        return Manifest.model_validate(storage.read_json(storage.join(output_uri, MANIFEST)))
+    except (OSError, ValueError):
+        return None
+
+
+def _same_input(manifest: Manifest, spec: PrepSpec, digest: str) -> bool:
+    """The current version was made from this content with this spec (its output folder aside)."""
+    made_with = {k: v for k, v in manifest.spec.items() if k != "output"}
+    wanted = {k: v for k, v in spec.model_dump(mode="json", by_alias=True, exclude_none=True).items() if k != "output"}
+    return manifest.source.digest == digest and made_with == wanted
 
 
 # --- checks ------------------------------------------------------------------------------------------
@@ -458,6 +488,7 @@ def _manifest(
     fingerprint: str,
     version: str,
     schema: pa.Schema,
+    digest: str,
 ) -> Manifest:
     features: dict[str, Any] = {}
     for name, acc in stats["numeric"].items():
@@ -472,7 +503,7 @@ def _manifest(
         version=version,
         fingerprint=fingerprint,
         created_at=now(),
-        source=artifacts.Source(uri=spec.source.uri, format=spec.source.format),
+        source=artifacts.Source(uri=spec.source.uri, format=spec.source.format, digest=digest),
         task=task,
         label=label,
         classes=classes,

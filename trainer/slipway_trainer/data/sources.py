@@ -8,6 +8,7 @@ shape is the reader's `image_shape`.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import posixpath
 from collections.abc import Iterator
@@ -86,6 +87,39 @@ def open_source(source: Source, batch_rows: int = 65536, resize: tuple[int, int]
     return _tabular(fs, files, fmt, uri, batch_rows)
 
 
+def source_digest(source: Source) -> str:
+    """What the source holds, as a digest of its files' contents: a refresh compares it with the one in the current
+    version's manifest and skips a source that did not change. Objects in S3 (and HTTPS servers that give one) are
+    named by their ETag, a digest of the content the store keeps; other files are hashed here. A file that is only
+    touched keeps its digest; a rewritten one with the same bytes too. Built-in sets are fixed by the package."""
+    uri = source.uri
+    if uri.startswith("builtin://"):
+        return "sha256:" + hashlib.sha256(uri.encode()).hexdigest()
+    fs, path = storage.resolve(uri, **storage.source_options(uri))
+    if source.format == "payloads":
+        files = sorted(f for f in fs.find(path) if f.endswith(".parquet")) if fs.exists(path) else []
+    else:
+        files = _list_files(fs, path, uri)
+    digest = hashlib.sha256()
+    for name in files:
+        digest.update(f"{posixpath.relpath(name, path) if name != path else posixpath.basename(name)}\0".encode())
+        digest.update(f"{_content_id(fs, name)}\n".encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def _content_id(fs: Any, name: str) -> str:
+    """An S3 object's ETag (or an HTTPS server's), else the sha256 of the file's bytes, read in blocks."""
+    info = fs.info(name)
+    etag = info.get("ETag") or info.get("etag")
+    if etag and not str(etag).startswith("W/"):  # a weak ETag does not promise the same bytes
+        return f"etag:{str(etag).strip(chr(34))}:{info.get('size')}"
+    sha = hashlib.sha256()
+    with fs.open(name, "rb") as handle:
+        while block := handle.read(1 << 20):
+            sha.update(block)
+    return f"sha256:{sha.hexdigest()}"
+
+
 def _list_files(fs: Any, path: str, uri: str) -> list[str]:
     try:
         if any(ch in path for ch in "*?["):
@@ -161,6 +195,8 @@ def _tabular(fs: Any, files: list[str], fmt: str, uri: str, batch_rows: int) -> 
         if fmt == "csv":  # an empty field is a missing value, not an empty string
             file_format = pads.CsvFileFormat(convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
         dataset = pads.dataset(wanted, format=file_format, filesystem=pyfs)
+        if len(wanted) > 1:  # the first file's types would refuse another file's values ("?" in a number column)
+            dataset = pads.dataset(wanted, format=file_format, filesystem=pyfs, schema=_merged_schema(dataset))
         schema = dataset.schema
     except (pa.ArrowInvalid, OSError) as err:
         raise WorkloadError("UnreadableSource", f"source.uri {uri}: cannot read as {fmt}: {err}") from err
@@ -172,6 +208,25 @@ def _tabular(fs: Any, files: list[str], fmt: str, uri: str, batch_rows: int) -> 
             raise WorkloadError("UnreadableSource", f"source.uri {uri}: a {fmt} file is malformed: {err}") from err
 
     return SourceData(schema=schema, batches=batches(), files=wanted, filesystem=pyfs, format=fmt)
+
+
+def _merged_schema(dataset: pads.Dataset) -> pa.Schema:
+    """One schema for files whose types were inferred each on its own: a column is the type every file agrees on,
+    a float where they are all numbers, else a string (cleaning then decides what is invalid)."""
+    types: dict[str, list[pa.DataType]] = {}
+    for fragment in dataset.get_fragments():
+        for column in fragment.physical_schema:
+            types.setdefault(column.name, []).append(column.type)
+
+    def merged(found: list[pa.DataType]) -> pa.DataType:
+        known = [t for t in found if not pa.types.is_null(t)] or found
+        if all(t == known[0] for t in known):
+            return known[0]
+        if all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in known):
+            return pa.float64()
+        return pa.string()
+
+    return pa.schema([pa.field(name, merged(found)) for name, found in types.items()])
 
 
 PAYLOAD_KEYS = ["request_id", "row"]
