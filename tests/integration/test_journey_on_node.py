@@ -215,3 +215,63 @@ def test_bad_data_fails_the_run_once_with_its_reason_and_kuberay_does_not_retry_
         assert "Diagnosis:  LabelNotFound" in described.stdout and "logs/driver.log" in described.stdout
     finally:
         plane.kubectl("delete", "datasetprep", "mpg-typo", "-n", ns, "--wait=true", "--timeout=120s", check=False)
+
+
+def _cars_csv(rows: slice) -> bytes:
+    from vega_datasets import data as vega
+
+    cars = vega.cars()
+    cars["Year"] = cars["Year"].dt.year
+    return str(cars.iloc[rows].to_csv(index=False)).encode()
+
+
+@pytest.mark.timeout(1200)
+def test_a_refreshing_dataset_prep_writes_a_new_version_when_a_file_lands_in_its_s3_source(
+    control_plane: testbed.ControlPlane, kuberay_on_node: str, object_store: testbed.ObjectStore
+) -> None:
+    """A DatasetPrep reading a folder of CSV files in S3 with `refresh` every 10 s: its first round finds the same
+    objects (their ETags) and reads nothing; a second file landing in the folder gives a new version beside the
+    first in the store, each round its own RayJob on real pods, the finished one removed. Bound: a RayJob's start
+    (about a minute here) per round, plus the interval and a resync pass."""
+    import boto3
+
+    plane, ns = control_plane, kuberay_on_node
+    s3 = boto3.client("s3", endpoint_url=object_store.endpoint, aws_access_key_id=object_store.access_key,
+                      aws_secret_access_key=object_store.secret_key, region_name="us-east-1")  # fmt: skip
+    folder = f"raw/refresh-{ns}"
+    s3.put_object(Bucket="slipway", Key=f"{folder}/part-0.csv", Body=_cars_csv(slice(0, 300)))
+    prep = example("auto-mpg/01-datasetprep.yaml", ns, source={"uri": f"s3://slipway/{folder}/", "format": "csv"},
+                   refresh={"intervalSeconds": 10, "keepVersions": 2},
+                   resources={"workers": 1, "cpusPerWorker": 0.5, "memory": "2Gi"})  # fmt: skip
+    prep["metadata"]["name"] = "mpg-fresh"
+
+    def status() -> dict[str, Any]:
+        return json.loads(plane.kubectl("get", "datasetprep", "mpg-fresh", "-n", ns, "-o", "json")).get("status") or {}
+
+    try:
+        plane.kubectl("apply", "-f", "-", input=json.dumps(prep))
+        first = wait_phase(plane, prep, {"Succeeded", "Failed"}, 600)
+        assert first["phase"] == "Succeeded" and first["rows"]["total"] > 0, first
+        testbed.wait_until("a refresh round that finds the source unchanged",
+                           lambda: (status().get("refresh") or {}).get("state") == "Unchanged", 300)  # fmt: skip
+        assert status()["version"] == first["version"]
+
+        s3.put_object(Bucket="slipway", Key=f"{folder}/part-1.csv", Body=_cars_csv(slice(300, None)))
+        seen: dict[str, Any] = {}
+        testbed.wait_until("a new version", lambda: seen.update(status()) or seen.get("version") != first["version"],
+                           400)  # fmt: skip
+        now = dict(seen)  # read once: the next round may start 10 s later
+        assert now["phase"] == "Succeeded" and now["refresh"]["state"] == "NewVersion", now
+        assert now["rows"]["total"] > first["rows"]["total"] and now["fingerprint"] != first["fingerprint"]
+        assert [v["version"] for v in now["versions"]] == [now["version"], first["version"]]
+        listed = s3.list_objects_v2(Bucket="slipway", Prefix=f"datasets/{ns}/mpg-fresh/")
+        keys = {o["Key"] for o in listed.get("Contents", [])}
+        for version in (first["version"], now["version"]):
+            assert f"datasets/{ns}/mpg-fresh/{version}/manifest.json" in keys, sorted(keys)[:20]
+        rayjobs = json.loads(plane.kubectl("get", "rayjobs", "-n", ns, "-o", "json"))["items"]
+        names = {j["metadata"]["name"] for j in rayjobs if j["metadata"]["name"].startswith("mpg-fresh")}
+        assert len(names) == 1 and "mpg-fresh-prep" not in names, names  # one round's RayJob: the finished go
+        events = plane.kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.name=mpg-fresh")
+        assert "NewVersion" in events, events
+    finally:
+        delete(plane, prep)

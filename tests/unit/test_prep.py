@@ -442,6 +442,53 @@ def test_a_payload_log_joined_with_its_feedback_is_a_source_of_new_training_rows
     assert failed["status"] == "Failed" and "payloadLog enabled" in failed["message"], failed
 
 
+def test_payloads_added_to_the_original_source_join_its_rows_with_the_privacy_rules_applied_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The original CSV plus a deployment's payload log (`extraSources`): the log's truth fills the label column,
+    its inputs take the CSV's types, a column it lacks is missing; the column the server hashed with the dataset's
+    salt is not hashed again, so a value has one hash whichever source it came from."""
+    import time
+
+    from slipway_trainer.config.serve import PayloadLog as PayloadLogConfig
+    from slipway_trainer.privacy import hash_values
+    from slipway_trainer.serve.feedback import Row
+    from slipway_trainer.serve.payloads import PayloadLog, Privacy
+
+    monkeypatch.setenv("SLIPWAY_HASH_SALT", "pepper")
+    lines = ["Name,Horsepower,Weight,Origin,mpg"]
+    lines += [f"car{i},{60 + i},{2000 + 10 * i},{'USA' if i % 2 else 'Japan'},{40 - i / 5}" for i in range(50)]
+    source = write_csv(tmp_path / "cars" / "cars.csv", "\n".join(lines) + "\n")
+    log_uri = tmp_path / "payloads"
+    privacy = Privacy(dropped=("Name",), hashed=("Origin",), salt=b"pepper")
+    log = PayloadLog(PayloadLogConfig(enabled=True, uri=log_uri.as_uri()), "r1", privacy, lambda *_: None)
+    for i in range(20):  # what clients sent (no Weight: the log has only what the model takes), as the server logs it
+        sent = privacy.apply(
+            pa.table({"Name": ["x"], "Horsepower": [100 + i], "Origin": ["USA" if i % 2 else "Japan"]})
+        )
+        log.log_request(f"q{i}", sent, [30.0], time.time())
+        log.log_feedback([Row(f"q{i}", 0, 30.0, 20 + i / 4)], time.time())
+    log.close()
+    spec = {
+        "source": {"uri": source.as_uri(), "format": "csv"},
+        "extraSources": [{"uri": log_uri.as_uri(), "format": "payloads"}],
+        "label": "mpg",
+        "cleaning": {"missing": {"columns": {"Weight": "median"}}},
+        "privacy": {"dropColumns": ["Name"], "hashColumns": ["Origin"]},
+    }
+    result, out = prep(tmp_path, spec)
+    assert result["status"] == "Succeeded", result
+    assert result["rows"]["total"] == 70
+    rows = pa.concat_tables([split_table(out, s) for s in ("train", "validation", "test")])
+    assert set(rows.column_names) == {"Horsepower", "Weight", "Origin", "mpg"}
+    expected = set(hash_values(pa.array(["USA", "Japan"]), b"pepper").to_pylist())
+    assert set(rows.column("Origin").to_pylist()) == expected  # one hash per value: none hashed twice
+    assert sorted(v for v in rows.column("mpg").to_pylist() if v < 25.0)[:2] == [20.0, 20.25]  # truths as labels
+
+    only_csv, _ = prep(tmp_path, {k: v for k, v in spec.items() if k != "extraSources"}, "plain")
+    assert only_csv["rows"]["total"] == 50 and only_csv["fingerprint"] != result["fingerprint"]
+
+
 def test_a_refresh_writes_a_new_version_only_when_the_sources_content_changed(tmp_path: Path) -> None:
     source = write_csv(tmp_path / "src" / "people.csv", MESSY_CSV)
     spec = {"source": {"uri": source.parent.as_uri(), "format": "csv"}, "label": "bought"}

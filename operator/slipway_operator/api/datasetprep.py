@@ -213,6 +213,7 @@ KIND = Kind(
             *immutable(
                 "DatasetPrep",
                 "source",
+                "extraSources",
                 "label",
                 "sample",
                 "cleaning",

@@ -127,6 +127,12 @@ class PrepSpec(ConfigModel):
     source: Source
     """Where the raw data comes from."""
 
+    extra_sources: list[Source] = Field(default_factory=list, max_length=8)
+    """More tabular sources whose rows are added to `source`'s, read with the store's credentials: typically a
+    ModelDeployment's payload log (`format: payloads`, its `truth` becomes the label column) added to the original
+    data. Their columns are matched by name and converted to `source`'s types; a column `source` lacks is left
+    out, one they lack is missing (and cleaned like any missing value)."""
+
     label: ColumnName | None = None
     """The column to predict. Built-in sets name theirs (`label` for images, `target` for scikit-learn's)."""
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from slipway_trainer.data.stats import is_numeric_type, numeric_values
-from slipway_trainer.privacy import hash_values
+from slipway_trainer.privacy import PREHASHED, hash_values
 
 NUMERIC_SHARE = 0.9  # a text column whose values are at least this share numbers is numeric
 DROP = "__slipway_drop_reason"
@@ -46,9 +46,11 @@ class Cleaner:
         """Privacy, types and missing values for one batch, keeping no state: the rows, plus a `DROP` column
         saying why a row goes (null when it stays). Safe to run in parallel, e.g. as Ray Data tasks."""
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+        prehashed = ((table.schema.metadata or {}).get(PREHASHED) or b"").decode().split(",")
+        table = table.replace_schema_metadata(None)
         table = table.drop_columns([c for c in self.drop_columns if c in table.column_names])
         for name in self.hash_columns:
-            if name in table.column_names:
+            if name in table.column_names and name not in prehashed:  # a payload log's are hashed already
                 table = table.set_column(table.column_names.index(name), name, self._hash(table.column(name)))
         if not self._decided:
             self.decide(table)

@@ -30,7 +30,7 @@ from slipway_trainer.artifacts import MANIFEST, SALT_ENV, Manifest
 from slipway_trainer.config.prep import PrepConfig, PrepSpec
 from slipway_trainer.data import profile as profiles
 from slipway_trainer.data.cleaning import Cleaner, row_hashes
-from slipway_trainer.data.sources import SourceData, open_source, source_digest
+from slipway_trainer.data.sources import SourceData, open_sources, sources_digest
 from slipway_trainer.data.stats import (
     CategoricalStats,
     ImageStats,
@@ -53,13 +53,16 @@ def prepare(config: PrepConfig, progress: Progress, workdir: Path) -> dict[str, 
     """Run the pipeline; returns the summary that goes into result.json."""
     spec = config.spec
     progress.update(force=True, phase="Checking")
-    digest = source_digest(spec.source)  # before reading: a change made while it reads shows at the next refresh
+    digest = sources_digest(
+        [spec.source, *spec.extra_sources]
+    )  # before reading: a change made while it reads shows at the next refresh
     previous = _current_manifest(config.output_uri)
     if config.refresh and previous is not None and _same_input(previous, spec, digest):
         progress.update(force=True, phase="Unchanged", rowsWritten=previous.rows.get("total", 0))
         return _summary(config.output_uri, previous, changed=False)
     resize = next(((t.size[0], t.size[1]) for t in spec.transforms if t.type == "resize" and t.size), None)
-    source = open_source(spec.source, batch_rows=config.batch_rows, resize=resize)
+    source = open_sources(spec.source, spec.extra_sources, spec.label, batch_rows=config.batch_rows, resize=resize,
+                          hashed=tuple(spec.privacy.hash_columns))  # fmt: skip
     label = spec.label or source.default_label
     image_column = "image" if source.image_shape else None
     _check_columns(spec, source, label)
@@ -181,9 +184,8 @@ def _current_manifest(output_uri: str) -> Manifest | None:
 
 def _same_input(manifest: Manifest, spec: PrepSpec, digest: str) -> bool:
     """The current version was made from this content with this spec (its output folder aside)."""
-    made_with = {k: v for k, v in manifest.spec.items() if k != "output"}
-    wanted = {k: v for k, v in spec.model_dump(mode="json", by_alias=True, exclude_none=True).items() if k != "output"}
-    return manifest.source.digest == digest and made_with == wanted
+    wanted = spec.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return manifest.source.digest == digest and _data_fields(manifest.spec) == _data_fields(wanted)
 
 
 # --- checks ------------------------------------------------------------------------------------------
@@ -467,8 +469,14 @@ def _write_splits(
 
 
 def _fingerprint(spec: PrepSpec, content_hash: str) -> str:
-    config = json.dumps(spec.model_dump(mode="json", by_alias=True, exclude={"output"}), sort_keys=True)
+    config = json.dumps(_data_fields(spec.model_dump(mode="json", by_alias=True)), sort_keys=True)
     return "sha256:" + hashlib.sha256(f"{config}\n{content_hash}".encode()).hexdigest()
+
+
+def _data_fields(spec: dict[str, Any]) -> dict[str, Any]:
+    """The spec's fields that shape the data: not where it is written, and no empty `extraSources` (a dataset
+    keeps its fingerprint across the release that added the field)."""
+    return {k: v for k, v in spec.items() if k != "output" and not (k == "extraSources" and not v)}
 
 
 def _manifest(

@@ -24,6 +24,7 @@ from pyarrow.fs import FSSpecHandler, PyFileSystem
 from slipway_trainer import storage
 from slipway_trainer.config.prep import Source
 from slipway_trainer.datasets import FASHION_MNIST_DIR, SKLEARN_SETS, fashion_mnist_missing
+from slipway_trainer.privacy import PREHASHED
 from slipway_trainer.workload import WorkloadError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -66,14 +67,17 @@ class SourceData:
     format: str | None = None
 
 
-def open_source(source: Source, batch_rows: int = 65536, resize: tuple[int, int] | None = None) -> SourceData:
-    """Open a source. `resize` (height, width) applies to image folders as they are read."""
+def open_source(
+    source: Source, batch_rows: int = 65536, resize: tuple[int, int] | None = None, own_credentials: bool = True
+) -> SourceData:
+    """Open a source. `resize` (height, width) applies to image folders as they are read. `own_credentials`: read
+    with the source's Secret (SOURCE_AWS_*) when there is one, else with the store's."""
     uri = source.uri
     if uri.startswith("builtin://"):
         return _builtin(uri.removeprefix("builtin://"), batch_rows)
     if not uri.startswith(("file://", "s3://", "https://")):
         raise WorkloadError("UnsupportedSource", f"source.uri {uri}: use s3://, https://, file:// or builtin://")
-    fs, path = storage.resolve(uri, **storage.source_options(uri))
+    fs, path = storage.resolve(uri, **(storage.source_options(uri) if own_credentials else {}))
     if source.format == "payloads":  # a folder of two partitioned logs, not a set of files of one table
         return _payloads(fs, path, uri, batch_rows)
     files = _list_files(fs, path, uri)
@@ -87,7 +91,73 @@ def open_source(source: Source, batch_rows: int = 65536, resize: tuple[int, int]
     return _tabular(fs, files, fmt, uri, batch_rows)
 
 
-def source_digest(source: Source) -> str:
+def open_sources(
+    source: Source, extra: list[Source], label: str | None, batch_rows: int = 65536,
+    resize: tuple[int, int] | None = None, hashed: tuple[str, ...] = (),
+) -> SourceData:  # fmt: skip
+    """`source`, with the rows of the `extra` sources added after its own, each batch conformed to its schema. A
+    payload log holds the `hashed` columns hashed already (the server applies the dataset's privacy rules): its
+    batches say so in their schema metadata, and cleaning does not hash them twice."""
+    primary = open_source(source, batch_rows=batch_rows, resize=resize)
+    if not extra:
+        return primary
+    if primary.image_shape:
+        raise WorkloadError(
+            "UnsupportedSource", f"extraSources: rows can only be added to a tabular source, not to {source.uri}"
+        )
+    label = label or primary.default_label
+    added = [(s, open_source(s, batch_rows=batch_rows, own_credentials=False)) for s in extra]
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        yield from primary.batches
+        for i, (spec, data) in enumerate(added):
+            payloads = spec.format == "payloads"
+            renamed = {"truth": label} if payloads and label else {}
+            for batch in data.batches:
+                yield _conform(batch, primary.schema, renamed, f"extraSources[{i}] {spec.uri}",
+                               set(hashed) if payloads else set())  # fmt: skip
+
+    return SourceData(schema=primary.schema, batches=batches(), default_label=primary.default_label,
+                      class_names=primary.class_names, dropped=primary.dropped)  # fmt: skip
+
+
+def _conform(
+    batch: pa.RecordBatch, schema: pa.Schema, renamed: dict[str, str], where: str, prehashed: set[str]
+) -> pa.RecordBatch:
+    """`batch` with `schema`'s columns in its order and types (`renamed` first: a payload log's truth is the
+    label); a column the batch lacks is all missing, one the schema lacks is left out. `prehashed` columns stay
+    text (hashes), and the batch's metadata names them."""
+    names = [renamed.get(n, n) for n in batch.schema.names]
+    columns, fields = [], []
+    for want in schema:
+        wanted = pa.string() if want.name in prehashed else want.type
+        fields.append(pa.field(want.name, wanted))
+        if want.name not in names:
+            columns.append(pa.nulls(batch.num_rows, wanted))
+            continue
+        column = batch.column(names.index(want.name))
+        try:
+            columns.append(column.cast(wanted) if column.type != wanted else column)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+            raise WorkloadError(
+                "UnreadableSource",
+                f"{where}: column {want.name!r} holds {column.type} values that are not {want.type} like the "
+                f"source's ({err}); fix the file or leave the column out",
+            ) from err
+    present = sorted(prehashed & set(names))
+    metadata = {PREHASHED: ",".join(present).encode()} if present else None
+    return pa.RecordBatch.from_arrays(columns, schema=pa.schema(fields, metadata=metadata))
+
+
+def sources_digest(sources: list[Source]) -> str:
+    """The digest of several sources (the first read with its own credentials, the others with the store's)."""
+    if len(sources) == 1:
+        return source_digest(sources[0])
+    parts = [source_digest(s, own_credentials=i == 0) for i, s in enumerate(sources)]
+    return "sha256:" + hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def source_digest(source: Source, own_credentials: bool = True) -> str:
     """What the source holds, as a digest of its files' contents: a refresh compares it with the one in the current
     version's manifest and skips a source that did not change. Objects in S3 (and HTTPS servers that give one) are
     named by their ETag, a digest of the content the store keeps; other files are hashed here. A file that is only
@@ -95,7 +165,7 @@ def source_digest(source: Source) -> str:
     uri = source.uri
     if uri.startswith("builtin://"):
         return "sha256:" + hashlib.sha256(uri.encode()).hexdigest()
-    fs, path = storage.resolve(uri, **storage.source_options(uri))
+    fs, path = storage.resolve(uri, **(storage.source_options(uri) if own_credentials else {}))
     if source.format == "payloads":
         files = sorted(f for f in fs.find(path) if f.endswith(".parquet")) if fs.exists(path) else []
     else:
