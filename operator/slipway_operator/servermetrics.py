@@ -15,6 +15,8 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 
 from slipway_trainer.artifacts import DRIFT_METRIC as DRIFT
+from slipway_trainer.artifacts import GROUP_QUALITY_METRIC as GROUP_QUALITY
+from slipway_trainer.artifacts import GROUP_ROWS_METRIC as GROUP_ROWS
 from slipway_trainer.artifacts import LATENCY_METRIC as LATENCY
 from slipway_trainer.artifacts import QUALITY_METRIC as QUALITY
 from slipway_trainer.artifacts import QUALITY_ROWS_METRIC as QUALITY_ROWS
@@ -32,6 +34,7 @@ class Traffic:
     replicas: int = 0  # how many replicas answered
     quality: dict[str, float] = field(default_factory=dict)  # metric -> live value over the feedback windows
     quality_rows: int = 0  # feedback rows those values are measured on
+    groups: dict[str, Traffic] = field(default_factory=dict)  # group feedback named -> its quality and rows
 
     @property
     def error_rate(self) -> float:
@@ -86,7 +89,14 @@ class Traffic:
             self.replicas + other.replicas,
             _weighted(self, other),
             self.quality_rows + other.quality_rows,
+            {g: _group(self.groups.get(g), other.groups.get(g)) for g in set(self.groups) | set(other.groups)},
         )
+
+
+def _group(a: Traffic | None, b: Traffic | None) -> Traffic:
+    """One group's live quality over two sets of replicas."""
+    a, b = a or Traffic(), b or Traffic()
+    return Traffic(quality=_weighted(a, b), quality_rows=a.quality_rows + b.quality_rows)
 
 
 def _weighted(a: Traffic, b: Traffic) -> dict[str, float]:
@@ -123,6 +133,11 @@ def parse(text: str, model: str) -> Traffic:
                 traffic.quality[sample.labels.get("metric", "")] = float(sample.value)
             elif sample.name == QUALITY_ROWS:
                 traffic.quality_rows = int(sample.value)
+            elif sample.name == GROUP_QUALITY:
+                group = traffic.groups.setdefault(sample.labels.get("group", ""), Traffic())
+                group.quality[sample.labels.get("metric", "")] = float(sample.value)
+            elif sample.name == GROUP_ROWS:
+                traffic.groups.setdefault(sample.labels.get("group", ""), Traffic()).quality_rows = int(sample.value)
             elif sample.name == DRIFT:
                 feature = sample.labels.get("feature", "")
                 traffic.drift[feature] = max(traffic.drift.get(feature, 0.0), float(sample.value))

@@ -547,12 +547,16 @@ def check_feedback_and_payloads(root: Path, dataset: Path, store: Path, process:
     truths = [row["Miles_per_Gallon"] for row in cars]
     sent = requests.post(
         f"{url}/v2/models/private/feedback",
-        json={"feedback": [{"id": f"car-{i}", "truth": [t]} for i, t in enumerate(truths)]},
+        json={"feedback": [{"id": f"car-{i}", "truth": [t], "group": group(cars[i])} for i, t in enumerate(truths)]},
         timeout=10,
     )
     assert sent.status_code == 200, sent.text
     mae = float(np.mean(np.abs(np.array(answers) - np.array(truths))))
     assert sent.json()["quality"]["metrics"]["mae"] == pytest.approx(mae, rel=1e-3)
+    heavy = [abs(a - t) for a, t, car in zip(answers, truths, cars, strict=True) if group(car) == "heavy"]
+    groups = sent.json()["quality"]["groups"]  # live quality per group the feedback named
+    assert groups["heavy"]["rows"] == len(heavy) and groups["light"]["rows"] == len(cars) - len(heavy)
+    assert groups["heavy"]["metrics"]["mae"] == pytest.approx(float(np.mean(heavy)), rel=1e-3)
     assert mae < 6  # a trained model on hashed-as-in-training origins; a constant guess is about 6.5
     unknown = requests.post(f"{url}/v2/models/private/feedback", json={"id": "car-999", "truth": 20}, timeout=10)
     assert unknown.status_code == 404 and "car-999" in unknown.json()["error"]
@@ -561,6 +565,7 @@ def check_feedback_and_payloads(root: Path, dataset: Path, store: Path, process:
     metrics = requests.get(f"{url}/metrics", timeout=5).text
     assert f'slipway_live_quality{{metric="mae",model="private"}} {mae:.3f}'[:-2] in metrics
     assert 'slipway_feedback_total{model="private",outcome="unknown_id"} 1.0' in metrics
+    assert f'slipway_live_quality_group_rows{{group="heavy",model="private"}} {len(heavy)}.0' in metrics
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
     payloads = pq.read_table(store / "payloads").to_pylist()  # partitioned by date=
@@ -572,6 +577,11 @@ def check_feedback_and_payloads(root: Path, dataset: Path, store: Path, process:
     assert sorted(r["truth"] for r in logged) == sorted(truths)
     everything = b"".join(p.read_bytes() for p in store.rglob("*") if p.is_file())
     assert not any(o.encode() in everything for o in ORIGINS)  # no raw value of the hashed column, anywhere
+
+
+def group(car: dict[str, Any]) -> str:
+    """The group a feedback row names: not a hashed column (a group name is logged as sent)."""
+    return "heavy" if car["Weight_in_lbs"] > 3000 else "light"
 
 
 def hashed(value: str) -> str:

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from slipway_operator.api import ModelDeploymentStatus
@@ -428,6 +429,51 @@ def test_with_feedback_flowing_a_canary_much_worse_than_stable_is_rolled_back_on
     history = world.obj["status"]["history"][0]
     assert history["name"] == canary and history["outcome"] == "RolledBack"
     assert "live accuracy 0.4 (canary) vs 0.85 (stable): worse by 0.45, above maxQualityDrop 0.02" in history["reason"]
+
+
+def group_text(model: str, groups: dict[str, tuple[int, float]]) -> str:
+    lines = ["# TYPE slipway_live_quality_group gauge", "# TYPE slipway_live_quality_group_rows gauge"]
+    for group, (rows, accuracy) in groups.items():
+        lines.append(f'slipway_live_quality_group{{group="{group}",metric="accuracy",model="{model}"}} {accuracy}')
+        lines.append(f'slipway_live_quality_group_rows{{group="{group}",model="{model}"}} {rows}')
+    return "\n".join(lines) + "\n"
+
+
+def test_a_canary_whose_live_quality_differs_too_much_between_the_groups_feedback_names_is_rolled_back() -> None:
+    """Feedback naming each request's group: the replicas' windows are added up per group, the status shows each
+    group and the largest gap among groups with minRows rows, and the canary's gap is a gate."""
+    both = parse(group_text("m", {"F": (30, 0.9), "M": (10, 0.5)}), "m").add(
+        parse(group_text("m", {"F": (10, 0.5), "X": (2, 0.1)}), "m")
+    )
+    assert both.groups["F"].quality_rows == 40 and both.groups["F"].quality["accuracy"] == pytest.approx(0.8)
+    assert set(both.groups) == {"F", "M", "X"}
+
+    world = serving_world()
+    world.obj["spec"]["monitoring"]["quality"] = {"minRows": 20}
+    world.obj["spec"]["autoUpdate"]["gate"]["maxFairnessGap"] = 0.1
+    world.traffic[md.STABLE] = healthy()
+    world.traffic[md.STABLE].groups = both.groups
+    world.step()
+    quality = world.obj["status"]["quality"]
+    assert quality["groups"]["M"] == {"rows": 10, "metrics": {"accuracy": 0.5}}
+    assert quality["fairnessGap"] is None  # only F has 20 rows
+    world.traffic[md.STABLE].groups["M"].quality_rows = 25
+    world.step()
+    gap = world.obj["status"]["quality"]["fairnessGap"]
+    assert gap["worst"] == "M" and gap["best"] == "F" and gap["gap"] == pytest.approx(0.3)
+
+    world.source = run("fashion-sweep", "s3://m/unfair", 0.95)
+    world.step()
+    canary = world.revision(md.CANARY)
+    unfair = healthy(requests=100)
+    unfair.groups = {"F": Traffic(quality={"accuracy": 0.95}, quality_rows=40),
+                     "M": Traffic(quality={"accuracy": 0.6}, quality_rows=40)}  # fmt: skip
+    world.traffic[md.CANARY] = unfair
+    world.step(advance=61)
+    history = world.obj["status"]["history"][0]
+    assert history["name"] == canary and history["outcome"] == "RolledBack", world.obj["status"]
+    assert "live accuracy gap 0.35 between groups M (0.6, 40 rows) and F (0.95, 40 rows)" in history["reason"]
+    assert "above autoUpdate.gate.maxFairnessGap 0.1" in history["reason"]
 
 
 def test_a_better_candidate_with_a_wide_gap_between_groups_is_not_rolled_out_and_status_says_which() -> None:

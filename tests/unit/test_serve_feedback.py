@@ -52,7 +52,14 @@ def test_feedback_joins_predictions_by_request_id_and_accepts_class_names_or_lab
         ({"id": "nope", "truth": [1]}, 404, "no recent prediction has request id 'nope'", "unknown_id"),
         ({"id": "r1", "truth": [1]}, 400, "had 2 rows but `truth` has 1", "invalid"),
         ({"id": "r1", "truth": [1, "Clog"]}, 400, "truth[1]: 'Clog' is not one of the model's classes", "invalid"),
-        ({"id": "r1", "truth": [1, 2], "group": "a"}, 400, "unknown fields group", "invalid"),
+        ({"id": "r1", "truth": [1, 2], "segment": "a"}, 400, "unknown fields segment", "invalid"),
+        (
+            {"id": "r1", "truth": [1, 2], "group": ["a", "b", "c"]},
+            400,
+            "one group for the request or one per row",
+            "invalid",
+        ),
+        ({"id": "r1", "truth": [1, 2], "group": {"sex": "f"}}, 400, "is not a group name", "invalid"),
         ({"feedback": []}, 400, "non-empty list", "invalid"),
         ([1, 2], 400, "must be a JSON object", "invalid"),
         (
@@ -95,6 +102,28 @@ def test_regression_quality_is_mae_and_rmse_over_the_latest_window() -> None:
     assert quality.report()["feedbackRows"] == 4 and quality.report()["rows"] == 3
 
 
+def test_feedback_naming_a_group_measures_each_group_and_the_most_frequent_ones_only() -> None:
+    predictions = remembered(("r1", [0, 1]), ("r2", [2, 2]), ("r3", [1]))
+    items = [
+        {"id": "r1", "truth": [0, 1], "group": "f"},
+        {"id": "r2", "truth": [2, 0], "group": ["m", "f"]},
+        {"id": "r3", "truth": [0]},
+    ]
+    body = {"feedback": items}
+    rows = feedback.parse(body, predictions, SHOES, max_rows=10)
+    assert [r.group for r in rows] == ["f", "f", "m", "f", None]
+    quality = feedback.LiveQuality("classification", window_size=100)
+    quality.add(rows)
+    groups = quality.groups()
+    assert groups["f"]["rows"] == 3 and groups["f"]["metrics"]["accuracy"] == pytest.approx(2 / 3)
+    assert groups["m"] == {"rows": 1, "metrics": {"accuracy": 1.0, "macro_f1": 1.0}}
+    assert quality.report()["groups"]["f"]["rows"] == 3 and quality.metrics()["accuracy"] == pytest.approx(3 / 5)
+    many = feedback.LiveQuality("regression", window_size=1000)
+    many.add([feedback.Row(f"r{i}", 0, 1.0, 2.0, f"g{i % 30}") for i in range(30 * 2)] +
+             [feedback.Row("x", 0, 1.0, 1.0, "g0")])  # fmt: skip
+    assert len(many.groups()) == feedback.MAX_GROUPS and "g0" in many.groups()  # a bounded number of series
+
+
 def test_the_payload_log_writes_parts_by_date_hashes_and_never_holds_more_than_its_buffer(tmp_path: Path) -> None:
     counted: dict[tuple[str, str], int] = {}
 
@@ -107,7 +136,7 @@ def test_the_payload_log_writes_parts_by_date_hashes_and_never_holds_more_than_i
     table = privacy.apply(pa.table({"name": ["ann", "bob"], "owner": ["ann", "bob"], "hp": [90.0, 150.0]}))
     log.log_request("r1", table, [31.5, 18.0], time.time())
     log.log_request("r2", table, [31.5, 18.0], time.time())  # 4 rows > 3: dropped, counted
-    log.log_feedback([feedback.Row("r1", 0, 31.5, 30.0)], time.time())
+    log.log_feedback([feedback.Row("r1", 0, 31.5, 30.0, "north")], time.time())
     log.close()  # never started: close flushes
     assert counted == {("payload", "dropped"): 2, ("payload", "written"): 2, ("feedback", "written"): 1}
     payloads = pq.read_table(next((tmp_path / "payloads").glob("date=*/part-*.parquet"))).to_pylist()
@@ -122,6 +151,7 @@ def test_the_payload_log_writes_parts_by_date_hashes_and_never_holds_more_than_i
         "model_version": "7",
         "prediction": 31.5,
         "truth": 30.0,
+        "group": "north",
     }
 
 

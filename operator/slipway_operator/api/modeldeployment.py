@@ -271,6 +271,38 @@ class DriftStatus(ConfigModel):
     """When it was measured."""
 
 
+class GroupQuality(ConfigModel):
+    """One group's live quality."""
+
+    rows: int = 0
+    """Its feedback rows in the servers' windows."""
+
+    metrics: dict[str, float] = Field(default_factory=dict)
+    """accuracy and macro_f1, or mae and rmse."""
+
+
+class FairnessGap(ConfigModel):
+    """The largest gap in a live metric between two groups."""
+
+    metric: str
+    """The metric compared (monitoring.quality.metric, else accuracy or mae)."""
+
+    gap: float
+    """The best group's value minus the worst's, in absolute terms."""
+
+    worst: str
+    """The group with the worst value."""
+
+    best: str
+    """The group with the best value."""
+
+    worst_value: float
+    """The worst group's value."""
+
+    best_value: float
+    """The best group's value."""
+
+
 class QualityStatus(ConfigModel):
     """Live quality of the stable revision from ground-truth feedback, over its servers' sliding windows."""
 
@@ -282,6 +314,12 @@ class QualityStatus(ConfigModel):
 
     checked_at: str | None = None
     """When it was measured."""
+
+    groups: dict[str, GroupQuality] = Field(default_factory=dict, max_length=20)
+    """Live quality of each group that feedback named (`"group"` in the feedback body)."""
+
+    fairness_gap: FairnessGap | None = None
+    """The largest gap between groups with monitoring.quality.minRows rows each."""
 
 
 class Counters(ConfigModel):

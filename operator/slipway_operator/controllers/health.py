@@ -15,6 +15,7 @@ from slipway_operator.servermetrics import Traffic
 from slipway_trainer.config.serve import LOWER_IS_BETTER, Quality
 
 MIN_REQUESTS_FOR_HEALTH = 20  # fewer requests say nothing about an error rate
+MAX_GROUPS = 20  # groups in status.quality (each server reports its 20 most frequent)
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,37 @@ def quality_gate(
     if drop > analysis.max_quality_drop:
         return FAILED, f"{measured}: worse by {drop:.4g}, above maxQualityDrop {analysis.max_quality_drop:g}"
     return PASSED, measured
+
+
+def fairness_gap(quality: Quality, traffic: Traffic | None) -> dict[str, Any] | None:
+    """The largest gap in live quality between the groups feedback named, among those with `minRows` rows each (at
+    least two): `monitoring.quality.metric` when set, else accuracy or MAE. None before that."""
+    groups = {g: t for g, t in (traffic.groups if traffic else {}).items() if t.quality_rows >= quality.min_rows}
+    measured = {m for t in groups.values() for m in t.quality}
+    metric = quality.metric if quality.metric in measured else ("accuracy" if "accuracy" in measured else "mae")
+    values = {g: t.quality[metric] for g, t in groups.items() if metric in t.quality}
+    if len(values) < 2:
+        return None
+    low, high = min(values, key=lambda g: values[g]), max(values, key=lambda g: values[g])
+    worst, best = (high, low) if metric in LOWER_IS_BETTER else (low, high)
+    return {"metric": metric, "gap": round(values[high] - values[low], 6), "worst": worst, "best": best,
+            "worstValue": round(values[worst], 6), "bestValue": round(values[best], 6)}  # fmt: skip
+
+
+def fairness_gate(limit: float | None, quality: Quality, canary: Traffic | None) -> tuple[str, str] | None:
+    """The canary's live fairness (`autoUpdate.gate.maxFairnessGap`, from feedback that names groups): FAILED when its
+    gap is above the limit, None when not asked or not measured (feedback may never name a group)."""
+    gap = fairness_gap(quality, canary) if limit is not None else None
+    if gap is None or limit is None:
+        return None
+    rows = {g: canary.groups[g].quality_rows for g in (gap["worst"], gap["best"])} if canary else {}
+    words = (
+        f"live {gap['metric']} gap {gap['gap']:.4g} between groups {gap['worst']} ({gap['worstValue']:.4g}, "
+        f"{rows.get(gap['worst'], 0)} rows) and {gap['best']} ({gap['bestValue']:.4g}, {rows.get(gap['best'], 0)} rows)"
+    )
+    if gap["gap"] > limit:
+        return FAILED, f"{words} is above autoUpdate.gate.maxFairnessGap {limit:g}"
+    return PASSED, words
 
 
 def quality_problem(quality: Quality, traffic: Traffic | None) -> tuple[str, str] | None:
@@ -209,6 +241,11 @@ def health(
             "metrics": {k: round(v, 6) for k, v in (traffic.quality if traffic else {}).items()},
             "rows": traffic.quality_rows if traffic else 0,
             "checkedAt": now if traffic and traffic.quality_rows else (previous.get("quality") or {}).get("checkedAt"),
+            "groups": {
+                g: {"rows": t.quality_rows, "metrics": {k: round(v, 6) for k, v in t.quality.items()}}
+                for g, t in sorted((traffic.groups if traffic else {}).items())[:MAX_GROUPS]
+            },
+            "fairnessGap": fairness_gap(spec.monitoring.quality, traffic),
         },
         "drift": {
             "score": round(max(scores.values()), 6) if scores else None,

@@ -38,6 +38,7 @@ from slipway_operator.controllers.health import (
     INCONCLUSIVE,
     PASSED,
     Pods,
+    fairness_gate,
     gate,
     health,
     quality_gate,
@@ -244,6 +245,11 @@ class Rollout:
             )
             if verdict == PASSED and judged is not None:
                 verdict, measured = judged[0], f"{measured}; {judged[1]}"
+            fair = fairness_gate(
+                self.spec.auto_update.gate.max_fairness_gap, self.spec.monitoring.quality, o.traffic.get(CANARY)
+            )
+            if verdict == PASSED and fair is not None:
+                verdict, measured = fair[0], f"{measured}; {fair[1]}"
             if verdict == FAILED:
                 return self.roll_back(chosen, measured)
             if verdict == INCONCLUSIVE:

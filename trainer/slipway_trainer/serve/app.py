@@ -22,6 +22,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from slipway_trainer.artifacts import (
     DRIFT_METRIC,
+    GROUP_QUALITY_METRIC,
+    GROUP_ROWS_METRIC,
     LATENCY_METRIC,
     QUALITY_METRIC,
     QUALITY_ROWS_METRIC,
@@ -103,6 +105,15 @@ class Metrics:
         )
         self.quality_rows = Gauge(
             QUALITY_ROWS_METRIC, "Feedback rows in the live quality window", ["model"], registry=self.registry
+        )
+        self.group_quality = Gauge(
+            GROUP_QUALITY_METRIC,
+            "Live quality of each group that feedback named (the most frequent 20 in the window)",
+            ["model", "group", "metric"],
+            registry=self.registry,
+        )
+        self.group_rows = Gauge(
+            GROUP_ROWS_METRIC, "Feedback rows of each group in the window", ["model", "group"], registry=self.registry
         )
         self.payload_rows = Counter(
             "slipway_payload_rows",
@@ -319,6 +330,12 @@ class Server:
         for metric, value in self.quality.metrics().items():
             self.metrics.quality.labels(self.name, metric).set(value)
         self.metrics.quality_rows.labels(self.name).set(len(self.quality.window))
+        self.metrics.group_quality.clear()  # groups that left the window leave /metrics
+        self.metrics.group_rows.clear()
+        for group, measured in self.quality.groups().items():
+            self.metrics.group_rows.labels(self.name, group).set(measured["rows"])
+            for metric, value in measured["metrics"].items():
+                self.metrics.group_quality.labels(self.name, group, metric).set(value)
         self.metrics.queue.labels(self.name).set(self.batcher.depth)
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -6,6 +6,10 @@ a Slipway extension of the Open Inference Protocol v2):
 
     {"id": "<request id>", "truth": [<one label or value per row of that request>]}
     {"feedback": [{"id": "r1", "truth": ["Sneaker"]}, {"id": "r2", "truth": [3, 7]}]}
+    {"id": "r3", "truth": [24.5], "group": "female"}      (or one group per row: "group": ["a", "b"])
+
+A `group` names the sensitive group the request's rows belong to (a value the model may never see): live quality
+is then also measured per group, and the largest gap between groups is a rollout gate.
 
 `parse` checks a body against what is remembered and refuses it whole (`FeedbackError`: an HTTP status and a
 message naming the problem) or returns the rows to count; `LiveQuality` keeps a sliding window of (prediction,
@@ -22,6 +26,8 @@ from typing import Any
 from slipway_trainer.data.transforms import TransformSpec
 
 MAX_IDS_SHOWN = 5
+MAX_GROUP_CHARS = 64
+MAX_GROUPS = 20  # groups measured (the most frequent in the window): a bounded number of metric series
 
 
 class FeedbackError(Exception):
@@ -65,6 +71,7 @@ class Row:
     row: int
     prediction: Any
     truth: Any
+    group: str | None = None
 
 
 def parse(body: Any, predictions: Predictions, transform: TransformSpec, max_rows: int) -> list[Row]:
@@ -78,7 +85,7 @@ def parse(body: Any, predictions: Predictions, transform: TransformSpec, max_row
     unknown: list[str] = []
     for index, item in enumerate(items):
         where = f"feedback[{index}]" if "feedback" in body else "the feedback"
-        request_id, truth = _item(item, where)
+        request_id, truth, groups = _item(item, where)
         remembered = predictions.get(request_id)
         if remembered is None:
             unknown.append(request_id)
@@ -91,9 +98,15 @@ def parse(body: Any, predictions: Predictions, transform: TransformSpec, max_row
                 f"{where}: request {request_id!r} had {len(remembered.predictions)} rows but `truth` has {len(truth)}",
                 "invalid",
             )
+        if groups is not None and len(groups) not in (1, len(truth)):
+            raise FeedbackError(
+                400, f"{where}.group: one group for the request or one per row ({len(truth)}), not {len(groups)}",
+                "invalid",
+            )  # fmt: skip
         values = [_truth(v, transform, f"{where}.truth[{i}]") for i, v in enumerate(truth)]
-        pairs = zip(remembered.predictions, values, strict=True)
-        rows.extend(Row(request_id, i, p, t) for i, (p, t) in enumerate(pairs))
+        named = (groups * len(values) if len(groups) == 1 else groups) if groups is not None else [None] * len(values)
+        triples = zip(remembered.predictions, values, named, strict=True)
+        rows.extend(Row(request_id, i, p, t, g) for i, (p, t, g) in enumerate(triples))
         if len(rows) > max_rows:
             raise FeedbackError(
                 413, f"more than {max_rows} feedback rows in one body (server.limits.maxRowsPerRequest)", "invalid"
@@ -113,12 +126,14 @@ def parse(body: Any, predictions: Predictions, transform: TransformSpec, max_row
     return rows
 
 
-def _item(item: Any, where: str) -> tuple[str, list[Any]]:
+def _item(item: Any, where: str) -> tuple[str, list[Any], list[str] | None]:
     if not isinstance(item, dict):
         raise FeedbackError(400, f"{where} must be an object {{id, truth}}", "invalid")
-    extra = sorted(set(item) - {"id", "truth"})
+    extra = sorted(set(item) - {"id", "truth", "group"})
     if extra:
-        raise FeedbackError(400, f"{where} has unknown fields {', '.join(extra)} (it takes id and truth)", "invalid")
+        raise FeedbackError(
+            400, f"{where} has unknown fields {', '.join(extra)} (it takes id, truth and group)", "invalid"
+        )
     request_id, truth = item.get("id"), item.get("truth")
     if not isinstance(request_id, str | int) or isinstance(request_id, bool) or str(request_id) == "":
         raise FeedbackError(400, f"{where}.id must be the request id (a non-empty string)", "invalid")
@@ -126,7 +141,21 @@ def _item(item: Any, where: str) -> tuple[str, list[Any]]:
         truth = [truth]
     if not truth:
         raise FeedbackError(400, f"{where}.truth must hold one true label or value per row of the request", "invalid")
-    return str(request_id), truth
+    return str(request_id), truth, _groups(item.get("group"), where)
+
+
+def _groups(group: Any, where: str) -> list[str] | None:
+    """The `group` of a feedback item: None, or one group name (a short string or number) per item or per row."""
+    if group is None:
+        return None
+    names = group if isinstance(group, list) else [group]
+    for name in names:
+        if isinstance(name, bool) or not isinstance(name, str | int) or not 0 < len(str(name)) <= MAX_GROUP_CHARS:
+            raise FeedbackError(
+                400, f"{where}.group: {name!r} is not a group name (a string of 1 to {MAX_GROUP_CHARS} characters)",
+                "invalid",
+            )  # fmt: skip
+    return [str(n) for n in names] or None
 
 
 def _truth(value: Any, transform: TransformSpec, where: str) -> Any:
@@ -150,19 +179,31 @@ class LiveQuality:
 
     def __init__(self, task: str, window_size: int) -> None:
         self.task = task
-        self.window: deque[tuple[Any, Any]] = deque(maxlen=window_size)
+        self.window: deque[tuple[Any, Any, str | None]] = deque(maxlen=window_size)
         self.total = 0  # rows ever received
 
     def add(self, rows: list[Row]) -> None:
-        self.window.extend((r.prediction, r.truth) for r in rows)
+        self.window.extend((r.prediction, r.truth, r.group) for r in rows)
         self.total += len(rows)
 
     def metrics(self) -> dict[str, float]:
-        if not self.window:
+        return self._measure([(p, t) for p, t, _ in self.window])
+
+    def groups(self) -> dict[str, dict[str, Any]]:
+        """Rows and metrics of each group feedback named, for the `MAX_GROUPS` most frequent in the window."""
+        by_group: dict[str, list[tuple[Any, Any]]] = {}
+        for p, t, g in self.window:
+            if g is not None:
+                by_group.setdefault(g, []).append((p, t))
+        largest = sorted(by_group, key=lambda g: (-len(by_group[g]), g))[:MAX_GROUPS]
+        return {g: {"rows": len(by_group[g]), "metrics": self._measure(by_group[g])} for g in sorted(largest)}
+
+    def _measure(self, pairs: list[tuple[Any, Any]]) -> dict[str, float]:
+        if not pairs:
             return {}
         if self.task == "classification":
-            return classification(list(self.window))
-        errors = [float(p) - float(t) for p, t in self.window]
+            return classification(pairs)
+        errors = [float(p) - float(t) for p, t in pairs]
         return {
             "mae": sum(abs(e) for e in errors) / len(errors),
             "rmse": math.sqrt(sum(e * e for e in errors) / len(errors)),
@@ -175,6 +216,10 @@ class LiveQuality:
             "windowSize": self.window.maxlen,
             "feedbackRows": self.total,
             "metrics": {k: round(v, 6) for k, v in self.metrics().items()},
+            "groups": {
+                g: {"rows": v["rows"], "metrics": {k: round(x, 6) for k, x in v["metrics"].items()}}
+                for g, v in self.groups().items()
+            },
         }
 
 

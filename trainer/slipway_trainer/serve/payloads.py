@@ -7,7 +7,7 @@ waiting); a full buffer drops the rows and counts them. A background thread writ
     <uri>/payloads/date=2026-12-05/part-<ms>-<host>-<n>.parquet   request_id, row, time, model_version,
                                                                   <input columns>, prediction
     <uri>/feedback/date=2026-12-05/part-<ms>-<host>-<n>.parquet   request_id, row, time, model_version,
-                                                                  prediction, truth
+                                                                  prediction, truth, group
 
 Privacy: the dataset's rules travel with the model (`Privacy`, from the dataset manifest the model card names):
 dropped columns are never written, hashed ones are hashed with the same salt before the model or the log sees
@@ -196,6 +196,7 @@ def _feedback_rows(buffer: _Buffer, log_: PayloadLog) -> list[dict[str, Any]]:
             "model_version": log_.model_version,
             "prediction": row.prediction,
             "truth": row.truth,
+            "group": row.group,
         }
         for at, row in buffer.feedback
     ]
