@@ -409,3 +409,27 @@ def server_service(owner: Owner) -> dict[str, Any]:
             "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
         },
     }
+
+
+PEERS = "peers"  # the suffix of a ModelDeployment's headless Service over all its servers
+
+
+def peers_service(owner: Owner) -> dict[str, Any]:
+    """A headless Service over every ready server of a ModelDeployment (both tracks): its DNS name lists their pod
+    addresses, so a server that gets feedback for a request another one answered can hand it over."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(owner, child_name(owner, PEERS)),
+        "spec": {
+            "clusterIP": "None",
+            "selector": {f"slipway.dev/{owner.kind.lower()}": owner.name},
+            "ports": [{"name": "http", "port": SERVER_PORT, "targetPort": "http"}],
+        },
+    }
+
+
+def peers_address(owner: Owner) -> str:
+    """How a server finds its peers: the headless Service's DNS name (`slipway run` rewrites it to its router
+    table)."""
+    return f"dns://{child_name(owner, PEERS)}.{owner.namespace}.svc.cluster.local:{SERVER_PORT}"

@@ -133,9 +133,11 @@ def serve_config(
     port: int = 8080,
     payload_uri: str | None = None,
     model_version: str = "1",
+    peers: str | None = None,
 ) -> ServeConfig:
     """The inference server's config for a ModelDeployment: its name is the model's name on the wire, its version
-    the revision; `payload_uri` is where payload logs go unless `monitoring.payloadLog.uri` says."""
+    the revision; `payload_uri` is where payload logs go unless `monitoring.payloadLog.uri` says; `peers` how a
+    server finds the others (neither is part of the revision: they do not change what is served)."""
     monitoring = spec.monitoring.model_dump(mode="json", by_alias=True, exclude=OPERATOR_ONLY_MONITORING_FIELDS)
     if spec.monitoring.payload_log.enabled and not spec.monitoring.payload_log.uri:
         monitoring["payloadLog"]["uri"] = payload_uri
@@ -149,5 +151,6 @@ def serve_config(
             "server": spec.server.model_dump(mode="json", by_alias=True),
             "monitoring": monitoring,
             "device": "cuda" if spec.resources.gpus else "cpu",
+            "peers": peers,
         }
     )

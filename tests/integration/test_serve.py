@@ -588,3 +588,55 @@ def hashed(value: str) -> str:
     from slipway_trainer.privacy import hash_values
 
     return str(hash_values(pa.array([value]), SALT.encode())[0].as_py())
+
+
+def test_feedback_reaching_a_replica_that_did_not_answer_is_taken_by_the_one_that_did(
+    root: Path, fashion: Served
+) -> None:
+    """Two replicas of one deployment behind a Service (here: two servers that list each other, as `slipway run`'s
+    router table does): feedback for requests replica A answered, sent to replica B, is relayed to A, taken there
+    and counted once; feedback no replica knows is refused as unknown after asking; a relayed body is never
+    relayed again."""
+    routes = root / "routes.json"
+    model, urls, procs = root / "fashion-run" / "model", [], []
+    for replica in ("replica-a", "replica-b"):
+        process = next(start(root, replica, model, modelName="fashion", peers=routes.as_uri()))
+        procs.append(process)
+        urls.append(f"http://127.0.0.1:{json.loads((root / f'{replica}.ready').read_text())['port']}")
+    routes.write_text(json.dumps({"backends": [{"url": u} for u in urls]}))
+    a, b = urls
+    try:
+        images = np.random.default_rng(1).integers(0, 255, (6, 28, 28))
+        labels = []
+        for i, image in enumerate(images):
+            body = {"id": f"a-{i}", "inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "UINT8",
+                                                "data": image.tolist()}]}  # fmt: skip
+            answer = requests.post(f"{a}/v2/models/fashion/infer", json=body, timeout=10)
+            assert answer.status_code == 200, answer.text
+            labels.append(answer.json()["outputs"][0]["data"][0])
+        body = {"feedback": [{"id": f"a-{i}", "truth": [label]} for i, label in enumerate(labels)]}
+        relayed = requests.post(f"{b}/v2/models/fashion/feedback", json=body, timeout=10)
+        assert relayed.status_code == 200, relayed.text
+        assert relayed.json()["accepted"] == 6 and relayed.json()["quality"]["metrics"]["accuracy"] == 1.0
+        assert requests.get(f"{a}/v2/models/fashion/quality", timeout=5).json()["rows"] == 6
+        assert requests.get(f"{b}/v2/models/fashion/quality", timeout=5).json()["rows"] == 0
+        again = requests.post(f"{b}/v2/models/fashion/feedback", json=body, timeout=10)
+        assert again.status_code == 409 and "already has feedback" in again.json()["error"]  # A's own refusal
+
+        unknown = requests.post(f"{b}/v2/models/fashion/feedback", json={"id": "nobody", "truth": 1}, timeout=10)
+        assert unknown.status_code == 404 and "nobody" in unknown.json()["error"]
+        direct = requests.post(f"{a}/v2/models/fashion/feedback", json={"id": "a-0", "truth": 1}, timeout=10,
+                               headers={"X-Slipway-Forwarded": "1"})  # fmt: skip
+        assert direct.status_code == 409  # A knows it: relayed or not, A judges it
+        looped = requests.post(f"{b}/v2/models/fashion/feedback", json={"id": "a-1", "truth": 1}, timeout=10,
+                               headers={"X-Slipway-Forwarded": "1"})  # fmt: skip
+        assert looped.status_code == 404  # a relayed body is not relayed again
+        metrics_b = requests.get(f"{b}/metrics", timeout=5).text
+        assert 'slipway_feedback_total{model="fashion",outcome="forwarded"} 2.0' in metrics_b
+        assert 'slipway_feedback_total{model="fashion",outcome="unknown_id"} 1.0' in metrics_b
+        metrics_a = requests.get(f"{a}/metrics", timeout=5).text
+        assert 'outcome="unknown_id"' not in metrics_a  # B's question is counted at B only
+    finally:
+        for process in procs:
+            process.terminate()
+            process.wait(timeout=60)

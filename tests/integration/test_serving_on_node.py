@@ -247,18 +247,20 @@ def test_feedback_on_the_real_node_reaches_status_as_live_quality_and_payloads_r
     control_plane: testbed.ControlPlane, slipway_on_node: str, real_node: RealNode, model_uri: str,
     object_store: testbed.ObjectStore,
 ) -> None:  # fmt: skip
-    """One server pod on the real node with a payload log and a quality threshold: a client in the node's network
-    sends requests and, for each answer's id, a true value 15 mpg off the prediction. The operator reads the live
-    MAE through the pod proxy into status.quality and marks the deployment Degraded (QualityDropped); feedback for
-    an id the server never gave is refused and counted; the payloads and the feedback land in the S3 store as
-    date-partitioned Parquet written by the server pod."""
+    """Two server pods on the real node with a payload log and a quality threshold: a client in the node's network
+    sends requests through the Service and, for each answer's id, a true value 15 mpg off the prediction, also
+    through the Service: feedback that lands on the replica that did not answer is handed to the one that did
+    (found through the headless `-peers` Service's DNS), so every row counts. The operator reads the live MAE of
+    both pods through the pod proxy into status.quality and marks the deployment Degraded (QualityDropped);
+    feedback for an id no server gave is refused and counted once; the payloads and the feedback land in the S3
+    store as date-partitioned Parquet written by the server pods."""
     import io
 
     import pyarrow.parquet as pq
 
     plane, ns = control_plane, slipway_on_node
     spec = deployment(ns, model_uri)
-    spec["spec"]["replicas"] = {"min": 1, "max": 1}  # feedback reaches the replica that answered
+    spec["spec"]["replicas"] = {"min": 2, "max": 2}  # feedback reaches either replica
     spec["spec"]["monitoring"] |= {
         "quality": {"metric": "mae", "threshold": 5.0, "minRows": 20},
         "payloadLog": {"enabled": True, "flushIntervalSeconds": 2},
@@ -308,8 +310,11 @@ def test_feedback_on_the_real_node_reaches_status_as_live_quality_and_payloads_r
         assert {r["Origin"] for r in logged} == {"Japan", "USA"} and all("Name" not in r for r in logged)
         assert all(re.fullmatch(r"date=\d{4}-\d\d-\d\d", k.split("/")[-2]) for k in parts("payloads/"))
         testbed.wait_until("every feedback row written", lambda: len(rows("feedback/")) == 30, 30)
-        pod = server_pods(plane, ns, "stable")[0]["metadata"]["name"]
-        metrics_text = plane.kubectl("get", "--raw", f"/api/v1/namespaces/{ns}/pods/{pod}:8080/proxy/metrics")
-        assert f'slipway_feedback_total{{model="{NAME}",outcome="unknown_id"}} 1.0' in metrics_text
+        pods = [p["metadata"]["name"] for p in server_pods(plane, ns, "stable")]
+        metrics_text = "".join(
+            plane.kubectl("get", "--raw", f"/api/v1/namespaces/{ns}/pods/{pod}:8080/proxy/metrics") for pod in pods
+        )
+        assert len(pods) == 2 and metrics_text.count('outcome="unknown_id"} 1.0') == 1, metrics_text
+        assert f'slipway_feedback_total{{model="{NAME}",outcome="forwarded"}}' in metrics_text  # 2^-15 it is not
     finally:
         plane.kubectl("delete", "modeldeployment", NAME, "-n", ns, "--wait=true", check=False)

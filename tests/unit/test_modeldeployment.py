@@ -111,7 +111,11 @@ def test_it_waits_for_its_model_source_and_then_serves_it_under_its_own_name() -
     world.source = run("fashion-sweep", "s3://m/1", 0.90)
     plan = world.step(make_ready=False)
     kinds = sorted(c["kind"] for c in plan.children)
-    assert kinds == ["ConfigMap", "Deployment", "Service"]
+    assert kinds == ["ConfigMap", "Deployment", "Service", "Service"]
+    peers = next(c for c in plan.children if c["metadata"]["name"] == "fashion-peers")
+    assert peers["spec"]["clusterIP"] == "None"  # headless: its DNS name lists every server, for feedback
+    config = json.loads(next(c for c in plan.children if c["kind"] == "ConfigMap")["data"]["config.json"])
+    assert config["peers"] == "dns://fashion-peers.ml.svc.cluster.local:8080"
     assert world.obj["status"]["phase"] == "Deploying"
     assert world.deployments[md.STABLE]["spec"]["replicas"] == 2
     current = world.obj["status"]["current"]

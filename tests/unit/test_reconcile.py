@@ -193,6 +193,7 @@ def test_deleting_a_resource_stops_the_children_its_kind_owns(bed: Bed) -> None:
         ("Deployment", "mpg-stable"),
         ("Deployment", "mpg-canary"),
         ("Service", "mpg"),
+        ("Service", "mpg-peers"),
     ]
 
 

@@ -29,6 +29,7 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from slipway_operator.builders import WEIGHT_ANNOTATION
 from slipway_trainer.artifacts import STEP_LABEL
@@ -226,6 +227,10 @@ class LocalBackend:
             }
         elif step == "serve":
             config |= {"host": "127.0.0.1", "port": 0, "readyFile": str(folder / "ready.json")}
+            peers = urlsplit(str(config.get("peers") or ""))
+            if peers.scheme == "dns" and peers.hostname:  # <service>.<namespace>.svc...: its table here
+                service, namespace = peers.hostname.split(".")[:2]
+                config["peers"] = (self.state / namespace / "service" / service / "routes.json").resolve().as_uri()
             if not self.gpus:  # like the steps above: GPUs only where this machine has them
                 config["device"] = "cpu"
         return config
@@ -406,6 +411,8 @@ class LocalBackend:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "selector.json").write_text(json.dumps(service["spec"]["selector"]))
         self._sync_routes(meta["namespace"])
+        if service["spec"].get("clusterIP") == "None":
+            return  # headless: only its table of servers (a server's peers), no router
         proc = self._proc(folder)
         if not proc.alive():
             (folder / "ready.json").unlink(missing_ok=True)

@@ -151,7 +151,8 @@ class _Builder:
         return self.spec.monitoring.payload_log.uri or default
 
     def config_map(self, rev: str, model_uri: str) -> dict[str, Any]:
-        config = serve_config(self.owner.name, self.spec, model_uri, payload_uri=self.payload_uri(), model_version=rev)
+        config = serve_config(self.owner.name, self.spec, model_uri, payload_uri=self.payload_uri(), model_version=rev,
+                              peers=builders.peers_address(self.owner))  # fmt: skip
         return builders.config_map(self.owner, rev, config)
 
     def deployment(self, track: str, rev: str, replicas: int, weight: int) -> dict[str, Any]:
@@ -201,7 +202,7 @@ class Rollout:
         self.build = _Builder(obj, self.spec, settings)
         self.status["payloadUri"] = self.build.payload_uri() if self.spec.monitoring.payload_log.enabled else None
         self.total = self.spec.replicas.min
-        self.service = builders.server_service(self.build.owner)
+        self.services = [builders.server_service(self.build.owner), builders.peers_service(self.build.owner)]
         self.analysis = self.spec.rollout.canary.analysis if self.spec.rollout.canary else Analysis()
         self.abort = (obj["metadata"].get("annotations") or {}).get(ABORT_ANNOTATION)
         self.paused: str | None = None
@@ -269,7 +270,7 @@ class Rollout:
 
     def _base(self) -> list[dict[str, Any]]:
         """The Service and the stable revision's ConfigMap: in every plan once something is served."""
-        return [self.service, self.build.config_map(self.stable_rev, self.current["modelUri"])]
+        return [*self.services, self.build.config_map(self.stable_rev, self.current["modelUri"])]
 
     def _retire(self, revision: dict[str, Any], outcome: str, reason: str) -> None:
         self.status["history"] = [
@@ -316,7 +317,7 @@ class Rollout:
         self.status["current"] = record(chosen.model, rev, self.now)
         self.events.append(("Normal", "RollingUpdate", f"rolling {stable_rev} -> {rev}: {chosen.why}"))
         children = [
-            self.service,
+            *self.services,
             self.build.config_map(rev, chosen.model.uri),
             self.build.deployment(STABLE, rev, self.total, 100),
         ]
@@ -403,7 +404,7 @@ class Rollout:
         self.status["canaryWeight"] = 0
         self.events.append(("Normal", "Promoting", f"canary {rev} passed every step ({measured}); promoting"))
         children = [
-            self.service,
+            *self.services,
             self.build.config_map(rev, chosen.model.uri),
             self.build.deployment(STABLE, rev, self.total, 100),
             self.build.deployment(CANARY, rev, o_replicas(self.o.deployments.get(CANARY)) or self.total, 0),
@@ -481,7 +482,7 @@ def references(spec: dict[str, Any]) -> list[Ref]:
 def children_to_stop(obj: dict[str, Any]) -> list[Child]:
     name = obj["metadata"]["name"]
     tracks = [("apps/v1", "Deployment", builders.suffixed(name, track)) for track in (STABLE, CANARY)]
-    return [*tracks, ("v1", "Service", name)]
+    return [*tracks, ("v1", "Service", name), ("v1", "Service", builders.suffixed(name, builders.PEERS))]
 
 
 CONTROLLER = ServingController(kind="ModelDeployment", references=references, children_to_stop=children_to_stop)

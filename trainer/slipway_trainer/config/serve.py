@@ -161,3 +161,8 @@ class ServeConfig(ConfigModel):
 
     ready_file: str | None = None
     """A local file the server writes `{"port": N}` to once it is ready (how a parent learns the port)."""
+
+    peers: str | None = Field(default=None, max_length=2048)
+    """The other servers of the same deployment, asked for feedback whose requests this one did not answer:
+    `dns://<headless Service>:<port>` (its A records are the pods) or `file://<routes.json>` (`slipway run`'s
+    router table). Set by the operator."""

@@ -35,6 +35,7 @@ from slipway_trainer.serve.batcher import Batcher
 from slipway_trainer.serve.drift import DriftMonitor
 from slipway_trainer.serve.model import ServedModel
 from slipway_trainer.serve.payloads import PayloadLog, Privacy
+from slipway_trainer.serve.peers import FORWARDED, Peers
 
 log = logging.getLogger("slipway.serve")
 PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_torchscript"}
@@ -93,7 +94,7 @@ class Metrics:
         )
         self.feedback = Counter(
             "slipway_feedback",
-            "Ground-truth feedback bodies by outcome (accepted, invalid, unknown_id, duplicate)",
+            "Ground-truth feedback bodies by outcome (accepted, invalid, unknown_id, duplicate, forwarded)",
             ["model", "outcome"],
             registry=self.registry,
         )
@@ -159,6 +160,7 @@ class Server:
             if payload_log.enabled
             else None
         )
+        self.peers = Peers(config.peers) if config.peers else None
         self.ready = False
         self.stopping = False
         self.in_flight = 0
@@ -241,7 +243,13 @@ class Server:
             self.metrics.feedback.labels(self.name, "invalid").inc()
             return web.json_response({"error": err.message}, status=err.status)
         except feedback.FeedbackError as err:
-            self.metrics.feedback.labels(self.name, err.outcome).inc()
+            if err.none_known and self.peers is not None and FORWARDED not in request.headers:
+                relayed = await self.peers.forward(request.path, await request.read())
+                if relayed is not None:  # the replica that answered those requests took (or refused) it
+                    self.metrics.feedback.labels(self.name, "forwarded").inc()
+                    return web.Response(status=relayed[0], body=relayed[1], content_type="application/json")
+            if not (err.none_known and FORWARDED in request.headers):  # a peer's question is counted there
+                self.metrics.feedback.labels(self.name, err.outcome).inc()
             return web.json_response({"error": err.message}, status=err.status)
         self.quality.add(rows)
         if self.payloads is not None:
@@ -383,4 +391,6 @@ class Server:
         await self.batcher.close()
         if self.payloads is not None:  # the last buffered rows reach the store before the process ends
             await asyncio.to_thread(self.payloads.close)
+        if self.peers is not None:
+            await self.peers.close()
         await runner.cleanup()

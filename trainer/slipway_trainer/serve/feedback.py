@@ -31,11 +31,12 @@ MAX_GROUPS = 20  # groups measured (the most frequent in the window): a bounded 
 
 
 class FeedbackError(Exception):
-    def __init__(self, status: int, message: str, outcome: str) -> None:
+    def __init__(self, status: int, message: str, outcome: str, none_known: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.outcome = outcome  # the label of slipway_feedback_total it is counted under
+        self.none_known = none_known  # no request the body names was answered here: another replica may know them
 
 
 @dataclass
@@ -118,6 +119,7 @@ def parse(body: Any, predictions: Predictions, transform: TransformSpec, max_row
             f"no recent prediction has request id {shown}: feedback must name the `id` of an infer request or "
             f"of its answer, among the last {predictions.capacity} requests (monitoring.quality.maxPredictions)",
             "unknown_id",
+            none_known=not rows,
         )
     for request_id in {r.request_id for r in rows}:
         remembered = predictions.get(request_id)
