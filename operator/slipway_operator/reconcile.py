@@ -484,8 +484,12 @@ def reconcile_serving(obj: dict[str, Any], rt: Runtime) -> Outcome:
     for run in plan.create:
         try:
             rt.cluster.create(run)
-        except ApplyRefused as err:  # the API server refused the template: say so, keep serving
-            outcome.events.append(("Warning", "RetrainRefused", f"{run['kind']}/{run['metadata']['name']}: {err}"))
+        except ApplyRefused as err:  # the API server refused the template: say so (once), keep serving
+            refused = f"the retrain {run['kind']}/{run['metadata']['name']} was refused: {err}"
+            before = ((obj.get("status") or {}).get("retraining") or {}).get("waiting")
+            outcome.status["retraining"] = {**(outcome.status.get("retraining") or {}), "waiting": refused}
+            if refused != before:
+                outcome.events.append(("Warning", "RetrainRefused", refused))
     for api_version, kind, child in plan.delete_runs:
         rt.cluster.delete(api_version, kind, obj["metadata"]["namespace"], child)
     return outcome

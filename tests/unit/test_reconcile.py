@@ -409,3 +409,32 @@ def test_a_refreshing_dataset_runs_a_round_when_due_stays_usable_and_keeps_versi
     assert outcome is not None and outcome.status["refresh"]["state"] == "Failed"
     assert "keeps version v-ccc" in outcome.status["refresh"]["message"] and outcome.status["refresh"]["nextTime"]
     assert [e[:2] for e in outcome.events] == [("Warning", "RefreshFailed")] and "version" not in outcome.status
+
+
+def test_a_retrain_the_api_server_refuses_is_said_once_and_kept_in_status_while_it_keeps_serving(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retrain template is refused (an admission policy, a quota): the refusal is in status.retraining.waiting
+    on every pass, and its Warning Event is posted once, not every five seconds."""
+    from slipway_operator import reconcile as reconciling
+    from slipway_operator.controllers import modeldeployment
+
+    serving = bed.add("ModelDeployment", "mpg", {"model": {"fromTrainingRun": "mpg"}})
+    run = {"apiVersion": API, "kind": "TrainingRun", "metadata": {"name": "mpg-retrain-1", "namespace": "default"}}
+    status = {"phase": "Available", "retraining": {"runs": [], "waiting": None}}
+    monkeypatch.setattr(reconciling, "observe_serving", lambda obj, rt: None)
+    monkeypatch.setattr(modeldeployment, "plan", lambda obj, observed, settings: modeldeployment.Plan(
+        [], [], copy.deepcopy(status), [], create=[copy.deepcopy(run)]))  # fmt: skip
+
+    def refuse(obj: dict[str, Any]) -> None:
+        raise ApplyRefused('admission webhook "quota.example" denied the request: no GPUs left in team-a')
+
+    monkeypatch.setattr(bed.store, "create", refuse)
+    events = []
+    for _ in range(3):
+        outcome = reconciling.reconcile_serving(copy.deepcopy(serving), bed.runtime)
+        bed.store.update_status(serving, outcome.status)
+        events += outcome.events
+        waiting = serving["status"]["retraining"]["waiting"]
+        assert "TrainingRun/mpg-retrain-1 was refused" in waiting and "no GPUs left" in waiting
+    assert [e[:2] for e in events] == [("Warning", "RetrainRefused")]
