@@ -267,21 +267,30 @@ def test_slipway_run_keeps_its_artifacts_in_s3(tmp_path: Path, bucket: str, s3_e
     assert s3_env["AWS_SECRET_ACCESS_KEY"] not in stored and "s3://" in stored
 
 
-def _cars_csv(folder: Path, name: str, rows: slice) -> None:
-    """Auto MPG rows as a CSV file, as an export job would drop them into the source folder."""
+def _cars_csv(folder: Path, name: str, rows: slice, corrupt: bool = False) -> None:
+    """Auto MPG rows as a CSV file, as an export job would drop them into the source folder; `corrupt`: with their
+    label replaced by noise (a broken upstream join)."""
+    import numpy as np
     from vega_datasets import data as vega
 
     cars = vega.cars()
     cars["Year"] = cars["Year"].dt.year
+    chosen = cars.iloc[rows].copy()
+    if corrupt:
+        chosen["Miles_per_Gallon"] = np.random.default_rng(0).uniform(5, 60, len(chosen)).round(1)
     folder.mkdir(exist_ok=True)
-    cars.iloc[rows].to_csv(folder / name, index=False)
+    chosen.to_csv(folder / name, index=False)
 
 
-def test_new_rows_in_the_source_make_a_new_dataset_version_and_the_deployment_retrains_on_it(tmp_path: Path) -> None:
+def test_new_rows_make_a_new_dataset_version_the_deployment_retrains_on_it_and_a_worse_model_is_not_rolled_out(
+    tmp_path: Path,
+) -> None:
     """The loop with `slipway run`: a DatasetPrep refreshing a folder of CSV files, the Auto MPG model served with
     `autoUpdate.retrain` on `datasetChanged`. A new file lands in the folder: the next refresh round writes a new
     version beside the first, the deployment creates `mpg-retrain-1` on it, and the run adopts and trains it; its
-    lineage names the new version and why it was trained."""
+    lineage names the new version and why it was trained. The new rows' labels are noise (a broken export): the
+    retrained model is measured worse on the new version's test split, and the deployment keeps serving the one it
+    had."""
     journey, state, source = tmp_path / "journey", tmp_path / "state", tmp_path / "cars"
     journey.mkdir()
     _cars_csv(source, "part-0.csv", slice(0, 300))
@@ -330,7 +339,7 @@ def test_new_rows_in_the_source_make_a_new_dataset_version_and_the_deployment_re
              == "Unchanged", 120)  # fmt: skip
         assert not (resources / "trainingrun" / "mpg-retrain-1.json").exists()  # the same data: no retrain
 
-        _cars_csv(source, "part-1.csv", slice(300, None))
+        _cars_csv(source, "part-1.csv", slice(300, None), corrupt=True)
         wait("the retrain", lambda: (read("trainingrun", "mpg-retrain-1").get("status") or {}).get("phase")
              in ("Succeeded", "Failed"))  # fmt: skip
         retrained, dataset = read("trainingrun", "mpg-retrain-1"), read("datasetprep", "mpg")["status"]
@@ -342,6 +351,11 @@ def test_new_rows_in_the_source_make_a_new_dataset_version_and_the_deployment_re
         assert lineage["datasetFingerprint"] == dataset["fingerprint"] != first["fingerprint"]
         assert lineage["retrainReason"].startswith("new dataset version"), lineage
         assert retrained["metadata"]["labels"] == {"app": "mpg", "slipway.dev/retrained-by": "mpg"}
+        served = read("trainingrun", "mpg-mlp")["status"]["metrics"]["test_mae"]
+        assert retrained["status"]["metrics"]["test_mae"] > served * 1.5  # the noise is measured
+        time.sleep(15)  # three of the deployment's passes: it considers the new run and keeps what it has
+        deployment = read("modeldeployment", "mpg")["status"]
+        assert deployment["current"]["source"] == "TrainingRun/mpg-mlp" and not deployment.get("canary"), deployment
     finally:
         process.send_signal(signal.SIGINT)
         output = process.communicate(timeout=120)[0]
