@@ -640,3 +640,37 @@ def test_feedback_reaching_a_replica_that_did_not_answer_is_taken_by_the_one_tha
         for process in procs:
             process.terminate()
             process.wait(timeout=60)
+
+
+def test_an_image_models_payload_log_with_its_feedback_prepares_into_an_image_dataset(
+    root: Path, fashion: Served
+) -> None:
+    """The Fashion-MNIST server logs the pixels it was sent with their layout (shape, class names) in the parts'
+    schema; joined with the feedback, they prepare into a dataset of 28x28 images labelled by the truth."""
+    from slipway_trainer.config.prep import PrepConfig
+    from slipway_trainer.data import workload as prep_workload
+
+    store = root / "image-payloads"
+    process = next(start(root, "fashion-log", root / "fashion-run" / "model", modelName="fashion",
+                         monitoring={"payloadLog": {"enabled": True, "uri": store.as_uri()}}))  # fmt: skip
+    url = f"http://127.0.0.1:{json.loads((root / 'fashion-log.ready').read_text())['port']}"
+    images = np.random.default_rng(2).integers(0, 255, (8, 28, 28))
+    for i in range(4):
+        body = {"id": f"img-{i}", "inputs": [{"name": "input", "shape": [2, 28, 28], "datatype": "UINT8",
+                                              "data": images[2 * i : 2 * i + 2].ravel().tolist()}]}  # fmt: skip
+        assert requests.post(f"{url}/v2/models/fashion/infer", json=body, timeout=10).status_code == 200
+        told = {"id": f"img-{i}", "truth": ["Sneaker", "Bag"]}
+        assert requests.post(f"{url}/v2/models/fashion/feedback", json=told, timeout=10).status_code == 200
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0  # the last parts are written on the way out
+    out = root / "from-payloads"
+    config = PrepConfig.model_validate({"outputUri": out.as_uri(), "spec": {
+        "source": {"uri": store.as_uri(), "format": "payloads"}, "label": "truth"}})  # fmt: skip
+    result = prep_workload.run(config)
+    assert result["status"] == "Succeeded", result
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert result["rows"]["total"] == 8 and manifest["images"] == {**manifest["images"], "height": 28, "width": 28}
+    assert manifest["classes"] == [7, 8] and manifest["classNames"] == ["Sneaker", "Bag"]  # the model's names
+    pixels = pq.read_table(out / manifest["splits"]["train"]).column("image").to_pylist()
+    assert all(len(p) == 784 for p in pixels) and {bytes(p) for p in pixels} <= {
+        bytes(np.asarray(im, dtype=np.uint8).ravel()) for im in images}  # fmt: skip

@@ -489,6 +489,46 @@ def test_payloads_added_to_the_original_source_join_its_rows_with_the_privacy_ru
     assert only_csv["rows"]["total"] == 50 and only_csv["fingerprint"] != result["fingerprint"]
 
 
+def _image_log(folder: Path, requests: int, seed: int) -> None:
+    """What the server of a 28x28 grayscale classifier logs: pixels, predictions, and the truth sent later."""
+    import time
+
+    from slipway_trainer.artifacts import PAYLOAD_CLASS_NAMES, PAYLOAD_IMAGE
+    from slipway_trainer.config.serve import PayloadLog as PayloadLogConfig
+    from slipway_trainer.serve.feedback import Row
+    from slipway_trainer.serve.payloads import PayloadLog, Privacy
+
+    layout = {PAYLOAD_IMAGE: "image:28,28,1", PAYLOAD_CLASS_NAMES: json.dumps(["Shirt", "Sneaker", "Bag"])}
+    log = PayloadLog(PayloadLogConfig(enabled=True, uri=folder.as_uri()), "r1", Privacy(), lambda *_: None, layout)
+    rng = np.random.default_rng(seed)
+    for i in range(requests):
+        pixels = rng.integers(0, 255, (2, 784), dtype=np.uint8)
+        log.log_request(f"q{seed}-{i}", pa.table({"image": [row.tobytes() for row in pixels]}), [0, 1], time.time())
+        log.log_feedback([Row(f"q{seed}-{i}", 0, 0, i % 3), Row(f"q{seed}-{i}", 1, 1, (i + 1) % 3)], time.time())
+    log.close()
+
+
+def test_an_image_models_payloads_are_a_source_of_images_with_their_shape_and_class_names(tmp_path: Path) -> None:
+    first, second = tmp_path / "log-a", tmp_path / "log-b"
+    _image_log(first, 30, seed=1)
+    _image_log(second, 15, seed=2)
+    spec = {"source": {"uri": first.as_uri(), "format": "payloads"}, "label": "truth",
+            "extraSources": [{"uri": second.as_uri(), "format": "payloads"}]}  # fmt: skip
+    result, out = prep(tmp_path, spec)
+    assert result["status"] == "Succeeded", result
+    assert result["rows"]["total"] == 90  # 45 requests of 2 images, every one with its truth
+    manifest = manifest_of(out)
+    assert manifest["images"]["height"] == 28 and manifest["images"]["channels"] == 1
+    assert manifest["classNames"] == ["Shirt", "Sneaker", "Bag"] and manifest["task"] == "classification"
+    assert len(split_table(out, "train").column("image")[0].as_py()) == 784
+
+    cars = write_csv(tmp_path / "cars.csv", "hp,mpg\n90,30\n150,18\n")
+    mixed = {"source": {"uri": cars.as_uri()}, "label": "mpg", "extraSources": [spec["source"]]}
+    failed, _ = prep(tmp_path, mixed, "mixed")
+    assert failed["status"] == "Failed" and "its rows are (28, 28, 1), the source's are tabular rows" in failed[
+        "message"], failed  # fmt: skip
+
+
 def test_a_refresh_writes_a_new_version_only_when_the_sources_content_changed(tmp_path: Path) -> None:
     source = write_csv(tmp_path / "src" / "people.csv", MESSY_CSV)
     spec = {"source": {"uri": source.parent.as_uri(), "format": "csv"}, "label": "bought"}

@@ -38,6 +38,8 @@ LATENCY_METRIC = "slipway_inference_request_seconds"  # a histogram: <name>_buck
 DRIFT_METRIC = "slipway_drift_score"  # a gauge per feature
 QUALITY_METRIC = "slipway_live_quality"  # a gauge per metric (accuracy, macro_f1, mae, rmse) from feedback
 QUALITY_ROWS_METRIC = "slipway_live_quality_rows"  # a gauge: feedback rows in the quality window
+PAYLOAD_IMAGE = "slipway.image"  # payload parts' schema metadata: "<column>:<height>,<width>,<channels>"
+PAYLOAD_CLASS_NAMES = "slipway.classNames"  # and the model's class names (JSON), so a retrain on them keeps them
 GROUP_QUALITY_METRIC = "slipway_live_quality_group"  # a gauge per group and metric, for feedback naming a group
 GROUP_ROWS_METRIC = "slipway_live_quality_group_rows"  # a gauge per group: its feedback rows in the window
 

@@ -104,7 +104,7 @@ def prepare(config: PrepConfig, progress: Progress, workdir: Path) -> dict[str, 
         seed=spec.split.seed,
     )
     label_spec = (
-        LabelSpec(column=label, task=cast(Task, task), classes=classes, class_names=list(source.class_names or []))
+        LabelSpec(column=label, task=cast(Task, task), classes=classes, class_names=_names_of(classes, source))
         if label
         else None
     )
@@ -157,6 +157,15 @@ def prepare(config: PrepConfig, progress: Progress, workdir: Path) -> dict[str, 
     progress.update(force=True, phase="Done", rowsWritten=sum(counts.values()))
     changed = previous is None or previous.fingerprint != fingerprint
     return _summary(config.output_uri, manifest, changed=changed)
+
+
+def _names_of(classes: list[Any], source: SourceData) -> list[str]:
+    """The display names of the classes present, in their order: a source names classes 0..n-1 (Fashion-MNIST's
+    ten, a payload log's model's), and the data may hold only some of them."""
+    names = list(source.class_names or [])
+    if names and all(isinstance(c, int) and 0 <= c < len(names) for c in classes):
+        return [names[c] for c in classes]
+    return names if len(names) == len(classes) else []
 
 
 def _summary(output_uri: str, manifest: Manifest, changed: bool) -> dict[str, Any]:
@@ -515,7 +524,7 @@ def _manifest(
         task=task,
         label=label,
         classes=classes,
-        class_names=list(source.class_names or []),
+        class_names=_names_of(classes, source),
         columns=[artifacts.Column(name=f.name, type=str(f.type)) for f in schema],
         images=(
             artifacts.ImageLayout(

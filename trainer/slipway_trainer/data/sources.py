@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,9 +20,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.dataset as pads
+import pyarrow.parquet as pq
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
 from slipway_trainer import storage
+from slipway_trainer.artifacts import PAYLOAD_CLASS_NAMES, PAYLOAD_IMAGE
 from slipway_trainer.config.prep import Source
 from slipway_trainer.datasets import FASHION_MNIST_DIR, SKLEARN_SETS, fashion_mnist_missing
 from slipway_trainer.privacy import PREHASHED
@@ -101,12 +104,16 @@ def open_sources(
     primary = open_source(source, batch_rows=batch_rows, resize=resize)
     if not extra:
         return primary
-    if primary.image_shape:
-        raise WorkloadError(
-            "UnsupportedSource", f"extraSources: rows can only be added to a tabular source, not to {source.uri}"
-        )
     label = label or primary.default_label
     added = [(s, open_source(s, batch_rows=batch_rows, own_credentials=False)) for s in extra]
+    for i, (spec, data) in enumerate(added):
+        if data.image_shape != primary.image_shape:  # images of another size, or tables and images together
+            theirs, ours = data.image_shape or "tabular rows", primary.image_shape or "tabular rows"
+            raise WorkloadError(
+                "UnsupportedSource",
+                f"extraSources[{i}] {spec.uri}: its rows are {theirs}, the source's are {ours}; only rows of the "
+                "same kind and image size can be added",
+            )
 
     def batches() -> Iterator[pa.RecordBatch]:
         yield from primary.batches
@@ -117,8 +124,9 @@ def open_sources(
                 yield _conform(batch, primary.schema, renamed, f"extraSources[{i}] {spec.uri}",
                                set(hashed) if payloads else set())  # fmt: skip
 
-    return SourceData(schema=primary.schema, batches=batches(), default_label=primary.default_label,
-                      class_names=primary.class_names, dropped=primary.dropped)  # fmt: skip
+    return SourceData(schema=primary.schema, batches=batches(), image_shape=primary.image_shape,
+                      default_label=primary.default_label, class_names=primary.class_names,
+                      dropped=primary.dropped)  # fmt: skip
 
 
 def _conform(
@@ -324,15 +332,36 @@ def _payloads(fs: Any, path: str, uri: str, batch_rows: int) -> SourceData:
 
     payloads, feedback = read("payloads"), read("feedback")
     inputs = payloads.drop_columns([c for c in PAYLOAD_ONLY if c in payloads.column_names])
-    if any(pa.types.is_binary(f.type) for f in inputs.schema):
+    layout = _image_layout(fs, path)
+    if layout is None and any(pa.types.is_binary(f.type) for f in inputs.schema):
         raise WorkloadError(
             "UnsupportedSource",
-            f"source.uri {uri}: payloads of an image model are raw pixels without their shape; "
-            "only tabular payloads are read as a source for now",
+            f"source.uri {uri}: binary payloads without the image layout their server writes (slipway.image in the "
+            "parts' schema): log them with a server of this version",
         )
     joined = inputs.join(feedback.select([*PAYLOAD_KEYS, "truth"]), keys=PAYLOAD_KEYS, join_type="inner")
     table = joined.drop_columns(PAYLOAD_KEYS).combine_chunks()
-    return _from_table(table, batch_rows)
+    if layout is None:
+        return _from_table(table, batch_rows)
+    column, shape, class_names = layout
+    table = table.select([column, "truth"]).rename_columns(["image", "truth"])  # the pixels, as image sources name them
+    return _from_table(table, batch_rows, image_shape=shape, class_names=class_names)
+
+
+def _image_layout(fs: Any, path: str) -> tuple[str, tuple[int, int, int], tuple[str, ...] | None] | None:
+    """(the pixel column, (height, width, channels), the class names) an image model's server wrote into its payload
+    parts' schema; None for a tabular model's."""
+    folder = posixpath.join(path, "payloads")
+    first = min(f for f in fs.find(folder) if f.endswith(".parquet"))
+    with fs.open(first, "rb") as handle:
+        metadata = pq.read_schema(handle).metadata or {}
+    found = metadata.get(PAYLOAD_IMAGE.encode())
+    if not found:
+        return None
+    column, _, dims = found.decode().partition(":")
+    height, width, channels = (int(d) for d in dims.split(","))
+    names = metadata.get(PAYLOAD_CLASS_NAMES.encode())
+    return column, (height, width, channels), tuple(json.loads(names)) if names else None
 
 
 def _matches(name: str, fmt: str) -> bool:

@@ -34,7 +34,7 @@ from slipway_trainer.serve import feedback, protocol
 from slipway_trainer.serve.batcher import Batcher
 from slipway_trainer.serve.drift import DriftMonitor
 from slipway_trainer.serve.model import ServedModel
-from slipway_trainer.serve.payloads import PayloadLog, Privacy
+from slipway_trainer.serve.payloads import PayloadLog, Privacy, image_layout
 from slipway_trainer.serve.peers import FORWARDED, Peers
 
 log = logging.getLogger("slipway.serve")
@@ -156,7 +156,7 @@ class Server:
         self.privacy = privacy or Privacy()
         payload_log = config.monitoring.payload_log
         self.payloads = (
-            PayloadLog(payload_log, config.model_version, self.privacy, self._count_payload_rows)
+            PayloadLog(payload_log, config.model_version, self.privacy, self._count_payload_rows, image_layout(model))
             if payload_log.enabled
             else None
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import json
 import logging
 import os
 import random
@@ -31,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from slipway_trainer import storage
+from slipway_trainer.artifacts import PAYLOAD_CLASS_NAMES, PAYLOAD_IMAGE
 from slipway_trainer.config.serve import PayloadLog as PayloadLogConfig
 from slipway_trainer.privacy import hash_values
 from slipway_trainer.serve.feedback import Row
@@ -79,6 +81,7 @@ class PayloadLog:
         model_version: str,
         privacy: Privacy,
         count: Callable[[str, str, int], None],  # (kind, outcome, rows): written, dropped, failed
+        layout: dict[str, str] | None = None,  # written into each payload part's schema (an image model's shape)
     ) -> None:
         assert config.uri, "payloadLog.uri is set by the operator or `slipway run`"
         self.config = config
@@ -86,6 +89,7 @@ class PayloadLog:
         self.model_version = model_version
         self.privacy = privacy
         self.count = count
+        self.layout = {k.encode(): v.encode() for k, v in (layout or {}).items()}
         self._buffer = _Buffer()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -155,7 +159,10 @@ class PayloadLog:
         uri = storage.join(self.uri, folder, f"date={date}", name)
         try:
             sink = io.BytesIO()
-            pq.write_table(pa.Table.from_pylist(rows), sink)
+            table = pa.Table.from_pylist(rows)
+            if kind == "payload" and self.layout:  # how to read the pixels back: data/sources.py
+                table = table.replace_schema_metadata(self.layout)
+            pq.write_table(table, sink)
             storage.write_bytes_atomic(uri, sink.getvalue())
         except Exception as err:  # the store is down or refuses: count and go on, the server keeps serving
             log.warning("could not write %d %s rows to %s: %s", len(rows), kind, uri, err)
@@ -200,3 +207,15 @@ def _feedback_rows(buffer: _Buffer, log_: PayloadLog) -> list[dict[str, Any]]:
         }
         for at, row in buffer.feedback
     ]
+
+
+def image_layout(model: Any) -> dict[str, str] | None:
+    """What a payload part of an image model says about its pixels: the column, the shape, the class names."""
+    transform = model.transform
+    if not transform.image:
+        return None
+    im = transform.image
+    layout = {PAYLOAD_IMAGE: f"{im.column}:{im.height},{im.width},{im.channels}"}
+    if transform.label is not None and transform.label.class_names:
+        layout[PAYLOAD_CLASS_NAMES] = json.dumps(list(transform.label.class_names))
+    return layout
