@@ -305,12 +305,11 @@ def reconcile_refresh(obj: dict[str, Any], rt: Runtime) -> Outcome | None:
             deployments = rt.cluster.list(API_VERSION, "ModelDeployment", meta["namespace"])
             done, events = datasetprep.round_finished(obj, result, now, datasetprep.serving_fingerprints(deployments))
             for version in done["refresh"]["pruned"]:
+                folder = storage.join(str(status["outputUri"]), version)
                 try:
-                    storage.remove(storage.join(str(status["outputUri"]), version))
-                except OSError as err:
-                    LOG.warning(
-                        "could not remove %s version %s: %s", meta["name"], version, storage_error(version, err)
-                    )
+                    storage.remove(folder)
+                except OSError as err:  # left in the store; the status no longer lists it
+                    LOG.warning("could not remove %s: %s", folder, storage_error(folder, err))
             patch |= done
         elif refresh != status.get("refresh"):
             patch["refresh"] = refresh

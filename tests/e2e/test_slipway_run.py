@@ -55,6 +55,17 @@ def slipway(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
     return subprocess.run([str(SLIPWAY), *args], capture_output=True, text=True, timeout=timeout, cwd=REPO)
 
 
+def start_run(journey: Path, state: Path) -> subprocess.Popen[str]:
+    """`slipway run -f JOURNEY --state STATE` in the background, its output (stdout and stderr) to read."""
+    return subprocess.Popen(
+        [str(SLIPWAY), "run", "-f", str(journey), "--state", str(state)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
+
+
 def pids(state: Path) -> list[int]:
     found = []
     for record in (state / "processes").rglob("pid"):
@@ -88,13 +99,7 @@ def infer_one(endpoint: str, dataset_uri: str) -> dict[str, Any]:
 
 def test_slipway_run_drives_the_journey_serves_until_ctrl_c_and_reuses_finished_steps(tmp_path: Path) -> None:
     journey, state = small_journey(tmp_path / "journey"), tmp_path / "state"
-    process = subprocess.Popen(
-        [str(SLIPWAY), "run", "-f", str(journey), "--state", str(state)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=REPO,
-    )
+    process = start_run(journey, state)
     try:
         check_run_and_serving(process, state, journey)
     finally:
@@ -312,13 +317,7 @@ def test_new_rows_make_a_new_dataset_version_the_deployment_retrains_on_it_and_a
     }
     for i, doc in enumerate((prep, run, serve)):
         (journey / f"{i}.yaml").write_text(yaml.safe_dump(doc))
-    process = subprocess.Popen(
-        [str(SLIPWAY), "run", "-f", str(journey), "--state", str(state)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=REPO,
-    )
+    process = start_run(journey, state)
     resources = state / "resources"
 
     def read(kind: str, name: str) -> dict[str, Any]:

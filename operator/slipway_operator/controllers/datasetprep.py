@@ -160,15 +160,14 @@ def round_finished(
     refresh = dict(status.get("refresh") or {})
     round_ = int(refresh.get("round", 0))
     refresh |= {"completionTime": now, "pruned": []}
+    refresh["nextTime"] = next_refresh({"spec": spec, "status": {**status, "refresh": refresh}})
     if not result.succeeded:
         message = f"round {round_} failed ({result.reason}): {result.message}; the dataset keeps version " \
                   f"{status.get('version')}, the next round runs on schedule"  # fmt: skip
         refresh |= {"state": "Failed", "message": message}
-        refresh["nextTime"] = next_refresh({"spec": spec, "status": {**status, "refresh": refresh}})
         return {"refresh": refresh}, [("Warning", "RefreshFailed", message)]
     if not result.changed or result.version == status.get("version"):
         refresh |= {"state": "Unchanged", "message": f"round {round_}: the source did not change"}
-        refresh["nextTime"] = next_refresh({"spec": spec, "status": {**status, "refresh": refresh}})
         return {"refresh": refresh}, []
     entry = version_entry(result, now, round_)
     keep = int((spec.get("refresh") or {}).get("keepVersions", 3))
@@ -178,7 +177,6 @@ def round_finished(
     if pruned:
         message += f"; removed {', '.join(pruned)} (past keepVersions {keep})"
     refresh |= {"state": "NewVersion", "message": message, "pruned": pruned}
-    refresh["nextTime"] = next_refresh({"spec": spec, "status": {**status, "refresh": refresh}})
     patch = {**dataset_fields(result), "outputUri": status.get("outputUri") or result.output_uri}
     return {**patch, "versions": kept, "refresh": refresh}, [("Normal", "NewVersion", message)]
 
