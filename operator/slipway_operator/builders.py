@@ -433,3 +433,44 @@ def peers_address(owner: Owner) -> str:
     """How a server finds its peers: the headless Service's DNS name (`slipway run` rewrites it to its router
     table)."""
     return f"dns://{child_name(owner, PEERS)}.{owner.namespace}.svc.cluster.local:{SERVER_PORT}"
+
+
+SHADOW = "shadow"  # the track of a candidate in shadow, and the suffix of its Deployment and headless Service
+SHADOW_OF_LABEL = "slipway.dev/shadow-of"
+
+
+def _shadow_labels(owner: Owner) -> dict[str, str]:
+    """A shadow's labels: not the ModelDeployment's own label, so no Service of its users selects its pods."""
+    own = f"slipway.dev/{owner.kind.lower()}"
+    return {**{k: v for k, v in labels(owner).items() if k != own}, SHADOW_OF_LABEL: owner.name}
+
+
+def shadow_deployment(
+    owner: Owner, revision: str, image: str, config_map_name: str, resources: Any, replicas: int, **options: Any
+) -> dict[str, Any]:
+    """A candidate in shadow (`<name>-shadow`): a server like a track's (`options` as `server_deployment`'s), whose
+    pods only the stable servers' copies reach, through `shadow_service`."""
+    deployment = server_deployment(owner, SHADOW, revision, image, config_map_name, resources, replicas, 0, **options)
+    selector = {SHADOW_OF_LABEL: owner.name, TRACK_LABEL: SHADOW}
+    deployment["metadata"]["labels"] = {**_shadow_labels(owner), **selector, REVISION_LABEL: revision}
+    deployment["spec"]["selector"]["matchLabels"] = selector
+    deployment["spec"]["template"]["metadata"]["labels"] = {
+        **_shadow_labels(owner),
+        **selector,
+        REVISION_LABEL: revision,
+    }
+    return deployment
+
+
+def shadow_service(owner: Owner) -> dict[str, Any]:
+    """A headless Service over a ModelDeployment's shadow servers (none outside a shadow stage): its DNS name is
+    where the stable servers send copies of requests."""
+    service = peers_service(owner)
+    service["metadata"]["name"] = child_name(owner, SHADOW)
+    service["spec"]["selector"] = {SHADOW_OF_LABEL: owner.name}
+    return service
+
+
+def shadow_address(owner: Owner) -> str:
+    """Where a server sends copies of requests (`ServeConfig.mirror`)."""
+    return f"dns://{child_name(owner, SHADOW)}.{owner.namespace}.svc.cluster.local:{SERVER_PORT}"

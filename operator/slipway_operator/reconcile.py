@@ -453,7 +453,7 @@ def observe_serving(obj: dict[str, Any], rt: Runtime) -> modeldeployment.Observe
         template = retraining.training_run or (retraining.tuning_sweep.template if retraining.tuning_sweep else None)
         ref = template.dataset.ref if template else None
         observed.retrain_dataset = rt.cluster.get(API_VERSION, "DatasetPrep", namespace, ref) if ref else None
-    for track in (modeldeployment.STABLE, modeldeployment.CANARY):
+    for track in (modeldeployment.STABLE, modeldeployment.CANARY, modeldeployment.SHADOW):
         found = rt.backend.observe(_stub("apps/v1", "Deployment", namespace, suffixed(name, track)))
         observed.deployments[track] = found
         if found is not None:

@@ -326,6 +326,9 @@ def line(obj: dict[str, Any]) -> str:
         traffic = status.get("traffic") or {}
         extra = f"{traffic.get('requests', 0)} requests" if traffic.get("requests") else ""
         canary = f" canary {status['canaryWeight']}%" if status.get("canaryWeight") else ""
+        if status.get("shadow"):
+            copies = (status.get("shadowTraffic") or {}).get("requests", 0)
+            canary = f" shadow {status['shadow'].get('name', '')} ({copies} copies)"
         return f"{head} {status.get('readyReplicas', '')} {status.get('endpoint') or ''}{canary} {extra}".rstrip()
     epoch, total = status.get("epoch"), status.get("totalEpochs")
     trials = status.get("trials") or {}

@@ -21,6 +21,18 @@ from slipway_trainer.artifacts import LATENCY_METRIC as LATENCY
 from slipway_trainer.artifacts import QUALITY_METRIC as QUALITY
 from slipway_trainer.artifacts import QUALITY_ROWS_METRIC as QUALITY_ROWS
 from slipway_trainer.artifacts import REQUESTS_METRIC as REQUESTS
+from slipway_trainer.artifacts import (
+    SHADOW_AGREED_METRIC,
+    SHADOW_DIFFERENCE_METRIC,
+    SHADOW_REQUESTS_METRIC,
+    SHADOW_ROWS_METRIC,
+)
+
+SHADOW = {  # sample name -> key of Traffic.shadow (the outcome label adds answered, failed, dropped)
+    f"{SHADOW_ROWS_METRIC}_total": "rows",
+    f"{SHADOW_AGREED_METRIC}_total": "agreed",
+    f"{SHADOW_DIFFERENCE_METRIC}_total": "difference",
+}
 
 
 @dataclass
@@ -35,6 +47,8 @@ class Traffic:
     quality: dict[str, float] = field(default_factory=dict)  # metric -> live value over the feedback windows
     quality_rows: int = 0  # feedback rows those values are measured on
     groups: dict[str, Traffic] = field(default_factory=dict)  # group feedback named -> its quality and rows
+    shadow: dict[str, float] = field(default_factory=dict)  # copies sent to a shadow and their comparison (SHADOW)
+    shadow_task: str = ""  # classification or regression: how those answers were compared
 
     @property
     def error_rate(self) -> float:
@@ -54,24 +68,35 @@ class Traffic:
     def counters(self) -> dict[str, Any]:
         """Requests, errors and latency buckets as the status keeps them (a canary step's starting point)."""
         buckets = {("+Inf" if math.isinf(b) else f"{b:g}"): c for b, c in sorted(self.buckets.items())}
-        return {"requests": self.requests, "errors": self.errors, "buckets": buckets}
+        kept: dict[str, Any] = {"requests": self.requests, "errors": self.errors, "buckets": buckets}
+        return kept | ({"shadow": dict(self.shadow)} if self.shadow else {})
 
     @classmethod
     def of_counters(cls, kept: dict[str, Any] | None) -> Traffic:
         kept = kept or {}
         buckets = {float(b): float(c) for b, c in (kept.get("buckets") or {}).items()}
-        return cls(int(kept.get("requests") or 0), int(kept.get("errors") or 0), buckets)
+        shadow = {k: float(v) for k, v in (kept.get("shadow") or {}).items()}
+        return cls(int(kept.get("requests") or 0), int(kept.get("errors") or 0), buckets, shadow=shadow)
 
     def since(self, before: Traffic) -> Traffic:
         """The traffic after `before` (the counters when a canary step started). A count that went down (a replica
         restarted with fresh counters) restarts the window from zero, as Prometheus' rate() treats a reset."""
         deltas: list[float] = [self.requests - before.requests, self.errors - before.errors]
         deltas += [c - before.buckets.get(b, 0.0) for b, c in self.buckets.items()]
+        deltas += [c - before.shadow.get(k, 0.0) for k, c in self.shadow.items()]
         if any(d < 0 for d in deltas):
-            return Traffic(self.requests, self.errors, dict(self.buckets), dict(self.drift), self.replicas)
+            return Traffic(self.requests, self.errors, dict(self.buckets), dict(self.drift), self.replicas,
+                           shadow=dict(self.shadow), shadow_task=self.shadow_task)  # fmt: skip
         buckets = {b: c - before.buckets.get(b, 0.0) for b, c in self.buckets.items()}
+        shadow = {k: c - before.shadow.get(k, 0.0) for k, c in self.shadow.items()}
         return Traffic(
-            self.requests - before.requests, self.errors - before.errors, buckets, dict(self.drift), self.replicas
+            self.requests - before.requests,
+            self.errors - before.errors,
+            buckets,
+            dict(self.drift),
+            self.replicas,
+            shadow=shadow,
+            shadow_task=self.shadow_task,
         )
 
     def add(self, other: Traffic) -> Traffic:
@@ -90,6 +115,8 @@ class Traffic:
             _weighted(self, other),
             self.quality_rows + other.quality_rows,
             {g: _group(self.groups.get(g), other.groups.get(g)) for g in set(self.groups) | set(other.groups)},
+            {k: self.shadow.get(k, 0.0) + other.shadow.get(k, 0.0) for k in set(self.shadow) | set(other.shadow)},
+            self.shadow_task or other.shadow_task,
         )
 
 
@@ -138,6 +165,12 @@ def parse(text: str, model: str) -> Traffic:
                 group.quality[sample.labels.get("metric", "")] = float(sample.value)
             elif sample.name == GROUP_ROWS:
                 traffic.groups.setdefault(sample.labels.get("group", ""), Traffic()).quality_rows = int(sample.value)
+            elif sample.name == f"{SHADOW_REQUESTS_METRIC}_total":
+                outcome = sample.labels.get("outcome", "")
+                traffic.shadow[outcome] = traffic.shadow.get(outcome, 0.0) + sample.value
+            elif sample.name in SHADOW:
+                traffic.shadow[SHADOW[sample.name]] = float(sample.value)
+                traffic.shadow_task = sample.labels.get("task") or traffic.shadow_task
             elif sample.name == DRIFT:
                 feature = sample.labels.get("feature", "")
                 traffic.drift[feature] = max(traffic.drift.get(feature, 0.0), float(sample.value))

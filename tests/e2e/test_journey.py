@@ -52,6 +52,8 @@ def small_journey() -> list[dict[str, Any]]:
         "intervalSeconds": 5,
         "analysis": {"maxErrorRate": 0.0, "maxP99LatencyMs": 5000},
     }
+    # A shadow stage first: the candidate answers copies of the traffic; two 2-epoch models agree on most images.
+    serve["spec"]["rollout"]["shadow"] = {"intervalSeconds": 5, "minRequests": 20, "minAgreement": 0.5}
     serve["spec"]["autoUpdate"] = {"enabled": False}
     return [prep, run, sweep, serve]
 
@@ -189,16 +191,20 @@ def test_the_fashion_journey_applied_with_kubectl_runs_on_the_local_backend_and_
     table = plane.kubectl("get", "slipway", "-n", namespace)
     assert "fashion-sweep" in table and "Available" in table
 
-    # A canary: the TrainingRun's model replaces the sweep's, step by step, while real traffic passes the gate.
+    # Shadow, then canary: the TrainingRun's model answers copies of real traffic (users get the sweep's answers),
+    # agrees enough with it, then replaces it step by step while the traffic passes the gate.
     with Traffic(serving["endpoint"], "fashion", images) as traffic:
         plane.kubectl(
             "patch", "modeldeployment", "fashion", "-n", namespace, "--type=merge",
             "-p", json.dumps({"spec": {"model": {"fromTuningSweep": None, "fromTrainingRun": "fashion-cnn"}}}),
         )  # fmt: skip
         testbed.wait_until(
-            "a canary", lambda: status(plane, "modeldeployment", "fashion", namespace).get("canaryWeight") == 10, 120
+            "a canary", lambda: status(plane, "modeldeployment", "fashion", namespace).get("canaryWeight") == 10, 240
         )
+        shadowed = status(plane, "modeldeployment", "fashion", namespace)["shadowTraffic"]
         promoted = wait_for_phase(plane, "modeldeployment", "fashion", namespace, {"Available"}, 300)
+    assert shadowed["verdict"] == "Passed" and shadowed["requests"] >= 20 and shadowed["rows"] >= 20, shadowed
+    assert 0.5 <= shadowed["agreement"] <= 1.0 and shadowed["errorRate"] == 0.0, shadowed
     assert promoted["current"]["modelUri"] == run["modelUri"], promoted["history"][0]["reason"]
     assert promoted["history"][0]["modelUri"] == sweep["modelUri"] and promoted["history"][0]["outcome"] == "Replaced"
     assert promoted.get("canary") is None and traffic.codes.count(200) > 20
@@ -206,9 +212,11 @@ def test_the_fashion_journey_applied_with_kubectl_runs_on_the_local_backend_and_
     assert judged and int(judged.group(1)) >= 20, promoted["history"][0]["reason"]  # analysis.minRequests
     assert set(traffic.codes) == {200}, "requests failed during the rollout"
     events = plane.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=fashion")
+    assert "ShadowStarted" in events and "ShadowPassed" in events
     assert "CanaryStarted" in events and "CanaryStep" in events and "Promoted" in events
 
-    # A canary that cannot meet its latency gate (p99 under 1 microsecond) is rolled back; the stable one serves on.
+    # A candidate that cannot meet the latency gate (p99 under 1 microsecond) is rolled back in shadow, before any
+    # user got one of its answers; the stable one serves on.
     plane.kubectl(
         "patch", "modeldeployment", "fashion", "-n", namespace, "--type=merge",
         "-p", json.dumps({"spec": {
@@ -218,7 +226,7 @@ def test_the_fashion_journey_applied_with_kubectl_runs_on_the_local_backend_and_
     )  # fmt: skip
     with Traffic(serving["endpoint"], "fashion", images) as traffic:
         testbed.wait_until(
-            "the canary to be rolled back",
+            "the candidate to be rolled back",
             lambda: any(
                 h.get("outcome") == "RolledBack"
                 for h in status(plane, "modeldeployment", "fashion", namespace).get("history", [])
@@ -227,6 +235,7 @@ def test_the_fashion_journey_applied_with_kubectl_runs_on_the_local_backend_and_
         )
     after = status(plane, "modeldeployment", "fashion", namespace)
     assert after["current"]["modelUri"] == run["modelUri"] and after.get("canary") is None
-    assert "p99 above maxP99LatencyMs" in after["history"][0]["reason"]
+    assert after["history"][0]["reason"].startswith("in shadow: "), after["history"][0]["reason"]
+    assert "p99 above rollout.canary.analysis.maxP99LatencyMs" in after["history"][0]["reason"]
     assert set(traffic.codes) == {200}
     assert infer(serving["endpoint"], "fashion", images[:2])["label"]["data"]

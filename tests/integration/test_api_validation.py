@@ -386,6 +386,21 @@ CASES = [
         rollout__canary__steps=[10, 150],
     ),
     case(
+        "shadow-without-canary",
+        "ModelDeployment",
+        "spec.rollout",
+        "rollout.shadow is a stage before the canary: it needs strategy canary",
+        rollout={"strategy": "rolling", "shadow": {"minRequests": 10}},
+    ),
+    case(
+        "shadow-agreement-above-one",
+        "ModelDeployment",
+        "spec.rollout.shadow.minAgreement",
+        "should be less than or equal to 1",
+        "Input should be less than or equal to 1",
+        rollout__shadow={"minAgreement": 1.5},
+    ),
+    case(
         "canary-without-steps",
         "ModelDeployment",
         "spec.rollout",

@@ -642,6 +642,74 @@ def test_feedback_reaching_a_replica_that_did_not_answer_is_taken_by_the_one_tha
             process.wait(timeout=60)
 
 
+def metric(text: str, sample: str) -> float:
+    """One sample's value in a /metrics page (0 when absent)."""
+    found = [line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(sample + " ")]
+    return float(found[0]) if found else 0.0
+
+
+def metrics_once(url: str, sample: str, at_least: float, seconds: float = 30) -> str:
+    """A server's /metrics once `sample` reached `at_least` (or the last page read, when it did not in time)."""
+    deadline, seen = time.monotonic() + seconds, ""
+    while time.monotonic() < deadline:
+        seen = requests.get(f"{url}/metrics", timeout=5).text
+        if metric(seen, sample) >= at_least:
+            break
+        time.sleep(0.2)
+    return seen
+
+
+def test_a_server_mirrors_copies_to_a_shadow_and_compares_answers_while_users_get_only_its_own(
+    root: Path, fashion: Served
+) -> None:
+    """rollout.shadow on the wire: a stable server with `mirror` answers its clients, then sends each request to the
+    shadow server(s) in its table and counts the copies and the rows whose labels agree; the shadow answers copies
+    without remembering them (feedback for them is refused there) or mirroring them again. A shadow that cannot be
+    reached only counts failed copies: clients still get every answer."""
+    model, shadow_routes = root / "fashion-run" / "model", root / "shadow-routes.json"
+    shadow = next(start(root, "shadow", model, modelName="fashion", mirror=(root / "none.json").as_uri()))
+    shadow_url = f"http://127.0.0.1:{json.loads((root / 'shadow.ready').read_text())['port']}"
+    shadow_routes.write_text(json.dumps({"backends": [{"url": shadow_url}]}))
+    stable = next(start(root, "stable", model, modelName="fashion", mirror=shadow_routes.as_uri()))
+    stable_url = f"http://127.0.0.1:{json.loads((root / 'stable.ready').read_text())['port']}"
+    try:
+        images = np.random.default_rng(2).integers(0, 255, (30, 2, 28, 28))
+        for i, pair in enumerate(images):
+            body = {"id": f"s-{i}", "inputs": [{"name": "input", "shape": [2, 28, 28], "datatype": "UINT8",
+                                                "data": pair.tolist()}]}  # fmt: skip
+            if i % 2:
+                body["outputs"] = [{"name": "probabilities"}]  # the copy asks for the whole answer all the same
+            answer = requests.post(f"{stable_url}/v2/models/fashion/infer", json=body, timeout=10)
+            assert answer.status_code == 200 and answer.json()["model_name"] == "fashion", answer.text
+        answered = 'slipway_shadow_requests_total{model="fashion",outcome="answered"}'
+        seen = metrics_once(stable_url, answered, 30)
+        assert metric(seen, answered) == 30, seen
+        assert metric(seen, 'slipway_shadow_rows_total{model="fashion",task="classification"}') == 60
+        assert metric(seen, 'slipway_shadow_agreed_rows_total{model="fashion",task="classification"}') == 60
+        at_shadow = requests.get(f"{shadow_url}/metrics", timeout=5).text
+        assert metric(at_shadow, 'slipway_inference_requests_total{code="200",model="fashion"}') == 30
+        assert "slipway_shadow_requests_total{" not in at_shadow  # a copy is never mirrored again
+        refused = requests.post(f"{shadow_url}/v2/models/fashion/feedback", json={"id": "s-0", "truth": 1}, timeout=5)
+        assert refused.status_code == 404  # copies are not remembered: feedback belongs to the stable answers
+        accepted = requests.post(f"{stable_url}/v2/models/fashion/feedback", json={"id": "s-0", "truth": [1, 2]},
+                                 timeout=5)  # fmt: skip
+        assert accepted.status_code == 200, accepted.text
+
+        shadow.terminate()  # the shadow goes away: copies fail, clients notice nothing
+        shadow.wait(timeout=60)
+        body = {"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "UINT8", "data": images[0][0].tolist()}]}
+        for _ in range(5):
+            assert requests.post(f"{stable_url}/v2/models/fashion/infer", json=body, timeout=10).status_code == 200
+        failed = 'slipway_shadow_requests_total{model="fashion",outcome="failed"}'
+        seen = metrics_once(stable_url, failed, 5)
+        assert metric(seen, failed) == 5, seen
+    finally:
+        for process in (shadow, stable):
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=60)
+
+
 def test_an_image_models_payload_log_with_its_feedback_prepares_into_an_image_dataset(
     root: Path, fashion: Served
 ) -> None:

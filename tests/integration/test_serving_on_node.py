@@ -196,14 +196,20 @@ def test_a_model_deployment_serves_from_server_pods_on_the_real_node_and_judges_
             )
         gate = {"maxErrorRate": 0.01, "maxP99LatencyMs": 2000}
         canary = {"strategy": "canary", "canary": {"steps": [50], "intervalSeconds": 20, "analysis": gate}}
+        shadow_first = {**canary, "shadow": {"intervalSeconds": 10, "minRequests": 10}}
         before = served["current"]["name"]
         with Load(real_node, ip, body) as load:
-            plane.kubectl("apply", "-f", "-", input=json.dumps(deployment(ns, copy, canary)))
+            plane.kubectl("apply", "-f", "-", input=json.dumps(deployment(ns, copy, shadow_first)))
             promoted = wait_status(
                 plane, ns, "the canary promoted",
                 lambda s: s.get("phase") == "Available" and s["current"]["name"] != before, 300,
             )  # fmt: skip
         assert set(load.codes) == {200}, load.codes  # the Service kept answering through the whole rollout
+        # First in shadow: its pods answered copies the stable pods sent through the headless Service, the same model
+        # gave the same values, and the operator read both sides' /metrics through the pod proxy.
+        shadowed = promoted["shadowTraffic"]
+        assert shadowed["verdict"] == "Passed" and shadowed["requests"] >= 10 and shadowed["rows"] >= 10, shadowed
+        assert shadowed["relativeDifference"] == 0.0 and shadowed["errorRate"] == 0.0, shadowed
         replaced = promoted["history"][0]
         assert replaced["outcome"] == "Replaced" and replaced["name"] == before
         judged = re.search(r"over (\d+) requests", replaced["reason"])

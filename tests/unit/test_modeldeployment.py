@@ -77,7 +77,7 @@ class World:
             source=source,
             waiting_for=waiting,
             candidates=candidates,
-            deployments={t: self.deployments.get(t) for t in (md.STABLE, md.CANARY)},
+            deployments={t: self.deployments.get(t) for t in (md.STABLE, md.CANARY, md.SHADOW)},
             traffic=dict(self.traffic),
             endpoint="http://fashion.ml.svc.cluster.local",
             now=self.now,
@@ -111,11 +111,15 @@ def test_it_waits_for_its_model_source_and_then_serves_it_under_its_own_name() -
     world.source = run("fashion-sweep", "s3://m/1", 0.90)
     plan = world.step(make_ready=False)
     kinds = sorted(c["kind"] for c in plan.children)
-    assert kinds == ["ConfigMap", "Deployment", "Service", "Service"]
+    assert kinds == ["ConfigMap", "Deployment", "Service", "Service", "Service"]
     peers = next(c for c in plan.children if c["metadata"]["name"] == "fashion-peers")
     assert peers["spec"]["clusterIP"] == "None"  # headless: its DNS name lists every server, for feedback
+    shadows = next(c for c in plan.children if c["metadata"]["name"] == "fashion-shadow")
+    assert shadows["spec"]["clusterIP"] == "None"
+    assert shadows["spec"]["selector"] == {"slipway.dev/shadow-of": "fashion"}
     config = json.loads(next(c for c in plan.children if c["kind"] == "ConfigMap")["data"]["config.json"])
     assert config["peers"] == "dns://fashion-peers.ml.svc.cluster.local:8080"
+    assert config["mirror"] == "dns://fashion-shadow.ml.svc.cluster.local:8080"
     assert world.obj["status"]["phase"] == "Deploying"
     assert world.deployments[md.STABLE]["spec"]["replicas"] == 2
     current = world.obj["status"]["current"]
@@ -295,6 +299,21 @@ slipway_drift_score{feature="pixels",method="psi",model="m"} 0.3
     assert one.quantile_ms(0.5) == 5.0 and math.isinf(one.quantile_ms(0.99) or 0.0)
     two = one.add(parse(text, "m"))
     assert (two.requests, two.errors, two.replicas) == (200, 4, 2) and two.error_rate == 0.02
+
+
+def test_a_stable_servers_comparisons_with_a_shadow_are_read_summed_and_windowed() -> None:
+    text = """# TYPE slipway_shadow_requests counter
+slipway_shadow_requests_total{model="m",outcome="answered"} 40.0
+slipway_shadow_requests_total{model="m",outcome="dropped"} 3.0
+slipway_shadow_rows_total{model="m",task="regression"} 80.0
+slipway_shadow_agreed_rows_total{model="m",task="regression"} 0.0
+slipway_shadow_relative_difference_total{model="m",task="regression"} 4.0
+"""
+    two = parse(text, "m").add(parse(text, "m"))
+    assert two.shadow == {"answered": 80, "dropped": 6, "rows": 160, "agreed": 0, "difference": 8} and two.shadow_task
+    before = Traffic.of_counters(parse(text, "m").counters())
+    window = two.since(before)
+    assert window.shadow["rows"] == 80 and window.shadow_task == "regression"
 
 
 def test_selectors_are_written_as_the_api_reads_them() -> None:
@@ -512,3 +531,100 @@ def test_a_better_candidate_with_a_wide_gap_between_groups_is_not_rolled_out_and
     observed.candidates = [md.Model(**{**lopsided.__dict__, "fairness": fair})]
     plan = md.plan(copy.deepcopy(world.obj), observed, SETTINGS)
     assert plan.status["rejected"] == [] and plan.status["canary"]["source"] == "TrainingRun/lopsided"
+
+
+SHADOWED = {"strategy": "canary", "canary": {"steps": [50, 100], "intervalSeconds": 60}, "shadow": {"minRequests": 50}}
+
+
+def compared(requests: int, rows: int, agreed: int, task: str = "classification", **more: float) -> Traffic:
+    """The stable track's /metrics once its servers compared `rows` answers with the shadow's."""
+    traffic = healthy(requests=requests)
+    traffic.shadow = {"answered": float(rows), "rows": float(rows), "agreed": float(agreed), **more}
+    traffic.shadow_task = task
+    return traffic
+
+
+def test_a_candidate_in_shadow_gets_copies_users_get_stable_answers_and_it_passes_to_the_canary() -> None:
+    world = serving_world(rollout=SHADOWED)
+    stable = world.revision(md.STABLE)
+    world.traffic[md.STABLE] = compared(requests=100, rows=0, agreed=0)
+    world.source = run("fashion-sweep", "s3://m/2", 0.92)
+    world.step()
+    status = world.obj["status"]
+    candidate = world.revision(md.SHADOW)
+    assert status["shadow"]["name"] == candidate != stable and status["canary"] is None
+    assert md.CANARY not in world.deployments and world.deployments[md.STABLE]["spec"]["replicas"] == 2
+    shadow_pods = world.deployments[md.SHADOW]["spec"]["template"]["metadata"]["labels"]
+    assert "slipway.dev/modeldeployment" not in shadow_pods  # the users' Service never selects a shadow
+    assert shadow_pods["slipway.dev/shadow-of"] == "fashion" and world.events[-1][1] == "ShadowStarted"
+
+    world.traffic[md.STABLE] = compared(requests=300, rows=200, agreed=196)
+    world.traffic[md.SHADOW] = healthy(requests=200)
+    world.step(advance=30)  # before intervalSeconds: measured, not judged
+    seen = world.obj["status"]["shadowTraffic"]
+    assert seen["verdict"] == "Running" and seen["requests"] == 200 and seen["agreement"] == 0.98
+    assert "200 copies answered so far" in world.obj["status"]["message"]
+    world.step(advance=31)
+    status = world.obj["status"]
+    assert status["shadow"] is None and status["canary"]["name"] == candidate and status["canaryWeight"] == 50
+    assert md.SHADOW not in world.deployments and world.revision(md.CANARY) == candidate
+    assert status["shadowTraffic"]["verdict"] == "Passed"
+    passed = next(e for e in world.events if e[1] == "ShadowPassed")[2]
+    assert "agrees with the stable model on 98.00% of 200 rows" in passed
+
+
+def test_a_shadow_that_disagrees_with_the_stable_model_is_rolled_back_before_any_user_sees_it() -> None:
+    world = serving_world(rollout=SHADOWED)
+    stable = world.revision(md.STABLE)
+    world.source = run("fashion-sweep", "s3://m/bad", 0.95)
+    world.step()
+    bad = world.revision(md.SHADOW)
+    world.traffic[md.STABLE] = compared(requests=300, rows=200, agreed=120)
+    world.traffic[md.SHADOW] = healthy(requests=200)
+    world.step(advance=61)
+    status = world.obj["status"]
+    assert md.SHADOW not in world.deployments and md.CANARY not in world.deployments
+    assert status["current"]["name"] == stable and status["shadow"] is None
+    assert status["history"][0]["name"] == bad and status["history"][0]["outcome"] == "RolledBack"
+    assert "60.00% of 200 rows, below rollout.shadow.minAgreement 90.00%" in status["history"][0]["reason"]
+    assert status["shadowTraffic"]["verdict"] == "Failed" and world.events[-1][:2] == ("Warning", "RolledBack")
+    for _ in range(3):  # never tried again
+        world.step(advance=61)
+    assert md.SHADOW not in world.deployments and md.CANARY not in world.deployments
+
+
+def test_a_regression_shadow_is_judged_on_relative_difference_and_a_quiet_one_pauses() -> None:
+    world = serving_world(rollout=SHADOWED)
+    world.source = run("fashion-sweep", "s3://m/2", 0.92)
+    world.step()
+    candidate = world.revision(md.SHADOW)
+    world.traffic[md.STABLE] = compared(requests=20, rows=10, agreed=0, task="regression", difference=0.3)
+    world.traffic[md.SHADOW] = healthy(requests=10)
+    world.step(advance=61)
+    paused = world.condition("Paused")
+    assert paused["status"] == "True" and paused["reason"] == "ShadowInconclusive"
+    assert "10 copies of requests reached the shadow; rollout.shadow.minRequests is 50" in paused["message"]
+    assert world.obj["status"]["shadowTraffic"]["verdict"] == "Inconclusive"
+    assert world.revision(md.SHADOW) == candidate and world.obj["status"]["canary"] is None
+    world.traffic[md.STABLE] = compared(requests=200, rows=100, agreed=0, task="regression", difference=25.0)
+    world.traffic[md.SHADOW] = healthy(requests=100)
+    world.step(advance=1)
+    reason = world.obj["status"]["history"][0]["reason"]
+    assert "mean relative difference from the stable model 0.25 over 100 rows" in reason
+    assert "above rollout.shadow.maxRelativeDifference 0.1" in reason and md.SHADOW not in world.deployments
+
+
+def test_a_shadow_is_aborted_by_annotation_and_a_canary_in_progress_gives_way_to_a_newer_shadow() -> None:
+    world = serving_world(rollout={"strategy": "canary", "canary": {"steps": [50, 100]}})
+    world.source = run("fashion-sweep", "s3://m/2", 0.92)
+    world.step()
+    assert md.CANARY in world.deployments
+    world.obj["spec"]["rollout"] = SHADOWED
+    world.source = run("fashion-sweep", "s3://m/3", 0.93)
+    world.step()
+    newer = world.revision(md.SHADOW)
+    assert md.CANARY not in world.deployments and "CanaryReplaced" in [e[1] for e in world.events]
+    world.obj["metadata"]["annotations"] = {md.ABORT_ANNOTATION: newer}
+    world.step()
+    history = world.obj["status"]["history"][0]
+    assert md.SHADOW not in world.deployments and history["name"] == newer and "aborted" in history["reason"]

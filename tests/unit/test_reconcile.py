@@ -192,8 +192,10 @@ def test_deleting_a_resource_stops_the_children_its_kind_owns(bed: Bed) -> None:
         ("RayJob", "mpg-train"),
         ("Deployment", "mpg-stable"),
         ("Deployment", "mpg-canary"),
+        ("Deployment", "mpg-shadow"),
         ("Service", "mpg"),
         ("Service", "mpg-peers"),
+        ("Service", "mpg-shadow"),
     ]
 
 

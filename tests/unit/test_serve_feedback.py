@@ -17,6 +17,7 @@ from slipway_trainer.data.transforms import LabelSpec, TransformSpec
 from slipway_trainer.privacy import hash_values
 from slipway_trainer.serve import feedback
 from slipway_trainer.serve.payloads import PayloadLog, Privacy
+from slipway_trainer.serve.shadow import compare, difference
 
 SHOES = TransformSpec(1, "tabular", LabelSpec("kind", "classification", [0, 1, 2], ["Sandal", "Sneaker", "Boot"]))
 MPG = TransformSpec(1, "tabular", LabelSpec("mpg", "regression"))
@@ -176,3 +177,10 @@ def test_a_store_that_refuses_writes_is_counted_and_the_log_goes_on(tmp_path: Pa
     log.log_request("r2", pa.table({"hp": [91.0]}), [1.0], time.time())
     log.close()
     assert counted == [("payload", "failed", 1), ("payload", "failed", 1)]
+
+
+def test_a_shadows_answers_are_compared_row_by_row() -> None:
+    assert compare("classification", [1, 2, "a"], [1, 3, "a"]) == (3, 2, 0.0)
+    rows, agreed, summed = compare("regression", [10.0, 0.0, -2.0], [12.0, 0.0, 2.0])
+    assert (rows, agreed) == (3, 0) and summed == pytest.approx(2 / 11 + 0 + 2)  # symmetric: at most 2 per row
+    assert difference(0.0, 0.0) == 0.0 and difference(1.0, 1.0) == 0.0

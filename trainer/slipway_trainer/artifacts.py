@@ -42,6 +42,11 @@ PAYLOAD_IMAGE = "slipway.image"  # payload parts' schema metadata: "<column>:<he
 PAYLOAD_CLASS_NAMES = "slipway.classNames"  # and the model's class names (JSON), so a retrain on them keeps them
 GROUP_QUALITY_METRIC = "slipway_live_quality_group"  # a gauge per group and metric, for feedback naming a group
 GROUP_ROWS_METRIC = "slipway_live_quality_group_rows"  # a gauge per group: its feedback rows in the window
+# A stable server's copies of requests to a shadow candidate (rollout.shadow), counted where they were answered:
+SHADOW_REQUESTS_METRIC = "slipway_shadow_requests"  # a counter by outcome: answered, failed, dropped
+SHADOW_ROWS_METRIC = "slipway_shadow_rows"  # a counter: rows the shadow answered, compared with this server's
+SHADOW_AGREED_METRIC = "slipway_shadow_agreed_rows"  # a counter: classification rows whose labels agree
+SHADOW_DIFFERENCE_METRIC = "slipway_shadow_relative_difference"  # a counter: regression, summed per row
 
 
 class ArtifactError(ValueError):

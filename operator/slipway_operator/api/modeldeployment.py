@@ -88,6 +88,26 @@ class Canary(ConfigModel):
     """The gate."""
 
 
+class Shadow(ConfigModel):
+    """A stage before the canary: the candidate gets a copy of live requests, users only the stable answers."""
+
+    interval_seconds: int = Field(default=60, ge=1, le=86400)
+    """Time in shadow before the stage is judged (again on every pass while it is inconclusive)."""
+
+    min_requests: int = Field(default=20, ge=1, le=10_000_000)
+    """Copies the shadow must answer before it is judged; with fewer the rollout pauses (condition Paused)."""
+
+    min_agreement: float = Field(default=0.9, ge=0, le=1)
+    """Classification: the least fraction of rows on which the shadow's label equals the stable model's."""
+
+    max_relative_difference: float = Field(default=0.1, ge=0)
+    """Regression: the largest mean symmetric relative difference |a - b| / ((|a| + |b|) / 2) between the shadow's
+    values and the stable model's."""
+
+    replicas: int = Field(default=1, ge=1, le=100)
+    """Shadow server pods (each stable server sends its copies to them in turn)."""
+
+
 class Rollout(ConfigModel):
     """How a new model replaces the serving one."""
 
@@ -96,6 +116,10 @@ class Rollout(ConfigModel):
 
     canary: Canary | None = None
     """Canary steps and gate; required for strategy canary."""
+
+    shadow: Shadow | None = None
+    """An optional shadow stage before the canary (strategy canary): its errors and p99 are judged by the canary's
+    analysis, its answers against the stable model's by minAgreement or maxRelativeDifference."""
 
 
 class Gate(ConfigModel):
@@ -323,13 +347,16 @@ class QualityStatus(ConfigModel):
 
 
 class Counters(ConfigModel):
-    """A track's request counters summed over its servers when a canary step started (the step's window starts
-    there)."""
+    """A track's request counters summed over its servers when a canary step or a shadow stage started (its window
+    starts there)."""
 
     requests: int = 0
     errors: int = 0
     buckets: dict[str, float] = Field(default_factory=dict)
     """Latency histogram: upper bound in seconds -> cumulative count."""
+
+    shadow: dict[str, float] = Field(default_factory=dict)
+    """The servers' copies to a shadow: answered, failed, dropped (copies), rows, agreed (rows), difference (summed)."""
 
 
 class CanaryTraffic(ConfigModel):
@@ -347,6 +374,43 @@ class CanaryTraffic(ConfigModel):
 
     p99_latency_ms: float | None = None
     """99th-percentile latency (the upper bound of its histogram bucket)."""
+
+
+class ShadowTraffic(ConfigModel):
+    """What the shadow stage measured (kept after it ends, until the next one)."""
+
+    revision: str = ""
+    """The revision in shadow."""
+
+    verdict: str = "Running"
+    """Running, Inconclusive, Passed or Failed."""
+
+    requests: int = 0
+    """Copies the shadow answered (its own /metrics) since the stage started."""
+
+    error_rate: float = 0.0
+    """Fraction of them answered 5xx."""
+
+    p99_latency_ms: float | None = None
+    """The shadow's 99th-percentile latency."""
+
+    stable_p99_latency_ms: float | None = None
+    """The stable track's over the same time."""
+
+    rows: int = 0
+    """Rows whose answers were compared."""
+
+    agreement: float | None = None
+    """Classification: fraction of those rows with the same label."""
+
+    relative_difference: float | None = None
+    """Regression: mean symmetric relative difference of the values."""
+
+    failed: int = 0
+    """Copies the shadow did not answer (error, timeout, unreachable)."""
+
+    dropped: int = 0
+    """Copies dropped because the stable servers' queues were full."""
 
 
 class RetrainRun(ConfigModel):
@@ -430,6 +494,18 @@ class ModelDeploymentStatus(StatusBase):
     canary_traffic: CanaryTraffic | None = None
     """What the canary served during the step, and the share of traffic it actually got."""
 
+    shadow: Revision | None = None
+    """The revision in the shadow stage, if any."""
+
+    shadow_started_at: str | None = None
+    """When the shadow stage in progress started."""
+
+    shadow_baseline: dict[str, Counters] | None = None
+    """The stable and shadow tracks' counters when the shadow stage started."""
+
+    shadow_traffic: ShadowTraffic | None = None
+    """What the shadow stage measured."""
+
     source_revision: str | None = None
     """The revision spec.model resolved to when last rolled out (autoUpdate may serve a better one)."""
 
@@ -472,6 +548,7 @@ KIND = Kind(
         PrinterColumn("Ready", ".status.readyReplicas", description="Ready/desired server pods"),
         PrinterColumn("Revision", ".status.current.name", description="The stable revision"),
         PrinterColumn("Canary", ".status.canaryWeight", "integer", "Percent of traffic on the canary"),
+        PrinterColumn("Shadow", ".status.shadow.name", description="The revision in shadow", priority=1),
         PrinterColumn("Endpoint", ".status.endpoint", priority=1),
         COMMON_COLUMNS_AGE,
     ),
@@ -502,6 +579,10 @@ KIND = Kind(
             Rule(
                 "self.strategy == 'canary' || !has(self.canary)",
                 "rollout.canary applies only to strategy canary",
+            ),
+            Rule(
+                "self.strategy == 'canary' || !has(self.shadow)",
+                "rollout.shadow is a stage before the canary: it needs strategy canary (and rollout.canary)",
             ),
         ),
         AutoUpdate: (

@@ -227,10 +227,12 @@ class LocalBackend:
             }
         elif step == "serve":
             config |= {"host": "127.0.0.1", "port": 0, "readyFile": str(folder / "ready.json")}
-            peers = urlsplit(str(config.get("peers") or ""))
-            if peers.scheme == "dns" and peers.hostname:  # <service>.<namespace>.svc...: its table here
-                service, namespace = peers.hostname.split(".")[:2]
-                config["peers"] = (self.state / namespace / "service" / service / "routes.json").resolve().as_uri()
+            for key in ("peers", "mirror"):
+                address = urlsplit(str(config.get(key) or ""))
+                if address.scheme == "dns" and address.hostname:  # <service>.<namespace>.svc...: its table here
+                    service, namespace = address.hostname.split(".")[:2]
+                    routes = self.state / namespace / "service" / service / "routes.json"
+                    config[key] = routes.resolve().as_uri()
             if not self.gpus:  # like the steps above: GPUs only where this machine has them
                 config["device"] = "cpu"
         return config

@@ -61,7 +61,7 @@ def gate(analysis: Analysis, window: Traffic | None, ready: int, scrape_error: s
             f"{analysis.min_requests}"
         )
     p99 = window.quantile_ms(0.99)
-    measured = f"error rate {window.error_rate:.2%} over {window.requests} requests, p99 {_ms(p99)}"
+    measured = f"error rate {window.error_rate:.2%} over {window.requests} requests, p99 {ms(p99)}"
     if window.error_rate > analysis.max_error_rate:
         return FAILED, f"{measured}: error rate above maxErrorRate {analysis.max_error_rate:.2%}"
     if p99 is not None and p99 > analysis.max_p99_latency_ms:
@@ -150,7 +150,7 @@ def quality_problem(quality: Quality, traffic: Traffic | None) -> tuple[str, str
     )
 
 
-def _ms(value: float | None) -> str:
+def ms(value: float | None) -> str:
     if value is None:
         return "n/a"
     return "> largest bucket" if math.isinf(value) else f"<= {value:g} ms"
@@ -185,7 +185,7 @@ def health(
         if traffic.error_rate > analysis.max_error_rate:
             problems.append(f"error rate {traffic.error_rate:.2%} above {analysis.max_error_rate:.2%}")
         if p99 is not None and p99 > analysis.max_p99_latency_ms:
-            problems.append(f"p99 {_ms(p99)} above {analysis.max_p99_latency_ms:g} ms")
+            problems.append(f"p99 {ms(p99)} above {analysis.max_p99_latency_ms:g} ms")
     quality = quality_problem(spec.monitoring.quality, traffic)
     if quality is not None:
         problems.append(quality[1])

@@ -10,6 +10,9 @@ Argo Rollouts: each pass reads it, looks at the world, and takes one transition 
     steady ──new revision──> start canary ──> hold ──interval──> judge ─┬─ pass ──> next step ──> hold
                                                                          ├─ pass, last step ──> promote ──> steady
                                                                          └─ fail ──> roll back ──> steady
+    with rollout.shadow, before the canary:
+    steady ──new revision──> start shadow ──> hold ──interval──> judge ─┬─ pass ──> start canary
+                                                                         └─ fail ──> reject (RolledBack) ──> steady
 
 - Which model and revision: `revisions.py` (spec.model, or autoUpdate's better candidate).
 - rolling: the stable Deployment's template moves to the new revision (a Kubernetes rolling update).
@@ -17,6 +20,8 @@ Argo Rollouts: each pass reads it, looks at the world, and takes one transition 
   after `intervalSeconds` the gate (error rate, p99 from the canary's /metrics) is judged: pass -> next step,
   the last step -> promote (stable moves to the revision, then the canary goes); fail -> roll back (canary
   deleted, the revision remembered as RolledBack so it is not tried again).
+- shadow: a `shadow` Deployment outside the users' Services answers copies of live requests that the stable
+  servers send it (`mirror`), and is judged on those (`shadow.py`) before the canary starts.
 - Health (Available, Degraded, Drifted): `health.py`.
 - Retraining (autoUpdate.retrain: new candidates when a trigger fires): `retrain.py`.
 """
@@ -30,8 +35,8 @@ from typing import Any
 
 from slipway_operator import builders
 from slipway_operator.api.common import Phase
-from slipway_operator.api.modeldeployment import Analysis, Canary, ModelDeploymentSpec
-from slipway_operator.controllers import retrain
+from slipway_operator.api.modeldeployment import Analysis, Canary, ModelDeploymentSpec, Shadow
+from slipway_operator.controllers import retrain, shadow
 from slipway_operator.controllers.common import Child, Ref, ServingController, Settings, artifact_uri
 from slipway_operator.controllers.health import (
     FAILED,
@@ -61,7 +66,7 @@ from slipway_operator.workloads import serve_config
 
 __all__ = ["CANARY", "STABLE", "Model", "Observed", "Plan", "model_of", "plan", "selector_string", "source_of"]
 
-STABLE, CANARY = "stable", "canary"
+STABLE, CANARY, SHADOW = "stable", "canary", builders.SHADOW
 PAYLOAD_FOLDER = "payloads"  # <store>/payloads/<namespace>/<name>: payload logs and feedback
 HISTORY = 10
 NO_CANARY = {
@@ -72,6 +77,7 @@ NO_CANARY = {
     "stepBaseline": None,
     "canaryTraffic": None,
 }
+NO_SHADOW = {"shadow": None, "shadowStartedAt": None, "shadowBaseline": None}  # shadowTraffic stays: its result
 ABORT_ANNOTATION = "slipway.dev/abort-canary"  # value: the canary revision to roll back now
 
 
@@ -152,23 +158,25 @@ class _Builder:
 
     def config_map(self, rev: str, model_uri: str) -> dict[str, Any]:
         config = serve_config(self.owner.name, self.spec, model_uri, payload_uri=self.payload_uri(), model_version=rev,
-                              peers=builders.peers_address(self.owner))  # fmt: skip
+                              peers=builders.peers_address(self.owner),
+                              mirror=builders.shadow_address(self.owner))  # fmt: skip
         return builders.config_map(self.owner, rev, config)
 
     def deployment(self, track: str, rev: str, replicas: int, weight: int) -> dict[str, Any]:
+        image = self.settings.serving_image(self.spec.server.format)
+        config_map = builders.child_name(self.owner, rev)
+        options: dict[str, Any] = {
+            "storage_secret": self.settings.storage_secret,
+            "gpu": self.settings.gpu,
+            "startup_seconds": self.spec.server.startup_timeout_seconds,
+            "salt": self.spec.privacy.salt_secret_ref,
+        }
+        if track == SHADOW:
+            return builders.shadow_deployment(
+                self.owner, rev, image, config_map, self.spec.resources, replicas, **options
+            )
         return builders.server_deployment(
-            self.owner,
-            track,
-            rev,
-            self.settings.serving_image(self.spec.server.format),
-            builders.child_name(self.owner, rev),
-            self.spec.resources,
-            replicas,
-            weight=weight,
-            storage_secret=self.settings.storage_secret,
-            gpu=self.settings.gpu,
-            startup_seconds=self.spec.server.startup_timeout_seconds,
-            salt=self.spec.privacy.salt_secret_ref,
+            self.owner, track, rev, image, config_map, self.spec.resources, replicas, weight, **options
         )
 
 
@@ -191,7 +199,7 @@ class Rollout:
         self.generation = int(obj["metadata"].get("generation", 1))
         self.now = iso(o.now)
         self.events: list[tuple[str, str, str]] = []
-        carried = [*NO_CANARY, "current", "sourceRevision"]
+        carried = [*NO_CANARY, *NO_SHADOW, "shadowTraffic", "current", "sourceRevision"]
         self.status: dict[str, Any] = {
             "observedGeneration": self.generation,
             "modelName": self.name,
@@ -202,7 +210,8 @@ class Rollout:
         self.build = _Builder(obj, self.spec, settings)
         self.status["payloadUri"] = self.build.payload_uri() if self.spec.monitoring.payload_log.enabled else None
         self.total = self.spec.replicas.min
-        self.services = [builders.server_service(self.build.owner), builders.peers_service(self.build.owner)]
+        owner = self.build.owner
+        self.services = [builders.server_service(owner), builders.peers_service(owner), builders.shadow_service(owner)]
         self.analysis = self.spec.rollout.canary.analysis if self.spec.rollout.canary else Analysis()
         self.abort = (obj["metadata"].get("annotations") or {}).get(ABORT_ANNOTATION)
         self.paused: str | None = None
@@ -233,6 +242,11 @@ class Rollout:
         if self.spec.rollout.strategy == "rolling":
             return self.roll(chosen)
         canary = status["canary"]
+        if self.spec.rollout.shadow and (not canary or canary.get("name") != chosen.revision):
+            in_shadow = self.shadow_stage(chosen)
+            if in_shadow is not None:
+                return in_shadow
+            canary = None  # the shadow passed: the canary starts now
         if not canary or canary.get("name") != chosen.revision:
             self.start_canary(chosen)
         if self.abort == chosen.revision:
@@ -305,7 +319,10 @@ class Rollout:
             self.events.append(("Normal", "Promoted", f"revision {stable_rev} is stable; the canary track is removed"))
         elif canary:
             self.events.append(("Normal", "CanaryCancelled", f"canary {canary['name']} cancelled: {chosen.why}"))
-        self.status |= NO_CANARY
+        if self.status["shadow"]:
+            cancelled = f"shadow {self.status['shadow']['name']} cancelled: {chosen.why}"
+            self.events.append(("Normal", "ShadowCancelled", cancelled))
+        self.status |= NO_CANARY | NO_SHADOW
         children = [*self._base(), self.build.deployment(STABLE, stable_rev, self.total, 100)]
         delete = (CANARY,) if self.o.deployments.get(CANARY) else ()
         return Step(Phase.AVAILABLE, "Serving", f"serving revision {stable_rev}", children, delete)
@@ -371,6 +388,80 @@ class Rollout:
     def last_step(self) -> bool:
         return int(self.status["canaryStep"] or 0) + 1 >= len(self._steps())
 
+    def shadow_stage(self, chosen: Target) -> Step | None:
+        """rollout.shadow: the candidate answers copies of live requests until judged; None once it passed."""
+        if not self.status["shadow"] or self.status["shadow"].get("name") != chosen.revision:
+            self.start_shadow(chosen)
+        if self.abort == chosen.revision:
+            return self.reject_shadow(chosen, f"aborted by the annotation {ABORT_ANNOTATION}={chosen.revision}")
+        kept = self.status.get("shadowBaseline") or {}
+        windows: dict[str, Traffic | None] = {}
+        for track in (STABLE, SHADOW):
+            scraped = self.o.traffic.get(track)
+            windows[track] = scraped.since(Traffic.of_counters(kept.get(track))) if scraped is not None else None
+        seen = shadow.measured(windows[STABLE], windows[SHADOW])
+        self.status["shadowTraffic"] = {"revision": chosen.revision, "verdict": "Running", **seen}
+        started = seconds(self.status["shadowStartedAt"]) or self.o.now
+        if self.o.now - started < self._shadow().interval_seconds:
+            return self.hold_shadow(chosen)
+        ready, _, _ = replicas_ready(self.o.deployments.get(SHADOW))
+        verdict, measured = shadow.gate(
+            self._shadow(), self.analysis, ready, seen, windows[SHADOW], self.o.scrape_errors.get(SHADOW)
+        )
+        if verdict == FAILED:
+            return self.reject_shadow(chosen, measured)
+        if verdict == INCONCLUSIVE:
+            self.status["shadowTraffic"]["verdict"] = "Inconclusive"
+            return self.hold_shadow(chosen, inconclusive=measured)
+        self.status["shadowTraffic"]["verdict"] = "Passed"
+        self.status |= NO_SHADOW
+        self.events.append(("Normal", "ShadowPassed", f"shadow {chosen.revision} passed ({measured}); canary starts"))
+        return None
+
+    def start_shadow(self, chosen: Target) -> None:
+        """A new candidate goes to shadow first (a canary of another revision in progress is cancelled)."""
+        canary = self.status["canary"]
+        if canary:
+            message = f"canary {canary['name']} replaced by {chosen.revision} (in shadow first): {chosen.why}"
+            self.events.append(("Normal", "CanaryReplaced", message))
+            self.status |= NO_CANARY
+        self.status |= {
+            "shadow": record(chosen.model, chosen.revision, self.now),
+            "shadowStartedAt": self.now,
+            "shadowBaseline": {t: (self.o.traffic.get(t) or Traffic()).counters() for t in (STABLE, SHADOW)},
+        }
+        message = f"shadow {chosen.revision} gets copies of live requests; users get {self.stable_rev}'s ({chosen.why})"
+        self.events.append(("Normal", "ShadowStarted", message))
+
+    def hold_shadow(self, chosen: Target, inconclusive: str | None = None) -> Step:
+        """The stable track serves everyone; the shadow track answers the copies."""
+        children = [
+            *self._base(),
+            self.build.config_map(chosen.revision, chosen.model.uri),
+            self.build.deployment(STABLE, self.stable_rev, self.total, 100),
+            self.build.deployment(SHADOW, chosen.revision, self._shadow().replicas, 0),
+        ]
+        seen = self.status["shadowTraffic"]
+        message = (
+            f"shadow {chosen.revision}: {seen['requests']} copies answered so far, users get {self.stable_rev}'s "
+            f"answers; judged {self._shadow().interval_seconds}s after the stage started"
+        )
+        if inconclusive is None:
+            return Step(Phase.DEPLOYING, "Shadow", message, children)
+        return self._pause("shadow", chosen, "", inconclusive, "rollout.shadow.minRequests", children)
+
+    def reject_shadow(self, chosen: Target, measured: str) -> Step:
+        """The shadow failed (or was aborted): remembered as RolledBack, never tried again; users saw nothing."""
+        self._retire(self.status["shadow"], "RolledBack", f"in shadow: {measured}")
+        self.status["shadowTraffic"] = {**(self.status.get("shadowTraffic") or {}), "verdict": "Failed"}
+        self.status |= NO_SHADOW
+        rev, stable_rev = chosen.revision, self.stable_rev
+        self.events.append(("Warning", "RolledBack", f"shadow {rev} rolled back: {measured}"))
+        children = [*self._base(), self.build.deployment(STABLE, stable_rev, self.total, 100)]
+        return Step(
+            Phase.AVAILABLE, "RolledBack", f"shadow {rev} rolled back: {measured}; serving {stable_rev}", children
+        )
+
     def roll_back(self, chosen: Target, measured: str) -> Step:
         """The gate failed: the canary goes, its revision is remembered as RolledBack and not tried again."""
         weight = self._steps()[int(self.status["canaryStep"] or 0)]
@@ -433,14 +524,21 @@ class Rollout:
         )
         if inconclusive is None:
             return Step(Phase.DEPLOYING, "Canary", message, children)
+        knob = "rollout.canary.analysis.minRequests"
+        return self._pause("canary", chosen, f" at {weight}%", inconclusive, knob, children)
+
+    def _pause(self, stage: str, chosen: Target, at: str, why: str, knob: str, children: list[dict[str, Any]]) -> Step:
+        """A stage that could not be judged (too few requests): it holds, condition Paused says why and how to go
+        on, one Warning Event (`ShadowInconclusive` or `CanaryInconclusive`)."""
+        where, abort = f"{stage} {chosen.revision} paused", f"{ABORT_ANNOTATION}={chosen.revision}"
         self.paused = (
-            f"canary {chosen.revision} paused at {weight}%: {inconclusive}. It resumes by itself once enough "
-            f"requests reach it (send traffic, or lower rollout.canary.analysis.minRequests); to abort, roll it back "
-            f"with `kubectl annotate modeldeployment {self.name} {ABORT_ANNOTATION}={chosen.revision}`"
+            f"{where}{at}: {why}. It resumes by itself once enough requests reach it (send traffic, or lower {knob}); "
+            f"to abort, roll it back with `kubectl annotate modeldeployment {self.name} {abort}`"
         )
-        if not str(self.previous.get("message") or "").startswith(f"canary {chosen.revision} paused"):
-            self.events.append(("Warning", "CanaryInconclusive", self.paused))
-        return Step(Phase.DEPLOYING, "CanaryInconclusive", self.paused, children)
+        reason = f"{stage.capitalize()}Inconclusive"
+        if not str(self.previous.get("message") or "").startswith(where):
+            self.events.append(("Warning", reason, self.paused))
+        return Step(Phase.DEPLOYING, reason, self.paused, children)
 
     # -- the end of the pass ----------------------------------------------------------------------------------
 
@@ -451,11 +549,17 @@ class Rollout:
         self.status.update(
             health(self.spec, stable, traffic, self.analysis, decided, self.previous, self.generation, self.now, pods)
         )
-        why = ("CanaryInconclusive", self.paused) if self.paused else ("NotPaused", "the rollout is not paused")
+        stage = "Shadow" if self.paused and self.paused.startswith("shadow") else "Canary"
+        why = (f"{stage}Inconclusive", self.paused) if self.paused else ("NotPaused", "the rollout is not paused")
         before = list(self.previous.get("conditions") or [])
         paused = condition("Paused", self.paused is not None, *why, self.generation, self.now, before)
         self.status["conditions"] = [*self.status["conditions"], paused]
-        delete = [("apps/v1", "Deployment", builders.child_name(self.build.owner, t)) for t in step.delete]
+        tracks = list(step.delete)
+        built = {c["metadata"]["labels"].get(builders.TRACK_LABEL) for c in step.children if c["kind"] == "Deployment"}
+        for track in (CANARY, SHADOW):  # a stage this pass does not keep (a shadow passed, a canary replaced): gone
+            if step.children and self.o.deployments.get(track) and track not in built and track not in tracks:
+                tracks.append(track)
+        delete = [("apps/v1", "Deployment", builders.child_name(self.build.owner, t)) for t in tracks]
         again = retrain.decide(self.obj, self.spec, self.status, self.o.retrains, self.o.retrain_dataset, self.o.now)
         self.status["retraining"] = again.status
         create = [again.create] if again.create else []
@@ -467,6 +571,10 @@ class Rollout:
 
     def _steps(self) -> list[int]:
         return list(self._canary().steps)
+
+    def _shadow(self) -> Shadow:
+        assert self.spec.rollout.shadow is not None
+        return self.spec.rollout.shadow
 
 
 def references(spec: dict[str, Any]) -> list[Ref]:
@@ -481,8 +589,9 @@ def references(spec: dict[str, Any]) -> list[Ref]:
 
 def children_to_stop(obj: dict[str, Any]) -> list[Child]:
     name = obj["metadata"]["name"]
-    tracks = [("apps/v1", "Deployment", builders.suffixed(name, track)) for track in (STABLE, CANARY)]
-    return [*tracks, ("v1", "Service", name), ("v1", "Service", builders.suffixed(name, builders.PEERS))]
+    tracks = [("apps/v1", "Deployment", builders.suffixed(name, track)) for track in (STABLE, CANARY, SHADOW)]
+    services = [("v1", "Service", builders.suffixed(name, s)) for s in (builders.PEERS, SHADOW)]
+    return [*tracks, ("v1", "Service", name), *services]
 
 
 CONTROLLER = ServingController(kind="ModelDeployment", references=references, children_to_stop=children_to_stop)

@@ -184,7 +184,8 @@ def target(
             gate = spec.auto_update.gate
             metric = best[0].metrics.get(gate.metric)
             return Target(best[0], best[1], f"autoUpdate: {best[0].source} has {gate.metric}={metric:.4g}")
-    canary = previous.get("canary") or None
-    if canary:  # a canary in progress keeps going unless something else won
-        return Target(Model.of_record(canary), str(canary["name"]), "canary in progress")
+    for stage in ("canary", "shadow"):  # a rollout in progress keeps going unless something else won
+        staged = previous.get(stage) or None
+        if staged:
+            return Target(Model.of_record(staged), str(staged["name"]), f"{stage} in progress")
     return Target(Model.of_record(current), str(current["name"]), "serving")

@@ -166,3 +166,7 @@ class ServeConfig(ConfigModel):
     """The other servers of the same deployment, asked for feedback whose requests this one did not answer:
     `dns://<headless Service>:<port>` (its A records are the pods) or `file://<routes.json>` (`slipway run`'s
     router table). Set by the operator."""
+
+    mirror: str | None = Field(default=None, max_length=2048)
+    """Where a copy of each answered request goes when a candidate is in shadow (`rollout.shadow`), in the same
+    forms as `peers`; its answers are compared with this server's and counted in /metrics. Set by the operator."""

@@ -28,6 +28,10 @@ from slipway_trainer.artifacts import (
     QUALITY_METRIC,
     QUALITY_ROWS_METRIC,
     REQUESTS_METRIC,
+    SHADOW_AGREED_METRIC,
+    SHADOW_DIFFERENCE_METRIC,
+    SHADOW_REQUESTS_METRIC,
+    SHADOW_ROWS_METRIC,
 )
 from slipway_trainer.config.serve import ServeConfig
 from slipway_trainer.serve import feedback, protocol
@@ -36,6 +40,7 @@ from slipway_trainer.serve.drift import DriftMonitor
 from slipway_trainer.serve.model import ServedModel
 from slipway_trainer.serve.payloads import PayloadLog, Privacy, image_layout
 from slipway_trainer.serve.peers import FORWARDED, Peers
+from slipway_trainer.serve.shadow import SHADOW, Mirror
 
 log = logging.getLogger("slipway.serve")
 PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_torchscript"}
@@ -122,6 +127,30 @@ class Metrics:
             ["model", "kind", "outcome"],
             registry=self.registry,
         )
+        self.shadow_requests = Counter(
+            SHADOW_REQUESTS_METRIC,
+            "Copies of requests sent to the shadow candidate, by outcome (answered, failed, dropped)",
+            ["model", "outcome"],
+            registry=self.registry,
+        )
+        self.shadow_rows = Counter(
+            SHADOW_ROWS_METRIC,
+            "Rows the shadow answered, compared with this server's (task: how they were compared)",
+            ["model", "task"],
+            registry=self.registry,
+        )
+        self.shadow_agreed = Counter(
+            SHADOW_AGREED_METRIC,
+            "Compared rows whose labels agree (classification)",
+            ["model", "task"],
+            registry=self.registry,
+        )
+        self.shadow_difference = Counter(
+            SHADOW_DIFFERENCE_METRIC,
+            "Summed symmetric relative difference of the compared values (regression)",
+            ["model", "task"],
+            registry=self.registry,
+        )
 
 
 class Server:
@@ -161,12 +190,21 @@ class Server:
             else None
         )
         self.peers = Peers(config.peers) if config.peers else None
+        self.mirror = Mirror(config.mirror, self.name, model.task, self._count_shadow) if config.mirror else None
         self.ready = False
         self.stopping = False
         self.in_flight = 0
 
     def _count_payload_rows(self, kind: str, outcome: str, rows: int) -> None:
         self.metrics.payload_rows.labels(self.name, kind, outcome).inc(rows)
+
+    def _count_shadow(self, outcome: str, rows: int, agreed: int, summed: float) -> None:
+        m = self.metrics
+        m.shadow_requests.labels(self.name, outcome).inc()
+        task = self.model.task
+        m.shadow_rows.labels(self.name, task).inc(rows)
+        m.shadow_agreed.labels(self.name, task).inc(agreed)
+        m.shadow_difference.labels(self.name, task).inc(summed)
 
     # --- routes -----------------------------------------------------------------------------------
 
@@ -300,7 +338,12 @@ class Server:
             answer, predictions = protocol.answer(
                 parsed, outputs, self.model.transform, self.name, self.config.model_version
             )
+            if SHADOW in request.headers:  # a copy for a candidate in shadow: compared by its sender, nothing more
+                self._count_predictions(predictions)
+                return 200, answer
             self._observe(parsed, predictions)
+            if self.mirror is not None:
+                self.mirror.offer(body, predictions)
             return 200, answer
         except protocol.ProtocolError as err:
             return err.status, {"error": err.message}
@@ -318,13 +361,16 @@ class Server:
         self.predictions.remember(parsed.id, predictions, now)
         if self.payloads is not None and self.payloads.sampled():
             self.payloads.log_request(parsed.id, parsed.table, predictions, now)
+        self._count_predictions(predictions)
+        if self.drift is not None:
+            self.drift.observe(parsed.table)
+
+    def _count_predictions(self, predictions: list[Any]) -> None:
         for value in predictions:
             if self.model.task == "classification":
                 self.metrics.predictions.labels(self.name, str(value)).inc()
             else:
                 self.metrics.values.labels(self.name).observe(value)
-        if self.drift is not None:
-            self.drift.observe(parsed.table)
 
     async def prometheus(self, request: web.Request) -> web.Response:
         if self.drift is not None:
@@ -372,6 +418,8 @@ class Server:
         self.batcher.start()
         if self.payloads is not None:
             self.payloads.start()
+        if self.mirror is not None:
+            self.mirror.start()
         self.warm_up()
         self.ready = True
         log.info("serving %s (%s on %s) on http://%s:%s", self.name, self.model.format, self.model.device,
@@ -393,4 +441,6 @@ class Server:
             await asyncio.to_thread(self.payloads.close)
         if self.peers is not None:
             await self.peers.close()
+        if self.mirror is not None:  # copies still queued are not sent: the stage counts what was answered
+            await self.mirror.close()
         await runner.cleanup()

@@ -29,8 +29,9 @@ log = logging.getLogger(__name__)
 
 
 class Peers:
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, missing_ok: bool = False) -> None:
         self.spec = spec
+        self.missing_ok = missing_ok  # an address that resolves to nothing is normal (a shadow that is not running)
         self._urls: list[str] = []
         self._at = -CACHE_SECONDS
         self._session: aiohttp.ClientSession | None = None
@@ -42,7 +43,7 @@ class Peers:
         try:
             self._urls = await self._resolve()
         except (OSError, ValueError) as err:
-            log.warning("cannot list the peers in %s: %s", self.spec, err)
+            log.log(logging.DEBUG if self.missing_ok else logging.WARNING, "cannot list %s: %s", self.spec, err)
             self._urls = []
         self._at = time.monotonic()
         return self._urls
