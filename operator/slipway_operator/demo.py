@@ -56,6 +56,7 @@ def shrink(manifests: list[dict[str, Any]], digits: bool) -> list[dict[str, Any]
         elif doc["kind"] == "ModelDeployment":
             spec["replicas"] = {"min": 1}
             spec["rollout"]["canary"] |= {"intervalSeconds": 5}
+            spec["rollout"]["shadow"] |= {"intervalSeconds": 5}
     return manifests
 
 

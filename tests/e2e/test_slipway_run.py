@@ -360,3 +360,128 @@ def test_new_rows_make_a_new_dataset_version_the_deployment_retrains_on_it_and_a
         output = process.communicate(timeout=120)[0]
         slipway("down", "--state", str(state))
     assert "TrainingRun/mpg-retrain-1: created by its owner, it runs too" in output, output[-3000:]
+
+
+class Cars:
+    """A client of the Auto MPG endpoint in the background: cars from vega_datasets, one per request, as they are,
+    or (once `drifted` is set) with weight and horsepower doubled."""
+
+    def __init__(self, endpoint: str) -> None:
+        from vega_datasets import data as vega
+
+        with urllib.request.urlopen(f"{endpoint}/v2/models/mpg", timeout=10) as answer:
+            self.features = json.loads(answer.read())["parameters"]["features"]
+        cars = vega.cars().dropna()
+        cars["Year"] = cars["Year"].dt.year
+        self.cars = cars.to_dict("records")
+        self.endpoint, self.drifted, self.codes = endpoint, threading.Event(), []
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        i = 0
+        while not self.stopped.is_set():
+            car = dict(self.cars[i % len(self.cars)])
+            if self.drifted.is_set():
+                car["Weight_in_lbs"] *= 2
+                car["Horsepower"] *= 2
+            body = {"inputs": [{"name": "input", "shape": [1, len(self.features)], "datatype": "BYTES",
+                                "data": [[car[f] for f in self.features]]}]}  # fmt: skip
+            request = urllib.request.Request(f"{self.endpoint}/v2/models/mpg/infer", data=json.dumps(body).encode(),
+                                             headers={"Content-Type": "application/json"})  # fmt: skip
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    self.codes.append(answer.status)
+            except urllib.error.HTTPError as err:
+                self.codes.append(err.code)
+            except OSError:
+                self.codes.append(0)
+            i += 1
+            time.sleep(0.02)
+
+    def __enter__(self) -> Cars:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=60)
+
+
+def test_drift_the_client_injects_retrains_and_the_better_model_passes_shadow_and_canary_to_serve(
+    tmp_path: Path,
+) -> None:
+    """The loop's other path with `slipway run`: an Auto MPG model trained for 2 epochs is served with
+    `autoUpdate.retrain` on drift (a template that trains longer), a shadow stage and a canary. A client sends cars,
+    then cars whose weight and horsepower are doubled: the servers' drift scores cross the threshold, the deployment
+    is Drifted and creates `mpg-retrain-1` with reason drift; the run trains it; it is better on the test split, so
+    it answers copies of the client's requests in shadow, passes its canary steps on them, and serves. Every
+    client request is answered meanwhile."""
+    journey, state = tmp_path / "journey", tmp_path / "state"
+    journey.mkdir()
+    examples = REPO / "examples" / "auto-mpg"
+    prep = yaml.safe_load((examples / "01-datasetprep.yaml").read_text())
+    run = yaml.safe_load((examples / "02-trainingrun.yaml").read_text())
+    run["spec"]["training"] = {"epochs": 2, "batchSize": 32}
+    template = {**run["spec"], "training": {"epochs": 25, "batchSize": 32}, "optimizer": {"learningRate": 0.01}}
+    serve = yaml.safe_load((examples / "04-modeldeployment.yaml").read_text())
+    serve["spec"] |= {
+        "model": {"fromTrainingRun": "mpg-mlp"},
+        "replicas": {"min": 1},
+        "rollout": {
+            "strategy": "canary",
+            "canary": {"steps": [50, 100], "intervalSeconds": 3,
+                       "analysis": {"minRequests": 5, "maxErrorRate": 0.0, "maxP99LatencyMs": 5000}},
+            "shadow": {"intervalSeconds": 3, "minRequests": 10, "maxRelativeDifference": 1.5},
+        },
+        "monitoring": {"drift": {"enabled": True, "method": "ks", "threshold": 0.3, "windowSize": 60}},
+        "autoUpdate": {
+            "enabled": True,
+            "selector": {"matchLabels": {"app": "mpg"}},
+            "gate": {"metric": "test_mae", "direction": "minimize"},
+            "retrain": {"trainingRun": template, "cooldownSeconds": 3600,
+                        "triggers": {"datasetChanged": False, "drift": True, "qualityDropped": False}},
+        },
+    }  # fmt: skip
+    for i, doc in enumerate((prep, run, serve)):
+        (journey / f"{i}.yaml").write_text(yaml.safe_dump(doc))
+    process = start_run(journey, state)
+    resources = state / "resources"
+
+    def status(kind: str, name: str) -> dict[str, Any]:
+        path = resources / kind / f"{name}.json"
+        return dict(json.loads(path.read_text()).get("status") or {}) if path.exists() else {}
+
+    def wait(what: str, ready: Any, seconds: float = 600) -> None:
+        deadline = time.monotonic() + seconds
+        while not ready():
+            assert process.poll() is None, process.communicate()[0][-3000:]
+            assert time.monotonic() < deadline, f"{what}: {process.communicate(timeout=1)[0][-3000:]}"
+            time.sleep(1)
+
+    try:
+        wait("serving", lambda: status("modeldeployment", "mpg").get("phase") == "Available")
+        first = status("modeldeployment", "mpg")["current"]["name"]
+        with Cars(status("modeldeployment", "mpg")["endpoint"]) as cars:
+            time.sleep(3)
+            cars.drifted.set()
+            wait("the drift retrain", lambda: status("trainingrun", "mpg-retrain-1").get("phase") == "Succeeded")
+            wait("a shadow", lambda: status("modeldeployment", "mpg").get("shadow"), 120)
+            wait("the retrain served", lambda: status("modeldeployment", "mpg")["current"]["name"] != first
+                 and status("modeldeployment", "mpg").get("phase") == "Available", 300)  # fmt: skip
+        served = status("modeldeployment", "mpg")
+        retrained = status("trainingrun", "mpg-retrain-1")
+        assert retrained["lineage"]["retrainReason"].startswith("drift"), retrained["lineage"]
+        assert retrained["metrics"]["test_mae"] < status("trainingrun", "mpg-mlp")["metrics"]["test_mae"]
+        assert served["current"]["source"] == "TrainingRun/mpg-retrain-1"
+        shadowed = served["shadowTraffic"]
+        assert shadowed["verdict"] == "Passed" and shadowed["requests"] >= 10, shadowed
+        assert 0 < shadowed["relativeDifference"] <= 1.5, shadowed  # two different models, measured
+        replaced = served["history"][0]
+        assert replaced["name"] == first and replaced["outcome"] == "Replaced"
+        assert "over" in replaced["reason"] and "requests" in replaced["reason"], replaced  # judged on requests
+        assert cars.codes and set(cars.codes) == {200}, set(cars.codes)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=120)
+        slipway("down", "--state", str(state))

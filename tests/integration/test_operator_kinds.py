@@ -264,6 +264,7 @@ def test_a_model_deployment_serves_on_kwok_and_a_canary_without_metrics_is_rolle
     serving = example("fashion-mnist/04-modeldeployment.yaml")
     serving["spec"]["model"] = {"uri": "s3://models/fashion/v1"}
     serving["spec"]["rollout"]["canary"]["intervalSeconds"] = 3
+    serving["spec"]["rollout"].pop("shadow")  # straight to the canary (a shadow is judged like it, unit-tested)
     serving["spec"]["autoUpdate"] = {"enabled": False}
     apply(plane, namespace, serving)
     testbed.wait_until(
