@@ -34,6 +34,9 @@ PASS_SECONDS = 1.0
 ROLLOUT_EVENTS = {
     "FirstRevision",
     "RollingUpdate",
+    "ShadowStarted",
+    "ShadowInconclusive",
+    "ShadowPassed",
     "CanaryStarted",
     "CanaryStep",
     "CanaryInconclusive",

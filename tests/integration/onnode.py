@@ -1,16 +1,20 @@
-"""Helpers of the tests that run Slipway's resources on the real node: example manifests with changes, and waits
-on a resource's phase, a RayJob's end, a run's epoch in the store and a RayJob's worker pods."""
+"""Helpers of the tests that run Slipway's resources on the real node: example manifests with changes, waits on a
+resource's phase, a RayJob's end, a run's epoch in the store and a RayJob's worker pods, and a steady client of a
+Service inside the node's network."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import testbed
 import yaml
+from node import RealNode
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PLURAL = {"DatasetPrep": "datasetprep", "TrainingRun": "trainingrun", "TuningSweep": "tuningsweep",
@@ -102,3 +106,34 @@ def ray_workers(plane: testbed.ControlPlane, ns: str, rayjob: str) -> list[dict[
     ]
     return [p for p in pods if p["metadata"]["name"].startswith(rayjob) and p["status"].get("phase") == "Running"
             and not p["metadata"].get("deletionTimestamp")]  # fmt: skip
+
+
+class Load:
+    """Requests to the Service's ClusterIP from inside the node's network, one connection each (the Service
+    balances per connection), until stopped; counts the answers."""
+
+    def __init__(self, node: RealNode, ip: str, model: str, body: bytes) -> None:
+        self.node, self.ip, self.model, self.body = node, ip, model, body
+        self.codes: Counter[int] = Counter()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        assert self.node.net is not None
+        while not self.stopped.is_set():
+            try:
+                code, _ = self.node.net.http(
+                    "POST", self.ip, 80, f"/v2/models/{self.model}/infer", self.body, timeout=10
+                )
+            except OSError:
+                code = 0
+            self.codes[code] += 1
+            time.sleep(0.05)
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stopped.set()
+        self.thread.join(timeout=30)

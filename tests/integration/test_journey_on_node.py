@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ import buildkit
 import pytest
 import testbed
 from node import RealNode
-from onnode import delete, example, progress_epoch, ray_workers, wait_phase, wait_rayjob_ended
+from onnode import Load, delete, example, progress_epoch, ray_workers, wait_phase, wait_rayjob_ended
 
 
 @pytest.mark.timeout(2400)
@@ -225,14 +226,17 @@ def _cars_csv(rows: slice) -> bytes:
     return str(cars.iloc[rows].to_csv(index=False)).encode()
 
 
-@pytest.mark.timeout(1200)
-def test_a_refreshing_dataset_prep_writes_a_new_version_when_a_file_lands_in_its_s3_source(
-    control_plane: testbed.ControlPlane, kuberay_on_node: str, object_store: testbed.ObjectStore
+@pytest.mark.timeout(1800)
+def test_new_rows_in_s3_make_a_new_version_a_retrain_and_a_rollout_through_shadow_and_canary_on_real_pods(
+    control_plane: testbed.ControlPlane, kuberay_on_node: str, object_store: testbed.ObjectStore, real_node: RealNode
 ) -> None:
-    """A DatasetPrep reading a folder of CSV files in S3 with `refresh` every 10 s: its first round finds the same
-    objects (their ETags) and reads nothing; a second file landing in the folder gives a new version beside the
-    first in the store, each round its own RayJob on real pods, the finished one removed. Bound: a RayJob's start
-    (about a minute here) per round, plus the interval and a resync pass."""
+    """The closed loop on the real node. A DatasetPrep reads a folder of CSV files in S3 with `refresh` every 10 s;
+    a 3-epoch model of it is served with `autoUpdate.retrain` on new dataset versions, a shadow stage and a canary,
+    under a steady client inside the node's network. Its first round finds the same objects (their ETags) and
+    reads nothing; a second file landing in the folder gives a new version beside the first in the store (each round
+    its own RayJob, the finished one removed); the deployment retrains on it (a RayJob), the retrain is better, answers
+    copies of the client's requests in shadow, passes its canary step on them and serves, while every request is
+    answered. Bound: a RayJob's start (about a minute here) per round and per run, plus intervals and passes."""
     import boto3
 
     plane, ns = control_plane, kuberay_on_node
@@ -244,23 +248,64 @@ def test_a_refreshing_dataset_prep_writes_a_new_version_when_a_file_lands_in_its
                    refresh={"intervalSeconds": 10, "keepVersions": 2},
                    resources={"workers": 1, "cpusPerWorker": 0.5, "memory": "2Gi"})  # fmt: skip
     prep["metadata"]["name"] = "mpg-fresh"
+    small = {"dataset": {"ref": "mpg-fresh"}, "training": {"epochs": 3, "batchSize": 32},
+             "resources": {"workers": 1, "cpusPerWorker": 0.5, "memory": "2Gi"}}  # fmt: skip
+    train = example("auto-mpg/02-trainingrun.yaml", ns, **small)
+    template = {**train["spec"], "training": {"epochs": 20, "batchSize": 32}, "optimizer": {"learningRate": 0.01}}
+    served = example(
+        "auto-mpg/04-modeldeployment.yaml", ns, model={"fromTrainingRun": "mpg-mlp"}, replicas={"min": 1},
+        resources={"cpu": "250m", "memory": "768Mi"}, monitoring={"drift": {"enabled": False}},
+        rollout={"strategy": "canary", "shadow": {"intervalSeconds": 10, "minRequests": 10, "maxRelativeDifference": 2},
+                 "canary": {"steps": [50], "intervalSeconds": 10,
+                            "analysis": {"minRequests": 5, "maxErrorRate": 0.01, "maxP99LatencyMs": 2000}}},
+        autoUpdate={"enabled": True, "selector": {"matchLabels": {"app": "mpg"}},
+                    "gate": {"metric": "test_mae", "direction": "minimize"},
+                    "retrain": {"trainingRun": template, "cooldownSeconds": 3600,
+                                "triggers": {"datasetChanged": True, "qualityDropped": False}}},
+    )  # fmt: skip
 
-    def status() -> dict[str, Any]:
-        return json.loads(plane.kubectl("get", "datasetprep", "mpg-fresh", "-n", ns, "-o", "json")).get("status") or {}
+    def status(kind: str = "datasetprep", name: str = "mpg-fresh") -> dict[str, Any]:
+        return (
+            json.loads(plane.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False) or "{}").get("status")
+            or {}
+        )
 
     try:
         plane.kubectl("apply", "-f", "-", input=json.dumps(prep))
         first = wait_phase(plane, prep, {"Succeeded", "Failed"}, 600)
         assert first["phase"] == "Succeeded" and first["rows"]["total"] > 0, first
+        for doc in (train, served):
+            plane.kubectl("apply", "-f", "-", input=json.dumps(doc))
         testbed.wait_until("a refresh round that finds the source unchanged",
                            lambda: (status().get("refresh") or {}).get("state") == "Unchanged", 300)  # fmt: skip
         assert status()["version"] == first["version"]
+        up = wait_phase(plane, served, {"Available"}, 900)
+        serving = up["current"]["name"]
+        ip = json.loads(plane.kubectl("get", "service", "mpg", "-n", ns, "-o", "json"))["spec"]["clusterIP"]
+        assert real_node.net is not None
+        code, metadata = real_node.net.http_get(ip, 80, "/v2/models/mpg")
+        assert code == 200, metadata
+        car = {"Cylinders": 4, "Displacement": 97.0, "Horsepower": 88.0, "Weight_in_lbs": 2130, "Acceleration": 14.5,
+               "Year": "1971-01-01", "Origin": "Japan"}  # fmt: skip
+        features = json.loads(metadata)["parameters"]["features"]
+        body = json.dumps({"inputs": [{"name": f, "shape": [1], "datatype": "BYTES" if isinstance(car[f], str)
+                                       else "FP64", "data": [car[f]]} for f in features]}).encode()  # fmt: skip
 
-        s3.put_object(Bucket="slipway", Key=f"{folder}/part-1.csv", Body=_cars_csv(slice(300, None)))
-        seen: dict[str, Any] = {}
-        testbed.wait_until("a new version", lambda: seen.update(status()) or seen.get("version") != first["version"],
-                           400)  # fmt: skip
-        now = dict(seen)  # read once: the next round may start 10 s later
+        with Load(real_node, ip, "mpg", body) as load:
+            s3.put_object(Bucket="slipway", Key=f"{folder}/part-1.csv", Body=_cars_csv(slice(300, None)))
+            seen: dict[str, Any] = {}
+            testbed.wait_until(
+                "a new version", lambda: seen.update(status()) or seen.get("version") != first["version"], 400
+            )
+            now = dict(seen)  # read once: the next round may start 10 s later
+            testbed.wait_until(
+                "the retrain served",
+                lambda: (
+                    (status("modeldeployment", "mpg").get("current") or {}).get("name") != serving
+                    and status("modeldeployment", "mpg").get("phase") == "Available"
+                ),
+                900,
+            )
         assert now["phase"] == "Succeeded" and now["refresh"]["state"] == "NewVersion", now
         assert now["rows"]["total"] > first["rows"]["total"] and now["fingerprint"] != first["fingerprint"]
         assert [v["version"] for v in now["versions"]] == [now["version"], first["version"]]
@@ -273,5 +318,16 @@ def test_a_refreshing_dataset_prep_writes_a_new_version_when_a_file_lands_in_its
         assert len(names) == 1 and "mpg-fresh-prep" not in names, names  # one round's RayJob: the finished go
         events = plane.kubectl("get", "events", "-n", ns, "--field-selector", "involvedObject.name=mpg-fresh")
         assert "NewVersion" in events, events
+
+        retrained, deployment = status("trainingrun", "mpg-retrain-1"), status("modeldeployment", "mpg")
+        assert retrained["lineage"]["datasetFingerprint"] == now["fingerprint"], retrained["lineage"]
+        assert retrained["lineage"]["retrainReason"].startswith("new dataset version"), retrained["lineage"]
+        assert deployment["current"]["source"] == "TrainingRun/mpg-retrain-1", deployment["current"]
+        shadowed = deployment["shadowTraffic"]
+        assert shadowed["verdict"] == "Passed" and shadowed["requests"] >= 10 and shadowed["rows"] >= 10, shadowed
+        replaced = deployment["history"][0]
+        assert replaced["name"] == serving and replaced["outcome"] == "Replaced", replaced
+        assert re.search(r"over [1-9]\d* requests", replaced["reason"]), replaced["reason"]  # judged on requests
+        assert load.codes[200] > 0 and set(load.codes) == {200}, load.codes
     finally:
-        delete(plane, prep)
+        delete(plane, served, train, prep)

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ import buildkit
 import pytest
 import testbed
 from node import RealNode
+from onnode import Load
 
 from specs import AUTO_MPG, prepare_and_train
 
@@ -114,35 +113,6 @@ def infer_body(features: list[str]) -> bytes:
                                    "data": rows}]}).encode()  # fmt: skip
 
 
-class Load:
-    """Requests to the Service's ClusterIP from inside the node's network, one connection each (the Service
-    balances per connection), until stopped; counts the answers."""
-
-    def __init__(self, node: RealNode, ip: str, body: bytes) -> None:
-        self.node, self.ip, self.body = node, ip, body
-        self.codes: Counter[int] = Counter()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
-
-    def run(self) -> None:
-        assert self.node.net is not None
-        while not self.stopped.is_set():
-            try:
-                code, _ = self.node.net.http("POST", self.ip, 80, f"/v2/models/{NAME}/infer", self.body, timeout=10)
-            except OSError:
-                code = 0
-            self.codes[code] += 1
-            time.sleep(0.05)
-
-    def __enter__(self) -> Load:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stopped.set()
-        self.thread.join(timeout=30)
-
-
 def test_a_model_deployment_serves_from_server_pods_on_the_real_node_and_judges_canaries_on_their_metrics(
     control_plane: testbed.ControlPlane, slipway_on_node: str, real_node: RealNode, model_uri: str,
     object_store: testbed.ObjectStore,
@@ -183,7 +153,7 @@ def test_a_model_deployment_serves_from_server_pods_on_the_real_node_and_judges_
         # The operator pod reads the servers' /metrics through the pod proxy: its status counts real requests.
         ip = json.loads(plane.kubectl("get", "service", NAME, "-n", ns, "-o", "json"))["spec"]["clusterIP"]
         body = infer_body(features)
-        with Load(real_node, ip, body) as load:
+        with Load(real_node, ip, NAME, body) as load:
             wait_status(plane, ns, "requests counted", lambda s: (s.get("traffic") or {}).get("requests", 0) >= 20, 120)
         assert load.codes[200] >= 20 and set(load.codes) == {200}, load.codes
 
@@ -198,7 +168,7 @@ def test_a_model_deployment_serves_from_server_pods_on_the_real_node_and_judges_
         canary = {"strategy": "canary", "canary": {"steps": [50], "intervalSeconds": 20, "analysis": gate}}
         shadow_first = {**canary, "shadow": {"intervalSeconds": 10, "minRequests": 10}}
         before = served["current"]["name"]
-        with Load(real_node, ip, body) as load:
+        with Load(real_node, ip, NAME, body) as load:
             plane.kubectl("apply", "-f", "-", input=json.dumps(deployment(ns, copy, shadow_first)))
             promoted = wait_status(
                 plane, ns, "the canary promoted",
@@ -221,7 +191,7 @@ def test_a_model_deployment_serves_from_server_pods_on_the_real_node_and_judges_
             "canary": {**canary["canary"], "analysis": {"maxErrorRate": 0.01, "maxP99LatencyMs": 0.001}},
         }
         serving = promoted["current"]["name"]
-        with Load(real_node, ip, body) as load:
+        with Load(real_node, ip, NAME, body) as load:
             plane.kubectl("apply", "-f", "-", input=json.dumps(deployment(ns, model_uri, strict)))
             rolled = wait_status(
                 plane, ns, "the canary rolled back",
@@ -235,7 +205,7 @@ def test_a_model_deployment_serves_from_server_pods_on_the_real_node_and_judges_
         # A server pod deleted under load: the other one answers meanwhile, the Deployment replaces it.
         wait_status(plane, ns, "both stable replicas back", lambda s: s.get("readyReplicas") == "2/2", 180)
         victim = server_pods(plane, ns, "stable")[0]["metadata"]["name"]
-        with Load(real_node, ip, body) as load:
+        with Load(real_node, ip, NAME, body) as load:
             plane.kubectl("delete", "pod", victim, "-n", ns, "--wait=false")
             time.sleep(2)
             wait_status(
