@@ -236,6 +236,42 @@ BAD = [
         "the limit is 256",
     ),
     (
+        "nested-20000-levels",
+        '{"inputs": ' + "[" * 20_000 + "]" * 20_000 + "}",
+        400,
+        "nested too deeply",
+    ),
+    (
+        "data-nested-40-levels",
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [1],
+                    "datatype": "UINT8",
+                    "data": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[0]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]],
+                }
+            ]
+        },
+        400,
+        "nested more than 32 levels",
+    ),
+    (
+        "number-beyond-float",
+        '{"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "FP32", "data": [1e400' + ", 0" * 783 + "]}]}",
+        400,
+        "within 0..255",
+    ),
+    (
+        "integer-beyond-float",
+        '{"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "UINT8", "data": [1'
+        + "0" * 400
+        + ", 0" * 783
+        + "]}]}",
+        400,
+        "within 0..255",
+    ),
+    (
         "unknown-output",
         {
             "inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "UINT8", "data": [0] * 784}],
@@ -378,6 +414,28 @@ def test_tabular_requests_by_tensor_and_by_column_agree(mpg: Served) -> None:
         }
     )
     assert missing.status_code == 400 and "Weight_in_lbs" in missing.json()["error"]
+
+
+@pytest.mark.parametrize("value", ["1e400", "-1e400", "NaN", "Infinity", "1" + "0" * 400])
+def test_a_number_no_float_holds_is_refused_naming_the_feature_and_the_server_keeps_serving(
+    mpg: Served, value: str
+) -> None:
+    """JSON parsers read 1e400 as infinity and accept NaN/Infinity: an answer computed on them would look complete."""
+    features = requests.get(f"{mpg.url}/v2/models/mpg", timeout=5).json()["parameters"]["features"]
+    car = {"Cylinders": "4", "Displacement": "97.0", "Horsepower": value, "Weight_in_lbs": "2130",
+           "Acceleration": "14.5", "Origin": '"Japan"'}  # fmt: skip
+
+    def body(horsepower: str) -> str:
+        car["Horsepower"] = horsepower
+        datatype = {f: "BYTES" if f == "Origin" else "FP64" for f in features}
+        inputs = [f'{{"name": "{f}", "shape": [1], "datatype": "{datatype[f]}", "data": [{car[f]}]}}' for f in features]
+        return f'{{"inputs": [{", ".join(inputs)}]}}'
+
+    answer = requests.post(f"{mpg.url}/v2/models/mpg/infer", data=body(value), timeout=10)
+    assert answer.status_code == 400 and "'Horsepower' must be numeric" in answer.json()["error"], answer.text
+    feedback = requests.post(f"{mpg.url}/v2/models/mpg/feedback", data=f'{{"id": "x", "truth": {value}}}', timeout=10)
+    assert feedback.status_code in (400, 404), feedback.text  # refused, never a 5xx
+    assert requests.post(f"{mpg.url}/v2/models/mpg/infer", data=body("88.0"), timeout=10).status_code == 200
 
 
 def test_drift_is_measured_against_the_training_profile(mpg: Served) -> None:

@@ -304,6 +304,8 @@ class Server:
                 f"the request body is larger than {self.config.server.limits.max_body_bytes} bytes "
                 "(server.limits.maxBodyBytes)",
             ) from None
+        except RecursionError:
+            raise protocol.ProtocolError(400, "the request body is nested too deeply to read") from None
         except (ValueError, UnicodeDecodeError) as err:
             raise protocol.ProtocolError(400, f"the request body is not valid JSON: {err}") from err
 

@@ -171,9 +171,17 @@ def _truth(value: Any, transform: TransformSpec, where: str) -> Any:
             return int(value)
         known = ", ".join(repr(c) for c in (label.class_names or label.classes)[:20])
         raise FeedbackError(400, f"{where}: {value!r} is not one of the model's classes ({known})", "invalid")
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise FeedbackError(400, f"{where}: {value!r} is not a number (this model predicts values)", "invalid")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}..."
+        raise FeedbackError(400, f"{where}: {shown} is not a number, or not a finite one (this model predicts values)", "invalid")
     return float(value)
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return False
 
 
 class LiveQuality:

@@ -9,6 +9,7 @@ input per column, named by column; image models take pixels `[rows, H, W]`, `[ro
 from __future__ import annotations
 
 import datetime
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,12 +96,17 @@ def _tensor(raw: Any, index: int) -> Tensor:
     return Tensor(name, shape, datatype, flat)
 
 
-def _flatten(data: list[Any]) -> list[Any]:
+MAX_NESTING = 32  # levels of lists in a tensor's data (a shape has a handful)
+
+
+def _flatten(data: list[Any], depth: int = 1) -> list[Any]:
     if all(not isinstance(v, list) for v in data):
         return data
+    if depth >= MAX_NESTING:
+        raise ProtocolError(400, f"tensor data nested more than {MAX_NESTING} levels deep: send it flat or by rows")
     out: list[Any] = []
     for v in data:
-        out.extend(_flatten(v) if isinstance(v, list) else [v])
+        out.extend(_flatten(v, depth + 1) if isinstance(v, list) else [v])
     return out
 
 
@@ -135,7 +141,7 @@ def _column(values: list[Any], transform: TransformSpec, name: str) -> pa.Array:
     if kind == "numeric":
         try:
             return pa.array([None if v is None or v == "" else _number(v) for v in values], pa.float64())
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OverflowError) as err:
             raise ProtocolError(
                 400, f"feature {name!r} must be numeric (or an ISO date such as 1971-01-01 for a date column): {err}"
             ) from err
@@ -152,7 +158,10 @@ def _number(value: Any) -> float:
             if moment.tzinfo is None:
                 moment = moment.replace(tzinfo=datetime.UTC)
             return int(moment.timestamp()) / (365.2425 * 86400) + 1970.0
-    return float(value)
+    number = float(value)  # OverflowError for an integer beyond any float
+    if not math.isfinite(number):  # 1e400 parses as infinity, and NaN/Infinity are JSON extensions
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
 
 
 def _image_table(tensors: list[Tensor], transform: TransformSpec) -> pa.Table:
@@ -163,8 +172,11 @@ def _image_table(tensors: list[Tensor], transform: TransformSpec) -> pa.Table:
     t = tensors[0]
     if t.datatype not in NUMERIC:
         raise ProtocolError(400, f"input {t.name!r}: pixels must be numbers (UINT8 or FP32 in 0..255)")
-    pixels = np.asarray(t.data, dtype=np.float64)
-    if np.isnan(pixels).any() or pixels.min(initial=0) < 0 or pixels.max(initial=0) > 255:
+    try:
+        pixels = np.asarray(t.data, dtype=np.float64)
+    except (OverflowError, TypeError, ValueError):  # an integer beyond any float
+        pixels = np.full(1, np.inf)
+    if not np.isfinite(pixels).all() or pixels.min(initial=0) < 0 or pixels.max(initial=0) > 255:
         raise ProtocolError(400, f"input {t.name!r}: pixel values must be within 0..255")
     shape = t.shape
     expected = [(im.height, im.width, im.channels), (im.channels, im.height, im.width)]
