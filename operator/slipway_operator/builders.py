@@ -301,6 +301,7 @@ def ray_job(owner: Owner, workload: Workload) -> dict[str, Any]:
 
 
 SERVER_PORT = 8080
+GRPC_PORT = 8081  # the OIP v2 gRPC service of the same server
 
 
 TRACK_LABEL = "slipway.dev/track"
@@ -341,7 +342,7 @@ def server_deployment(
         "name": "server",
         "image": image,
         "command": ["python", "-m", "slipway_trainer", "serve", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
-        "ports": [{"containerPort": SERVER_PORT, "name": "http"}],
+        "ports": [{"containerPort": SERVER_PORT, "name": "http"}, {"containerPort": GRPC_PORT, "name": "grpc"}],
         "readinessProbe": {"httpGet": {"path": "/v2/health/ready", "port": "http"}, "periodSeconds": 5},
         # Liveness counts only once the server answered it: fetching and loading a model may take minutes.
         "startupProbe": {
@@ -399,14 +400,18 @@ def server_deployment(
 
 
 def server_service(owner: Owner) -> dict[str, Any]:
-    """One Service over every revision of a ModelDeployment: traffic splits by ready replicas (canaries)."""
+    """One Service over every revision of a ModelDeployment, REST on port 80 and gRPC on GRPC_PORT: traffic splits
+    by ready replicas (canaries); gRPC's by connection, since a channel keeps one."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": metadata(owner, owner.name),
         "spec": {
             "selector": {f"slipway.dev/{owner.kind.lower()}": owner.name},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+            "ports": [
+                {"name": "http", "port": 80, "targetPort": "http"},
+                {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "appProtocol": "kubernetes.io/h2c"},
+            ],
         },
     }
 

@@ -45,6 +45,10 @@ def describe_text(obj: dict[str, Any], events: Iterable[dict[str, Any]]) -> str:
     ]
     if status.get("progress"):
         lines.append(f"Progress:   {status['progress']}")
+    if status.get("endpoint"):
+        lines.append(f"REST:       {status['endpoint']}/v2/models/{status.get('modelName', meta['name'])}/infer")
+    if status.get("grpcEndpoint"):
+        lines.append(f"gRPC:       {status['grpcEndpoint']}  (inference.GRPCInferenceService/ModelInfer)")
     bad = [c for c in conditions if c.get("type") in ("Failed", "Stalled") and c.get("status") == "True"]
     if bad:
         lines += ["", f"Diagnosis:  {bad[0].get('reason')}", *_wrap(str(bad[0].get("message", "")), "  ")]

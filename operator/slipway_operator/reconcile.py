@@ -467,6 +467,7 @@ def observe_serving(obj: dict[str, Any], rt: Runtime) -> modeldeployment.Observe
             if error:
                 observed.scrape_errors[track] = error
     observed.endpoint = rt.backend.endpoint(_stub("v1", "Service", namespace, name))
+    observed.grpc_endpoint = rt.backend.grpc_endpoint(_stub("v1", "Service", namespace, name))
     return observed
 
 

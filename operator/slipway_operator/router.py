@@ -1,11 +1,12 @@
 """The local backend's Service: one loopback URL for a ModelDeployment, traffic split by weight between its
 tracks (stable and canary), as a Kubernetes Service splits it by ready replicas.
 
-`python -m slipway_operator.router --routes routes.json --ready-file ready.json [--port 0]`
-routes.json: `{"backends": [{"url": "http://127.0.0.1:40123", "weight": 90}, ...]}`, rewritten by the local
-backend whenever a track changes; the router reads it again when its modification time moves. It answers 503
-while no backend is listed, 502 when the chosen one does not answer (after trying another), 413 above
---max-body-bytes. Loopback only.
+`python -m slipway_operator.router --routes routes.json --ready-file ready.json [--port 0] [--grpc-port 0]`
+routes.json: `{"backends": [{"url": "http://127.0.0.1:40123", "weight": 90, "grpc": "127.0.0.1:40124"}, ...]}`,
+rewritten by the local backend whenever a track changes; the router reads it again when its modification time
+moves. HTTP: it answers 503 while no backend is listed, 502 when the chosen one does not answer (after trying
+another), 413 above --max-body-bytes. gRPC: each connection goes to one backend's gRPC port, chosen by weight
+(as a ClusterIP Service balances connections), bytes relayed both ways. Loopback only.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import json
 import os
 import random
 import signal
+import socket
 import sys
 import threading
 import urllib.parse
@@ -34,9 +36,11 @@ class Routes:
         self.path = path
         self.mtime = -1.0
         self.backends: list[tuple[str, float]] = []
+        self.grpc: list[tuple[str, float]] = []
         self.lock = threading.Lock()
 
-    def current(self) -> list[tuple[str, float]]:
+    def current(self, key: str = "url") -> list[tuple[str, float]]:
+        """(address, weight) of each backend: its HTTP URL, or (`key="grpc"`) its gRPC host:port."""
         with self.lock:
             try:
                 mtime = self.path.stat().st_mtime
@@ -46,10 +50,12 @@ class Routes:
                 try:
                     data = json.loads(self.path.read_text())
                 except (OSError, json.JSONDecodeError):
-                    return self.backends  # being rewritten: keep the last good routes
-                self.backends = [(str(b["url"]), float(b.get("weight", 1))) for b in data.get("backends", [])]
+                    return self.backends if key == "url" else self.grpc  # being rewritten: the last good routes
+                listed = data.get("backends", [])
+                self.backends = [(str(b["url"]), float(b.get("weight", 1))) for b in listed]
+                self.grpc = [(str(b["grpc"]), float(b.get("weight", 1))) for b in listed if b.get("grpc")]
                 self.mtime = mtime
-            return self.backends
+            return self.backends if key == "url" else self.grpc
 
 
 def choose(backends: list[tuple[str, float]], exclude: set[str]) -> str | None:
@@ -119,18 +125,62 @@ def make_handler(routes: Routes, max_body: int) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def _relay(source: socket.socket, target: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := source.recv(65536):
+            target.sendall(data)
+    with contextlib.suppress(OSError):
+        target.shutdown(socket.SHUT_WR)
+
+
+def _grpc_connection(client: socket.socket, routes: Routes) -> None:
+    """One client connection relayed to one backend's gRPC port (another is tried when one refuses)."""
+    tried: set[str] = set()
+    while (address := choose(routes.current("grpc"), tried)) is not None:
+        tried.add(address)
+        host, _, port = address.rpartition(":")
+        try:
+            backend = socket.create_connection((host, int(port)), timeout=5)
+        except OSError:
+            continue
+        backend.settimeout(None)
+        other = threading.Thread(target=_relay, args=(backend, client), daemon=True)
+        other.start()
+        _relay(client, backend)
+        other.join()
+        backend.close()
+        break
+    client.close()
+
+
+def serve_grpc(listener: socket.socket, routes: Routes) -> None:
+    while True:
+        try:
+            client, _ = listener.accept()
+        except OSError:
+            return
+        threading.Thread(target=_grpc_connection, args=(client, routes), daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m slipway_operator.router", description=__doc__)
     parser.add_argument("--routes", type=Path, required=True)
     parser.add_argument("--ready-file", type=Path, required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024)
+    parser.add_argument("--grpc-port", type=int, default=None, help="also relay gRPC connections (0: any port)")
     args = parser.parse_args(argv)
-    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(Routes(args.routes), args.max_body_bytes))
+    routes = Routes(args.routes)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(routes, args.max_body_bytes))
     server.daemon_threads = True
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    ready: dict[str, Any] = {"port": server.server_address[1], "pid": os.getpid()}
+    if args.grpc_port is not None:
+        listener = socket.create_server(("127.0.0.1", args.grpc_port))
+        threading.Thread(target=serve_grpc, args=(listener, routes), daemon=True).start()
+        ready["grpcPort"] = listener.getsockname()[1]
     tmp = args.ready_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"port": server.server_address[1], "pid": os.getpid()}))
+    tmp.write_text(json.dumps(ready))
     tmp.replace(args.ready_file)
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()

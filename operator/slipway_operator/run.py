@@ -238,6 +238,8 @@ class Journey:
                     f"{name}: serving {status.get('modelName')} at {endpoint}\n"
                     f"  infer: POST {endpoint}/v2/models/{status.get('modelName')}/infer\n"
                 )
+                if status.get("grpcEndpoint"):
+                    self.out.write(f"  grpc:  {status['grpcEndpoint']} (OIP v2: inference.GRPCInferenceService)\n")
                 quality = status.get("quality") or {}
                 if quality.get("rows"):
                     measured = ", ".join(f"{k} {v:.3f}" for k, v in sorted((quality.get("metrics") or {}).items()))

@@ -135,11 +135,12 @@ def serve_config(
     model_version: str = "1",
     peers: str | None = None,
     mirror: str | None = None,
+    grpc_port: int | None = None,
 ) -> ServeConfig:
     """The inference server's config for a ModelDeployment: its name is the model's name on the wire, its version
     the revision; `payload_uri` is where payload logs go unless `monitoring.payloadLog.uri` says; `peers` how a
-    server finds the others, `mirror` where copies of requests go in a shadow stage (none of these is part of the
-    revision: they do not change what is served)."""
+    server finds the others, `mirror` where copies of requests go in a shadow stage, `grpc_port` the gRPC service's
+    port (none of these is part of the revision: they do not change what is served)."""
     monitoring = spec.monitoring.model_dump(mode="json", by_alias=True, exclude=OPERATOR_ONLY_MONITORING_FIELDS)
     if spec.monitoring.payload_log.enabled and not spec.monitoring.payload_log.uri:
         monitoring["payloadLog"]["uri"] = payload_uri
@@ -155,5 +156,6 @@ def serve_config(
             "device": "cuda" if spec.resources.gpus else "cpu",
             "peers": peers,
             "mirror": mirror,
+            "grpcPort": grpc_port,
         }
     )

@@ -81,6 +81,24 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def infer_one_grpc(endpoint: str, dataset_uri: str) -> Any:
+    """The first test image's label over OIP v2 gRPC (Triton's client), as `infer_one` sends it over REST."""
+    import numpy as np
+    import pyarrow.parquet as pq
+    import tritonclient.grpc as triton
+
+    folder = Path(dataset_uri.removeprefix("file://"))
+    manifest = json.loads((folder / "manifest.json").read_text())
+    image = pq.read_table(folder / manifest["splits"]["test"]).column("image")[0].as_py()
+    tensor = triton.InferInput("input", [1, 28, 28], "UINT8")
+    tensor.set_data_from_numpy(np.frombuffer(image, dtype=np.uint8).reshape(1, 28, 28))
+    client = triton.InferenceServerClient(endpoint.removeprefix("grpc://"))
+    first = client.infer("fashion", [tensor]).get_response().outputs[0].name
+    result = client.infer("fashion", [tensor], outputs=[triton.InferRequestedOutput(first)])
+    value = result.as_numpy(first)[0]
+    return value.decode() if isinstance(value, bytes) else value.item()
+
+
 def infer_one(endpoint: str, dataset_uri: str) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
@@ -144,6 +162,13 @@ def check_run_and_serving(process: subprocess.Popen[str], state: Path, journey: 
     prep = json.loads((state / "resources" / "datasetprep" / "fashion.json").read_text())
     answer = infer_one(endpoint, prep["status"]["outputUri"])
     assert answer["model_name"] == "fashion" and answer["outputs"][0]["name"] in ("label", "class_name")
+    # gRPC through the local router's second port, with Triton's client: the same label as REST.
+    grpc_endpoint = next(line.split()[1] for line in output if line.strip().startswith("grpc:"))
+    assert grpc_endpoint.startswith("grpc://127.0.0.1:"), grpc_endpoint
+    assert (
+        f"gRPC:       {grpc_endpoint}" in slipway("describe", "ModelDeployment/fashion", "--state", str(state)).stdout
+    )
+    assert infer_one_grpc(grpc_endpoint, prep["status"]["outputUri"]) == answer["outputs"][0]["data"][0]
 
     started = pids(state)
     process.send_signal(signal.SIGINT)

@@ -87,6 +87,7 @@ def fashion(root: Path) -> Iterator[Served]:
             "batching": {"maxBatchSize": 64, "maxLatencyMs": 20},
             "limits": {"maxBodyBytes": 2_000_000, "maxRowsPerRequest": 256},
         },
+        grpcPort=0,
     ):
         port = json.loads((root / "fashion.ready").read_text())["port"]
         yield Served(f"http://127.0.0.1:{port}", "fashion", process, dataset)
@@ -118,6 +119,7 @@ def mpg(root: Path) -> Iterator[Served]:
         model,
         server={"format": "torchscript"},
         monitoring={"drift": {"method": "psi", "threshold": 0.2, "windowSize": 200}},
+        grpcPort=0,
     ):
         port = json.loads((root / "mpg.ready").read_text())["port"]
         yield Served(f"http://127.0.0.1:{port}", "mpg", process, dataset)
@@ -348,6 +350,68 @@ def test_fuzzed_requests_never_crash_the_server(fashion: Served, body: Any) -> N
     assert fashion.process.poll() is None
 
 
+def test_grpc_answers_a_triton_client_as_rest_does_and_refuses_bad_calls_with_their_status(
+    root: Path, fashion: Served
+) -> None:
+    """OIP v2 over gRPC on the server's second port, spoken by Triton's own Python client (raw contents, as it sends
+    them) and by a typed-contents request: the same answers as REST, the same limits, feedback by the gRPC request's
+    id, the requests counted in /metrics."""
+    import grpc
+    import tritonclient.grpc as triton
+    from tritonclient.utils import InferenceServerException
+
+    from slipway_trainer.serve.grpc_v2 import MESSAGES
+
+    address = f"127.0.0.1:{json.loads((root / 'fashion.ready').read_text())['grpcPort']}"
+    client = triton.InferenceServerClient(address)
+    assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("fashion")
+    meta = client.get_model_metadata("fashion")
+    assert meta.name == "fashion" and meta.inputs[0].datatype == "UINT8" and meta.outputs[0].name == "label"
+    assert client.get_server_metadata().name == "slipway"
+
+    images = np.random.default_rng(3).integers(0, 255, (3, 28, 28)).astype(np.uint8)
+    tensor = triton.InferInput("input", [3, 28, 28], "UINT8")
+    tensor.set_data_from_numpy(images)
+    wanted = [triton.InferRequestedOutput("label"), triton.InferRequestedOutput("probabilities")]
+    result = client.infer("fashion", [tensor], outputs=wanted, request_id="grpc-1")
+    body = {"inputs": [{"name": "input", "shape": [3, 28, 28], "datatype": "UINT8", "data": images.tolist()}]}
+    rest = {t["name"]: t["data"] for t in fashion.infer(body).json()["outputs"]}
+    assert result.as_numpy("label").tolist() == rest["label"]
+    assert result.as_numpy("probabilities").reshape(-1).tolist() == pytest.approx(rest["probabilities"], abs=1e-5)
+    assert result.get_response().id == "grpc-1"
+    truth = {"id": "grpc-1", "truth": result.as_numpy("label").tolist()}
+    assert requests.post(f"{fashion.url}/v2/models/fashion/feedback", json=truth, timeout=10).status_code == 200
+
+    with grpc.insecure_channel(address) as channel:  # typed contents, the other form the protocol allows
+        infer = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=MESSAGES["ModelInferRequest"].SerializeToString,
+            response_deserializer=MESSAGES["ModelInferResponse"].FromString,
+        )
+        request = MESSAGES["ModelInferRequest"](model_name="fashion")
+        typed = request.inputs.add(name="input", datatype="UINT8", shape=[3, 28, 28])
+        typed.contents.uint_contents.extend(images.reshape(-1).tolist())
+        answer = infer(request, timeout=10)
+        assert list(answer.outputs[0].contents.int64_contents) == rest["label"] and not answer.raw_output_contents
+
+    bad = triton.InferInput("input", [1, 5], "UINT8")
+    bad.set_data_from_numpy(np.zeros((1, 5), np.uint8))
+    with pytest.raises(InferenceServerException) as refused:
+        client.infer("fashion", [bad])
+    assert refused.value.status() == "StatusCode.INVALID_ARGUMENT" and "[1, 5]" in refused.value.message()
+    with pytest.raises(InferenceServerException) as unknown:
+        client.infer("other", [tensor])
+    assert unknown.value.status() == "StatusCode.NOT_FOUND" and "'other' is not served here" in unknown.value.message()
+    huge = triton.InferInput("input", [3000, 28, 28], "UINT8")  # 2.4 MB, above maxBodyBytes (2 MB)
+    huge.set_data_from_numpy(np.zeros((3000, 28, 28), np.uint8))
+    with pytest.raises(InferenceServerException) as oversized:
+        client.infer("fashion", [huge])
+    assert oversized.value.status() == "StatusCode.RESOURCE_EXHAUSTED", oversized.value
+    assert client.is_server_ready()  # and it keeps serving
+    metrics = requests.get(f"{fashion.url}/metrics", timeout=5).text
+    assert 'slipway_inference_requests_total{code="400",model="fashion"}' in metrics
+
+
 def test_tabular_requests_by_tensor_and_by_column_agree(mpg: Served) -> None:
     meta = requests.get(f"{mpg.url}/v2/models/mpg", timeout=5).json()
     features = meta["parameters"]["features"]
@@ -414,6 +478,21 @@ def test_tabular_requests_by_tensor_and_by_column_agree(mpg: Served) -> None:
         }
     )
     assert missing.status_code == 400 and "Weight_in_lbs" in missing.json()["error"]
+
+
+def test_a_tabular_model_over_grpc_takes_bytes_rows_as_triton_sends_them(root: Path, mpg: Served) -> None:
+    import tritonclient.grpc as triton
+
+    features = requests.get(f"{mpg.url}/v2/models/mpg", timeout=5).json()["parameters"]["features"]
+    car = {"Cylinders": 4, "Displacement": 97.0, "Horsepower": 88.0, "Weight_in_lbs": 2130, "Acceleration": 14.5,
+           "Origin": "Japan"}  # fmt: skip
+    tensor = triton.InferInput("input", [1, len(features)], "BYTES")
+    tensor.set_data_from_numpy(np.array([[str(car[f]) for f in features]], dtype=object))
+    client = triton.InferenceServerClient(f"127.0.0.1:{json.loads((root / 'mpg.ready').read_text())['grpcPort']}")
+    over_grpc = client.infer("mpg", [tensor]).as_numpy("prediction").tolist()
+    body = {"inputs": [{"name": "input", "shape": [1, len(features)], "datatype": "BYTES",
+                        "data": [[car[f] for f in features]]}]}  # fmt: skip
+    assert over_grpc == pytest.approx(mpg.infer(body).json()["outputs"][0]["data"], abs=1e-4)
 
 
 @pytest.mark.parametrize("value", ["1e400", "-1e400", "NaN", "Infinity", "1" + "0" * 400])

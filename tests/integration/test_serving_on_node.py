@@ -150,6 +150,19 @@ def test_a_model_deployment_serves_from_server_pods_on_the_real_node_and_judges_
             with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=10) as answer:
                 assert answer.status == 200  # and it keeps serving
 
+        # OIP v2 over gRPC through the Service's second port, with Triton's client: the same ordering of the cars.
+        assert served["grpcEndpoint"] == f"grpc://{NAME}.{ns}.svc.cluster.local:8081"
+        with plane.port_forward(ns, f"svc/{NAME}", 8081) as url:
+            import numpy as np
+            import tritonclient.grpc as triton
+
+            client = triton.InferenceServerClient(url.removeprefix("http://"))
+            assert client.is_server_ready() and client.is_model_ready(NAME)
+            tensor = triton.InferInput("input", [len(CARS), len(features)], "BYTES")
+            tensor.set_data_from_numpy(np.array([[str(car[f]) for f in features] for car in CARS], dtype=object))
+            small, big = client.infer(NAME, [tensor]).as_numpy("prediction").tolist()
+            assert small > big and [small, big] == pytest.approx(mpg["data"], abs=1e-4)
+
         # The operator pod reads the servers' /metrics through the pod proxy: its status counts real requests.
         ip = json.loads(plane.kubectl("get", "service", NAME, "-n", ns, "-o", "json"))["spec"]["clusterIP"]
         body = infer_body(features)

@@ -59,6 +59,9 @@ class RecordingBackend:
     def endpoint(self, service: dict[str, Any]) -> str | None:
         return None
 
+    def grpc_endpoint(self, service: dict[str, Any]) -> str | None:
+        return None
+
     def scrape(self, deployment: dict[str, Any], path: str) -> tuple[list[str], str | None]:
         return [], None
 

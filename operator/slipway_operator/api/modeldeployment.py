@@ -460,6 +460,9 @@ class ModelDeploymentStatus(StatusBase):
     endpoint: str | None = None
     """The base URL clients use (OIP v2: `<endpoint>/v2/models/<name>/infer`)."""
 
+    grpc_endpoint: str | None = None
+    """Where gRPC clients call `inference.GRPCInferenceService` (OIP v2 over gRPC): `grpc://host:port`."""
+
     model_name: str | None = None
     """The model's name on the wire: the ModelDeployment's name."""
 

@@ -38,6 +38,9 @@ class Backend(Protocol):
     def endpoint(self, service: dict[str, Any]) -> str | None:
         """The base URL clients use to reach a Service."""
 
+    def grpc_endpoint(self, service: dict[str, Any]) -> str | None:
+        """`grpc://host:port`: where gRPC clients reach a Service's OIP v2 gRPC port."""
+
     def scrape(self, deployment: dict[str, Any], path: str) -> tuple[list[str], str | None]:
         """GET `path` from every ready replica of a Deployment: (bodies, why some could not be read)."""
 

@@ -15,7 +15,7 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from slipway_operator.backends import ApplyRefused
-from slipway_operator.builders import SERVER_PORT
+from slipway_operator.builders import GRPC_PORT, SERVER_PORT
 
 FIELD_MANAGER = "slipway"
 REFUSED_FOR_GOOD = {400, 403, 404, 422}  # bad request, forbidden (RBAC, a quota), no such namespace, invalid
@@ -135,6 +135,10 @@ class KubernetesBackend:
     def endpoint(self, service: dict[str, Any]) -> str | None:
         meta = service["metadata"]
         return f"http://{meta['name']}.{meta['namespace']}.svc.cluster.local"
+
+    def grpc_endpoint(self, service: dict[str, Any]) -> str | None:
+        meta = service["metadata"]
+        return f"grpc://{meta['name']}.{meta['namespace']}.svc.cluster.local:{GRPC_PORT}"
 
     def scrape(self, deployment: dict[str, Any], path: str) -> tuple[list[str], str | None]:
         """Through the API server's pod proxy (works from inside and outside the cluster; needs pods/proxy)."""

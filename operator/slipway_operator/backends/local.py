@@ -117,11 +117,11 @@ class Proc:
         except (OSError, ValueError):
             return None
 
-    def port(self) -> int | None:
-        """The port it listens on, once it wrote its ready file."""
+    def port(self, key: str = "port") -> int | None:
+        """The port it listens on (`grpcPort`: its gRPC port), once it wrote its ready file."""
         try:
-            return int(json.loads((self.dir / "ready.json").read_text())["port"])
-        except (OSError, ValueError, KeyError):
+            return int(json.loads((self.dir / "ready.json").read_text())[key])
+        except (OSError, ValueError, KeyError, TypeError):
             return None
 
     def ready(self) -> bool:
@@ -227,6 +227,8 @@ class LocalBackend:
             }
         elif step == "serve":
             config |= {"host": "127.0.0.1", "port": 0, "readyFile": str(folder / "ready.json")}
+            if config.get("grpcPort") is not None:  # any free port here too: the router knows it
+                config["grpcPort"] = 0
             for key in ("peers", "mirror"):
                 address = urlsplit(str(config.get(key) or ""))
                 if address.scheme == "dns" and address.hostname:  # <service>.<namespace>.svc...: its table here
@@ -399,7 +401,9 @@ class LocalBackend:
                 if state.get("replicas") and all(labels.get(k) == v for k, v in selector.items()):
                     url = self._url(namespace, deployment_dir.name)
                     if url:
-                        backends.append({"url": url, "weight": state["weight"], "deployment": deployment_dir.name})
+                        backend = {"url": url, "weight": state["weight"], "deployment": deployment_dir.name}
+                        grpc = self._proc(deployment_dir / state["current"]).port("grpcPort")
+                        backends.append(backend | ({"grpc": f"127.0.0.1:{grpc}"} if grpc else {}))
             routes = service_dir / "routes.json"
             text = json.dumps({"backends": backends}, indent=2)
             if not routes.exists() or routes.read_text() != text:
@@ -427,6 +431,8 @@ class LocalBackend:
                 "--ready-file",
                 str(folder / "ready.json"),
             ]
+            if any(port.get("name") == "grpc" for port in service["spec"].get("ports") or []):
+                argv += ["--grpc-port", "0"]  # relays gRPC connections too
             proc.start(argv, "router")
 
     # -- the Backend interface -----------------------------------------------------------------------------------
@@ -488,6 +494,11 @@ class LocalBackend:
         meta = service["metadata"]
         port = self._proc(self._dir("Service", meta["namespace"], meta["name"])).port()
         return f"http://127.0.0.1:{port}" if port else None
+
+    def grpc_endpoint(self, service: dict[str, Any]) -> str | None:
+        meta = service["metadata"]
+        port = self._proc(self._dir("Service", meta["namespace"], meta["name"])).port("grpcPort")
+        return f"grpc://127.0.0.1:{port}" if port else None
 
     def scrape(self, deployment: dict[str, Any], path: str) -> tuple[list[str], str | None]:
         meta = deployment["metadata"]

@@ -94,6 +94,7 @@ class Observed:
     pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # track -> its Deployment's pods
     logs: dict[tuple[str, str], str] = field(default_factory=dict)  # (pod, container) -> its crashed log's tail
     endpoint: str | None = None
+    grpc_endpoint: str | None = None
     invalid: str | None = None
     now: float = 0.0  # seconds since the epoch
     retrains: list[dict[str, Any]] = field(default_factory=list)  # runs autoUpdate.retrain created (by label)
@@ -158,8 +159,8 @@ class _Builder:
 
     def config_map(self, rev: str, model_uri: str) -> dict[str, Any]:
         config = serve_config(self.owner.name, self.spec, model_uri, payload_uri=self.payload_uri(), model_version=rev,
-                              peers=builders.peers_address(self.owner),
-                              mirror=builders.shadow_address(self.owner))  # fmt: skip
+                              peers=builders.peers_address(self.owner), mirror=builders.shadow_address(self.owner),
+                              grpc_port=builders.GRPC_PORT)  # fmt: skip
         return builders.config_map(self.owner, rev, config)
 
     def deployment(self, track: str, rev: str, replicas: int, weight: int) -> dict[str, Any]:
@@ -204,6 +205,7 @@ class Rollout:
             "observedGeneration": self.generation,
             "modelName": self.name,
             "endpoint": o.endpoint,
+            "grpcEndpoint": o.grpc_endpoint,
             **{k: self.previous.get(k) for k in carried},
             "history": list(self.previous.get("history") or []),
         }

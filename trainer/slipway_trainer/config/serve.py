@@ -146,6 +146,10 @@ class ServeConfig(ConfigModel):
     port: int = Field(default=8080, ge=0, le=65535)
     """Port to listen on (0: any free port; the chosen one is written to `readyFile`)."""
 
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
+    """The port of the OIP v2 gRPC service (`inference.GRPCInferenceService`); 0: any free port (written to
+    `readyFile` as `grpcPort`); unset: REST only."""
+
     server: ServerSpec = Field(default_factory=ServerSpec)
     """Model format, batching and limits."""
 

@@ -13,6 +13,7 @@ import logging
 import signal
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -237,23 +238,26 @@ class Server:
         return self.ready and not self.stopping
 
     async def server_metadata(self, request: web.Request) -> web.Response:
+        return web.json_response(self.server_info())
+
+    def server_info(self) -> dict[str, Any]:
         from slipway_trainer import __version__
 
-        extensions = ["drift", "feedback", "quality"]
-        return web.json_response({"name": "slipway", "version": __version__, "extensions": extensions})
+        return {"name": "slipway", "version": __version__, "extensions": ["drift", "feedback", "quality"]}
+
+    def model_info(self) -> dict[str, Any]:
+        platform = PLATFORMS[self.model.format]
+        return protocol.metadata(self.model.transform, self.name, self.config.model_version, platform)
 
     def _check_name(self, request: web.Request) -> None:
-        name = request.match_info["name"]
+        self.check_name(request.match_info["name"])
+
+    def check_name(self, name: str) -> None:
         if name != self.name:
             raise protocol.ProtocolError(404, f"model {name!r} is not served here (this server serves {self.name!r})")
 
     async def model_metadata(self, request: web.Request) -> web.Response:
-        return await self._guard(
-            request,
-            lambda: protocol.metadata(
-                self.model.transform, self.name, self.config.model_version, PLATFORMS[self.model.format]
-            ),
-        )
+        return await self._guard(request, self.model_info)
 
     async def model_ready(self, request: web.Request) -> web.Response:
         try:
@@ -318,18 +322,25 @@ class Server:
 
     async def infer(self, request: web.Request) -> web.Response:
         start = time.perf_counter()
-        status, body = await self._infer(request)
-        self.metrics.requests.labels(self.name, str(status)).inc()
-        self.metrics.latency.labels(self.name, str(status)).observe(time.perf_counter() - start)
+        name, shadow = request.match_info["name"], SHADOW in request.headers
+        status, body = await self.predict(name, lambda: self._json(request), shadow)
+        self.count(status, start)
         return web.json_response(body, status=status)
 
-    async def _infer(self, request: web.Request) -> tuple[int, dict[str, Any]]:
+    def count(self, status: int, start: float) -> None:
+        """An inference request in /metrics (REST or gRPC, by its HTTP status)."""
+        self.metrics.requests.labels(self.name, str(status)).inc()
+        self.metrics.latency.labels(self.name, str(status)).observe(time.perf_counter() - start)
+
+    async def predict(self, name: str, read: Callable[[], Awaitable[Any]], shadow: bool = False) -> tuple[int, Any]:
+        """One inference request whatever its protocol: `read` gives its body in the OIP v2 JSON form; the answer is
+        (HTTP status, answer or {"error": message})."""
         if not self.is_ready:
             return 503, {"error": "the server is not ready (loading, or shutting down)"}
         self.in_flight += 1
         try:
-            self._check_name(request)
-            body = await self._json(request)
+            self.check_name(name)
+            body = await read()
             parsed = protocol.parse(body, self.model.transform, self.config.server.limits.max_rows_per_request)
             parsed.table = self.privacy.apply(parsed.table)
             x = protocol.features(parsed, self.model.transform)
@@ -340,7 +351,7 @@ class Server:
             answer, predictions = protocol.answer(
                 parsed, outputs, self.model.transform, self.name, self.config.model_version
             )
-            if SHADOW in request.headers:  # a copy for a candidate in shadow: compared by its sender, nothing more
+            if shadow:  # a copy for a candidate in shadow: compared by its sender, nothing more
                 self._count_predictions(predictions)
                 return 200, answer
             self._observe(parsed, predictions)
@@ -417,6 +428,12 @@ class Server:
         site = web.TCPSite(runner, self.config.host, self.config.port, shutdown_timeout=30)
         await site.start()
         port = runner.addresses[0][1]
+        grpc_server, grpc_port = None, None
+        if self.config.grpc_port is not None:
+            from slipway_trainer.serve import grpc_v2
+
+            limit = self.config.server.limits.max_body_bytes
+            grpc_server, grpc_port = await grpc_v2.start(self, self.config.host, self.config.grpc_port, limit)
         self.batcher.start()
         if self.payloads is not None:
             self.payloads.start()
@@ -424,10 +441,11 @@ class Server:
             self.mirror.start()
         self.warm_up()
         self.ready = True
-        log.info("serving %s (%s on %s) on http://%s:%s", self.name, self.model.format, self.model.device,
-                 self.config.host, port)  # fmt: skip
+        also = f" and grpc://{self.config.host}:{grpc_port}" if grpc_server else ""
+        log.info("serving %s (%s on %s) on http://%s:%s%s", self.name, self.model.format, self.model.device,
+                 self.config.host, port, also)  # fmt: skip
         if self.config.ready_file:
-            Path(self.config.ready_file).write_text(json.dumps({"port": port}))
+            Path(self.config.ready_file).write_text(json.dumps({"port": port, "grpcPort": grpc_port}))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -438,6 +456,8 @@ class Server:
         deadline = loop.time() + 30
         while self.in_flight and loop.time() < deadline:
             await asyncio.sleep(0.01)
+        if grpc_server is not None:  # new calls refused, calls in flight finish
+            await grpc_server.stop(grace=5)
         await self.batcher.close()
         if self.payloads is not None:  # the last buffered rows reach the store before the process ends
             await asyncio.to_thread(self.payloads.close)

@@ -173,7 +173,8 @@ def _truth(value: Any, transform: TransformSpec, where: str) -> Any:
         raise FeedbackError(400, f"{where}: {value!r} is not one of the model's classes ({known})", "invalid")
     if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
         shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:40]}..."
-        raise FeedbackError(400, f"{where}: {shown} is not a number, or not a finite one (this model predicts values)", "invalid")
+        message = f"{where}: {shown} is not a number, or not a finite one (this model predicts values)"
+        raise FeedbackError(400, message, "invalid")
     return float(value)
 
 
