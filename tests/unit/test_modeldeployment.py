@@ -629,3 +629,15 @@ def test_a_shadow_is_aborted_by_annotation_and_a_canary_in_progress_gives_way_to
     world.step()
     history = world.obj["status"]["history"][0]
     assert md.SHADOW not in world.deployments and history["name"] == newer and "aborted" in history["reason"]
+
+
+def test_a_shadow_whose_servers_are_still_starting_is_not_judged_until_they_answer_or_their_startup_time_ends() -> None:
+    world = serving_world(rollout=SHADOWED)
+    world.source = run("fashion-sweep", "s3://m/2", 0.92)
+    world.step(make_ready=False)
+    for _ in range(3):  # past intervalSeconds, pods not ready yet (image pull, model load): held, not rolled back
+        world.step(advance=61, make_ready=False)
+    assert world.obj["status"]["shadow"] is not None and md.SHADOW in world.deployments
+    world.step(advance=600, make_ready=False)  # server.startupTimeoutSeconds (600) since the stage started
+    history = world.obj["status"]["history"][0]
+    assert history["outcome"] == "RolledBack" and "no shadow replica became ready within" in history["reason"]

@@ -404,9 +404,10 @@ class Rollout:
         seen = shadow.measured(windows[STABLE], windows[SHADOW])
         self.status["shadowTraffic"] = {"revision": chosen.revision, "verdict": "Running", **seen}
         started = seconds(self.status["shadowStartedAt"]) or self.o.now
-        if self.o.now - started < self._shadow().interval_seconds:
-            return self.hold_shadow(chosen)
         ready, _, _ = replicas_ready(self.o.deployments.get(SHADOW))
+        starting = ready < 1 and self.o.now - started < self.spec.server.startup_timeout_seconds
+        if starting or self.o.now - started < self._shadow().interval_seconds:
+            return self.hold_shadow(chosen)  # judged once its servers answer (within server.startupTimeoutSeconds)
         verdict, measured = shadow.gate(
             self._shadow(), self.analysis, ready, seen, windows[SHADOW], self.o.scrape_errors.get(SHADOW)
         )

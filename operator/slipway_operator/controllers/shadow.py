@@ -42,7 +42,7 @@ def gate(
 ) -> tuple[str, str]:
     """Whether the shadow stage passed, failed or cannot be judged yet, and what was measured (`seen`: `measured`)."""
     if ready < 1:
-        return FAILED, "no shadow replica became ready"
+        return FAILED, "no shadow replica became ready within server.startupTimeoutSeconds"
     if shadow is None:
         return FAILED, f"the shadow's /metrics could not be read ({scrape_error or 'no replica answered'})"
     if seen["requests"] < spec.min_requests or not seen["rows"]:
