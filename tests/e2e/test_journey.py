@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +20,8 @@ import pytest
 import testbed
 import yaml
 from kopf.testing import KopfRunner
+
+from clients import Background
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "fashion-mnist"
@@ -123,32 +124,19 @@ def infer(endpoint: str, model: str, images: list[bytes], size: int = 28) -> dic
         return {o["name"]: o for o in json.loads(answer.read())["outputs"]}
 
 
-class Traffic:
-    """Requests sent to an endpoint in the background while a canary is judged."""
+def traffic(endpoint: str, model: str, images: list[bytes]) -> Background:
+    """Requests of four images sent to an endpoint in the background while a rollout is judged."""
 
-    def __init__(self, endpoint: str, model: str, images: list[bytes]) -> None:
-        self.stop = threading.Event()
-        self.codes: list[int] = []
-        self.thread = threading.Thread(target=self._send, args=(endpoint, model, images), daemon=True)
+    def send() -> int:
+        try:
+            infer(endpoint, model, images[:4])
+        except urllib.error.HTTPError as err:
+            return err.code
+        except OSError:
+            return 0
+        return 200
 
-    def _send(self, endpoint: str, model: str, images: list[bytes]) -> None:
-        while not self.stop.is_set():
-            try:
-                infer(endpoint, model, images[:4])
-                self.codes.append(200)
-            except urllib.error.HTTPError as err:
-                self.codes.append(err.code)
-            except OSError:
-                self.codes.append(0)
-            self.stop.wait(0.05)
-
-    def __enter__(self) -> Traffic:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=60)
+    return Background(send)
 
 
 def test_the_fashion_journey_applied_with_kubectl_runs_on_the_local_backend_and_serves_predictions(
@@ -193,7 +181,7 @@ def test_the_fashion_journey_applied_with_kubectl_runs_on_the_local_backend_and_
 
     # Shadow, then canary: the TrainingRun's model answers copies of real traffic (users get the sweep's answers),
     # agrees enough with it, then replaces it step by step while the traffic passes the gate.
-    with Traffic(serving["endpoint"], "fashion", images) as traffic:
+    with traffic(serving["endpoint"], "fashion", images) as load:
         plane.kubectl(
             "patch", "modeldeployment", "fashion", "-n", namespace, "--type=merge",
             "-p", json.dumps({"spec": {"model": {"fromTuningSweep": None, "fromTrainingRun": "fashion-cnn"}}}),
@@ -207,10 +195,10 @@ def test_the_fashion_journey_applied_with_kubectl_runs_on_the_local_backend_and_
     assert 0.5 <= shadowed["agreement"] <= 1.0 and shadowed["errorRate"] == 0.0, shadowed
     assert promoted["current"]["modelUri"] == run["modelUri"], promoted["history"][0]["reason"]
     assert promoted["history"][0]["modelUri"] == sweep["modelUri"] and promoted["history"][0]["outcome"] == "Replaced"
-    assert promoted.get("canary") is None and traffic.codes.count(200) > 20
+    assert promoted.get("canary") is None and load.codes[200] > 20
     judged = re.search(r"over (\d+) requests", promoted["history"][0]["reason"])
     assert judged and int(judged.group(1)) >= 20, promoted["history"][0]["reason"]  # analysis.minRequests
-    assert set(traffic.codes) == {200}, "requests failed during the rollout"
+    assert set(load.codes) == {200}, "requests failed during the rollout"
     events = plane.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=fashion")
     assert "ShadowStarted" in events and "ShadowPassed" in events
     assert "CanaryStarted" in events and "CanaryStep" in events and "Promoted" in events
@@ -224,7 +212,7 @@ def test_the_fashion_journey_applied_with_kubectl_runs_on_the_local_backend_and_
             "rollout": {"canary": {"analysis": {"maxP99LatencyMs": 0.001}}},
         }}),
     )  # fmt: skip
-    with Traffic(serving["endpoint"], "fashion", images) as traffic:
+    with traffic(serving["endpoint"], "fashion", images) as load:
         testbed.wait_until(
             "the candidate to be rolled back",
             lambda: any(
@@ -237,5 +225,5 @@ def test_the_fashion_journey_applied_with_kubectl_runs_on_the_local_backend_and_
     assert after["current"]["modelUri"] == run["modelUri"] and after.get("canary") is None
     assert after["history"][0]["reason"].startswith("in shadow: "), after["history"][0]["reason"]
     assert "p99 above rollout.canary.analysis.maxP99LatencyMs" in after["history"][0]["reason"]
-    assert set(traffic.codes) == {200}
+    assert set(load.codes) == {200}
     assert infer(serving["endpoint"], "fashion", images[:2])["label"]["data"]

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from clients import Background, post
 from slipway_operator.demo import shrink
 from slipway_operator.run import load
 
@@ -387,7 +388,7 @@ def test_new_rows_make_a_new_dataset_version_the_deployment_retrains_on_it_and_a
     assert "TrainingRun/mpg-retrain-1: created by its owner, it runs too" in output, output[-3000:]
 
 
-class Cars:
+class Cars(Background):
     """A client of the Auto MPG endpoint in the background: cars from vega_datasets, one per request, as they are,
     or (once `drifted` is set) with weight and horsepower doubled."""
 
@@ -398,39 +399,19 @@ class Cars:
             self.features = json.loads(answer.read())["parameters"]["features"]
         cars = vega.cars().dropna()
         cars["Year"] = cars["Year"].dt.year
-        self.cars = cars.to_dict("records")
-        self.endpoint, self.drifted, self.codes = endpoint, threading.Event(), []
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.cars, self.sent, self.url = cars.to_dict("records"), 0, f"{endpoint}/v2/models/mpg/infer"
+        self.drifted = threading.Event()
+        super().__init__(self.next_car, pause=0.02)
 
-    def run(self) -> None:
-        i = 0
-        while not self.stopped.is_set():
-            car = dict(self.cars[i % len(self.cars)])
-            if self.drifted.is_set():
-                car["Weight_in_lbs"] *= 2
-                car["Horsepower"] *= 2
-            body = {"inputs": [{"name": "input", "shape": [1, len(self.features)], "datatype": "BYTES",
-                                "data": [[car[f] for f in self.features]]}]}  # fmt: skip
-            request = urllib.request.Request(f"{self.endpoint}/v2/models/mpg/infer", data=json.dumps(body).encode(),
-                                             headers={"Content-Type": "application/json"})  # fmt: skip
-            try:
-                with urllib.request.urlopen(request, timeout=30) as answer:
-                    self.codes.append(answer.status)
-            except urllib.error.HTTPError as err:
-                self.codes.append(err.code)
-            except OSError:
-                self.codes.append(0)
-            i += 1
-            time.sleep(0.02)
-
-    def __enter__(self) -> Cars:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopped.set()
-        self.thread.join(timeout=60)
+    def next_car(self) -> int:
+        car = dict(self.cars[self.sent % len(self.cars)])
+        self.sent += 1
+        if self.drifted.is_set():
+            car["Weight_in_lbs"] *= 2
+            car["Horsepower"] *= 2
+        body = {"inputs": [{"name": "input", "shape": [1, len(self.features)], "datatype": "BYTES",
+                            "data": [[car[f] for f in self.features]]}]}  # fmt: skip
+        return post(self.url, json.dumps(body).encode())
 
 
 def test_drift_the_client_injects_retrains_and_the_better_model_passes_shadow_and_canary_to_serve(

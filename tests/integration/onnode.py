@@ -5,9 +5,7 @@ Service inside the node's network."""
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +13,8 @@ from typing import Any
 import testbed
 import yaml
 from node import RealNode
+
+from clients import Background
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 PLURAL = {"DatasetPrep": "datasetprep", "TrainingRun": "trainingrun", "TuningSweep": "tuningsweep",
@@ -108,32 +108,18 @@ def ray_workers(plane: testbed.ControlPlane, ns: str, rayjob: str) -> list[dict[
             and not p["metadata"].get("deletionTimestamp")]  # fmt: skip
 
 
-class Load:
+class Load(Background):
     """Requests to the Service's ClusterIP from inside the node's network, one connection each (the Service
     balances per connection), until stopped; counts the answers."""
 
     def __init__(self, node: RealNode, ip: str, model: str, body: bytes) -> None:
-        self.node, self.ip, self.model, self.body = node, ip, model, body
-        self.codes: Counter[int] = Counter()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self.run, daemon=True)
+        assert node.net is not None
+        net, path = node.net, f"/v2/models/{model}/infer"
 
-    def run(self) -> None:
-        assert self.node.net is not None
-        while not self.stopped.is_set():
+        def send() -> int:
             try:
-                code, _ = self.node.net.http(
-                    "POST", self.ip, 80, f"/v2/models/{self.model}/infer", self.body, timeout=10
-                )
+                return int(net.http("POST", ip, 80, path, body, timeout=10)[0])
             except OSError:
-                code = 0
-            self.codes[code] += 1
-            time.sleep(0.05)
+                return 0
 
-    def __enter__(self) -> Load:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stopped.set()
-        self.thread.join(timeout=30)
+        super().__init__(send)
