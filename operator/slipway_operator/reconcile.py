@@ -99,15 +99,41 @@ def _read(uri: str) -> tuple[dict[str, Any] | None, str | None]:
 A = TypeVar("A", bound=Artifact)
 
 
-def _read_artifact(uri: str, model: type[A]) -> tuple[A | None, str | None, str | None]:
-    """(the artifact, what the store said, how it breaks its contract): each None when it does not apply."""
+CLOCK_SKEW_SECONDS = 5
+
+
+def _read_artifact(uri: str, model: type[A], since: str | None = None) -> tuple[A | None, str | None, str | None]:
+    """(the artifact, what the store said, how it breaks its contract): each None when it does not apply. With
+    `since` (when the resource or round began), one written before is another run's, left under the same name (a
+    resource deleted and re-created): not there yet."""
     data, store_error = _read(uri)
     if data is None:
         return None, store_error, None
     try:
-        return model.read(data, uri), None, None
+        found = model.read(data, uri)
     except ArtifactError as err:
         return None, None, str(err)
+    if since and _before(_written_at(found), since):
+        return None, None, None
+    return found, None, None
+
+
+def _written_at(artifact: Artifact) -> str | None:
+    if isinstance(artifact, Result):
+        return artifact.written_at
+    if isinstance(artifact, Progress):
+        return artifact.updated_at or artifact.started_at
+    return None
+
+
+def _before(moment: str | None, since: str) -> bool:
+    """`moment` (an artifact's ISO time, the workload's clock) earlier than `since` (the API server's or the
+    operator's clock), by more than clocks a few seconds apart could explain."""
+    if not moment:
+        return False
+    parse = datetime.datetime.fromisoformat
+    skew = datetime.timedelta(seconds=CLOCK_SKEW_SECONDS)
+    return parse(moment.replace("Z", "+00:00")) < parse(since.replace("Z", "+00:00")) - skew
 
 
 def storage_error(uri: str, err: BaseException) -> str:
@@ -264,8 +290,11 @@ def reconcile_run(obj: dict[str, Any], controller: RunController, rt: Runtime) -
         observed.invalid = refused
         observed.ray_job = (job or {}).get("status") or {}
         job_name = next(c for c in wanted.children if c["kind"] == "RayJob")["metadata"]["name"]
-        observed.progress, progress_error, _ = _read_artifact(storage.join(artifacts, PROGRESS), Progress)
-        observed.result, result_error, observed.broken_result = _read_artifact(storage.join(artifacts, RESULT), Result)
+        born = obj["metadata"].get("creationTimestamp")
+        observed.progress, progress_error, _ = _read_artifact(storage.join(artifacts, PROGRESS), Progress, born)
+        observed.result, result_error, observed.broken_result = _read_artifact(
+            storage.join(artifacts, RESULT), Result, born
+        )
         observed.store_error = result_error or progress_error
         observed.result_uri = storage.join(artifacts, RESULT)
         observed.attempts = int((obj["spec"].get("failurePolicy") or {}).get("backoffLimit", 0)) + 1
@@ -296,7 +325,7 @@ def reconcile_refresh(obj: dict[str, Any], rt: Runtime) -> Outcome | None:
         except ApplyRefused as err:
             job = None
             refresh = {**refresh, "message": f"round {round_}: the cluster refused its RayJob: {err}"}
-        result, error, broken = _read_artifact(storage.join(folder, RESULT), Result)
+        result, error, broken = _read_artifact(storage.join(folder, RESULT), Result, refresh.get("startTime"))
         ended = ((job or {}).get("status") or {}).get("jobDeploymentStatus") in ("Complete", "Failed")
         if result is None and (broken or (ended and not error)):
             why = broken or "its RayJob ended without writing a result"

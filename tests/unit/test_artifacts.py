@@ -49,6 +49,33 @@ def test_a_workload_whose_result_has_a_field_the_contract_lacks_fails_and_says_w
     assert json.loads((tmp_path / "result.json").read_text()) == result  # what was returned is what was written
 
 
+def test_a_folder_left_by_another_config_loses_its_checkpoints_and_the_same_config_resumes_from_them(
+    tmp_path: Path,
+) -> None:
+    """What a resource deleted and re-created under the same name meets: the old run's checkpoints are not resumed
+    by another config (they were trained on other data, or for other epochs), but an interrupted run of the same
+    config (a retried job) resumes from them, and a finished one hands its result out again, stamped."""
+    found: list[list[str]] = []
+
+    def interrupted(progress: workload.Progress) -> dict[str, Any]:
+        checkpoints = tmp_path / "checkpoints"
+        found.append(sorted(p.name for p in checkpoints.glob("*")) if checkpoints.exists() else [])
+        checkpoints.mkdir(exist_ok=True)
+        (checkpoints / f"epoch-{len(found):04d}.pt").write_bytes(b"weights")
+        raise RuntimeError("the pod was evicted")
+
+    uri = tmp_path.as_uri()
+    assert workload.run(uri, Config(n=1), interrupted, ("checkpoints",))["retryable"] is True
+    workload.run(uri, Config(n=1), interrupted, ("checkpoints",))  # the same config: resumes
+    workload.run(uri, Config(n=2), interrupted, ("checkpoints",))  # another config: starts from nothing
+    assert found == [[], ["epoch-0001.pt"], []]
+
+    first = workload.run(uri, Config(n=2), lambda progress: {"rows": {"total": 1}})
+    again = workload.run(uri, Config(n=2), lambda progress: pytest.fail("a finished config runs again"))
+    assert again["finishedAt"] == first["finishedAt"] and again["reusedAt"] >= first["finishedAt"]
+    assert json.loads((tmp_path / "result.json").read_text())["reusedAt"] == again["reusedAt"]
+
+
 def test_writing_refuses_an_unknown_field_and_reading_drops_it_at_every_level() -> None:
     with pytest.raises(ValidationError, match="bogus"):
         Result.model_validate({"status": "Succeeded", "bogus": 1})

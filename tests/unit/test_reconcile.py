@@ -166,6 +166,29 @@ def test_a_finished_run_keeps_its_times_and_key_metric_and_a_resync_of_it_is_a_n
     assert len(bed.backend.applied) == 1
 
 
+def test_a_run_re_created_under_an_old_name_is_not_finished_by_the_result_its_predecessor_left(bed: Bed) -> None:
+    """A TrainingRun deleted and applied again (another spec, the same name) finds the old run's progress.json and
+    result.json in its artifact folder: written before it existed, they are not its own, so it starts and runs."""
+    bed.add("TrainingRun", "mpg", {**RUN, "dataset": {"uri": "file:///data/mpg"}})
+    long_ago = "2026-01-01T00:00:00+00:00"
+    bed.write("runs", "mpg", "progress.json", {"phase": "Succeeded", "epoch": 15, "totalEpochs": 15,
+                                               "startedAt": long_ago, "updatedAt": long_ago})  # fmt: skip
+    old = {"status": "Succeeded", "metrics": {"test_mae": 9.0}, "modelUri": "file:///old", "finishedAt": long_ago}
+    bed.write("runs", "mpg", "result.json", old)
+    started = bed.step("TrainingRun", "mpg")
+    assert started is not None and started["phase"] == "Pending" and "metrics" not in started, started
+    bed.backend.job_status("mpg-train", RUNNING)
+    running = bed.step("TrainingRun", "mpg")
+    assert running is not None and running["phase"] == "Running" and not running.get("progress"), running
+    assert running["message"] == "running"  # not the old run's "epoch 15/15"
+
+    # The same config run again hands out the old result, stamped now: that one is this run's.
+    bed.write("runs", "mpg", "result.json", old | {"reusedAt": datetime.datetime.now(datetime.UTC).isoformat()})
+    bed.backend.job_status("mpg-train", DONE)
+    done = bed.step("TrainingRun", "mpg")
+    assert done is not None and done["phase"] == "Succeeded" and done["modelUri"] == "file:///old", done
+
+
 def test_a_spec_changed_after_the_run_started_is_refused_with_the_field_and_the_running_job_is_left_alone(
     bed: Bed,
 ) -> None:

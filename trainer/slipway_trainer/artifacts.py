@@ -19,6 +19,7 @@ from pydantic.alias_generators import to_camel
 
 PROGRESS = "progress.json"
 RESULT = "result.json"
+RUN = "run.json"  # the config whose outputs the folder holds (workload.claim)
 DRIVER_LOG = "logs/driver.log"  # the workload's stdout and stderr, Ray's forwarded worker lines with them
 MANIFEST = "manifest.json"
 LEADERBOARD = "leaderboard.json"  # under a sweep's report/
@@ -166,6 +167,7 @@ class Result(Artifact):
     config_hash: str | None = None
     started_at: str | None = None
     finished_at: str | None = None
+    reused_at: str | None = None  # an identical config's result, handed out again by a later run
     # failed
     reason: str | None = None
     message: str | None = None
@@ -203,6 +205,10 @@ class Result(Artifact):
     @property
     def succeeded(self) -> bool:
         return self.status == Status.SUCCEEDED
+
+    @property
+    def written_at(self) -> str | None:
+        return self.reused_at or self.finished_at
 
 
 # -- manifest.json ---------------------------------------------------------------------------------------------

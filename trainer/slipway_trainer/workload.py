@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from slipway_trainer import artifacts, storage
-from slipway_trainer.artifacts import PROGRESS, RESULT, Status, problems
+from slipway_trainer.artifacts import PROGRESS, RESULT, RUN, Status, problems
 from slipway_trainer.logship import LogShipper
 
 __all__ = ["PROGRESS", "RESULT", "Progress", "Status", "WorkloadError", "main", "run", "run_staged"]
@@ -102,12 +102,38 @@ def existing_result(artifact_uri: str, config: BaseModel) -> dict[str, Any] | No
     return None
 
 
-def run(artifact_uri: str, config: BaseModel, work: Callable[[Progress], dict[str, Any]]) -> dict[str, Any]:
-    """Run `work` under the contract. Returns the result it wrote (or the one already there)."""
+def claim(artifact_uri: str, config: BaseModel, resumable: tuple[str, ...]) -> None:
+    """Make the folder this config's: `run.json` names the config whose outputs it holds. A folder left by another
+    config (a resource deleted and re-created under the same name with another spec) loses its `resumable`
+    subfolders (checkpoints, a sweep's state) first, so the new run starts from nothing instead of resuming the old
+    one; the same config (a retried job, a restarted pod) keeps them and resumes."""
+    marker = storage.join(artifact_uri, RUN)
+    digest = config_hash(config)
+    found = storage.read_json(marker).get("configHash") if storage.exists(marker) else None
+    if found != digest:
+        if found is not None:
+            for folder in resumable:
+                if storage.exists(storage.join(artifact_uri, folder)):
+                    print(f"{storage.join(artifact_uri, folder)} holds an earlier run of another config: starting over")
+                    storage.remove(storage.join(artifact_uri, folder))
+        storage.write_json_atomic(marker, {"configHash": digest, "claimedAt": now()})
+
+
+def run(
+    artifact_uri: str,
+    config: BaseModel,
+    work: Callable[[Progress], dict[str, Any]],
+    resumable: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """Run `work` under the contract. Returns the result it wrote (or the one already there). `resumable`: the
+    subfolders an interrupted run of the same config resumes from (see `claim`)."""
     previous = existing_result(artifact_uri, config)
-    if previous is not None:
+    if previous is not None:  # stamped: the reader can tell it is this run's answer, not an older one left there
+        previous["reusedAt"] = now()
+        storage.write_json_atomic(storage.join(artifact_uri, RESULT), previous)
         return previous
     storage.remove(storage.join(artifact_uri, RESULT))
+    claim(artifact_uri, config, resumable)
     progress = Progress(artifact_uri)
     progress.update(force=True, phase="Running")
     base = {"configHash": config_hash(config), "startedAt": progress.state["startedAt"]}
@@ -144,12 +170,15 @@ def run(artifact_uri: str, config: BaseModel, work: Callable[[Progress], dict[st
 
 
 def run_staged(
-    artifact_uri: str, config: BaseModel, work: Callable[[Progress, Path], dict[str, Any]]
+    artifact_uri: str,
+    config: BaseModel,
+    work: Callable[[Progress, Path], dict[str, Any]],
+    resumable: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """`run` with a private local scratch folder for the work, removed afterwards whatever happened."""
     workdir = storage.staging_dir()
     try:
-        return run(artifact_uri, config, lambda progress: work(progress, workdir))
+        return run(artifact_uri, config, lambda progress: work(progress, workdir), resumable)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

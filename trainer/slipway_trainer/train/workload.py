@@ -32,7 +32,9 @@ from slipway_trainer.workload import Progress, WorkloadError, now
 
 
 def run(config: TrainConfig) -> dict[str, Any]:
-    return workload.run_staged(config.artifact_uri, config, lambda progress, workdir: train(config, progress, workdir))
+    return workload.run_staged(
+        config.artifact_uri, config, lambda progress, workdir: train(config, progress, workdir), (CHECKPOINTS,)
+    )
 
 
 def train(config: TrainConfig, progress: Progress, workdir: Path) -> dict[str, Any]:

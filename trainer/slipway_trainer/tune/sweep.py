@@ -16,6 +16,8 @@ from slipway_trainer.train.loop import Worker, train_loop
 from slipway_trainer.workload import Progress, WorkloadError
 
 EXPERIMENT = "sweep"
+TRIALS = "trials"  # each trial's own artifacts (checkpoints, progress) under the sweep's
+STATE = "tune"  # Ray Tune's experiment state, for resuming
 
 
 def trial_spec(config: TuneConfig, params: dict[str, Any]) -> TrainSpec:
@@ -30,7 +32,7 @@ def trial_config(config: TuneConfig, trial_id: str, params: dict[str, Any]) -> T
         name=f"{config.name}-{trial_id}",
         spec=trial_spec(config, params),
         dataset_uri=config.dataset_uri,
-        artifact_uri=storage.join(config.artifact_uri, "trials", trial_id),
+        artifact_uri=storage.join(config.artifact_uri, TRIALS, trial_id),
         use_ray=False,
         cpus_per_worker=config.cpus_per_trial,
         gpus_per_worker=config.gpus_per_trial,
@@ -203,5 +205,5 @@ def run(config: TuneConfig, progress: Progress, workdir: Path) -> Any:
 
 
 def _storage_path(config: TuneConfig) -> str:
-    uri = storage.join(config.artifact_uri, "tune")
+    uri = storage.join(config.artifact_uri, STATE)
     return uri.removeprefix("file://") if uri.startswith("file://") else uri

@@ -32,7 +32,10 @@ BOOTSTRAP = 1000
 
 
 def run(config: TuneConfig) -> dict[str, Any]:
-    return workload.run_staged(config.artifact_uri, config, lambda progress, workdir: tune(config, progress, workdir))
+    resumable = (sweep.STATE, sweep.TRIALS)
+    return workload.run_staged(
+        config.artifact_uri, config, lambda progress, workdir: tune(config, progress, workdir), resumable
+    )
 
 
 def tune(config: TuneConfig, progress: Progress, workdir: Path) -> dict[str, Any]:
