@@ -22,6 +22,7 @@ import yaml
 from clients import Background, post
 from slipway_operator.demo import shrink
 from slipway_operator.run import load
+from slipway_trainer.artifacts import REQUESTS_METRIC
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -29,7 +30,7 @@ SLIPWAY = Path(sys.executable).parent / "slipway"
 EXAMPLES = REPO / "examples" / "fashion-mnist"
 
 
-def small_journey(folder: Path) -> Path:
+def small_journey(folder: Path, replicas: int = 1) -> Path:
     folder.mkdir()
     for path in sorted(EXAMPLES.glob("*.yaml")):
         doc = yaml.safe_load(path.read_text())
@@ -46,7 +47,7 @@ def small_journey(folder: Path) -> Path:
             spec |= {"algorithm": "grid", "maxTrials": 1, "parallelTrials": 1, "scheduler": {"type": "fifo"}}
             spec["objective"].pop("goal", None)
         elif doc["kind"] == "ModelDeployment":
-            spec["replicas"] = {"min": 1}
+            spec["replicas"] = {"min": replicas}
             spec["autoUpdate"] = {"enabled": False}
         (folder / path.name).write_text(yaml.safe_dump(doc))
     return folder
@@ -100,16 +101,20 @@ def infer_one_grpc(endpoint: str, dataset_uri: str) -> Any:
     return value.decode() if isinstance(value, bytes) else value.item()
 
 
-def infer_one(endpoint: str, dataset_uri: str) -> dict[str, Any]:
+def infer_body(dataset_uri: str) -> dict[str, Any]:
+    """An OIP v2 request of the first test image."""
     import pyarrow.parquet as pq
 
     folder = Path(dataset_uri.removeprefix("file://"))
     manifest = json.loads((folder / "manifest.json").read_text())
     image = pq.read_table(folder / manifest["splits"]["test"]).column("image")[0].as_py()
-    body = {"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "UINT8", "data": list(image)}]}
+    return {"inputs": [{"name": "input", "shape": [1, 28, 28], "datatype": "UINT8", "data": list(image)}]}
+
+
+def infer_one(endpoint: str, dataset_uri: str) -> dict[str, Any]:
     request = urllib.request.Request(
         f"{endpoint}/v2/models/fashion/infer",
-        data=json.dumps(body).encode(),
+        data=json.dumps(infer_body(dataset_uri)).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=30) as answer:
@@ -117,7 +122,8 @@ def infer_one(endpoint: str, dataset_uri: str) -> dict[str, Any]:
 
 
 def test_slipway_run_drives_the_journey_serves_until_ctrl_c_and_reuses_finished_steps(tmp_path: Path) -> None:
-    journey, state = small_journey(tmp_path / "journey"), tmp_path / "state"
+    """The fashion journey, served by two server processes behind the router (replicas.min 2)."""
+    journey, state = small_journey(tmp_path / "journey", replicas=2), tmp_path / "state"
     process = start_run(journey, state)
     try:
         check_run_and_serving(process, state, journey)
@@ -170,6 +176,7 @@ def check_run_and_serving(process: subprocess.Popen[str], state: Path, journey: 
         f"gRPC:       {grpc_endpoint}" in slipway("describe", "ModelDeployment/fashion", "--state", str(state)).stdout
     )
     assert infer_one_grpc(grpc_endpoint, prep["status"]["outputUri"]) == answer["outputs"][0]["data"][0]
+    check_replicas(state, endpoint, prep["status"]["outputUri"])
 
     started = pids(state)
     process.send_signal(signal.SIGINT)
@@ -196,6 +203,41 @@ def check_run_and_serving(process: subprocess.Popen[str], state: Path, journey: 
         infer_one(endpoint, prep["status"]["outputUri"])
     assert not isinstance(refused.value, urllib.error.HTTPError)  # nothing answers any more
     assert not [p for p in pids(state) if alive(p)]
+
+
+def check_replicas(state: Path, endpoint: str, dataset_uri: str) -> None:
+    """Two servers behind the router, both answering; one killed under a steady client loses no request (the
+    router sends it to the other) and is started again."""
+    track = state / "processes" / "default" / "deployment" / "fashion-stable"
+    servers = json.loads((track / "deployment.json").read_text())["pods"]
+    assert len(servers) == 2, servers
+
+    def pid(folder: str) -> int:
+        return int(json.loads((track / folder / "pid").read_text())["pid"])
+
+    def served(folder: str) -> float:
+        port = json.loads((track / folder / "ready.json").read_text())["port"]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
+            lines = answer.read().decode().splitlines()
+        return sum(float(line.split()[-1]) for line in lines if line.startswith(f"{REQUESTS_METRIC}_total{{"))
+
+    body = json.dumps(infer_body(dataset_uri)).encode()
+    with Background(lambda: post(f"{endpoint}/v2/models/fashion/infer", body), pause=0.01) as client:
+        time.sleep(3)
+        assert all(served(folder) > 0 for folder in servers), "the router sent one server nothing"
+        victim = pid(servers[1])
+        os.killpg(victim, signal.SIGKILL)
+        time.sleep(3)
+    assert client.codes[200] > 20 and set(client.codes) == {200}, client.codes  # nothing lost
+
+    def both_back() -> bool:
+        status = json.loads((state / "resources" / "modeldeployment" / "fashion.json").read_text())["status"]
+        return bool(status["replicas"]["ready"] == 2 and pid(servers[1]) != victim)
+
+    deadline = time.monotonic() + 120
+    while not both_back():
+        assert time.monotonic() < deadline, "the killed server was not started again within 120 s"
+        time.sleep(1)
 
 
 def test_invalid_manifests_are_refused_before_anything_runs(tmp_path: Path) -> None:

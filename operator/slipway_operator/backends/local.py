@@ -4,10 +4,11 @@
 - RayJob: `python -m slipway_trainer <step> --config <file>` with the ConfigMap's config made to fit this
   machine (one worker, at most its CPUs, GPUs only where it has them). Each workload starts its own local Ray.
   At most `max_jobs` run at once; the others wait in order (reported as jobDeploymentStatus `Queued`).
-- Deployment: one inference-server process (`replicas` > 0) on a free loopback port. A new revision starts a
-  new process; the old one stops once the new one is ready (a rolling update without a gap).
+- Deployment: `replicas` inference-server processes (at most MAX_LOCAL_REPLICAS), each on a free loopback port;
+  one that dies is started again on the next apply. A new revision starts new processes; the old ones stop once
+  one of the new is ready (a rolling update without a gap).
 - Service: a loopback router (`python -m slipway_operator.router`) splitting requests between the ready
-  Deployments it selects by their traffic weight.
+  servers of the Deployments it selects: each Deployment's traffic weight, shared by its ready servers.
 
 State lives under `state_dir/<namespace>/<kind>/<name>/` (config, log, pid, exit status, port), so an operator
 restarted while its processes run adopts them instead of starting them twice. Processes run in their own
@@ -35,6 +36,7 @@ from slipway_operator.builders import WEIGHT_ANNOTATION
 from slipway_trainer.artifacts import STEP_LABEL
 
 STOP_GRACE_SECONDS = 30.0
+MAX_LOCAL_REPLICAS = 16  # servers of one track on this machine, whatever the spec asks
 
 
 def local_gpus() -> int:
@@ -162,6 +164,22 @@ def stop_all(procs: list[Proc], grace: float = STOP_GRACE_SECONDS) -> None:
 
 def _hash(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _pod_names(key: str, replicas: int) -> list[str]:
+    """The folders of a track's servers: `<config hash>` for the first, `<config hash>-<i>` for the others."""
+    return [key if i == 0 else f"{key}-{i}" for i in range(replicas)]
+
+
+def _pods_of(state: dict[str, Any]) -> list[str]:
+    """A track's servers now; a state written before there were several lists only `current`."""
+    return list(state.get("pods") or ([state["current"]] if state.get("current") and state.get("replicas") else []))
+
+
+def _previous(state: dict[str, Any]) -> list[str]:
+    """The servers of the config before, stopping once the new are ready (one name in an older state file)."""
+    previous = state.get("previous") or []
+    return [previous] if isinstance(previous, str) else list(previous)
 
 
 def _volume_config_map(pod_spec: dict[str, Any]) -> str:
@@ -331,23 +349,29 @@ class LocalBackend:
         revision = meta.get("labels", {}).get("slipway.dev/revision", "")
         config = self._config_map(meta["namespace"], _volume_config_map(pod))
         key = _hash(config)
+        replicas = min(int(spec.get("replicas") or 0), MAX_LOCAL_REPLICAS)
         state |= {
             "object": deployment,
             "labels": meta.get("labels", {}),
             "weight": float(meta.get("annotations", {}).get(WEIGHT_ANNOTATION, 100)),
-            "replicas": min(int(spec.get("replicas") or 0), 1),  # one process serves a track locally
+            "replicas": replicas,
             "revision": revision,
         }
         folder.mkdir(parents=True, exist_ok=True)
-        current = self._proc(folder / state["current"]) if state.get("current") else None
-        if state["replicas"] == 0:
-            stop_all([self._proc(folder / sub) for sub in (state.get("current"), state.get("previous")) if sub])
-        elif current is None or current.key != key or not current.alive():
-            if current is not None and current.key != key and current.alive():
-                state["previous"] = state["current"]  # stops once the new one is ready
-            state["current"] = key
-            proc = self._proc(folder / key)
-            self._start(proc, "serve", self.local_config("serve", config, proc.dir), key)
+        pods, old = _pod_names(key, replicas), _pods_of(state)
+        if state.get("current") != key:  # a new config: the old processes stop once one of the new is ready
+            previous = [*_previous(state), *old]
+            state["previous"] = [name for name in dict.fromkeys(previous) if name not in pods]
+        else:  # scaled down: the last ones go
+            stop_all([self._proc(folder / name) for name in old if name not in pods])
+        state["current"], state["pods"] = key, pods
+        if not replicas:
+            stop_all([self._proc(folder / name) for name in _previous(state)])
+            state.pop("previous", None)
+        for name in pods:  # started, or started again when one died (a kubelet restarting a container)
+            proc = self._proc(folder / name)
+            if proc.key != key or not proc.alive():
+                self._start(proc, "serve", self.local_config("serve", config, proc.dir), key)
         (folder / "deployment.json").write_text(json.dumps(state))
 
     def _observe_deployment(self, deployment: dict[str, Any]) -> dict[str, Any] | None:
@@ -355,38 +379,35 @@ class LocalBackend:
         folder, state = self._tracks(meta["namespace"], meta["name"])
         if not state:
             return None
-        current = self._proc(folder / state["current"]) if state.get("current") else None
-        ready = bool(current and current.ready())
+        pods = [self._proc(folder / name) for name in _pods_of(state)]
+        ready = sum(1 for proc in pods if proc.ready())
         if ready and state.get("previous"):
-            self._proc(folder / state["previous"]).stop()
+            stop_all([self._proc(folder / name) for name in _previous(state)])
             state.pop("previous")
             (folder / "deployment.json").write_text(json.dumps(state))
-        alive = sum(
-            1 for sub in (state.get("current"), state.get("previous")) if sub and self._proc(folder / sub).alive()
-        )
-        replicas = state["replicas"]
+        names = [*_pods_of(state), *_previous(state)]
+        alive = sum(1 for name in names if self._proc(folder / name).alive())
         status: dict[str, Any] = {
             "observedGeneration": 1,
             "replicas": alive,
-            "readyReplicas": int(ready) if replicas else 0,
-            "updatedReplicas": int(ready) if replicas else 0,
+            "readyReplicas": ready,
+            "updatedReplicas": ready,
         }
-        if current is not None and not current.alive() and replicas:
-            status["message"] = f"the server exited ({current.exit_code()}); its log: {current.log}"
+        exited = [proc for proc in pods if not proc.alive()]
+        if exited:
+            status["message"] = f"the server exited ({exited[0].exit_code()}); its log: {exited[0].log}"
         applied = state["object"]
         return {
             **applied,
             "metadata": {**applied["metadata"], "generation": 1},
-            "spec": {**applied["spec"], "replicas": replicas},
+            "spec": {**applied["spec"], "replicas": state["replicas"]},
             "status": status,
         }
 
-    def _url(self, namespace: str, name: str) -> str | None:
+    def _ready(self, namespace: str, name: str) -> list[Proc]:
+        """The track's servers that answer, as the Endpoints of its ready pods."""
         folder, state = self._tracks(namespace, name)
-        current = self._proc(folder / state["current"]) if state.get("current") else None
-        if current is None or not current.ready():
-            return None
-        return f"http://127.0.0.1:{current.port()}"
+        return [proc for proc in (self._proc(folder / pod) for pod in _pods_of(state)) if proc.ready()]
 
     def _sync_routes(self, namespace: str) -> None:
         for service_dir in (self.state / namespace / "service").glob("*"):
@@ -399,10 +420,15 @@ class LocalBackend:
                 _, state = self._tracks(namespace, deployment_dir.name)
                 labels = state.get("labels", {})
                 if state.get("replicas") and all(labels.get(k) == v for k, v in selector.items()):
-                    url = self._url(namespace, deployment_dir.name)
-                    if url:
-                        backend = {"url": url, "weight": state["weight"], "deployment": deployment_dir.name}
-                        grpc = self._proc(deployment_dir / state["current"]).port("grpcPort")
+                    ready = self._ready(namespace, deployment_dir.name)
+                    for proc in ready:  # the track's weight shared by its ready servers
+                        url = f"http://127.0.0.1:{proc.port()}"
+                        backend = {
+                            "url": url,
+                            "weight": state["weight"] / len(ready),
+                            "deployment": deployment_dir.name,
+                        }
+                        grpc = proc.port("grpcPort")
                         backends.append(backend | ({"grpc": f"127.0.0.1:{grpc}"} if grpc else {}))
             routes = service_dir / "routes.json"
             text = json.dumps({"backends": backends}, indent=2)
@@ -502,14 +528,18 @@ class LocalBackend:
 
     def scrape(self, deployment: dict[str, Any], path: str) -> tuple[list[str], str | None]:
         meta = deployment["metadata"]
-        url = self._url(meta["namespace"], meta["name"])
-        if url is None:
+        ready = self._ready(meta["namespace"], meta["name"])
+        if not ready:
             return [], "no ready server"
-        try:
-            with urllib.request.urlopen(url + path, timeout=5) as answer:
-                return [answer.read().decode()], None
-        except OSError as err:
-            return [], f"{url}{path}: {err}"
+        bodies, errors = [], []
+        for proc in ready:  # each server's own counters, as from each pod
+            url = f"http://127.0.0.1:{proc.port()}{path}"
+            try:
+                with urllib.request.urlopen(url, timeout=5) as answer:
+                    bodies.append(answer.read().decode())
+            except OSError as err:
+                errors.append(f"{url}: {err}")
+        return bodies, "; ".join(errors) or None
 
     # Processes, not pods: what would be a pod's failure is the RayJob's own status (its exit code) and its log.
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
