@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from slipway_operator.api.common import Resources, SecretKeyRef
-from slipway_trainer.artifacts import SALT_ENV, STEP_LABEL, WORKER_RESOURCE
+from slipway_trainer.artifacts import IN_FLIGHT_METRIC, SALT_ENV, STEP_LABEL, WORKER_RESOURCE
 from slipway_trainer.storage import SOURCE_ENV_PREFIX
 
 RAY_VERSION = "2.60.0"
@@ -412,6 +412,38 @@ def server_service(owner: Owner) -> dict[str, Any]:
                 {"name": "http", "port": 80, "targetPort": "http"},
                 {"name": "grpc", "port": GRPC_PORT, "targetPort": "grpc", "appProtocol": "kubernetes.io/h2c"},
             ],
+        },
+    }
+
+
+def autoscaler(owner: Owner, track: str, minimum: int, maximum: int, autoscaling: Any) -> dict[str, Any]:
+    """An `autoscaling/v2` HorizontalPodAutoscaler of one track's Deployment (the stable one), named like it:
+    `cpu` as the average utilisation of the pods' CPU request (metrics-server), `concurrency` as the average of
+    the servers' in-flight gauge, a pods metric (a custom-metrics adapter serves it)."""
+    name, target = child_name(owner, track), autoscaling.target_value()
+    if autoscaling.metric == "cpu":
+        metric: dict[str, Any] = {
+            "type": "Resource",
+            "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": target}},
+        }
+    else:
+        metric = {
+            "type": "Pods",
+            "pods": {
+                "metric": {"name": IN_FLIGHT_METRIC},
+                "target": {"type": "AverageValue", "averageValue": str(target)},
+            },
+        }
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": metadata(owner, name, {TRACK_LABEL: track}),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+            "minReplicas": minimum,
+            "maxReplicas": maximum,
+            "metrics": [metric],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": autoscaling.scale_down_stabilization_seconds}},
         },
     }
 

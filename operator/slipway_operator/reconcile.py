@@ -495,6 +495,8 @@ def observe_serving(obj: dict[str, Any], rt: Runtime) -> modeldeployment.Observe
             observed.traffic[track] = total([parse(b, name) for b in bodies])
             if error:
                 observed.scrape_errors[track] = error
+    hpa = _stub("autoscaling/v2", "HorizontalPodAutoscaler", namespace, suffixed(name, modeldeployment.STABLE))
+    observed.autoscaler = rt.backend.observe(hpa)
     observed.endpoint = rt.backend.endpoint(_stub("v1", "Service", namespace, name))
     observed.grpc_endpoint = rt.backend.grpc_endpoint(_stub("v1", "Service", namespace, name))
     return observed

@@ -30,7 +30,7 @@ SLIPWAY = Path(sys.executable).parent / "slipway"
 EXAMPLES = REPO / "examples" / "fashion-mnist"
 
 
-def small_journey(folder: Path, replicas: int = 1) -> Path:
+def small_journey(folder: Path, **serving: Any) -> Path:
     folder.mkdir()
     for path in sorted(EXAMPLES.glob("*.yaml")):
         doc = yaml.safe_load(path.read_text())
@@ -47,8 +47,9 @@ def small_journey(folder: Path, replicas: int = 1) -> Path:
             spec |= {"algorithm": "grid", "maxTrials": 1, "parallelTrials": 1, "scheduler": {"type": "fifo"}}
             spec["objective"].pop("goal", None)
         elif doc["kind"] == "ModelDeployment":
-            spec["replicas"] = {"min": replicas}
+            spec["replicas"] = {"min": 1}
             spec["autoUpdate"] = {"enabled": False}
+            spec |= serving
         (folder / path.name).write_text(yaml.safe_dump(doc))
     return folder
 
@@ -122,8 +123,11 @@ def infer_one(endpoint: str, dataset_uri: str) -> dict[str, Any]:
 
 
 def test_slipway_run_drives_the_journey_serves_until_ctrl_c_and_reuses_finished_steps(tmp_path: Path) -> None:
-    """The fashion journey, served by two server processes behind the router (replicas.min 2)."""
-    journey, state = small_journey(tmp_path / "journey", replicas=2), tmp_path / "state"
+    """The fashion journey, served by two to three server processes behind the router, scaling on the requests in
+    flight."""
+    scaling = {"metric": "concurrency", "target": 1, "scaleDownStabilizationSeconds": 5}
+    journey = small_journey(tmp_path / "journey", replicas={"min": 2, "max": 3}, autoscaling=scaling)
+    state = tmp_path / "state"
     process = start_run(journey, state)
     try:
         check_run_and_serving(process, state, journey)
@@ -230,14 +234,34 @@ def check_replicas(state: Path, endpoint: str, dataset_uri: str) -> None:
         time.sleep(3)
     assert client.codes[200] > 20 and set(client.codes) == {200}, client.codes  # nothing lost
 
-    def both_back() -> bool:
-        status = json.loads((state / "resources" / "modeldeployment" / "fashion.json").read_text())["status"]
-        return bool(status["replicas"]["ready"] == 2 and pid(servers[1]) != victim)
+    def status() -> dict[str, Any]:
+        return dict(json.loads((state / "resources" / "modeldeployment" / "fashion.json").read_text())["status"])
 
-    deadline = time.monotonic() + 120
-    while not both_back():
-        assert time.monotonic() < deadline, "the killed server was not started again within 120 s"
-        time.sleep(1)
+    def wait(what: str, done: Any) -> None:
+        deadline = time.monotonic() + 120
+        while not done():
+            assert time.monotonic() < deadline, f"{what} within 120 s: {json.dumps(status().get('autoscaling'))}"
+            time.sleep(1)
+
+    wait("the killed server started again", lambda: status()["replicas"]["ready"] == 2 and pid(servers[1]) != victim)
+
+    # Eight clients sending 256 images at a time keep each server busy with several requests (target 1): a third
+    # server starts; once they stop, the servers are idle and, after the 5 s window, one stops again.
+    batch = json.loads(body)
+    batch["inputs"][0] |= {"shape": [256, 28, 28], "data": batch["inputs"][0]["data"] * 256}
+    heavy = json.dumps(batch).encode()
+    clients = [Background(lambda: post(f"{endpoint}/v2/models/fashion/infer", heavy), pause=0) for _ in range(8)]
+    for client in clients:
+        client.__enter__()
+    try:
+        wait("a third server under load", lambda: status()["replicas"]["ready"] == 3)
+        assert status()["autoscaling"]["desiredReplicas"] == 3 and status()["autoscaling"]["current"] > 1
+    finally:
+        for client in clients:
+            client.__exit__()
+    assert all(set(client.codes) == {200} for client in clients), [client.codes for client in clients]
+    wait("back to two servers once idle", lambda: status()["replicas"]["desired"] == 2)
+    assert len(json.loads((track / "deployment.json").read_text())["pods"]) == 2
 
 
 def test_invalid_manifests_are_refused_before_anything_runs(tmp_path: Path) -> None:

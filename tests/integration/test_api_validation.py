@@ -401,6 +401,22 @@ CASES = [
         rollout__shadow={"minAgreement": 1.5},
     ),
     case(
+        "autoscaling-without-room",
+        "ModelDeployment",
+        "spec",
+        "autoscaling needs replicas.max above replicas.min",
+        replicas={"min": 2, "max": 2},
+        autoscaling={"metric": "concurrency"},
+    ),
+    case(
+        "autoscaling-on-an-unknown-metric",
+        "ModelDeployment",
+        "spec.autoscaling.metric",
+        "supported values",
+        "Input should be 'cpu' or 'concurrency'",
+        autoscaling={"metric": "memory"},
+    ),
+    case(
         "canary-without-steps",
         "ModelDeployment",
         "spec.rollout",

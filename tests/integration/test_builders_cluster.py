@@ -12,6 +12,7 @@ import testbed
 import yaml
 
 from slipway_operator import builders
+from slipway_operator.api.modeldeployment import Autoscaling
 from slipway_operator.api.trainingrun import TrainingRunSpec
 from slipway_operator.api.validation import validate_manifest
 from slipway_operator.workloads import serve_config, train_config
@@ -111,3 +112,16 @@ def test_server_pods_run_in_a_namespace_that_enforces_the_restricted_pod_securit
     testbed.wait_until("2 ready server pods under the restricted standard", ready, 90)
     events = control_plane.kubectl("get", "events", "-n", namespace, "-o", "json")
     assert "violates PodSecurity" not in events
+
+
+@pytest.mark.parametrize("metric", ["cpu", "concurrency"])
+def test_a_stable_tracks_autoscaler_is_accepted_as_built(
+    control_plane: testbed.ControlPlane, namespace: str, metric: str
+) -> None:
+    owner = builders.Owner("slipway.dev/v1alpha1", "ModelDeployment", "fashion", namespace, "uid-fashion")
+    rule = Autoscaling(metric=metric, scale_down_stabilization_seconds=60)  # type: ignore[arg-type]
+    hpa = builders.autoscaler(owner, "stable", 2, 5, rule)
+    stored = dry_run(control_plane, hpa)["spec"]
+    for key in ("scaleTargetRef", "minReplicas", "maxReplicas", "metrics"):
+        assert stored[key] == hpa["spec"][key], key  # nothing pruned or rewritten
+    assert stored["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 60

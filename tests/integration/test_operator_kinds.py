@@ -293,8 +293,14 @@ def test_a_model_deployment_serves_on_kwok_and_a_canary_without_metrics_is_rolle
         '{"spec":{"model":{"uri":"s3://models/fashion/v2"}}}',
     )
     testbed.wait_until("a canary Deployment", lambda: get(plane, "deployment", "fashion-canary", namespace), 60)
+    # replicas {2, 4}: the stable track is the HPA's and keeps its 2; the canary's 10% is one pod beside them.
     assert get(plane, "deployment", "fashion-canary", namespace)["spec"]["replicas"] == 1
-    assert get(plane, "deployment", "fashion-stable", namespace)["spec"]["replicas"] == 1  # 10% of 2, rounded up
+    assert get(plane, "deployment", "fashion-stable", namespace)["spec"]["replicas"] == 2
+    hpa = get(plane, "horizontalpodautoscaler", "fashion-stable", namespace)
+    assert hpa["spec"]["scaleTargetRef"]["name"] == "fashion-stable" and hpa["metadata"]["ownerReferences"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 4)
+    scaling = status(plane, "modeldeployment", "fashion", namespace)["autoscaling"]
+    assert scaling["metric"] == "cpu" and scaling["target"] == 70 and (scaling["min"], scaling["max"]) == (2, 4)
 
     # KWOK's pods run no server: the gate cannot read the canary's /metrics, and an unjudged canary goes back.
     def rolled_back() -> bool:

@@ -17,6 +17,7 @@ import yaml
 from slipway_operator import builders
 from slipway_operator.api.common import Toleration
 from slipway_operator.api.datasetprep import DatasetPrepSpec
+from slipway_operator.api.modeldeployment import Autoscaling
 from slipway_operator.api.trainingrun import TrainingRunSpec
 from slipway_operator.api.validation import validate_manifest
 from slipway_operator.controllers import tuningsweep
@@ -111,6 +112,9 @@ def deployment_objects() -> list[dict[str, Any]]:
             storage_secret="s3-creds",
         ),
         builders.server_service(owner),
+        builders.autoscaler(
+            owner, "stable", spec.replicas.min, spec.replicas.max or 0, spec.autoscaling or Autoscaling()
+        ),
     ]
 
 
@@ -231,7 +235,7 @@ def test_long_names_stay_within_63_characters() -> None:
 
 
 def test_the_server_is_probed_on_oip_health_and_serves_under_the_deployments_name() -> None:
-    config_map, deployment, service = deployment_objects()
+    config_map, deployment, service, _ = deployment_objects()
     served = json.loads(config_map["data"]["config.json"])
     assert served["modelName"] == "fashion" and served["server"]["batching"] == {
         "maxBatchSize": 32,

@@ -12,7 +12,10 @@ from typing import Any
 import pytest
 import yaml
 
+from slipway_operator import builders
 from slipway_operator.api import ModelDeploymentStatus
+from slipway_operator.api.modeldeployment import Autoscaling
+from slipway_operator.backends import autoscaler
 from slipway_operator.controllers import modeldeployment as md
 from slipway_operator.controllers.common import Settings
 from slipway_operator.servermetrics import Traffic, parse
@@ -26,6 +29,7 @@ def deployment_resource(**spec: Any) -> dict[str, Any]:
     obj: dict[str, Any] = yaml.safe_load((EXAMPLES / "fashion-mnist" / "04-modeldeployment.yaml").read_text())
     obj["metadata"] |= {"namespace": "ml", "uid": "uid-md", "generation": 1}
     obj["spec"]["rollout"].pop("shadow")  # the canary's own tests; the shadow stage has its own below
+    obj["spec"]["replicas"] = {"min": 2}  # a fixed size; autoscaling has its own tests below
     obj["spec"] |= spec
     return obj
 
@@ -68,6 +72,7 @@ class World:
         self.traffic: dict[str, Traffic | None] = {}
         self.now = T0
         self.events: list[tuple[str, str, str]] = []
+        self.autoscaler: dict[str, Any] | None = None  # the HPA as the API server reports it
 
     def step(self, advance: float = 0.0, make_ready: bool = True) -> md.Plan:
         self.now += advance
@@ -82,6 +87,7 @@ class World:
             traffic=dict(self.traffic),
             endpoint="http://fashion.ml.svc.cluster.local",
             now=self.now,
+            autoscaler=self.autoscaler,
         )
         plan = md.plan(copy.deepcopy(self.obj), observed, SETTINGS)
         for child in plan.children:
@@ -390,6 +396,80 @@ def test_a_canary_step_with_too_few_requests_pauses_is_never_promoted_and_resume
     status = world.obj["status"]
     assert status["canaryWeight"] == 50 and world.condition("Paused")["status"] == "False"
     assert world.events[-1][1] == "CanaryStep"
+
+
+def test_between_min_and_max_the_stable_tracks_autoscaler_owns_its_replicas_and_a_canary_follows_them() -> None:
+    """replicas {2, 6}: an autoscaling/v2 HPA on the stable Deployment, which the operator then applies with the
+    replicas the HPA set (never back to min); a canary at 20% gets a quarter of the stable pods beside them, so
+    a fifth of all pods and of the requests, and follows the HPA on the next pass; status.autoscaling is what the
+    HPA reports; lowering max to min removes the HPA."""
+    world = serving_world(replicas={"min": 2, "max": 6}, autoscaling={"metric": "concurrency", "target": 8})
+    plan = world.step()
+    hpa = next(c for c in plan.children if c["kind"] == "HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == world.deployments[md.STABLE]["metadata"]["name"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert hpa["spec"]["metrics"][0]["pods"]["target"] == {"type": "AverageValue", "averageValue": "8"}
+
+    def scaled_by_the_hpa(replicas: int) -> None:
+        stable = world.deployments[md.STABLE]
+        world.deployments[md.STABLE] = ready({**stable, "spec": {**stable["spec"], "replicas": replicas}})
+
+    scaled_by_the_hpa(4)
+    seen = {"type": "Pods", "pods": {"metric": {"name": "slipway_inference_in_flight"},
+                                     "current": {"averageValue": "9500m"}}}  # fmt: skip
+    world.autoscaler = {**hpa, "status": {"currentReplicas": 4, "desiredReplicas": 4, "currentMetrics": [seen]}}
+    world.step()
+    assert world.deployments[md.STABLE]["spec"]["replicas"] == 4  # the HPA's, not min
+    scaling = world.obj["status"]["autoscaling"]
+    assert scaling == {"min": 2, "max": 6, "metric": "concurrency", "target": 8, "current": 9.5,
+                       "desiredReplicas": 4, "message": None}  # fmt: skip
+
+    world.source = run("fashion-sweep", "s3://m/2", 0.92)
+    world.obj["spec"]["rollout"]["canary"]["steps"] = [20, 50]
+    world.step()
+    replicas = {track: world.deployments[track]["spec"]["replicas"] for track in (md.STABLE, md.CANARY)}
+    assert replicas == {md.STABLE: 4, md.CANARY: 1}
+    scaled_by_the_hpa(6)
+    world.step(advance=1)
+    replicas = {track: world.deployments[track]["spec"]["replicas"] for track in (md.STABLE, md.CANARY)}
+    assert replicas == {md.STABLE: 6, md.CANARY: 2}
+    assert "2 of 8 replicas" in world.obj["status"]["message"]
+    assert (
+        md.canary_alongside(6, 50, 6) == 6
+        and md.canary_alongside(1, 10, 6) == 1
+        and md.canary_alongside(3, 100, 6) == 6
+    )
+
+    world.obj["spec"]["replicas"] = {"min": 2}
+    plan = world.step(advance=1)
+    assert ("autoscaling/v2", "HorizontalPodAutoscaler", "fashion-stable") in plan.delete
+    assert not any(c["kind"] == "HorizontalPodAutoscaler" for c in plan.children)
+    assert world.obj["status"].get("autoscaling") is None
+
+
+def test_the_local_autoscaler_follows_the_hpa_rule() -> None:
+    """ceil(replicas * average / target) within 10%, between min and max, up at once, down only as far as the
+    highest recommendation of the stabilisation window."""
+    rule = Autoscaling(metric="concurrency", target=4, scale_down_stabilization_seconds=60)
+    hpa = builders.autoscaler(builders.Owner("v1", "ModelDeployment", "m", "ml", "u"), "stable", 1, 5, rule)
+    replicas, history, status = autoscaler.decide(hpa, 1, 13.0, [], 0.0)
+    assert replicas == 4 and status["desiredReplicas"] == 4  # ceil(1 * 13 / 4)
+    assert status["currentMetrics"][0]["pods"]["current"] == {"averageValue": "13"}
+    assert autoscaler.decide(hpa, 4, 4.3, history, 10.0)[0] == 4  # within the tolerance
+    replicas, history, _ = autoscaler.decide(hpa, 4, 0.5, history, 20.0)
+    assert replicas == 4  # the window still holds a recommendation of 4
+    replicas, history, _ = autoscaler.decide(hpa, 4, 0.5, history, 75.0)
+    assert replicas == 1  # 60 s later every recommendation in the window agrees
+    assert autoscaler.decide(hpa, 2, 100.0, [], 80.0)[0] == 5  # at most max
+    same, _, waiting = autoscaler.decide(hpa, 2, None, [], 90.0)
+    assert same == 2 and waiting["conditions"][0]["status"] == "False"
+    assert (
+        md.autoscaling_status(
+            md.ModelDeploymentSpec.model_validate({"model": {"uri": "s3://m"}, "replicas": {"min": 1, "max": 5}}),
+            {**hpa, "status": waiting},
+        )["message"]
+        == "FailedGetMetrics: no metrics from the servers yet"
+    )
 
 
 def test_the_share_of_traffic_the_canary_actually_got_is_in_status() -> None:

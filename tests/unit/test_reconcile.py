@@ -216,6 +216,7 @@ def test_deleting_a_resource_stops_the_children_its_kind_owns(bed: Bed) -> None:
     stop_children(serving, bed.runtime)
     assert bed.backend.deleted == [
         ("RayJob", "mpg-train"),
+        ("HorizontalPodAutoscaler", "mpg-stable"),
         ("Deployment", "mpg-stable"),
         ("Deployment", "mpg-canary"),
         ("Deployment", "mpg-shadow"),

@@ -37,6 +37,7 @@ WORKER_RESOURCE = "slipway_worker"
 REQUESTS_METRIC = "slipway_inference_requests"  # a counter: exposed as <name>_total
 LATENCY_METRIC = "slipway_inference_request_seconds"  # a histogram: <name>_bucket
 DRIFT_METRIC = "slipway_drift_score"  # a gauge per feature
+IN_FLIGHT_METRIC = "slipway_inference_in_flight"  # a gauge: requests being answered now (autoscaling: concurrency)
 QUALITY_METRIC = "slipway_live_quality"  # a gauge per metric (accuracy, macro_f1, mae, rmse) from feedback
 QUALITY_ROWS_METRIC = "slipway_live_quality_rows"  # a gauge: feedback rows in the quality window
 PAYLOAD_IMAGE = "slipway.image"  # payload parts' schema metadata: "<column>:<height>,<width>,<channels>"

@@ -39,6 +39,29 @@ class Replicas(ConfigModel):
     """Replicas at most (scaling between min and max); default: min."""
 
 
+AUTOSCALING_TARGETS = {"cpu": 70, "concurrency": 4}  # the target of each metric when `target` is not given
+
+
+class Autoscaling(ConfigModel):
+    """How the stable track scales between replicas.min and replicas.max: an `autoscaling/v2`
+    HorizontalPodAutoscaler on its Deployment (`slipway run`: the same rule, applied by the local backend)."""
+
+    metric: Literal["cpu", "concurrency"] = "cpu"
+    """`cpu`: the servers' CPU use as a percent of resources.cpu (needs metrics-server); `concurrency`: requests in
+    flight per server, the servers' `slipway_inference_in_flight` gauge (needs a custom-metrics adapter, such as
+    prometheus-adapter, serving it as a pods metric)."""
+
+    target: int | None = Field(default=None, ge=1, le=1000)
+    """The value per server the autoscaler keeps: CPU percent (default 70) or requests in flight (default 4)."""
+
+    scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600)
+    """Replicas are removed only when every recommendation of this window agrees (the HPA's
+    behavior.scaleDown.stabilizationWindowSeconds); scaling up is immediate."""
+
+    def target_value(self) -> int:
+        return self.target or AUTOSCALING_TARGETS[self.metric]
+
+
 class ServingResources(ConfigModel):
     """Compute of each server pod."""
 
@@ -212,6 +235,9 @@ class ModelDeploymentSpec(ConfigModel):
     replicas: Replicas = Field(default_factory=Replicas)
     """Server pods."""
 
+    autoscaling: Autoscaling | None = None
+    """How replicas move between replicas.min and replicas.max (the defaults, when only max is above min)."""
+
     resources: ServingResources = Field(default_factory=ServingResources)
     """Compute per pod."""
 
@@ -267,6 +293,25 @@ class ReplicaCounts(ConfigModel):
 
     last_crash: str | None = None
     """The stable track's latest container crash: pod, container, reason, exit code and when."""
+
+
+class AutoscalingStatus(ConfigModel):
+    """What the stable track's autoscaler sees and wants, as it reports it."""
+
+    min: int = 0
+    max: int = 0
+    metric: str = ""
+    target: int = 0
+    """Per server: CPU percent or requests in flight."""
+
+    current: float | None = None
+    """The metric now, averaged over the servers (None until the autoscaler has read it)."""
+
+    desired_replicas: int | None = None
+    """What the autoscaler last asked for."""
+
+    message: str | None = None
+    """Why it cannot scale, when it cannot (no metrics yet, no metrics adapter)."""
 
 
 class TrafficStatus(ConfigModel):
@@ -476,6 +521,9 @@ class ModelDeploymentStatus(StatusBase):
     ready_replicas: str = ""
     """Ready/desired in words for printer columns, e.g. `2/2`."""
 
+    autoscaling: AutoscalingStatus | None = None
+    """The stable track's autoscaler, when replicas.max is above replicas.min."""
+
     current: Revision | None = None
     """The stable revision."""
 
@@ -573,6 +621,14 @@ KIND = Kind(
             ),
         ),
         Replicas: (Rule("!has(self.max) || self.min <= self.max", "replicas.min must be at most replicas.max"),),
+        ModelDeploymentSpec: (
+            Rule(
+                "!has(self.autoscaling) || (has(self.replicas) && has(self.replicas.max) && "
+                "self.replicas.max > self.replicas.min && self.replicas.min >= 1)",
+                "autoscaling needs replicas.max above replicas.min (and replicas.min at least 1): it scales "
+                "between them",
+            ),
+        ),
         (Canary, "steps"): (_increasing_steps(),),
         Rollout: (
             Rule(

@@ -7,6 +7,8 @@
 - Deployment: `replicas` inference-server processes (at most MAX_LOCAL_REPLICAS), each on a free loopback port;
   one that dies is started again on the next apply. A new revision starts new processes; the old ones stop once
   one of the new is ready (a rolling update without a gap).
+- HorizontalPodAutoscaler: applied each time its Deployment is observed (`autoscaler`): the stable track's
+  servers scale between its minReplicas and maxReplicas on their CPU or requests in flight.
 - Service: a loopback router (`python -m slipway_operator.router`) splitting requests between the ready
   servers of the Deployments it selects: each Deployment's traffic weight, shared by its ready servers.
 
@@ -32,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from slipway_operator.backends import autoscaler
 from slipway_operator.builders import WEIGHT_ANNOTATION
 from slipway_trainer.artifacts import STEP_LABEL
 
@@ -208,6 +211,7 @@ class LocalBackend:
         self.lock = threading.RLock()  # Kopf runs sync handlers in threads
         self.procs: dict[Path, Proc] = {}
         self.queue: list[Path] = []  # RayJob folders waiting for a free slot, in order
+        self.measure = autoscaler.Measure()  # the servers' CPU samples between passes
 
     # -- files and processes ---------------------------------------------------------------------------------
 
@@ -349,15 +353,18 @@ class LocalBackend:
         revision = meta.get("labels", {}).get("slipway.dev/revision", "")
         config = self._config_map(meta["namespace"], _volume_config_map(pod))
         key = _hash(config)
-        replicas = min(int(spec.get("replicas") or 0), MAX_LOCAL_REPLICAS)
         state |= {
             "object": deployment,
             "labels": meta.get("labels", {}),
             "weight": float(meta.get("annotations", {}).get(WEIGHT_ANNOTATION, 100)),
-            "replicas": replicas,
             "revision": revision,
         }
         folder.mkdir(parents=True, exist_ok=True)
+        self._scale(folder, state, key, config, min(int(spec.get("replicas") or 0), MAX_LOCAL_REPLICAS))
+
+    def _scale(self, folder: Path, state: dict[str, Any], key: str, config: dict[str, Any], replicas: int) -> None:
+        """Run `replicas` servers of `config` (its hash `key`) for a track, and remember them in its state file."""
+        state["replicas"] = replicas
         pods, old = _pod_names(key, replicas), _pods_of(state)
         if state.get("current") != key:  # a new config: the old processes stop once one of the new is ready
             previous = [*_previous(state), *old]
@@ -374,11 +381,37 @@ class LocalBackend:
                 self._start(proc, "serve", self.local_config("serve", config, proc.dir), key)
         (folder / "deployment.json").write_text(json.dumps(state))
 
+    def _autoscale(self, namespace: str, name: str, folder: Path, state: dict[str, Any]) -> None:
+        """What a HorizontalPodAutoscaler of this Deployment would do this pass (see `autoscaler`)."""
+        path = self._dir("HorizontalPodAutoscaler", namespace, name) / "hpa.json"
+        try:
+            held = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return
+        if not state.get("replicas") or state.get("previous"):  # stopped, or rolling to a new config: not now
+            return
+        ready = [proc for proc in (self._proc(folder / pod) for pod in _pods_of(state)) if proc.ready()]
+        servers = [(int(proc.pid() or 0), int(proc.port() or 0)) for proc in ready]
+        pod = state["object"]["spec"]["template"]["spec"]
+        request = autoscaler.cores(pod["containers"][0].get("resources", {}).get("requests", {}).get("cpu"))
+        metric = "cpu" if held["object"]["spec"]["metrics"][0]["type"] == "Resource" else "concurrency"
+        average = self.measure.average(metric, servers, request)
+        replicas, held["history"], status = autoscaler.decide(
+            held["object"], int(state["replicas"]), average, held.get("history", []), time.time()
+        )
+        held["status"] = {**status, "lastScaleTime": held.get("status", {}).get("lastScaleTime")}
+        if replicas != state["replicas"]:
+            held["status"]["lastScaleTime"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            config = self._config_map(namespace, _volume_config_map(pod))
+            self._scale(folder, state, str(state["current"]), config, replicas)
+        path.write_text(json.dumps(held))
+
     def _observe_deployment(self, deployment: dict[str, Any]) -> dict[str, Any] | None:
         meta = deployment["metadata"]
         folder, state = self._tracks(meta["namespace"], meta["name"])
         if not state:
             return None
+        self._autoscale(meta["namespace"], meta["name"], folder, state)
         pods = [self._proc(folder / name) for name in _pods_of(state)]
         ready = sum(1 for proc in pods if proc.ready())
         if ready and state.get("previous"):
@@ -437,6 +470,15 @@ class LocalBackend:
                 tmp.write_text(text)
                 tmp.replace(routes)
 
+    def _apply_autoscaler(self, hpa: dict[str, Any]) -> None:
+        folder = self._dir("HorizontalPodAutoscaler", hpa["metadata"]["namespace"], hpa["metadata"]["name"])
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            held = json.loads((folder / "hpa.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            held = {}
+        (folder / "hpa.json").write_text(json.dumps({**held, "object": hpa}))  # its window and status stay
+
     def _apply_service(self, service: dict[str, Any]) -> None:
         meta = service["metadata"]
         folder = self._dir("Service", meta["namespace"], meta["name"])
@@ -480,6 +522,8 @@ class LocalBackend:
                     self._apply_deployment(child)
                 elif child["kind"] == "Service":
                     self._apply_service(child)
+                elif child["kind"] == "HorizontalPodAutoscaler":
+                    self._apply_autoscaler(child)
                 else:
                     raise ValueError(f"the local backend cannot run a {child['kind']}")
             namespaces = {c["metadata"]["namespace"] for c in children}
@@ -496,6 +540,12 @@ class LocalBackend:
                 self._sync_routes(meta["namespace"])
                 return found
             folder = self._dir(child["kind"], meta["namespace"], meta["name"])
+            if child["kind"] == "HorizontalPodAutoscaler":
+                try:
+                    held = json.loads((folder / "hpa.json").read_text())
+                except (OSError, json.JSONDecodeError):
+                    return None
+                return {**held["object"], "status": held.get("status") or {}}
             if child["kind"] == "ConfigMap":
                 config = folder / "config.json"
                 return {**child, "data": {"config.json": config.read_text()}} if config.exists() else None

@@ -35,7 +35,7 @@ from typing import Any
 
 from slipway_operator import builders
 from slipway_operator.api.common import Phase
-from slipway_operator.api.modeldeployment import Analysis, Canary, ModelDeploymentSpec, Shadow
+from slipway_operator.api.modeldeployment import Analysis, Autoscaling, Canary, ModelDeploymentSpec, Shadow
 from slipway_operator.controllers import retrain, shadow
 from slipway_operator.controllers.common import Child, Ref, ServingController, Settings, artifact_uri
 from slipway_operator.controllers.health import (
@@ -99,6 +99,7 @@ class Observed:
     now: float = 0.0  # seconds since the epoch
     retrains: list[dict[str, Any]] = field(default_factory=list)  # runs autoUpdate.retrain created (by label)
     retrain_dataset: dict[str, Any] | None = None  # the retrain template's DatasetPrep
+    autoscaler: dict[str, Any] | None = None  # the stable track's HorizontalPodAutoscaler, as observed
 
 
 @dataclass
@@ -142,6 +143,48 @@ def replicas_for(total: int, weight: int) -> tuple[int, int]:
 
 def o_replicas(deployment: dict[str, Any] | None) -> int:
     return int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
+
+
+def canary_alongside(stable: int, weight: int, maximum: int) -> int:
+    """Canary replicas beside an autoscaled stable track left as its autoscaler set it: as many as give the canary
+    `weight` percent of all the pods (so of the requests, which a Service splits by ready pods), at most `maximum`."""
+    if weight >= 100:
+        return maximum
+    return min(maximum, max(1, math.ceil(stable * weight / (100 - weight))))
+
+
+def _quantity(value: Any) -> float | None:
+    """A Kubernetes quantity as the HPA reports metrics (`1500m`, `2`, `12k`) as a number."""
+    text = str(value or "")
+    factors = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9}
+    try:
+        return float(text[:-1]) * factors[text[-1]] if text and text[-1] in factors else float(text)
+    except ValueError:
+        return None
+
+
+def autoscaling_status(spec: ModelDeploymentSpec, hpa: dict[str, Any] | None) -> dict[str, Any]:
+    """status.autoscaling: the rule, and what the autoscaler (as it reports in its status) sees and wants."""
+    rule = spec.autoscaling or Autoscaling()
+    status = (hpa or {}).get("status") or {}
+    current = None
+    for metric in status.get("currentMetrics") or []:
+        now = (metric.get("resource") or metric.get("pods") or {}).get("current") or {}
+        current = now.get("averageUtilization", _quantity(now.get("averageValue")))
+    stuck = [
+        f"{c.get('reason')}: {c.get('message')}"
+        for c in status.get("conditions") or []
+        if c.get("type") in ("ScalingActive", "AbleToScale") and c.get("status") == "False"
+    ]
+    return {
+        "min": spec.replicas.min,
+        "max": spec.replicas.max,
+        "metric": rule.metric,
+        "target": rule.target_value(),
+        "current": current,
+        "desiredReplicas": status.get("desiredReplicas"),
+        "message": "; ".join(stuck) or (None if hpa else "the autoscaler is being created"),
+    }
 
 
 class _Builder:
@@ -211,9 +254,16 @@ class Rollout:
         }
         self.build = _Builder(obj, self.spec, settings)
         self.status["payloadUri"] = self.build.payload_uri() if self.spec.monitoring.payload_log.enabled else None
-        self.total = self.spec.replicas.min
         owner = self.build.owner
         self.services = [builders.server_service(owner), builders.peers_service(owner), builders.shadow_service(owner)]
+        replicas = self.spec.replicas
+        self.autoscaled = replicas.max is not None and replicas.max > replicas.min
+        self.total = replicas.min
+        if self.autoscaled:  # the stable track's replicas are its autoscaler's: applied as it set them, never changed
+            assert replicas.max is not None
+            self.total = min(max(o_replicas(o.deployments.get(STABLE)) or replicas.min, replicas.min), replicas.max)
+            rule = self.spec.autoscaling or Autoscaling()
+            self.services.append(builders.autoscaler(owner, STABLE, replicas.min, replicas.max, rule))
         self.analysis = self.spec.rollout.canary.analysis if self.spec.rollout.canary else Analysis()
         self.abort = (obj["metadata"].get("annotations") or {}).get(ABORT_ANNOTATION)
         self.paused: str | None = None
@@ -512,6 +562,10 @@ class Rollout:
         step = int(self.status["canaryStep"] or 0)
         weight = steps[step]
         stable_replicas, canary_replicas = replicas_for(self.total, weight)
+        if self.autoscaled:  # the canary follows the stable track's autoscaled size instead of taking from it
+            assert self.spec.replicas.max is not None
+            stable_replicas = self.total
+            canary_replicas = canary_alongside(self.total, weight, self.spec.replicas.max)
         children = [
             *self._base(),
             self.build.config_map(chosen.revision, chosen.model.uri),
@@ -563,6 +617,9 @@ class Rollout:
             if step.children and self.o.deployments.get(track) and track not in built and track not in tracks:
                 tracks.append(track)
         delete = [("apps/v1", "Deployment", builders.child_name(self.build.owner, t)) for t in tracks]
+        self.status["autoscaling"] = autoscaling_status(self.spec, self.o.autoscaler) if self.autoscaled else None
+        if self.o.autoscaler is not None and not self.autoscaled:  # replicas.max lowered to min: a fixed size again
+            delete.append(("autoscaling/v2", "HorizontalPodAutoscaler", builders.child_name(self.build.owner, STABLE)))
         again = retrain.decide(self.obj, self.spec, self.status, self.o.retrains, self.o.retrain_dataset, self.o.now)
         self.status["retraining"] = again.status
         create = [again.create] if again.create else []
@@ -594,7 +651,8 @@ def children_to_stop(obj: dict[str, Any]) -> list[Child]:
     name = obj["metadata"]["name"]
     tracks = [("apps/v1", "Deployment", builders.suffixed(name, track)) for track in (STABLE, CANARY, SHADOW)]
     services = [("v1", "Service", builders.suffixed(name, s)) for s in (builders.PEERS, SHADOW)]
-    return [*tracks, ("v1", "Service", name), *services]
+    autoscaler = ("autoscaling/v2", "HorizontalPodAutoscaler", builders.suffixed(name, STABLE))
+    return [autoscaler, *tracks, ("v1", "Service", name), *services]
 
 
 CONTROLLER = ServingController(kind="ModelDeployment", references=references, children_to_stop=children_to_stop)

@@ -25,6 +25,7 @@ from slipway_trainer.artifacts import (
     DRIFT_METRIC,
     GROUP_QUALITY_METRIC,
     GROUP_ROWS_METRIC,
+    IN_FLIGHT_METRIC,
     LATENCY_METRIC,
     QUALITY_METRIC,
     QUALITY_ROWS_METRIC,
@@ -73,6 +74,9 @@ class Metrics:
         )
         self.queue = Gauge(
             "slipway_inference_queue_depth", "Requests waiting for a model call", ["model"], registry=self.registry
+        )
+        self.in_flight = Gauge(
+            IN_FLIGHT_METRIC, "Inference requests being answered now", ["model"], registry=self.registry
         )
         self.predictions = Counter(
             "slipway_predictions", "Predicted classes", ["model", "label"], registry=self.registry
@@ -195,6 +199,7 @@ class Server:
         self.ready = False
         self.stopping = False
         self.in_flight = 0
+        self.metrics.in_flight.labels(self.name).set_function(lambda: self.in_flight)
 
     def _count_payload_rows(self, kind: str, outcome: str, rows: int) -> None:
         self.metrics.payload_rows.labels(self.name, kind, outcome).inc(rows)
