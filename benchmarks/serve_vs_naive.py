@@ -79,7 +79,8 @@ async def infer(name: str, request: Request):
 """
 
 
-def start_slipway(model: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_slipway(model: Path, grpc: bool = False) -> tuple[subprocess.Popen[bytes], int, int | None]:
+    """The server on a free port (and a free gRPC port with `grpc`): (process, port, gRPC port)."""
     ready = OUT / "slipway.ready"
     ready.unlink(missing_ok=True)
     config = OUT / "slipway-serve.json"
@@ -92,6 +93,7 @@ def start_slipway(model: Path) -> tuple[subprocess.Popen[bytes], int]:
                 "readyFile": str(ready),
                 "monitoring": {"drift": {"enabled": False}},
                 "server": {"batching": {"maxBatchSize": 64, "maxLatencyMs": 2}},
+                **({"grpcPort": 0} if grpc else {}),
             }
         )
     )
@@ -104,7 +106,8 @@ def start_slipway(model: Path) -> tuple[subprocess.Popen[bytes], int]:
         if process.poll() is not None:
             raise SystemExit("the Slipway server did not start")
         time.sleep(0.1)
-    return process, int(json.loads(ready.read_text())["port"])
+    ports = json.loads(ready.read_text())
+    return process, int(ports["port"]), ports.get("grpcPort")
 
 
 def start_naive(run: Path, data: Path, port: int) -> subprocess.Popen[bytes]:
@@ -187,7 +190,7 @@ def main() -> int:
         f"wrk.body = {json.dumps(json.dumps(body))}\n"
     )
     results: dict[str, dict[int, dict[str, float]]] = {"slipway": {}, "naive": {}}
-    slipway, port = start_slipway(run)
+    slipway, port, _ = start_slipway(run)
     try:
         for c in CONCURRENCY:
             results["slipway"][c] = wrk(f"http://127.0.0.1:{port}/v2/models/bench/infer", c, args.seconds, script)
