@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -168,27 +169,21 @@ def main() -> int:
     )
     descriptors = protoset()
     results: dict[str, Any] = {}
-    slipway, port, grpc_port = start_slipway(run, grpc=True)
-    try:
-        url = f"http://127.0.0.1:{port}/v2/models/bench/infer"
-        results["slipway"] = measure("slipway", url, f"127.0.0.1:{grpc_port}", args.seconds, script, descriptors)
-    finally:
-        slipway.terminate()
-        slipway.wait()
-    kserve = start_kserve(run / "model", port, grpc_port)
-    try:
-        url = f"http://127.0.0.1:{port}/v2/models/bench/infer"
-        results["kserve"] = measure("kserve", url, f"127.0.0.1:{grpc_port}", args.seconds, script, descriptors)
-    finally:
-        kserve.terminate()
-        kserve.wait()
-    naive = start_naive(run, data, port)
-    try:
-        results["naive"] = measure("naive", f"http://127.0.0.1:{port}/v2/models/bench/infer", None, args.seconds,
-                                   script, descriptors)  # fmt: skip
-    finally:
-        naive.terminate()
-        naive.wait()
+    slipway, port, grpc_port = start_slipway(run, grpc=True)  # the others reuse its free ports, one at a time
+    starts: dict[str, Callable[[], subprocess.Popen[bytes]]] = {
+        "slipway": lambda: slipway,
+        "kserve": lambda: start_kserve(run / "model", port, int(grpc_port or 0)),
+        "naive": lambda: start_naive(run, data, port),
+    }
+    for name, start in starts.items():
+        process = start()
+        try:
+            grpc = f"127.0.0.1:{grpc_port}" if name != "naive" else None  # the naive server speaks REST only
+            url = f"http://127.0.0.1:{port}/v2/models/bench/infer"
+            results[name] = measure(name, url, grpc, args.seconds, script, descriptors)
+        finally:
+            process.terminate()
+            process.wait()
     print(f"one Fashion-MNIST image per request, {args.seconds} s per point on loopback (REST: wrk, gRPC: ghz)")
     print(f"{'protocol':>8} {'conc.':>5} {'server':>8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
     for protocol in ("rest", "grpc"):
