@@ -393,6 +393,11 @@ def test_grpc_answers_a_triton_client_as_rest_does_and_refuses_bad_calls_with_th
         typed.contents.uint_contents.extend(images.reshape(-1).tolist())
         answer = infer(request, timeout=10)
         assert list(answer.outputs[0].contents.int64_contents) == rest["label"] and not answer.raw_output_contents
+        # UINT8 values travel as uint32 in typed contents: one above 255 is refused, not wrapped around to 44.
+        typed.contents.uint_contents[0] = 300
+        with pytest.raises(grpc.RpcError) as wrapped:
+            infer(request, timeout=10)
+        assert wrapped.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "0..255" in str(wrapped.value.details())
 
     bad = triton.InferInput("input", [1, 5], "UINT8")
     bad.set_data_from_numpy(np.zeros((1, 5), np.uint8))
@@ -803,12 +808,17 @@ def test_a_server_mirrors_copies_to_a_shadow_and_compares_answers_while_users_ge
     shadow server(s) in its table and counts the copies and the rows whose labels agree; the shadow answers copies
     without remembering them (feedback for them is refused there) or mirroring them again. A shadow that cannot be
     reached only counts failed copies: clients still get every answer."""
+    import grpc
+
+    from slipway_trainer.serve.grpc_v2 import MESSAGES
+
     model, shadow_routes = root / "fashion-run" / "model", root / "shadow-routes.json"
     shadow = next(start(root, "shadow", model, modelName="fashion", mirror=(root / "none.json").as_uri()))
     shadow_url = f"http://127.0.0.1:{json.loads((root / 'shadow.ready').read_text())['port']}"
     shadow_routes.write_text(json.dumps({"backends": [{"url": shadow_url}]}))
-    stable = next(start(root, "stable", model, modelName="fashion", mirror=shadow_routes.as_uri()))
+    stable = next(start(root, "stable", model, modelName="fashion", mirror=shadow_routes.as_uri(), grpcPort=0))
     stable_url = f"http://127.0.0.1:{json.loads((root / 'stable.ready').read_text())['port']}"
+    stable_grpc = f"127.0.0.1:{json.loads((root / 'stable.ready').read_text())['grpcPort']}"
     try:
         images = np.random.default_rng(2).integers(0, 255, (30, 2, 28, 28))
         for i, pair in enumerate(images):
@@ -818,13 +828,24 @@ def test_a_server_mirrors_copies_to_a_shadow_and_compares_answers_while_users_ge
                 body["outputs"] = [{"name": "probabilities"}]  # the copy asks for the whole answer all the same
             answer = requests.post(f"{stable_url}/v2/models/fashion/infer", json=body, timeout=10)
             assert answer.status_code == 200 and answer.json()["model_name"] == "fashion", answer.text
+        with grpc.insecure_channel(stable_grpc) as channel:  # a gRPC request is copied too (its tensors as JSON)
+            infer = channel.unary_unary(
+                "/inference.GRPCInferenceService/ModelInfer",
+                request_serializer=MESSAGES["ModelInferRequest"].SerializeToString,
+                response_deserializer=MESSAGES["ModelInferResponse"].FromString,
+            )
+            request = MESSAGES["ModelInferRequest"](model_name="fashion")
+            request.inputs.add(name="input", datatype="UINT8", shape=[2, 28, 28]).contents.uint_contents.extend(
+                images[0].reshape(-1).tolist()
+            )
+            infer(request, timeout=10)
         answered = 'slipway_shadow_requests_total{model="fashion",outcome="answered"}'
-        seen = metrics_once(stable_url, answered, 30)
-        assert metric(seen, answered) == 30, seen
-        assert metric(seen, 'slipway_shadow_rows_total{model="fashion",task="classification"}') == 60
-        assert metric(seen, 'slipway_shadow_agreed_rows_total{model="fashion",task="classification"}') == 60
+        seen = metrics_once(stable_url, answered, 31)
+        assert metric(seen, answered) == 31, seen
+        assert metric(seen, 'slipway_shadow_rows_total{model="fashion",task="classification"}') == 62
+        assert metric(seen, 'slipway_shadow_agreed_rows_total{model="fashion",task="classification"}') == 62
         at_shadow = requests.get(f"{shadow_url}/metrics", timeout=5).text
-        assert metric(at_shadow, 'slipway_inference_requests_total{code="200",model="fashion"}') == 30
+        assert metric(at_shadow, 'slipway_inference_requests_total{code="200",model="fashion"}') == 31
         assert "slipway_shadow_requests_total{" not in at_shadow  # a copy is never mirrored again
         refused = requests.post(f"{shadow_url}/v2/models/fashion/feedback", json={"id": "s-0", "truth": 1}, timeout=5)
         assert refused.status_code == 404  # copies are not remembered: feedback belongs to the stable answers

@@ -47,6 +47,8 @@ CONTENTS: dict[str, tuple[str, str]] = {
     "FP64": ("fp64_contents", "<f8"),
     "BYTES": ("bytes_contents", ""),
 }
+FIELD_TYPES = {"bool_contents": "?", "int_contents": "<i4", "int64_contents": "<i8", "uint_contents": "<u4",
+               "uint64_contents": "<u8", "fp32_contents": "<f4", "fp64_contents": "<f8"}  # fmt: skip
 CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 404: grpc.StatusCode.NOT_FOUND, 409: grpc.StatusCode.ALREADY_EXISTS,
          413: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}  # fmt: skip
 
@@ -163,7 +165,7 @@ def _raw_bytes(raw: bytes, where: str) -> list[str]:
 
 
 def body_of(request: Any) -> dict[str, Any]:
-    """A ModelInferRequest as the REST endpoint's JSON body."""
+    """A ModelInferRequest as the REST endpoint's JSON body, numeric tensors' data as numpy arrays."""
     raws = list(request.raw_input_contents)
     if raws and len(raws) != len(request.inputs):
         raise protocol.ProtocolError(
@@ -176,16 +178,16 @@ def body_of(request: Any) -> dict[str, Any]:
             raise protocol.ProtocolError(400, f"{where}.datatype {tensor.datatype!r} is not an OIP v2 datatype")
         field, dtype = CONTENTS[tensor.datatype]
         if raws and tensor.datatype == "BYTES":
-            data: list[Any] = _raw_bytes(raws[i], where)
+            data: list[Any] | np.ndarray = _raw_bytes(raws[i], where)
         elif raws:
             size = np.dtype(dtype).itemsize
             if len(raws[i]) % size:
                 raise protocol.ProtocolError(400, f"{where}: {len(raws[i])} raw bytes are not whole {tensor.datatype}s")
-            data = np.frombuffer(raws[i], dtype=dtype).tolist()
+            data = np.frombuffer(raws[i], dtype=dtype)  # arrays: numbers by construction, no per-value check
         elif tensor.datatype == "BYTES":
             data = [v.decode("utf-8", errors="replace") for v in getattr(tensor.contents, field)]
-        else:
-            data = list(getattr(tensor.contents, field))
+        else:  # the field's own type (a UINT8 tensor's values come as uint32: 300 stays 300, and is refused)
+            data = np.asarray(getattr(tensor.contents, field), dtype=FIELD_TYPES[field])
         inputs.append({"name": tensor.name, "shape": list(tensor.shape), "datatype": tensor.datatype, "data": data})
     body: dict[str, Any] = {"inputs": inputs}
     if request.id:

@@ -44,7 +44,11 @@ def parse(body: Any, transform: TransformSpec, max_rows: int) -> Request:
     if not isinstance(inputs, list) or not inputs:
         raise ProtocolError(400, "`inputs` must be a non-empty list of tensors {name, shape, datatype, data}")
     tensors = [_tensor(t, i) for i, t in enumerate(inputs)]
-    table = _image_table(tensors, transform) if transform.image else _tabular_table(tensors, transform)
+    if transform.image:
+        table = _image_table(tensors, transform)
+    else:  # values one by one, as JSON gives them
+        listed = [Tensor(t.name, t.shape, t.datatype, _as_list(t.data)) for t in tensors]
+        table = _tabular_table(listed, transform)
     if table.num_rows > max_rows:
         raise ProtocolError(
             400, f"{table.num_rows} rows in one request; the limit is {max_rows} (server.limits.maxRowsPerRequest)"
@@ -68,7 +72,11 @@ class Tensor:
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
+    data: list[Any] | np.ndarray  # flat
+
+
+def _as_list(data: list[Any] | np.ndarray) -> list[Any]:
+    return data.tolist() if isinstance(data, np.ndarray) else data
 
 
 def _tensor(raw: Any, index: int) -> Tensor:
@@ -82,17 +90,22 @@ def _tensor(raw: Any, index: int) -> Tensor:
         raise ProtocolError(400, f"{where} ({name}).shape must be a list of non-negative integers")
     if datatype not in DATATYPES:
         raise ProtocolError(400, f"{where} ({name}).datatype {datatype!r} is not one of {', '.join(sorted(DATATYPES))}")
-    if not isinstance(data, list):
+    if isinstance(data, np.ndarray):  # gRPC's typed or raw contents: flat numbers by construction
+        flat: list[Any] | np.ndarray = data.reshape(-1)
+        if datatype not in NUMERIC:
+            raise ProtocolError(400, f"{where} ({name}) is {datatype} but holds numbers")
+    elif not isinstance(data, list):
         raise ProtocolError(400, f"{where} ({name}).data must be a list")
-    flat = _flatten(data)
+    else:
+        flat = _flatten(data)
+        if datatype in NUMERIC and not all(
+            (isinstance(v, int | float) and not isinstance(v, str)) or v is None for v in flat
+        ):
+            raise ProtocolError(400, f"{where} ({name}) is {datatype} but holds values that are not numbers")
     if len(flat) != int(np.prod(shape)):
         raise ProtocolError(
             400, f"{where} ({name}) has {len(flat)} values but its shape {shape} needs {int(np.prod(shape))}"
         )
-    if datatype in NUMERIC and not all(
-        (isinstance(v, int | float) and not isinstance(v, str)) or v is None for v in flat
-    ):
-        raise ProtocolError(400, f"{where} ({name}) is {datatype} but holds values that are not numbers")
     return Tensor(name, shape, datatype, flat)
 
 
@@ -133,7 +146,7 @@ def _tabular_table(tensors: list[Tensor], transform: TransformSpec) -> pa.Table:
     lengths = {c: by_name[c].shape[0] for c in columns}
     if len(set(lengths.values())) != 1 or any(len(by_name[c].shape) != 1 for c in columns):
         raise ProtocolError(400, f"every column input must have shape [rows] with the same rows (got {lengths})")
-    return pa.table({c: _column(by_name[c].data, transform, c) for c in columns})
+    return pa.table({c: _column(_as_list(by_name[c].data), transform, c) for c in columns})
 
 
 def _column(values: list[Any], transform: TransformSpec, name: str) -> pa.Array:

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import numpy as np
 
 from slipway_trainer.serve.peers import Peers
 
@@ -88,7 +90,9 @@ class Mirror:
         assert self._session is not None
         copy = {k: v for k, v in body.items() if k != "outputs"}  # the whole answer: its first output predicts
         try:
-            async with self._session.post(f"{url}{self.path}", json=copy, headers={SHADOW: "1"}) as answer:
+            data = json.dumps(copy, default=_listed)  # a gRPC request's tensors are arrays
+            headers = {SHADOW: "1", "Content-Type": "application/json"}
+            async with self._session.post(f"{url}{self.path}", data=data, headers=headers) as answer:
                 if answer.status != 200:
                     log.debug("the shadow %s answered %s: %s", url, answer.status, await answer.text())
                     self.count("failed", 0, 0, 0.0)
@@ -110,3 +114,9 @@ class Mirror:
         if self._session is not None:
             await self._session.close()
         await self.shadows.close()
+
+
+def _listed(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON")
