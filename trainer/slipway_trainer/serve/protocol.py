@@ -96,6 +96,8 @@ def _tensor(raw: Any, index: int) -> Tensor:
             raise ProtocolError(400, f"{where} ({name}) is {datatype} but holds numbers")
     elif not isinstance(data, list):
         raise ProtocolError(400, f"{where} ({name}).data must be a list")
+    elif datatype in NUMERIC and (numbers := _numbers(data)) is not None:
+        flat = numbers
     else:
         flat = _flatten(data)
         if datatype in NUMERIC and not all(
@@ -110,6 +112,19 @@ def _tensor(raw: Any, index: int) -> Tensor:
 
 
 MAX_NESTING = 32  # levels of lists in a tensor's data (a shape has a handful)
+
+
+def _numbers(data: list[Any]) -> np.ndarray | None:
+    """A numeric tensor's (nested) lists as one flat array when numpy reads them as numbers, at C speed; None
+    otherwise (ragged, null, text, an integer beyond 64 bits, too deep): the value-by-value path then says what
+    is wrong, or takes what it can (nulls in a table)."""
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if array.dtype.kind not in "iufb" or array.ndim > MAX_NESTING:
+        return None
+    return array.reshape(-1)
 
 
 def _flatten(data: list[Any], depth: int = 1) -> list[Any]:
