@@ -249,14 +249,20 @@ def test_feedback_on_the_real_node_reaches_status_as_live_quality_and_payloads_r
 
     plane, ns = control_plane, slipway_on_node
     spec = deployment(ns, model_uri)
-    spec["spec"]["replicas"] = {"min": 2, "max": 2}  # feedback reaches either replica
+    # Feedback reaches either replica. max above min: the operator pod applies the stable track's HPA (its RBAC);
+    # the test bed has no metrics-server, so the HPA holds the 2 replicas it starts with.
+    spec["spec"]["replicas"] = {"min": 2, "max": 3}
     spec["spec"]["monitoring"] |= {
         "quality": {"metric": "mae", "threshold": 5.0, "minRows": 20},
         "payloadLog": {"enabled": True, "flushIntervalSeconds": 2},
     }
     plane.kubectl("apply", "-f", "-", input=json.dumps(spec))
     try:
-        wait_status(plane, ns, "Available", lambda s: s.get("phase") == "Available", 300)
+        available = wait_status(plane, ns, "Available", lambda s: s.get("phase") == "Available", 300)
+        hpa = json.loads(plane.kubectl("get", "horizontalpodautoscaler", f"{NAME}-stable", "-n", ns, "-o", "json"))
+        assert hpa["spec"]["scaleTargetRef"]["name"] == f"{NAME}-stable" and hpa["metadata"]["ownerReferences"]
+        assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 3)
+        assert available["autoscaling"]["metric"] == "cpu" and available["readyReplicas"] == "2/2", available
         ip = json.loads(plane.kubectl("get", "service", NAME, "-n", ns, "-o", "json"))["spec"]["clusterIP"]
         assert real_node.net is not None
         code, meta = real_node.net.http("GET", ip, 80, f"/v2/models/{NAME}", timeout=10)

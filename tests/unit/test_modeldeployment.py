@@ -461,6 +461,7 @@ def test_the_local_autoscaler_follows_the_hpa_rule() -> None:
     replicas, history, _ = autoscaler.decide(hpa, 4, 0.5, history, 75.0)
     assert replicas == 1  # 60 s later every recommendation in the window agrees
     assert autoscaler.decide(hpa, 2, 100.0, [], 80.0)[0] == 5  # at most max
+    assert autoscaler.cores("250m") == 0.25 and autoscaler.cores("2") == 2.0 and autoscaler.cores(None) == 1.0
     same, _, waiting = autoscaler.decide(hpa, 2, None, [], 90.0)
     assert same == 2 and waiting["conditions"][0]["status"] == "False"
     assert (

@@ -16,6 +16,21 @@ API_VERSION = f"{GROUP}/{VERSION}"
 # A Kubernetes quantity such as `2`, `500m`, `4Gi`.
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=32)]
+_SUFFIXES = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+             "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}  # fmt: skip
+
+
+def quantity(value: Any) -> float | None:
+    """A Kubernetes quantity (`500m`, `2`, `4Gi`, as specs and the HPA's status write them) as a number; None when
+    it is not one."""
+    text = str(value or "")
+    suffix = next((s for s in sorted(_SUFFIXES, key=len, reverse=True) if text.endswith(s)), "")
+    try:
+        return float(text.removesuffix(suffix)) * _SUFFIXES.get(suffix, 1.0) if text else None
+    except ValueError:
+        return None
+
+
 # A Kubernetes object name in the same namespace.
 ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")]
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slipway_operator.api.common import quantity
 from slipway_trainer.artifacts import IN_FLIGHT_METRIC
 
 TOLERANCE = 0.1  # the HPA controller's: a ratio within 10% of the target changes nothing
@@ -50,10 +51,9 @@ def in_flight(port: int) -> float | None:
     return sum(values) if values else None
 
 
-def cores(quantity: Any) -> float:
-    """A CPU quantity (`250m`, `2`) in cores."""
-    text = str(quantity or "1")
-    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+def cores(request: Any) -> float:
+    """A CPU request (`250m`, `2`) in cores; one when the pod asks for none."""
+    return quantity(request) or 1.0
 
 
 @dataclass

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slipway_operator import builders
-from slipway_operator.api.common import Phase
+from slipway_operator.api.common import Phase, quantity
 from slipway_operator.api.modeldeployment import Analysis, Autoscaling, Canary, ModelDeploymentSpec, Shadow
 from slipway_operator.controllers import retrain, shadow
 from slipway_operator.controllers.common import Child, Ref, ServingController, Settings, artifact_uri
@@ -153,16 +153,6 @@ def canary_alongside(stable: int, weight: int, maximum: int) -> int:
     return min(maximum, max(1, math.ceil(stable * weight / (100 - weight))))
 
 
-def _quantity(value: Any) -> float | None:
-    """A Kubernetes quantity as the HPA reports metrics (`1500m`, `2`, `12k`) as a number."""
-    text = str(value or "")
-    factors = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9}
-    try:
-        return float(text[:-1]) * factors[text[-1]] if text and text[-1] in factors else float(text)
-    except ValueError:
-        return None
-
-
 def autoscaling_status(spec: ModelDeploymentSpec, hpa: dict[str, Any] | None) -> dict[str, Any]:
     """status.autoscaling: the rule, and what the autoscaler (as it reports in its status) sees and wants."""
     rule = spec.autoscaling or Autoscaling()
@@ -170,7 +160,7 @@ def autoscaling_status(spec: ModelDeploymentSpec, hpa: dict[str, Any] | None) ->
     current = None
     for metric in status.get("currentMetrics") or []:
         now = (metric.get("resource") or metric.get("pods") or {}).get("current") or {}
-        current = now.get("averageUtilization", _quantity(now.get("averageValue")))
+        current = now.get("averageUtilization", quantity(now.get("averageValue")))
     stuck = [
         f"{c.get('reason')}: {c.get('message')}"
         for c in status.get("conditions") or []
