@@ -123,6 +123,7 @@ build_buildkit() {
 }
 build_seaweedfs() { build seaweedfs weed github.com/seaweedfs/seaweedfs/weed; }
 build_crane() { build crane crane github.com/google/go-containerregistry/cmd/crane; }
+build_metrics-server() { build metrics-server metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server; }
 build_kuberay() {
   # The operator (its main package is the module root; the version is a constant, nothing to stamp) and
   # the RayJob/RayCluster/RayService CRDs that ship inside the module.
@@ -147,4 +148,5 @@ if needs_build buildkit buildkitd buildctl; then timed buildkit build_buildkit; 
 if needs_build seaweedfs weed; then timed seaweedfs build_seaweedfs; fi
 if needs_build kuberay kuberay-operator kuberay-crds/ray.io_rayjobs.yaml; then timed kuberay build_kuberay; fi
 if needs_build crane crane; then timed crane build_crane; fi
+if needs_build metrics-server metrics-server; then timed metrics-server build_metrics-server; fi
 echo ">> test bed binaries ready in $bin"

@@ -61,6 +61,8 @@ NODE_LABEL = ("slipway.dev/node", "real")
 NODE_TAINT = {"key": "slipway.dev/real-node", "value": "true", "effect": "NoSchedule"}
 CLUSTER_DOMAIN = "cluster.local"
 KUBERAY_METRICS_PORT, KUBERAY_PROBE_PORT = 18080, 18081  # loopback of the node's network
+METRICS_SERVER_PORT = 4443  # metrics-server's HTTPS, at NODE_IP
+METRICS_API = "v1beta1.metrics.k8s.io"
 PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 CGROUP_FS = Path("/sys/fs/cgroup")
 
@@ -206,6 +208,8 @@ class RealNode:
             self._start_kubelet(plane)
             self._start_kube_proxy(plane)
             self._wait_ready(plane)
+            if self.egress:
+                self._start_metrics_server(plane)
         except BaseException:
             self.stop()
             raise
@@ -487,6 +491,40 @@ class RealNode:
         )
         return component
 
+    def _start_metrics_server(self, plane: ControlPlane) -> None:
+        """metrics-server in the node's network, as its Deployment would run: it scrapes this node's kubelet
+        (``/metrics/resource``, the containers' CPU and memory from their cgroups) every 10 s, and the API server
+        reaches it through the aggregation layer (the APIService ``v1beta1.metrics.k8s.io`` in front of a Service
+        whose endpoint is ``NODE_IP:METRICS_SERVER_PORT``, dialled through this node's egress proxy). That is what
+        ``kubectl top`` and the HorizontalPodAutoscaler read. Only the real node is scraped: KWOK's have no kubelet."""
+        pki = self.workdir / "pki"
+        ca = CertificateAuthority.load(plane.pki)
+        ca.issue(pki, "metrics-server-serving", "metrics-server", [],
+                 server_sans=["metrics-server.kube-system.svc", NODE_IP])  # fmt: skip
+        plane.kubectl("apply", "-f", "-", input=json.dumps(metrics_server_objects((pki / "ca.crt").read_bytes())))
+        config = self.workdir / "metrics-server.kubeconfig"
+        argv = [
+            str(HERE / "bin" / "metrics-server"),
+            *(f"--{flag}={config}" for flag in ("kubeconfig", "authentication-kubeconfig", "authorization-kubeconfig")),
+            f"--bind-address={NODE_IP}",
+            f"--secure-port={METRICS_SERVER_PORT}",
+            f"--tls-cert-file={pki / 'metrics-server-serving.crt'}",
+            f"--tls-private-key-file={pki / 'metrics-server-serving.key'}",
+            f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--node-selector={NODE_LABEL[0]}={NODE_LABEL[1]}",
+            "--metric-resolution=10s",
+            "--kubelet-request-timeout=5s",
+        ]
+        component = self._component("metrics-server", argv)
+        available = "jsonpath={.status.conditions[?(@.type=='Available')].status}"
+        self._wait(
+            f"APIService {METRICS_API} Available",
+            lambda: plane.kubectl("get", "apiservice", METRICS_API, "-o", available, check=False) == "True",
+            60,
+            component,
+        )
+
     def _wait_ready(self, plane: ControlPlane) -> None:
         kubelet = next(c for c in self.components if c.name == "kubelet")
         jsonpath = "jsonpath={.status.conditions[?(@.type=='Ready')].status}"
@@ -531,6 +569,8 @@ class RealNode:
         shutil.rmtree(self.workdir / "containerd" / "root", ignore_errors=True)
         if self.plane.components:  # the control plane still runs
             self.plane.kubectl("delete", "node", self.name, "--ignore-not-found", "--wait=false", check=False)
+            if self.egress:  # an unavailable aggregated API would fail every client's discovery
+                self.plane.kubectl("delete", "apiservice", METRICS_API, "--ignore-not-found", check=False)
 
     def logs_summary(self, lines: int = 30) -> str:
         parts = [f"--- {c.name} ({c.log}) ---\n{c.tail(lines)}" for c in self.components]
@@ -556,8 +596,9 @@ class RealNode:
         issue.issue(pki, "kubelet-serving", self.name, [], server_sans=[self.name, NODE_IP])
         issue.issue(pki, "kube-proxy", "system:kube-proxy", [])
         issue.issue(pki, "coredns", "system:coredns", [])
+        issue.issue(pki, "metrics-server", "system:metrics-server", [])
         server = f"https://{NODE_IP}:{plane.api_port}"
-        for user in ("kubelet", "kube-proxy", "coredns"):
+        for user in ("kubelet", "kube-proxy", "coredns", "metrics-server"):
             text = kubeconfig_text(server, pki, user)
             (self.workdir / f"{user}.kubeconfig").write_text(text)
         plane.kubectl("apply", "-f", "-", input=json.dumps(coredns_rbac()))
@@ -582,27 +623,81 @@ def _stop(components: list[Component], tree: CgroupTree) -> None:
         component.stop(timeout=2)
 
 
+RBAC = "rbac.authorization.k8s.io"
+
+
+def user_access(
+    user: str, role: str, rules: list[dict[str, object]], bindings: tuple[tuple[str, str, str], ...] = ()
+) -> list[dict[str, object]]:
+    """A ClusterRole `role` with `rules` bound to the certificate user `user`, and `user` bound to existing roles:
+    `bindings` of (role kind, role name, namespace or "" for a ClusterRoleBinding)."""
+    subject = [{"apiGroup": RBAC, "kind": "User", "name": user}]
+
+    def bind(kind: str, name: str, namespace: str) -> dict[str, object]:
+        meta = {"name": role if name == role else f"{role}:{name}", **({"namespace": namespace} if namespace else {})}
+        return {
+            "apiVersion": f"{RBAC}/v1",
+            "kind": "RoleBinding" if namespace else "ClusterRoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": RBAC, "kind": kind, "name": name},
+            "subjects": subject,
+        }
+
+    own = {"apiVersion": f"{RBAC}/v1", "kind": "ClusterRole", "metadata": {"name": role}, "rules": rules}
+    return [own, bind("ClusterRole", role, ""), *(bind(kind, name, ns) for kind, name, ns in bindings)]
+
+
 def coredns_rbac() -> dict[str, object]:
     """What CoreDNS's kubernetes plugin reads, for the user of its client certificate."""
+    rules: list[dict[str, object]] = [
+        {"apiGroups": [""], "resources": ["services", "pods", "namespaces"], "verbs": ["list", "watch"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+    ]
+    return {"apiVersion": "v1", "kind": "List", "items": user_access("system:coredns", "testbed:coredns", rules)}
+
+
+def metrics_server_objects(ca_bundle: bytes) -> dict[str, object]:
+    """metrics-server's RBAC (as its own manifests grant it), the selector-less Service and the Endpoints that
+    point at it on the node, and the APIService, its serving certificate checked against the test bed's CA."""
+    import base64
+
+    rules: list[dict[str, object]] = [
+        {"apiGroups": [""], "resources": ["nodes/metrics"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]},
+    ]
+    delegated = (("ClusterRole", "system:auth-delegator", ""),
+                 ("Role", "extension-apiserver-authentication-reader", "kube-system"))  # fmt: skip
     return {
         "apiVersion": "v1",
         "kind": "List",
         "items": [
+            *user_access("system:metrics-server", "testbed:metrics-server", rules, delegated),
             {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRole",
-                "metadata": {"name": "testbed:coredns"},
-                "rules": [
-                    {"apiGroups": [""], "resources": ["services", "pods", "namespaces"], "verbs": ["list", "watch"]},
-                    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "metrics-server", "namespace": "kube-system"},
+                "spec": {"ports": [{"name": "https", "port": 443, "targetPort": METRICS_SERVER_PORT}]},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Endpoints",
+                "metadata": {"name": "metrics-server", "namespace": "kube-system"},
+                "subsets": [
+                    {"addresses": [{"ip": NODE_IP}], "ports": [{"name": "https", "port": METRICS_SERVER_PORT}]}
                 ],
             },
             {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": "testbed:coredns"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "testbed:coredns"},
-                "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "system:coredns"}],
+                "apiVersion": "apiregistration.k8s.io/v1",
+                "kind": "APIService",
+                "metadata": {"name": METRICS_API},
+                "spec": {
+                    "group": "metrics.k8s.io",
+                    "version": "v1beta1",
+                    "service": {"name": "metrics-server", "namespace": "kube-system", "port": 443},
+                    "caBundle": base64.b64encode(ca_bundle).decode(),
+                    "groupPriorityMinimum": 100,
+                    "versionPriority": 100,
+                },
             },
         ],
     }

@@ -97,6 +97,8 @@ def write_pki(pki: Path) -> None:
     ca.issue(pki, "apiserver", "kube-apiserver", [], server_sans=sans)
     ca.issue(pki, "apiserver-kubelet-client", "kube-apiserver-kubelet-client", ["system:masters"])
     ca.issue(pki, "admin", "testbed-admin", ["system:masters"])
+    # The aggregation layer's client certificate: how the API server proxies metrics.k8s.io to metrics-server.
+    ca.issue(pki, "front-proxy-client", "front-proxy-client", [])
 
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     (pki / "sa.key").write_bytes(_pem_key(sa_key))
@@ -256,6 +258,11 @@ class ControlPlane:
                 "--requestheader-username-headers=X-Remote-User",
                 "--requestheader-group-headers=X-Remote-Group",
                 "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki / 'front-proxy-client.crt'}",
+                f"--proxy-client-key-file={pki / 'front-proxy-client.key'}",
+                # Aggregated APIs (metrics-server on the real node) are dialled at their endpoint's address, through
+                # the egress selector below, as the pod proxy is.
+                "--enable-aggregator-routing=true",
                 "--authorization-mode=Node,RBAC",
                 # Namespaces pinned to the real node by annotations (node.node_namespace_annotations).
                 "--enable-admission-plugins=PodNodeSelector,PodTolerationRestriction",
@@ -292,6 +299,8 @@ class ControlPlane:
                 f"--root-ca-file={pki / 'ca.crt'}",
                 "--use-service-account-credentials=false",
                 "--controllers=*,-nodeipam,-cloud-node-lifecycle,-service-lb-controller,-node-route-controller",
+                # HorizontalPodAutoscalers are evaluated every 5 s (15 s by default): tests see a scale decision sooner.
+                "--horizontal-pod-autoscaler-sync-period=5s",
                 f"--cert-dir={self.workdir / 'controller-manager-certs'}",
                 "--v=1",
             ],

@@ -110,9 +110,9 @@ def ray_workers(plane: testbed.ControlPlane, ns: str, rayjob: str) -> list[dict[
 
 class Load(Background):
     """Requests to the Service's ClusterIP from inside the node's network, one connection each (the Service
-    balances per connection), until stopped; counts the answers."""
+    balances per connection), until stopped, `pause` seconds apart; counts the answers."""
 
-    def __init__(self, node: RealNode, ip: str, model: str, body: bytes) -> None:
+    def __init__(self, node: RealNode, ip: str, model: str, body: bytes, pause: float = 0.05) -> None:
         assert node.net is not None
         net, path = node.net, f"/v2/models/{model}/infer"
 
@@ -122,4 +122,4 @@ class Load(Background):
             except OSError:
                 return 0
 
-        super().__init__(send)
+        super().__init__(send, pause)

@@ -250,7 +250,7 @@ def test_feedback_on_the_real_node_reaches_status_as_live_quality_and_payloads_r
     plane, ns = control_plane, slipway_on_node
     spec = deployment(ns, model_uri)
     # Feedback reaches either replica. max above min: the operator pod applies the stable track's HPA (its RBAC);
-    # the test bed has no metrics-server, so the HPA holds the 2 replicas it starts with.
+    # a few sequential requests keep the pods' CPU far below the target, so the HPA holds its minimum of 2.
     spec["spec"]["replicas"] = {"min": 2, "max": 3}
     spec["spec"]["monitoring"] |= {
         "quality": {"metric": "mae", "threshold": 5.0, "minRows": 20},
@@ -313,3 +313,58 @@ def test_feedback_on_the_real_node_reaches_status_as_live_quality_and_payloads_r
         assert f'slipway_feedback_total{{model="{NAME}",outcome="forwarded"}}' in metrics_text  # 2^-15 it is not
     finally:
         plane.kubectl("delete", "modeldeployment", NAME, "-n", ns, "--wait=true", check=False)
+
+
+def test_the_hpa_adds_server_pods_under_load_and_removes_them_after_it(
+    control_plane: testbed.ControlPlane, slipway_on_node: str, real_node: RealNode, model_uri: str
+) -> None:
+    """CPU autoscaling for real: replicas {1, 3}, target 50 % of a 100m CPU request. Clients in the node's network
+    keep the one server pod busy; metrics-server reads its CPU from the real kubelet, the stable track's HPA (which
+    the operator pod applied) adds pods, they start, pass readiness and join the Service while every request is
+    answered; status.autoscaling shows the utilisation the HPA saw and what it wants. When the clients stop, the
+    HPA (scale-down stabilisation 0 s) goes back to one pod, and the operator's next pass keeps it there instead of
+    putting back what it once applied."""
+    import contextlib
+
+    plane, ns = control_plane, slipway_on_node
+    spec = deployment(ns, model_uri)
+    spec["spec"] |= {
+        "replicas": {"min": 1, "max": 3},
+        "resources": {"cpu": "100m", "memory": "768Mi"},
+        "autoscaling": {"metric": "cpu", "target": 50, "scaleDownStabilizationSeconds": 0},
+    }
+    plane.kubectl("apply", "-f", "-", input=json.dumps(spec))
+
+    def wanted(s: dict[str, Any]) -> int:
+        return int((s.get("autoscaling") or {}).get("desiredReplicas") or 0)
+
+    try:
+        wait_status(plane, ns, "Available on one pod", lambda s: s.get("phase") == "Available" and wanted(s) == 1, 300)
+        ip = json.loads(plane.kubectl("get", "service", NAME, "-n", ns, "-o", "json"))["spec"]["clusterIP"]
+        assert real_node.net is not None
+        _, meta = real_node.net.http("GET", ip, 80, f"/v2/models/{NAME}", timeout=10)
+        body = infer_body(json.loads(meta)["parameters"]["features"])
+        loads = [Load(real_node, ip, NAME, body, pause=0) for _ in range(3)]
+        with contextlib.ExitStack() as clients:
+            for load in loads:
+                clients.enter_context(load)
+            up = wait_status(
+                plane, ns, "scaled up under load",
+                lambda s: wanted(s) >= 2 and s.get("readyReplicas") == f"{wanted(s)}/{wanted(s)}", 300,
+            )  # fmt: skip
+            time.sleep(5)  # requests keep reaching every pod, the new ones included
+        codes = sum((load.codes for load in loads), start=type(loads[0].codes)())
+        assert codes[200] > 0 and set(codes) == {200}, codes
+        assert up["autoscaling"]["metric"] == "cpu" and up["autoscaling"]["current"] > 50, up["autoscaling"]
+        assert len(server_pods(plane, ns, "stable")) == wanted(up)
+        hpa = json.loads(plane.kubectl("get", "horizontalpodautoscaler", f"{NAME}-stable", "-n", ns, "-o", "json"))
+        assert hpa["status"]["currentReplicas"] >= 2, hpa["status"]
+
+        down = wait_status(
+            plane, ns, "back to one pod after the load",
+            lambda s: wanted(s) == 1 and s.get("readyReplicas") == "1/1", 300,
+        )  # fmt: skip
+        assert down["phase"] == "Available" and down["autoscaling"]["current"] < 50, down["autoscaling"]
+        testbed.wait_until("the other server pods gone", lambda: len(server_pods(plane, ns, "stable")) == 1, 120)
+    finally:
+        plane.kubectl("delete", "modeldeployment", NAME, "-n", ns, "--wait=true", "--timeout=120s", check=False)
