@@ -218,6 +218,24 @@ def kuberay_operator(kuberay_crds: testbed.ControlPlane) -> Iterator[testbed.Kub
 
 
 @pytest.fixture(scope="session")
+def kueue(kuberay_crds: testbed.ControlPlane, testbed_dir: Path) -> Iterator[testbed.Kueue]:
+    """Kueue's real manager (built from its pinned module) with its CRDs and the RayJob integration, started once:
+    RayJobs labelled with a LocalQueue wait for quota and are admitted by it. Tests make their own
+    ClusterQueues (cluster-scoped: named after their namespace) and delete them."""
+    crds = testbed.BIN / "kueue-crds"
+    if not crds.is_dir():
+        raise testbed.TestbedError(f"{crds} is missing: run tests/cluster/build.sh")
+    kuberay_crds.kubectl("apply", "--server-side", "-f", str(crds))
+    kuberay_crds.kubectl("wait", "--for=condition=Established", "--timeout=60s", "-f", str(crds))
+    manager = testbed.Kueue(kuberay_crds, testbed_dir / "kueue")
+    try:
+        manager.start()
+        yield manager
+    finally:
+        manager.stop()
+
+
+@pytest.fixture(scope="session")
 def kubeconfig(control_plane: testbed.ControlPlane) -> Path:
     return control_plane.kubeconfig
 

@@ -53,6 +53,9 @@ class GpuPool:
 
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# On a RayJob of a queued run that its user suspended (spec.suspend): the RayJob is created suspended either way,
+# and Kueue unsuspends it when admitted, so its own `suspend` cannot say which.
+HELD_ANNOTATION = "slipway.dev/held"
 
 
 @dataclass(frozen=True)
@@ -261,7 +264,9 @@ def ray_job(owner: Owner, workload: Workload) -> dict[str, Any]:
         "entrypoint": f"python -m slipway_trainer {workload.step} --config {CONFIG_DIR}/{CONFIG_FILE}",
         "shutdownAfterJobFinishes": True,
         "backoffLimit": workload.backoff_limit,
-        "suspend": workload.suspend,
+        # A queued run's RayJob is created suspended: Kueue admits it by unsuspending it (its webhook would do the
+        # same; this way nothing depends on the webhook being reachable).
+        "suspend": workload.suspend or bool(r.queue),
         "submitterPodTemplate": _submitter(workload),
         "rayClusterSpec": {
             "rayVersion": RAY_VERSION,
@@ -292,12 +297,10 @@ def ray_job(owner: Owner, workload: Workload) -> dict[str, Any]:
         spec["ttlSecondsAfterFinished"] = workload.ttl_seconds_after_finished
     if workload.active_deadline_seconds is not None:
         spec["activeDeadlineSeconds"] = workload.active_deadline_seconds
-    return {
-        "apiVersion": "ray.io/v1",
-        "kind": "RayJob",
-        "metadata": metadata(owner, child_name(owner, workload.name or workload.step), extra),
-        "spec": spec,
-    }
+    meta = metadata(owner, child_name(owner, workload.name or workload.step), extra)
+    if r.queue and workload.suspend:
+        meta["annotations"] = {HELD_ANNOTATION: "true"}
+    return {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": meta, "spec": spec}
 
 
 SERVER_PORT = 8080

@@ -39,6 +39,7 @@ from slipway_operator.controllers.common import (
     stamp,
 )
 from slipway_operator.diagnosis import Diagnosis
+from slipway_operator.queueing import queue_state
 from slipway_operator.runstatus import Observed, condition, run_status
 from slipway_operator.servermetrics import parse, total
 from slipway_trainer import storage
@@ -296,6 +297,9 @@ def reconcile_run(obj: dict[str, Any], controller: RunController, rt: Runtime) -
             storage.join(artifacts, RESULT), Result, born
         )
         observed.store_error = result_error or progress_error
+        queue = str((obj["spec"].get("resources") or {}).get("queue") or "")
+        if queue and rt.backend.name == "kubernetes" and observed.result is None:
+            observed.queue = queue_state(queue, job_name, rt.backend.workloads(obj["metadata"]["namespace"]))
         observed.result_uri = storage.join(artifacts, RESULT)
         observed.attempts = int((obj["spec"].get("failurePolicy") or {}).get("backoffLimit", 0)) + 1
         if job is not None and observed.result is None:
@@ -422,6 +426,8 @@ def run_status_fields(
         "artifactUri": artifacts,
         **controller.status_fields(obj, settings, observed),
     }
+    if observed.queue is not None:
+        new["queue"] = observed.queue.status()
     if job_name:
         new["rayJobName"] = job_name
         new["logUri"] = storage.join(artifacts, DRIVER_LOG)

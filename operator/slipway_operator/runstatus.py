@@ -15,6 +15,7 @@ from typing import Any
 
 from slipway_operator.api.common import Phase
 from slipway_operator.diagnosis import Diagnosis, is_quota
+from slipway_operator.queueing import QueueState
 from slipway_trainer.artifacts import Progress, Result
 
 # KubeRay's RayJob states (ray.io/v1): jobDeploymentStatus and jobStatus.
@@ -39,6 +40,7 @@ class Observed:
     diagnosis: Diagnosis | None = None  # what the RayJob's pods and Events say is wrong
     result_uri: str = ""  # where result.json is read from
     attempts: int = 1  # how many times KubeRay may run the job (backoffLimit + 1)
+    queue: QueueState | None = None  # where it stands in Kueue (spec.resources.queue, on a cluster)
 
     def __post_init__(self) -> None:
         # Parsed JSON is taken too (tests, fixtures): it is read through the contract as the store's would be.
@@ -156,6 +158,8 @@ def decide(o: Observed) -> Decision:
         return _working(Phase.WAITING, "WaitingForDependency", f"waiting for {o.waiting_for}")
     if o.suspended:
         return Decision(Phase.SUSPENDED, "Suspended", "suspended: set spec.suspend to false to start or resume it")
+    if o.queue is not None and not o.queue.admitted:
+        return _queued(o.queue)
     job = o.ray_job
     if job is None:
         return _working(Phase.PENDING, "Creating", "creating the RayJob")
@@ -219,6 +223,25 @@ def decide(o: Observed) -> Decision:
             return _working(Phase.RUNNING, "StorageUnavailable", message)
         return _working(Phase.RUNNING, "Running", f"{_running_message(o.progress)}{attempt}{note}")
     return _working(Phase.PENDING, "Starting", f"the Ray cluster is starting ({deployment or 'new'}){attempt}{note}")
+
+
+def _queued(q: QueueState) -> Decision:
+    if q.kueue_missing:
+        return _stuck(
+            Phase.PENDING,
+            "KueueMissing",
+            f"spec.resources.queue is {q.queue!r} but Kueue is not installed (the cluster serves no "
+            "workloads.kueue.x-k8s.io): install Kueue, or remove spec.resources.queue to run without a queue",
+        )
+    if q.inadmissible:
+        return _stuck(
+            Phase.PENDING,
+            "QueueUnavailable",
+            f"Kueue cannot admit it: {q.waiting_for}; spec.resources.queue must name a LocalQueue of this namespace "
+            f"(`kubectl get localqueues`) whose ClusterQueue exists and is active, or create LocalQueue {q.queue!r}",
+        )
+    where = f", position {q.position}" if q.position else ""
+    return _working(Phase.PENDING, "Queued", f"queued in LocalQueue {q.queue}{where}: {q.waiting_for}")
 
 
 def _attempt(o: Observed) -> str:

@@ -123,6 +123,15 @@ build_buildkit() {
 }
 build_seaweedfs() { build seaweedfs weed github.com/seaweedfs/seaweedfs/weed; }
 build_crane() { build crane crane github.com/google/go-containerregistry/cmd/crane; }
+build_kueue() {
+  # Kueue's manager and its CRDs (v1beta2 stored), copied from the module as KubeRay's are.
+  build kueue kueue sigs.k8s.io/kueue/cmd/kueue
+  local dir
+  dir=$(cd "$here/tools/kueue" && go list -m -f '{{.Dir}}' sigs.k8s.io/kueue)
+  rm -rf "$bin/kueue-crds" && mkdir -p "$bin/kueue-crds"
+  cp "$dir"/config/components/crd/bases/kueue.x-k8s.io_*.yaml "$bin/kueue-crds/"
+  chmod u+w "$bin"/kueue-crds/*.yaml
+}
 build_metrics-server() { build metrics-server metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server; }
 build_kuberay() {
   # The operator (its main package is the module root; the version is a constant, nothing to stamp) and
@@ -148,5 +157,6 @@ if needs_build buildkit buildkitd buildctl; then timed buildkit build_buildkit; 
 if needs_build seaweedfs weed; then timed seaweedfs build_seaweedfs; fi
 if needs_build kuberay kuberay-operator kuberay-crds/ray.io_rayjobs.yaml; then timed kuberay build_kuberay; fi
 if needs_build crane crane; then timed crane build_crane; fi
+if needs_build kueue kueue kueue-crds/kueue.x-k8s.io_workloads.yaml; then timed kueue build_kueue; fi
 if needs_build metrics-server metrics-server; then timed metrics-server build_metrics-server; fi
 echo ">> test bed binaries ready in $bin"

@@ -75,6 +75,7 @@ __all__ = [
     "Component",
     "ControlPlane",
     "KubeRayOperator",
+    "Kueue",
     "ObjectStore",
     "TestbedError",
     "binary",
@@ -453,8 +454,75 @@ def nodes_manifest() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# KubeRay's operator
+# Controllers beside the control plane: Kueue, KubeRay's operator
 # ---------------------------------------------------------------------------------------------
+
+
+def _run_beside(plane: ControlPlane, name: str, argv: list[str], ready_url: str, timeout: float,
+                env: dict[str, str] | None = None) -> Component:  # fmt: skip
+    """Start a controller as one of the plane's components (its log in the plane's logs, attached to a failing
+    test) and wait for its readiness URL."""
+    component = Component(name, argv, plane.logs / f"{name}.log")
+    component.start(env=env)
+    plane.components.append(component)
+    wait_until(f"{name} {ready_url.rsplit('/', 1)[-1]}", lambda: _http_ok(ready_url), timeout, component)
+    return component
+
+
+def _stop_beside(plane: ControlPlane, component: Component | None) -> None:
+    if component is None:
+        return
+    component.stop()
+    with contextlib.suppress(ValueError):
+        plane.components.remove(component)
+
+
+@dataclass
+class Kueue:
+    """Kueue's manager (``bin/kueue``, built from the pinned module) against a ControlPlane, with the RayJob
+    integration: a RayJob labelled ``kueue.x-k8s.io/queue-name`` and created suspended gets a Workload, waits for
+    quota in its LocalQueue's ClusterQueue and is unsuspended when admitted (its pod templates given the
+    ResourceFlavor's node labels). Leader election off; probes and metrics on free loopback ports. Its admission
+    webhooks are not registered with the API server (Slipway creates queued RayJobs suspended itself, so nothing
+    depends on them); their server still starts, on loopback, with a certificate from the test bed's CA. Kueue's
+    and KubeRay's CRDs must be installed first (``bin/kueue-crds``, ``bin/kuberay-crds``)."""
+
+    plane: ControlPlane
+    workdir: Path
+    component: Component | None = None
+
+    def start(self) -> None:
+        probe, metrics, webhook = free_port(), free_port(), free_port()
+        ca = CertificateAuthority.load(self.plane.pki)
+        certs = self.workdir / "webhook-certs"
+        ca.issue(certs, "tls", "kueue-webhook", [], server_sans=["127.0.0.1"])
+        # Without Kueue's internal certificate management its metrics server reads a certificate from a fixed path,
+        # /etc/kueue/metrics/certs: it runs in a mount namespace of its own whose /etc is a folder of ours.
+        etc = self.workdir / "etc"
+        ca.issue(etc / "kueue" / "metrics" / "certs", "tls", "kueue-metrics", [], server_sans=["127.0.0.1"])
+        config = {
+            "apiVersion": "config.kueue.x-k8s.io/v1beta2",
+            "kind": "Configuration",
+            "health": {"healthProbeBindAddress": f"127.0.0.1:{probe}"},
+            "metrics": {"bindAddress": f"127.0.0.1:{metrics}"},
+            "webhook": {"port": webhook, "host": "127.0.0.1", "certDir": str(certs)},
+            "leaderElection": {"leaderElect": False},
+            "internalCertManagement": {"enable": False},
+            "manageJobsWithoutQueueName": False,
+            "integrations": {"frameworks": ["ray.io/rayjob"]},
+            # The on-demand visibility API is an aggregated API server with its own certificate at /visibility:
+            # not needed (Slipway reads positions from the Workloads).
+            "featureGates": {"VisibilityOnDemand": False},
+        }
+        path = self.workdir / "kueue-config.yaml"
+        path.write_text(json.dumps(config, indent=2))
+        kueue = [binary("kueue"), f"--config={path}", f"--kubeconfig={self.plane.kubeconfig}", "--zap-log-level=2"]
+        argv = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                f'mount --bind "{etc}" /etc && exec "$@"', "kueue", *kueue]  # fmt: skip
+        self.component = _run_beside(self.plane, "kueue", argv, f"http://127.0.0.1:{probe}/readyz", 90)
+
+    def stop(self) -> None:
+        _stop_beside(self.plane, self.component)
 
 
 @dataclass
@@ -485,22 +553,12 @@ class KubeRayOperator:
         self.metrics_port, self.probe_port = free_port(), free_port()
         # ENABLE_WEBHOOKS would need a serving certificate and a webhook configuration: left off, as in
         # KubeRay's default install.
-        self.component = Component("kuberay-operator", self.argv(), self.plane.logs / "kuberay-operator.log")
-        self.component.start(env={"ENABLE_WEBHOOKS": "false"})
-        self.plane.components.append(self.component)
-        wait_until(
-            "kuberay-operator /readyz",
-            lambda: _http_ok(f"http://127.0.0.1:{self.probe_port}/readyz"),
-            60,
-            self.component,
-        )
+        ready = f"http://127.0.0.1:{self.probe_port}/readyz"
+        self.component = _run_beside(self.plane, "kuberay-operator", self.argv(), ready, 60,
+                                     env={"ENABLE_WEBHOOKS": "false"})  # fmt: skip
 
     def stop(self) -> None:
-        if self.component is None:
-            return
-        self.component.stop()
-        with contextlib.suppress(ValueError):
-            self.plane.components.remove(self.component)
+        _stop_beside(self.plane, self.component)
 
 
 # ---------------------------------------------------------------------------------------------

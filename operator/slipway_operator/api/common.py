@@ -197,8 +197,27 @@ class StatusBase(ConfigModel):
     """A one-line summary of the latest event worth knowing."""
 
 
+class QueueStatus(ConfigModel):
+    """Where a queued run (spec.resources.queue) stands in Kueue."""
+
+    name: str = Field(max_length=63)
+    """The LocalQueue."""
+
+    admitted: bool = False
+    """Kueue reserved quota for it and let it start."""
+
+    position: int | None = None
+    """While waiting: its place among the LocalQueue's pending workloads (1 = next)."""
+
+    message: str | None = Field(default=None, max_length=4096)
+    """While waiting: what it waits for, in Kueue's words (e.g. the quota that does not fit yet)."""
+
+
 class RunStatusBase(StatusBase):
     """What a status of a run (data prep, training, sweep) adds."""
+
+    queue: QueueStatus | None = None
+    """Set for a run with spec.resources.queue on a cluster: its place in Kueue."""
 
     start_time: str | None = None
     """When the workload started (RFC 3339)."""

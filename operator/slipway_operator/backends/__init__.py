@@ -50,6 +50,9 @@ class Backend(Protocol):
     def warnings(self, namespace: str, names: list[str]) -> list[dict[str, Any]]:
         """The Warning Events about the objects of these names (a RayCluster, a Job that cannot create pods)."""
 
+    def workloads(self, namespace: str) -> list[dict[str, Any]] | None:
+        """Kueue's Workloads in the namespace; None when Kueue is not installed (or, locally, not used)."""
+
     def log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
         """The last lines its previous (crashed) container wrote; "" when they cannot be read."""
 

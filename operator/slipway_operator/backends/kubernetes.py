@@ -16,6 +16,7 @@ from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
 from slipway_operator.backends import ApplyRefused
 from slipway_operator.builders import GRPC_PORT, SERVER_PORT
+from slipway_operator.queueing import WORKLOAD_API
 
 FIELD_MANAGER = "slipway"
 REFUSED_FOR_GOOD = {400, 403, 404, 422}  # bad request, forbidden (RBAC, a quota), no such namespace, invalid
@@ -165,6 +166,13 @@ class KubernetesBackend:
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
         return self.api.list("v1", "Pod", namespace, selector)
+
+    def workloads(self, namespace: str) -> list[dict[str, Any]] | None:
+        api_version, kind = WORKLOAD_API
+        group, version = api_version.split("/")
+        if self.api.unserved(group, version, ("workloads",)):
+            return None
+        return self.api.list(api_version, kind, namespace)
 
     def warnings(self, namespace: str, names: list[str]) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []

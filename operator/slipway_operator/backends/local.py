@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from slipway_operator.backends import autoscaler
-from slipway_operator.builders import WEIGHT_ANNOTATION
+from slipway_operator.builders import HELD_ANNOTATION, KUEUE_QUEUE_LABEL, WEIGHT_ANNOTATION
 from slipway_trainer.artifacts import STEP_LABEL
 
 STOP_GRACE_SECONDS = 30.0
@@ -287,7 +287,9 @@ class LocalBackend:
         proc = self._proc(folder)
         folder.mkdir(parents=True, exist_ok=True)
         suspended = folder / "suspended"
-        if spec.get("suspend"):
+        # No Kueue here (this backend queues jobs itself): a queued run's RayJob is suspended only when held.
+        queued = KUEUE_QUEUE_LABEL in meta["labels"]
+        if spec.get("suspend") and (not queued or (meta.get("annotations") or {}).get(HELD_ANNOTATION) == "true"):
             proc.stop()
             if folder in self.queue:
                 self.queue.remove(folder)
@@ -504,6 +506,9 @@ class LocalBackend:
             proc.start(argv, "router")
 
     # -- the Backend interface -----------------------------------------------------------------------------------
+
+    def workloads(self, namespace: str) -> list[dict[str, Any]] | None:
+        return None  # no Kueue: this backend runs a few jobs at a time and queues the others itself
 
     def missing_prerequisite(self) -> str | None:
         return None  # Ray comes with the trainer; `python -m slipway_trainer doctor` checks this machine
