@@ -26,6 +26,7 @@ class QueueState:
     position: int | None = None  # 1 = next in its LocalQueue
     waiting_for: str = ""  # Kueue's words
     inadmissible: bool = False  # Kueue will not admit it as things are (no such queue, a stopped queue)
+    preempted: str = ""  # Kueue's words when it took the quota back for a higher-priority workload
     kueue_missing: bool = False  # Kueue is not installed: nothing will ever admit it
 
     def status(self) -> dict[str, Any]:
@@ -64,14 +65,19 @@ def queue_state(queue: str, ray_job: str, workloads: list[dict[str, Any]] | None
     )  # fmt: skip
     if mine is None:
         return QueueState(queue, waiting_for="waiting for Kueue to make its Workload")
-    if _reserved(mine):
+    if _reserved(mine) and _condition(mine, "Evicted").get("status") != "True":
         return QueueState(queue, admitted=True)
     pending = _condition(mine, "QuotaReserved")
     words = str(pending.get("message") or "waiting for quota")
     if pending.get("reason") == "Inadmissible":
         return QueueState(queue, waiting_for=words, inadmissible=True)
+    # Kept by Kueue until it admits the Workload again (Evicted, reason Preempted; and Preempted itself).
+    taken = next((c for c in (_condition(mine, "Preempted"), _condition(mine, "Evicted"))
+                  if c.get("status") == "True" and (c.get("type") == "Preempted" or c.get("reason") == "Preempted")),
+                 {})  # fmt: skip
+    preempted = str(taken.get("message") or "") if taken else ""
     ahead = [
         w for w in workloads
         if (w.get("spec") or {}).get("queueName") == queue and _waiting(w) and _order(w) < _order(mine)
     ]  # fmt: skip
-    return QueueState(queue, position=len(ahead) + 1, waiting_for=words)
+    return QueueState(queue, position=len(ahead) + 1, waiting_for=words, preempted=preempted)

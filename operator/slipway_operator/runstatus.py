@@ -241,6 +241,13 @@ def _queued(q: QueueState) -> Decision:
             f"(`kubectl get localqueues`) whose ClusterQueue exists and is active, or create LocalQueue {q.queue!r}",
         )
     where = f", position {q.position}" if q.position else ""
+    if q.preempted:
+        return _working(
+            Phase.PENDING,
+            "Preempted",
+            f"preempted ({q.preempted}); queued again in LocalQueue {q.queue}{where}: {q.waiting_for}; when admitted "
+            "again it resumes from its last checkpoint",
+        )
     return _working(Phase.PENDING, "Queued", f"queued in LocalQueue {q.queue}{where}: {q.waiting_for}")
 
 

@@ -28,7 +28,7 @@ def operator_env(kueue: testbed.Kueue, slipway_crds: testbed.ControlPlane, tmp_p
     monkeypatch.setenv("SLIPWAY_BACKEND", "kubernetes")
 
 
-def queues(namespace: str, cpus: int) -> list[dict[str, Any]]:
+def queues(namespace: str, cpus: int, preemption: bool = False) -> list[dict[str, Any]]:
     """A flavor, a ClusterQueue with room for `cpus` CPUs, and LocalQueue `team` in the namespace pointing at it."""
     cluster_queue = f"slipway-{namespace}"
     return [
@@ -40,6 +40,7 @@ def queues(namespace: str, cpus: int) -> list[dict[str, Any]]:
             "spec": {
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
                 "queueingStrategy": "StrictFIFO",
+                **({"preemption": {"withinClusterQueue": "LowerPriority"}} if preemption else {}),
                 "resourceGroups": [{
                     "coveredResources": ["cpu", "memory"],
                     "flavors": [{"name": cluster_queue, "resources": [
@@ -56,11 +57,24 @@ def queues(namespace: str, cpus: int) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
-def prep(name: str, queue: str) -> str:
+def prep(name: str, queue: str, priority_class: str = "") -> str:
     doc = yaml.safe_load((EXAMPLES / "fashion-mnist" / "01-datasetprep.yaml").read_text())
     doc["metadata"]["name"] = name
     doc["spec"]["resources"] |= {"queue": queue}  # 2 CPUs per worker and 250m for the head: 2.25 CPUs
+    if priority_class:
+        doc["spec"]["resources"]["priorityClassName"] = priority_class
     return json.dumps(doc)
+
+
+def _status(plane: testbed.ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    return dict(
+        json.loads(plane.kubectl("get", "datasetprep", name, "-n", namespace, "-o", "json")).get("status") or {}
+    )
+
+
+def _suspended(plane: testbed.ControlPlane, namespace: str, name: str) -> bool | None:
+    out = plane.kubectl("get", "rayjob", f"{name}-prep", "-n", namespace, "-o", "json", check=False)
+    return bool(json.loads(out)["spec"].get("suspend")) if out else None
 
 
 def test_runs_wait_in_kueue_for_quota_in_order_and_start_when_it_frees(
@@ -69,12 +83,10 @@ def test_runs_wait_in_kueue_for_quota_in_order_and_start_when_it_frees(
     plane = control_plane
 
     def status(name: str) -> dict[str, Any]:
-        return dict(json.loads(plane.kubectl("get", "datasetprep", name, "-n", namespace, "-o", "json")).get("status")
-                    or {})  # fmt: skip
+        return _status(plane, namespace, name)
 
     def suspended(name: str) -> bool | None:
-        out = plane.kubectl("get", "rayjob", f"{name}-prep", "-n", namespace, "-o", "json", check=False)
-        return bool(json.loads(out)["spec"].get("suspend")) if out else None
+        return _suspended(plane, namespace, name)
 
     plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List",
                                                           "items": queues(namespace, cpus=3)}))  # fmt: skip
@@ -120,5 +132,44 @@ def test_runs_wait_in_kueue_for_quota_in_order_and_start_when_it_frees(
             assert suspended("third") is True
     finally:
         for doc in reversed(queues(namespace, cpus=3)):
+            plane.kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "-n", namespace, "--wait=false",
+                          check=False)  # fmt: skip
+
+
+def test_a_higher_priority_run_preempts_a_lower_one_which_waits_again_as_preempted_and_is_admitted_after_it(
+    control_plane: testbed.ControlPlane, namespace: str, operator_env: None
+) -> None:
+    """PriorityClasses low and high, a ClusterQueue that preempts lower priorities within itself and fits one run:
+    the low-priority run is admitted, the high-priority one takes its quota (Kueue suspends the low one's RayJob
+    again), the low one says `Preempted` with its place, and is admitted again once the high one is gone."""
+    plane = control_plane
+    classes = [{"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": f"{namespace}-{n}"},
+                "value": v} for n, v in (("low", 10), ("high", 1000))]  # fmt: skip
+    objects = [*classes, *queues(namespace, cpus=3, preemption=True)]
+    plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    try:
+        with KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "slipway_operator.handlers"],
+                        timeout=180):  # fmt: skip
+            plane.kubectl("apply", "-n", namespace, "-f", "-", input=prep("low", "team", f"{namespace}-low"))
+            testbed.wait_until("low admitted", lambda: _suspended(plane, namespace, "low") is False, 60)
+            plane.kubectl("apply", "-n", namespace, "-f", "-", input=prep("high", "team", f"{namespace}-high"))
+            testbed.wait_until("high admitted", lambda: _suspended(plane, namespace, "high") is False, 60)
+            assert _suspended(plane, namespace, "low") is True  # Kueue took its quota back
+
+            def preempted() -> dict[str, Any]:
+                found = [c for c in _status(plane, namespace, "low").get("conditions") or []
+                         if c["type"] == "Reconciling" and c["reason"] == "Preempted"]  # fmt: skip
+                return found[0] if found else {}
+
+            testbed.wait_until("low to say it was preempted", preempted, 60)
+            assert "queued again in LocalQueue team, position 1" in preempted()["message"], preempted()
+            assert "prioritization" in preempted()["message"] and _status(plane, namespace, "low")["phase"] == "Pending"
+
+            plane.kubectl("delete", "datasetprep", "high", "-n", namespace, "--wait=true", "--timeout=60s")
+            testbed.wait_until("low admitted again", lambda: _suspended(plane, namespace, "low") is False, 60)
+            testbed.wait_until("low's status says admitted", lambda: (_status(plane, namespace, "low").get("queue")
+                               or {}).get("admitted") is True, 60)  # fmt: skip
+    finally:
+        for doc in reversed(objects):
             plane.kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "-n", namespace, "--wait=false",
                           check=False)  # fmt: skip

@@ -84,3 +84,21 @@ def test_a_queued_runs_rayjob_is_created_suspended_for_kueue_and_held_only_when_
     assert held["spec"]["suspend"] is True and held["metadata"]["annotations"][builders.HELD_ANNOTATION] == "true"
     plain = job("", False)
     assert plain["spec"]["suspend"] is False and builders.KUEUE_QUEUE_LABEL not in plain["metadata"]["labels"]
+
+
+def test_a_preempted_run_says_so_and_where_it_waits_again_until_kueue_admits_it_again() -> None:
+    taken = workload("mine", "2026-12-06T10:00:00Z", message="couldn't assign flavors: insufficient unused quota")
+    taken["status"]["conditions"] += [
+        {"type": "Evicted", "status": "True", "reason": "Preempted", "message": "Preempted to accommodate a workload"},
+        {"type": "Preempted", "status": "True", "reason": "InClusterQueue", "message": "Preempted to accommodate a "
+         "workload (UID: 1) due to prioritization in the ClusterQueue"},
+    ]  # fmt: skip
+    state = queue_state("team", "mine", [taken])
+    assert not state.admitted and state.position == 1 and "prioritization" in state.preempted
+    decision = decide(Observed(ray_job={"jobDeploymentStatus": "Suspended"}, queue=state))
+    assert decision.phase == Phase.PENDING and decision.reason == "Preempted"
+    assert "queued again in LocalQueue team, position 1" in decision.message and "checkpoint" in decision.message
+    # Kueue resets both conditions when it admits the Workload again
+    again = workload("mine", "2026-12-06T10:00:00Z", reserved=True)
+    again["status"]["conditions"].append({"type": "Evicted", "status": "False", "reason": "QuotaReserved"})
+    assert queue_state("team", "mine", [again]).admitted
