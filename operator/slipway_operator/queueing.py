@@ -26,6 +26,7 @@ class QueueState:
     position: int | None = None  # 1 = next in its LocalQueue
     waiting_for: str = ""  # Kueue's words
     inadmissible: bool = False  # Kueue will not admit it as things are (no such queue, a stopped queue)
+    never_fits: bool = False  # it asks for more than the ClusterQueue could ever give, borrowing included
     preempted: str = ""  # Kueue's words when it took the quota back for a higher-priority workload
     kueue_missing: bool = False  # Kueue is not installed: nothing will ever admit it
 
@@ -80,4 +81,6 @@ def queue_state(queue: str, ray_job: str, workloads: list[dict[str, Any]] | None
         w for w in workloads
         if (w.get("spec") or {}).get("queueName") == queue and _waiting(w) and _order(w) < _order(mine)
     ]  # fmt: skip
-    return QueueState(queue, position=len(ahead) + 1, waiting_for=words, preempted=preempted)
+    # Kueue says "> maximum capacity" for a request no amount of waiting fits, "N more needed" for one that waits.
+    never = "maximum capacity" in words and "more needed" not in words
+    return QueueState(queue, position=len(ahead) + 1, waiting_for=words, preempted=preempted, never_fits=never)

@@ -240,6 +240,13 @@ def _queued(q: QueueState) -> Decision:
             f"Kueue cannot admit it: {q.waiting_for}; spec.resources.queue must name a LocalQueue of this namespace "
             f"(`kubectl get localqueues`) whose ClusterQueue exists and is active, or create LocalQueue {q.queue!r}",
         )
+    if q.never_fits:
+        return _stuck(
+            Phase.PENDING,
+            "QuotaNeverFits",
+            f"it asks for more than LocalQueue {q.queue}'s ClusterQueue can ever give ({q.waiting_for}): lower "
+            "spec.resources (workers, cpusPerWorker, memory, gpusPerWorker), or raise the ClusterQueue's quota",
+        )
     where = f", position {q.position}" if q.position else ""
     if q.preempted:
         return _working(

@@ -170,6 +170,77 @@ def test_fashion_mnist_trains_data_parallel_across_two_worker_pods_and_resumes_w
         delete(plane, train, prep)
 
 
+@pytest.mark.timeout(2400)
+def test_a_run_preempted_by_kueue_for_a_higher_priority_one_resumes_from_its_checkpoint_when_admitted_again(
+    control_plane: testbed.ControlPlane, kuberay_on_node: str, kueue: testbed.Kueue, object_store: testbed.ObjectStore
+) -> None:
+    """Kueue's real manager with a ClusterQueue whose CPU quota fits one run (head 250m + one 1-CPU worker + the
+    submitter's 200m) and that preempts lower priorities. A low-priority Fashion-MNIST run trains on the real node;
+    mid-training a high-priority run arrives: Kueue takes the low run's quota (it suspends its RayJob, KubeRay
+    deletes its pods), the low run says Preempted with its place while the high one runs and succeeds; then Kueue
+    admits the low run again and it resumes from its newest checkpoint instead of from epoch 1."""
+    plane, ns = control_plane, kuberay_on_node
+    queue = f"slipway-{ns}-cq"
+    objects = [
+        *({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": f"slipway-{n}"},
+           "value": v} for n, v in (("low", 10), ("high", 1000))),
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": queue}},
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue", "metadata": {"name": queue},
+         "spec": {"namespaceSelector": {}, "preemption": {"withinClusterQueue": "LowerPriority"},
+                  "resourceGroups": [{"coveredResources": ["cpu", "memory"], "flavors": [{"name": queue, "resources": [
+                      {"name": "cpu", "nominalQuota": "2"}, {"name": "memory", "nominalQuota": "16Gi"}]}]}]}},
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue", "metadata": {"name": "team", "namespace": ns},
+         "spec": {"clusterQueue": queue}},
+    ]  # fmt: skip
+    prep = example("fashion-mnist/01-datasetprep.yaml", ns, sample={"rows": 3000, "seed": 1},
+                   resources={"workers": 1, "cpusPerWorker": 1, "memory": "2Gi"})  # fmt: skip
+    prep["metadata"]["name"] = "fashion-queued"
+
+    def run(name: str, priority: str, epochs: int) -> dict[str, Any]:
+        doc = example(
+            "fashion-mnist/02-trainingrun.yaml", ns,
+            **{"dataset": {"ref": "fashion-queued"}, "model.params": {"channels": [8, 16], "hidden": 32},
+               "training.epochs": epochs, "training.batchSize": 64, "training.earlyStopping": None,
+               "resources": {"workers": 1, "cpusPerWorker": 1, "memory": "2Gi", "queue": "team",
+                             "priorityClassName": f"slipway-{priority}"},
+               "export": {"formats": ["onnx"]}, "ttlSecondsAfterFinished": None},
+        )  # fmt: skip
+        doc["metadata"]["name"] = name
+        return doc
+
+    low, high = run("fashion-low", "low", EPOCHS), run("fashion-high", "high", 1)
+    plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    try:
+        plane.kubectl("apply", "-f", "-", input=json.dumps(prep))  # not queued: runs at once
+        assert wait_phase(plane, prep, {"Succeeded", "Failed"}, 900)["phase"] == "Succeeded"
+        plane.kubectl("apply", "-f", "-", input=json.dumps(low))
+        epoch_now = progress_epoch(object_store, f"runs/{ns}/fashion-low/progress.json")
+        testbed.wait_until("the low-priority run at epoch 2", lambda: epoch_now() >= 2, 900)
+        plane.kubectl("apply", "-f", "-", input=json.dumps(high))
+
+        def preempted() -> dict[str, Any]:
+            status = json.loads(plane.kubectl("get", "trainingrun", "fashion-low", "-n", ns, "-o", "json"))["status"]
+            said = [c for c in status.get("conditions") or [] if c["type"] == "Reconciling" and c["reason"] ==
+                    "Preempted"]  # fmt: skip
+            return said[0] if said and status["phase"] == "Pending" else {}
+
+        testbed.wait_until("the low-priority run to say it was preempted", preempted, 180)
+        assert "queued again in LocalQueue team" in preempted()["message"], preempted()
+        stopped_at = epoch_now()
+        assert stopped_at < EPOCHS, f"the low run finished ({stopped_at}) before it was preempted"
+
+        assert wait_phase(plane, high, {"Succeeded", "Failed"}, 900)["phase"] == "Succeeded"
+        done = wait_phase(plane, low, {"Succeeded", "Failed"}, 900)
+        assert done["phase"] == "Succeeded", done
+        assert done["resumedFrom"] and 1 <= done["resumedFrom"][0] <= stopped_at, (done, stopped_at)
+        assert done["epoch"] == EPOCHS, done
+    finally:
+        delete(plane, high, low, prep)
+        for doc in reversed(objects):
+            plane.kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "-n", ns, "--wait=false",
+                          check=False)  # fmt: skip
+
+
 @pytest.mark.timeout(900)
 def test_bad_data_fails_the_run_once_with_its_reason_and_kuberay_does_not_retry_it(
     control_plane: testbed.ControlPlane, kuberay_on_node: str, object_store: testbed.ObjectStore

@@ -39,7 +39,7 @@ def queues(namespace: str, cpus: int, preemption: bool = False) -> list[dict[str
             "metadata": {"name": cluster_queue},
             "spec": {
                 "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
-                "queueingStrategy": "StrictFIFO",
+                "queueingStrategy": "BestEffortFIFO",  # every waiting run gets Kueue's verdict
                 **({"preemption": {"withinClusterQueue": "LowerPriority"}} if preemption else {}),
                 "resourceGroups": [{
                     "coveredResources": ["cpu", "memory"],
@@ -57,10 +57,10 @@ def queues(namespace: str, cpus: int, preemption: bool = False) -> list[dict[str
     ]  # fmt: skip
 
 
-def prep(name: str, queue: str, priority_class: str = "") -> str:
+def prep(name: str, queue: str, priority_class: str = "", cpus: float = 2) -> str:
     doc = yaml.safe_load((EXAMPLES / "fashion-mnist" / "01-datasetprep.yaml").read_text())
     doc["metadata"]["name"] = name
-    doc["spec"]["resources"] |= {"queue": queue}  # 2 CPUs per worker and 250m for the head: 2.25 CPUs
+    doc["spec"]["resources"] |= {"queue": queue, "cpusPerWorker": cpus}  # and 250m for the head
     if priority_class:
         doc["spec"]["resources"]["priorityClassName"] = priority_class
     return json.dumps(doc)
@@ -98,6 +98,7 @@ def test_runs_wait_in_kueue_for_quota_in_order_and_start_when_it_frees(
                 testbed.wait_until(f"{name}'s RayJob", lambda n=name: suspended(n) is not None, 60)
                 time.sleep(1.1)  # creation times are to the second: each in its own
             plane.kubectl("apply", "-n", namespace, "-f", "-", input=prep("lost", "nope"))
+            plane.kubectl("apply", "-n", namespace, "-f", "-", input=prep("huge", "team", cpus=8))
 
             testbed.wait_until("first admitted: its RayJob unsuspended by Kueue", lambda: suspended("first") is False,
                                60)  # fmt: skip
@@ -125,6 +126,13 @@ def test_runs_wait_in_kueue_for_quota_in_order_and_start_when_it_frees(
             testbed.wait_until("the run in a queue that does not exist to say so", stalled, 60)
             assert stalled()["reason"] == "QueueUnavailable" and "nope" in stalled()["message"], stalled()
             assert "spec.resources.queue" in stalled()["message"]
+
+            def never() -> dict[str, Any]:
+                found = [c for c in status("huge").get("conditions") or [] if c["type"] == "Stalled"]
+                return found[0] if found and found[0]["status"] == "True" else {}
+
+            testbed.wait_until("the run larger than the whole quota to say so", never, 60)
+            assert never()["reason"] == "QuotaNeverFits" and "maximum capacity" in never()["message"], never()
 
             plane.kubectl("delete", "datasetprep", "first", "-n", namespace, "--wait=true", "--timeout=60s")
             testbed.wait_until("second admitted once first's quota is free", lambda: suspended("second") is False, 60)

@@ -64,6 +64,12 @@ def test_no_such_queue_and_no_kueue_are_said_with_what_to_do_instead_of_an_endle
     stuck = decide(Observed(ray_job={}, queue=state))
     assert stuck.phase == Phase.PENDING and stuck.reason == "QueueUnavailable" and stuck.stalled
     assert "LocalQueue nope doesn't exist" in stuck.message and "spec.resources.queue" in stuck.message
+    huge = workload("mine", "2026-12-06T10:00:00Z", message="couldn't assign flavors to pod set workers: insufficient "
+                    "quota for cpu in flavor default, previously considered podsets requests (250m) + current podset "
+                    "request (8) > maximum capacity (3)")  # fmt: skip
+    never = decide(Observed(ray_job={}, queue=queue_state("team", "mine", [huge])))
+    assert never.reason == "QuotaNeverFits" and never.stalled and "maximum capacity (3)" in never.message
+    assert "lower spec.resources" in never.message
     no_kueue = decide(Observed(ray_job={}, queue=queue_state("team", "mine", None)))
     assert no_kueue.reason == "KueueMissing" and no_kueue.stalled and "install Kueue" in no_kueue.message
 
