@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 WORKLOAD_API = ("kueue.x-k8s.io/v1beta2", "Workload")
+# Kueue makes a Workload within seconds of a labelled RayJob's creation. When it cannot (a PriorityClass that does
+# not exist, the RayJob integration not enabled) it only logs the error: after this long the run says so.
+WORKLOAD_GRACE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,9 @@ def _order(workload: dict[str, Any]) -> tuple[int, str, str]:
     return -int((workload.get("spec") or {}).get("priority") or 0), str(meta.get("creationTimestamp")), meta["name"]
 
 
-def queue_state(queue: str, ray_job: str, workloads: list[dict[str, Any]] | None) -> QueueState:
-    """The run's state from the Workloads of its namespace (None: Kueue's Workload API is not served)."""
+def queue_state(queue: str, ray_job: str, workloads: list[dict[str, Any]] | None, waited: float = 0.0) -> QueueState:
+    """The run's state from the Workloads of its namespace (None: Kueue's Workload API is not served); `waited`:
+    seconds since its RayJob was created."""
     if workloads is None:
         return QueueState(queue, kueue_missing=True)
     mine = next(
@@ -64,6 +68,14 @@ def queue_state(queue: str, ray_job: str, workloads: list[dict[str, Any]] | None
                                      for o in w["metadata"].get("ownerReferences") or [])),
         None,
     )  # fmt: skip
+    if mine is None and waited > WORKLOAD_GRACE_SECONDS:
+        return QueueState(
+            queue,
+            waiting_for=f"Kueue made no Workload for RayJob {ray_job} in {waited:.0f} s; Kueue's log says why (a "
+            "PriorityClass in spec.resources.priorityClassName that does not exist, or Kueue without its RayJob "
+            "integration, ray.io/rayjob in integrations.frameworks)",
+            inadmissible=True,
+        )
     if mine is None:
         return QueueState(queue, waiting_for="waiting for Kueue to make its Workload")
     if _reserved(mine) and _condition(mine, "Evicted").get("status") != "True":

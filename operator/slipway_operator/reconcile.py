@@ -127,14 +127,15 @@ def _written_at(artifact: Artifact) -> str | None:
     return None
 
 
+def _seconds_between(start: str, end: str) -> float:
+    parse = datetime.datetime.fromisoformat
+    return (parse(end.replace("Z", "+00:00")) - parse(start.replace("Z", "+00:00"))).total_seconds()
+
+
 def _before(moment: str | None, since: str) -> bool:
     """`moment` (an artifact's ISO time, the workload's clock) earlier than `since` (the API server's or the
     operator's clock), by more than clocks a few seconds apart could explain."""
-    if not moment:
-        return False
-    parse = datetime.datetime.fromisoformat
-    skew = datetime.timedelta(seconds=CLOCK_SKEW_SECONDS)
-    return parse(moment.replace("Z", "+00:00")) < parse(since.replace("Z", "+00:00")) - skew
+    return bool(moment) and _seconds_between(str(moment), since) > CLOCK_SKEW_SECONDS
 
 
 def storage_error(uri: str, err: BaseException) -> str:
@@ -299,7 +300,9 @@ def reconcile_run(obj: dict[str, Any], controller: RunController, rt: Runtime) -
         observed.store_error = result_error or progress_error
         queue = str((obj["spec"].get("resources") or {}).get("queue") or "")
         if queue and rt.backend.name == "kubernetes" and observed.result is None:
-            observed.queue = queue_state(queue, job_name, rt.backend.workloads(obj["metadata"]["namespace"]))
+            created = ((job or {}).get("metadata") or {}).get("creationTimestamp")
+            waited = _seconds_between(created, _now()) if created else 0.0
+            observed.queue = queue_state(queue, job_name, rt.backend.workloads(obj["metadata"]["namespace"]), waited)
         observed.result_uri = storage.join(artifacts, RESULT)
         observed.attempts = int((obj["spec"].get("failurePolicy") or {}).get("backoffLimit", 0)) + 1
         if job is not None and observed.result is None:

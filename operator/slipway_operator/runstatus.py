@@ -238,7 +238,8 @@ def _queued(q: QueueState) -> Decision:
             Phase.PENDING,
             "QueueUnavailable",
             f"Kueue cannot admit it: {q.waiting_for}; spec.resources.queue must name a LocalQueue of this namespace "
-            f"(`kubectl get localqueues`) whose ClusterQueue exists and is active, or create LocalQueue {q.queue!r}",
+            f"(`kubectl get localqueues`) whose ClusterQueue exists and is active, or create LocalQueue {q.queue!r}; "
+            "spec.resources.priorityClassName, when set, a PriorityClass that exists",
         )
     if q.never_fits:
         return _stuck(

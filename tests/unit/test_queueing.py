@@ -53,8 +53,10 @@ def test_an_admitted_run_goes_on_as_any_other_and_one_without_its_workload_yet_w
     assert admitted.admitted
     running = decide(Observed(ray_job={"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}, queue=admitted))
     assert running.phase == Phase.RUNNING
-    early = queue_state("team", "mine", [])
-    assert not early.admitted and early.position is None and "Kueue" in early.waiting_for
+    early = queue_state("team", "mine", [], waited=5)
+    assert not early.admitted and early.position is None and "Kueue" in early.waiting_for and not early.inadmissible
+    never = decide(Observed(ray_job={}, queue=queue_state("team", "mine", [], waited=61)))
+    assert never.reason == "QueueUnavailable" and never.stalled and "PriorityClass" in never.message
 
 
 def test_no_such_queue_and_no_kueue_are_said_with_what_to_do_instead_of_an_endless_wait() -> None:
