@@ -54,7 +54,8 @@ class GpuPool:
 
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # On a RayJob of a queued run that its user suspended (spec.suspend): the RayJob is created suspended either way,
-# and Kueue unsuspends it when admitted, so its own `suspend` cannot say which.
+# and Kueue unsuspends it when admitted, so its own `suspend` cannot say which (the local backend reads this; on
+# a cluster the operator also sets the Kueue Workload's spec.active to false, which is how Kueue suspends).
 HELD_ANNOTATION = "slipway.dev/held"
 
 

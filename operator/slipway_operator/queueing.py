@@ -31,6 +31,8 @@ class QueueState:
     inadmissible: bool = False  # Kueue will not admit it as things are (no such queue, a stopped queue)
     never_fits: bool = False  # it asks for more than the ClusterQueue could ever give, borrowing included
     preempted: str = ""  # Kueue's words when it took the quota back for a higher-priority workload
+    workload: str = ""  # the Workload's name, once Kueue made it
+    active: bool = True  # its spec.active: false while its run is suspended (Kueue keeps it out of the queue)
     kueue_missing: bool = False  # Kueue is not installed: nothing will ever admit it
 
     def status(self) -> dict[str, Any]:
@@ -78,12 +80,13 @@ def queue_state(queue: str, ray_job: str, workloads: list[dict[str, Any]] | None
         )
     if mine is None:
         return QueueState(queue, waiting_for="waiting for Kueue to make its Workload")
+    named = {"workload": mine["metadata"]["name"], "active": (mine.get("spec") or {}).get("active", True) is not False}
     if _reserved(mine) and _condition(mine, "Evicted").get("status") != "True":
-        return QueueState(queue, admitted=True)
+        return QueueState(queue, admitted=True, **named)
     pending = _condition(mine, "QuotaReserved")
     words = str(pending.get("message") or "waiting for quota")
     if pending.get("reason") == "Inadmissible":
-        return QueueState(queue, waiting_for=words, inadmissible=True)
+        return QueueState(queue, waiting_for=words, inadmissible=True, **named)
     # Kept by Kueue until it admits the Workload again (Evicted, reason Preempted; and Preempted itself).
     taken = next((c for c in (_condition(mine, "Preempted"), _condition(mine, "Evicted"))
                   if c.get("status") == "True" and (c.get("type") == "Preempted" or c.get("reason") == "Preempted")),
@@ -95,4 +98,5 @@ def queue_state(queue: str, ray_job: str, workloads: list[dict[str, Any]] | None
     ]  # fmt: skip
     # Kueue says "> maximum capacity" for a request no amount of waiting fits, "N more needed" for one that waits.
     never = "maximum capacity" in words and "more needed" not in words
-    return QueueState(queue, position=len(ahead) + 1, waiting_for=words, preempted=preempted, never_fits=never)
+    return QueueState(queue, position=len(ahead) + 1, waiting_for=words, preempted=preempted, never_fits=never,
+                      **named)  # fmt: skip

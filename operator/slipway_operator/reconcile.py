@@ -303,6 +303,9 @@ def reconcile_run(obj: dict[str, Any], controller: RunController, rt: Runtime) -
             created = ((job or {}).get("metadata") or {}).get("creationTimestamp")
             waited = _seconds_between(created, _now()) if created else 0.0
             observed.queue = queue_state(queue, job_name, rt.backend.workloads(obj["metadata"]["namespace"]), waited)
+            wanted_active = not observed.suspended  # a suspended queued run: Kueue's way, an inactive Workload
+            if observed.queue.workload and observed.queue.active != wanted_active:
+                rt.backend.activate_workload(obj["metadata"]["namespace"], observed.queue.workload, wanted_active)
         observed.result_uri = storage.join(artifacts, RESULT)
         observed.attempts = int((obj["spec"].get("failurePolicy") or {}).get("backoffLimit", 0)) + 1
         if job is not None and observed.result is None:

@@ -170,6 +170,9 @@ def test_fashion_mnist_trains_data_parallel_across_two_worker_pods_and_resumes_w
         delete(plane, train, prep)
 
 
+PREEMPTED_EPOCHS = 40
+
+
 @pytest.mark.timeout(2400)
 def test_a_run_preempted_by_kueue_for_a_higher_priority_one_resumes_from_its_checkpoint_when_admitted_again(
     control_plane: testbed.ControlPlane, kuberay_on_node: str, kueue: testbed.Kueue, object_store: testbed.ObjectStore
@@ -208,7 +211,9 @@ def test_a_run_preempted_by_kueue_for_a_higher_priority_one_resumes_from_its_che
         doc["metadata"]["name"] = name
         return doc
 
-    low, high = run("fashion-low", "low", EPOCHS), run("fashion-high", "high", 1)
+    # An epoch takes about 2 s here and the low run goes on until Kueue's eviction has reached its pods: enough
+    # epochs that it is still training then.
+    low, high = run("fashion-low", "low", PREEMPTED_EPOCHS), run("fashion-high", "high", 1)
     plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
     try:
         plane.kubectl("apply", "-f", "-", input=json.dumps(prep))  # not queued: runs at once
@@ -227,13 +232,15 @@ def test_a_run_preempted_by_kueue_for_a_higher_priority_one_resumes_from_its_che
         testbed.wait_until("the low-priority run to say it was preempted", preempted, 180)
         assert "queued again in LocalQueue team" in preempted()["message"], preempted()
         stopped_at = epoch_now()
-        assert stopped_at < EPOCHS, f"the low run finished ({stopped_at}) before it was preempted"
+        assert stopped_at < PREEMPTED_EPOCHS, f"the low run finished ({stopped_at}) before it was preempted"
 
         assert wait_phase(plane, high, {"Succeeded", "Failed"}, 900)["phase"] == "Succeeded"
         done = wait_phase(plane, low, {"Succeeded", "Failed"}, 900)
         assert done["phase"] == "Succeeded", done
-        assert done["resumedFrom"] and 1 <= done["resumedFrom"][0] <= stopped_at, (done, stopped_at)
-        assert done["epoch"] == EPOCHS, done
+        # Resumed from a checkpoint written before its pods were gone (it may have gone on past `stopped_at` until
+        # then), not from epoch 1, and not the result of a run that finished anyway.
+        assert done["resumedFrom"] and 2 <= done["resumedFrom"][0] < PREEMPTED_EPOCHS, (done, stopped_at)
+        assert done["epoch"] == PREEMPTED_EPOCHS and not done.get("reusedAt"), done
     finally:
         delete(plane, high, low, prep)
         for doc in reversed(objects):

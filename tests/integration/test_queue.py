@@ -138,6 +138,7 @@ def test_runs_wait_in_kueue_for_quota_in_order_and_start_when_it_frees(
             testbed.wait_until("second admitted once first's quota is free", lambda: suspended("second") is False, 60)
             testbed.wait_until("third moved up", lambda: (status("third").get("queue") or {}).get("position") == 1, 60)
             assert suspended("third") is True
+
     finally:
         for doc in reversed(queues(namespace, cpus=3)):
             plane.kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "-n", namespace, "--wait=false",
@@ -177,6 +178,63 @@ def test_a_higher_priority_run_preempts_a_lower_one_which_waits_again_as_preempt
             testbed.wait_until("low admitted again", lambda: _suspended(plane, namespace, "low") is False, 60)
             testbed.wait_until("low's status says admitted", lambda: (_status(plane, namespace, "low").get("queue")
                                or {}).get("admitted") is True, 60)  # fmt: skip
+    finally:
+        for doc in reversed(objects):
+            plane.kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "-n", namespace, "--wait=false",
+                          check=False)  # fmt: skip
+
+
+def training(name: str) -> str:
+    doc = yaml.safe_load((EXAMPLES / "fashion-mnist" / "02-trainingrun.yaml").read_text())
+    doc["metadata"]["name"] = name
+    doc["spec"]["dataset"] = {"uri": "s3://slipway/datasets/fashion"}  # never read: no workload runs here
+    doc["spec"]["resources"] = {"workers": 1, "cpusPerWorker": 2, "memory": "4Gi", "queue": "team"}
+    return json.dumps(doc)
+
+
+def test_a_suspended_queued_run_gives_its_quota_to_the_next_and_queues_again_when_resumed(
+    control_plane: testbed.ControlPlane, namespace: str, operator_env: None
+) -> None:
+    """spec.suspend on a queued, admitted TrainingRun: the operator sets its Kueue Workload inactive (Kueue's way to
+    suspend), Kueue evicts it and suspends its RayJob, and the next run gets the quota; resumed, it is queued again."""
+    plane = control_plane
+
+    def status(name: str) -> dict[str, Any]:
+        return dict(json.loads(plane.kubectl("get", "trainingrun", name, "-n", namespace, "-o", "json")).get("status")
+                    or {})  # fmt: skip
+
+    def suspended(name: str) -> bool | None:
+        out = plane.kubectl("get", "rayjob", f"{name}-train", "-n", namespace, "-o", "json", check=False)
+        return bool(json.loads(out)["spec"].get("suspend")) if out else None
+
+    def active(name: str) -> bool | None:
+        found = json.loads(plane.kubectl("get", "workloads", "-n", namespace, "-o", "json"))["items"]
+        mine = [w for w in found if w["metadata"]["ownerReferences"][0]["name"] == f"{name}-train"]
+        return bool(mine[0]["spec"].get("active", True)) if mine else None
+
+    objects = queues(namespace, cpus=3)
+    plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    try:
+        with KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "slipway_operator.handlers"],
+                        timeout=180):  # fmt: skip
+            plane.kubectl("apply", "-n", namespace, "-f", "-", input=training("a"))
+            testbed.wait_until("a admitted", lambda: suspended("a") is False, 60)
+            plane.kubectl("apply", "-n", namespace, "-f", "-", input=training("b"))
+            testbed.wait_until("b waiting", lambda: (status("b").get("queue") or {}).get("position") == 1, 60)
+
+            patch = json.dumps({"spec": {"suspend": True}})
+            plane.kubectl("patch", "trainingrun", "a", "-n", namespace, "--type=merge", "-p", patch)
+            testbed.wait_until("a's Workload inactive", lambda: active("a") is False, 60)
+            testbed.wait_until("a's RayJob suspended by Kueue", lambda: suspended("a") is True, 60)
+            testbed.wait_until("b admitted in its place", lambda: suspended("b") is False, 60)
+            testbed.wait_until("a says Suspended", lambda: status("a").get("phase") == "Suspended", 60)
+
+            patch = json.dumps({"spec": {"suspend": False}})
+            plane.kubectl("patch", "trainingrun", "a", "-n", namespace, "--type=merge", "-p", patch)
+            testbed.wait_until("a's Workload active again", lambda: active("a") is True, 60)
+            testbed.wait_until("a queued again behind b", lambda: status("a").get("phase") == "Pending" and
+                               (status("a").get("queue") or {}).get("position") == 1, 60)  # fmt: skip
+            assert suspended("a") is True
     finally:
         for doc in reversed(objects):
             plane.kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "-n", namespace, "--wait=false",

@@ -53,6 +53,9 @@ class Backend(Protocol):
     def workloads(self, namespace: str) -> list[dict[str, Any]] | None:
         """Kueue's Workloads in the namespace; None when Kueue is not installed (or, locally, not used)."""
 
+    def activate_workload(self, namespace: str, name: str, active: bool) -> None:
+        """Set a Kueue Workload's spec.active: Kueue evicts an inactive one and keeps it out of the queue."""
+
     def log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
         """The last lines its previous (crashed) container wrote; "" when they cannot be read."""
 

@@ -174,6 +174,15 @@ class KubernetesBackend:
             return None
         return self.api.list(api_version, kind, namespace)
 
+    def activate_workload(self, namespace: str, name: str, active: bool) -> None:
+        api_version, kind = WORKLOAD_API
+        self.api.resource(api_version, kind).patch(
+            body={"spec": {"active": active}},
+            name=name,
+            namespace=namespace,
+            content_type="application/merge-patch+json",
+        )
+
     def warnings(self, namespace: str, names: list[str]) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         for name in names:

@@ -510,6 +510,9 @@ class LocalBackend:
     def workloads(self, namespace: str) -> list[dict[str, Any]] | None:
         return None  # no Kueue: this backend runs a few jobs at a time and queues the others itself
 
+    def activate_workload(self, namespace: str, name: str, active: bool) -> None:
+        raise NotImplementedError("the local backend has no Kueue Workloads")
+
     def missing_prerequisite(self) -> str | None:
         return None  # Ray comes with the trainer; `python -m slipway_trainer doctor` checks this machine
 
