@@ -319,12 +319,6 @@ def train_loop(config: TrainConfig, worker: Worker, tensorboard_dir: Path | None
     train_data = resident(train_split.x, worker.device), resident(train_split.y, worker.device)
     started = time.monotonic()
     first_epoch = state["epoch"] + 1
-    if worker.is_chief and state.get("resumedFrom") and first_epoch > spec.training.epochs:
-        # Every epoch was done before the interruption (a preempted run goes on through its grace period): no epoch
-        # will save the state again, so the newest checkpoint is saved with the resume recorded in it.
-        snapshot = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(), "state": state}  # fmt: skip
-        save_epoch_checkpoint(config.artifact_uri, state["epoch"], snapshot, spec.checkpoint.keep)
     for epoch in range(first_epoch, spec.training.epochs + 1):
         generator.manual_seed(spec.training.seed + 1000 * worker.rank + epoch)
         epoch_start = time.monotonic()
