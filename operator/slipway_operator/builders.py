@@ -18,7 +18,15 @@ from typing import Any
 from pydantic import BaseModel
 
 from slipway_operator.api.common import Resources, SecretKeyRef
-from slipway_trainer.artifacts import IN_FLIGHT_METRIC, SALT_ENV, STEP_LABEL, WORKER_RESOURCE
+from slipway_trainer.artifacts import (
+    IN_FLIGHT_METRIC,
+    SALT_ENV,
+    STEP_LABEL,
+    STOP_ARMED_SUFFIX,
+    STOP_FILE,
+    STOP_FILE_ENV,
+    WORKER_RESOURCE,
+)
 from slipway_trainer.storage import SOURCE_ENV_PREFIX
 
 RAY_VERSION = "2.60.0"
@@ -156,6 +164,21 @@ class Workload:
 # What the Ray head asks the scheduler for: it runs the driver and schedules, Ray runs no work on it
 # (`num-cpus: 0`), so it may burst to a worker's CPUs but does not reserve them.
 HEAD_CPU_REQUEST = "250m"
+RAY_POD_GRACE_SECONDS = 30  # Kubernetes' default, stated: the stop hook below waits within it
+STOP_WAIT_SECONDS = RAY_POD_GRACE_SECONDS - 5
+
+
+def stop_hook() -> dict[str, Any]:
+    """The Ray containers' preStop hook. Ray does not pass SIGTERM on to its workers, and KubeRay deletes the pods of
+    a preempted (suspended) RayJob, so the hook asks instead: it creates the stop file, which the training loops
+    look for between batches (they checkpoint their last finished epoch; see slipway_trainer.stop), waits within the
+    grace period while a loop or the driver is still armed, then stops Ray so the pod goes at once."""
+    script = (
+        f"touch {STOP_FILE}; for i in $(seq {STOP_WAIT_SECONDS}); do "
+        f"ls {STOP_FILE}{STOP_ARMED_SUFFIX}* >/dev/null 2>&1 || break; sleep 1; done; "
+        "ray stop --force >/dev/null 2>&1; exit 0"
+    )
+    return {"preStop": {"exec": {"command": ["bash", "-c", script]}}}
 
 
 def cpu_quantity(cpus: float) -> str:
@@ -201,6 +224,7 @@ def _pod_spec(container: dict[str, Any], workload: Workload, gpus: int, *, worke
         "containers": [container],
         "volumes": [{"name": "slipway-config", "configMap": {"name": workload.config_map}}],
         "securityContext": copy.deepcopy(POD_SECURITY),
+        "terminationGracePeriodSeconds": RAY_POD_GRACE_SECONDS,
     }
     if r.priority_class_name:
         spec["priorityClassName"] = r.priority_class_name
@@ -261,6 +285,9 @@ def ray_job(owner: Owner, workload: Workload) -> dict[str, Any]:
         {"containerPort": 10001, "name": "client"},
     ]
     worker = _container("ray-worker", workload, cpus=r.cpus_per_worker, memory=r.memory, gpus=r.gpus_per_worker)
+    for container in (head, worker):
+        container["env"] = [*container.get("env", []), {"name": STOP_FILE_ENV, "value": STOP_FILE}]
+        container["lifecycle"] = stop_hook()
     spec: dict[str, Any] = {
         "entrypoint": f"python -m slipway_trainer {workload.step} --config {CONFIG_DIR}/{CONFIG_FILE}",
         "shutdownAfterJobFinishes": True,

@@ -277,7 +277,10 @@ def _progress(o: Observed) -> str:
 
 def _progress_of(p: Progress) -> str:
     if p.total_epochs:
-        again = f" (resumed from the epoch-{p.resumed_from[-1]} checkpoint)" if p.resumed_from else ""
+        lost = {None: "", 0: ", no finished epoch lost", 1: ", 1 finished epoch trained again"}.get(
+            p.epochs_lost, f", {p.epochs_lost} finished epochs trained again"
+        )
+        again = f" (resumed from the epoch-{p.resumed_from[-1]} checkpoint{lost})" if p.resumed_from else ""
         return f"epoch {p.epoch or 0}/{p.total_epochs}{again}"
     if p.max_trials:
         return f"{p.trials_done or 0}/{p.max_trials} trials"

@@ -92,6 +92,12 @@ def cgroup_hierarchies() -> list[Path]:
     return sorted(found)
 
 
+def _subdirs(top: Path, deepest_first: bool = False) -> list[Path]:
+    """``top`` and every directory under it. A cgroup can vanish while it is walked (its last process exits,
+    runc or the kubelet removes it): ``os.walk`` skips what it can no longer list, where ``Path.rglob`` raises."""
+    return [Path(d) for d, _, _ in os.walk(top, topdown=not deepest_first)]
+
+
 @dataclass
 class CgroupTree:
     root: str  # e.g. "slipway-node-1a2b3c4d", directly under each hierarchy's top
@@ -112,9 +118,9 @@ class CgroupTree:
         for top in self.dirs():
             if not top.exists():
                 continue
-            for procs in top.rglob("cgroup.procs"):
+            for d in _subdirs(top):
                 with contextlib.suppress(OSError):
-                    pids.update(int(p) for p in procs.read_text().split())
+                    pids.update(int(p) for p in (d / "cgroup.procs").read_text().split())
         return pids
 
     def kill_all(self, timeout: float = 30.0) -> None:
@@ -132,7 +138,7 @@ class CgroupTree:
         for top in self.dirs():
             if not top.exists():
                 continue
-            for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+            for d in _subdirs(top, deepest_first=True):
                 while True:
                     try:
                         d.rmdir()
@@ -143,8 +149,6 @@ class CgroupTree:
                         if time.monotonic() > deadline:
                             raise
                         time.sleep(0.1)
-            with contextlib.suppress(FileNotFoundError):
-                top.rmdir()
 
 
 # ---------------------------------------------------------------------------------------------

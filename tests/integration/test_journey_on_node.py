@@ -123,11 +123,13 @@ EPOCHS = 12
 
 
 @pytest.mark.timeout(1800)
-def test_fashion_mnist_trains_data_parallel_across_two_worker_pods_and_resumes_when_one_is_deleted(
+def test_fashion_mnist_trains_data_parallel_across_two_worker_pods_and_resumes_when_one_is_drained(
     control_plane: testbed.ControlPlane, kuberay_on_node: str, real_node: RealNode, object_store: testbed.ObjectStore
 ) -> None:
-    """DDP (gloo) between two Ray worker pods, half a core each; one pod deleted mid-training: Ray Train restarts
-    the worker group from the newest checkpoint in the store and the status says from which epoch.
+    """DDP (gloo) between two Ray worker pods, half a core each; one pod evicted mid-training (what `kubectl drain`
+    does to each pod of the node): its preStop hook asks the training loop to stop, the loop checkpoints the epoch it
+    had finished (the run checkpoints only every 1000 epochs), Ray Train restarts the worker group from that
+    checkpoint and the status says from which epoch, with no finished epoch lost.
 
     The epoch is read from the run's progress.json in the store, not from the status (which the operator refreshes
     every 10 s): an epoch takes a few seconds here, and a worker deleted by what the status said could be deleted
@@ -139,7 +141,7 @@ def test_fashion_mnist_trains_data_parallel_across_two_worker_pods_and_resumes_w
         "fashion-mnist/02-trainingrun.yaml", ns,
         **{"model.params": {"channels": [8, 16], "hidden": 32}, "training.epochs": EPOCHS, "training.batchSize": 64,
            "training.earlyStopping": None, "resources": {"workers": 2, "cpusPerWorker": 0.5, "memory": "2Gi"},
-           "export": {"formats": ["onnx"]}, "ttlSecondsAfterFinished": None},
+           "export": {"formats": ["onnx"]}, "ttlSecondsAfterFinished": None, "checkpoint": {"everyEpochs": 1000}},
     )  # fmt: skip
     try:
         plane.kubectl("apply", "-f", "-", input=json.dumps(prep))
@@ -148,29 +150,31 @@ def test_fashion_mnist_trains_data_parallel_across_two_worker_pods_and_resumes_w
         rayjob = "fashion-cnn-train"
         epoch_now = progress_epoch(object_store, f"runs/{ns}/fashion-cnn/progress.json")
         deadline = time.monotonic() + 900
-        while time.monotonic() < deadline and epoch_now() < 2:  # epoch 2's checkpoint is written before its progress
+        while time.monotonic() < deadline and epoch_now() < 2:
             time.sleep(0.5)
         assert 2 <= epoch_now() < EPOCHS - 2, epoch_now()
         workers = ray_workers(plane, ns, rayjob)
         assert len(workers) == 2, [w["metadata"]["name"] for w in workers]
         assert {w["spec"]["nodeName"] for w in workers} == {real_node.name}
         assert workers[0]["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "500m"
-        # Deleted with a 1 s grace and waited for: the pod is gone only once the kubelet has killed its container
-        # (a forced deletion removes the object at once and may leave the container running a while longer).
-        plane.kubectl("delete", "pod", workers[1]["metadata"]["name"], "-n", ns, "--grace-period=1", "--wait=true",
-                      "--timeout=60s")  # fmt: skip
-        killed_at = epoch_now()
+        drained = workers[1]["metadata"]["name"]
+        eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": drained, "namespace": ns}}
+        plane.kubectl("create", "--raw", f"/api/v1/namespaces/{ns}/pods/{drained}/eviction", "-f", "-",
+                      input=json.dumps(eviction))  # fmt: skip
+        plane.kubectl("wait", "--for=delete", f"pod/{drained}", "-n", ns, "--timeout=90s")
+        killed_at = epoch_now()  # no epoch ends while the group waits for the evicted rank
         assert killed_at < EPOCHS, f"the worker died only after the last epoch ({killed_at}): nothing to resume"
 
         done = wait_phase(plane, train, {"Succeeded", "Failed"}, 900)
         assert done["phase"] == "Succeeded", done
-        assert done["resumedFrom"] and done["resumedFrom"][0] >= 1, done  # lost at most the epochs since then
+        assert done["resumedFrom"] and done["resumedFrom"][0] == killed_at, (done, killed_at)
+        assert done["epochsLost"] == 0, done
         assert done["epoch"] == EPOCHS and done["metrics"]["test_accuracy"] > 0.5, done
     finally:
         delete(plane, train, prep)
 
 
-PREEMPTED_EPOCHS = 100
+PREEMPTED_EPOCHS = 40
 
 
 @pytest.mark.timeout(2400)
@@ -181,7 +185,8 @@ def test_a_run_preempted_by_kueue_for_a_higher_priority_one_resumes_from_its_che
     submitter's 200m) and that preempts lower priorities. A low-priority Fashion-MNIST run trains on the real node;
     mid-training a high-priority run arrives: Kueue takes the low run's quota (it suspends its RayJob, KubeRay
     deletes its pods), the low run says Preempted with its place while the high one runs and succeeds; then Kueue
-    admits the low run again and it resumes from its newest checkpoint instead of from epoch 1."""
+    admits the low run again and it resumes after the epoch it had finished when its pods were deleted: it
+    checkpoints only every 1000 epochs, so that checkpoint is the one its preStop hook asked for."""
     plane, ns = control_plane, kuberay_on_node
     queue = f"slipway-{ns}-cq"
     objects = [
@@ -206,14 +211,13 @@ def test_a_run_preempted_by_kueue_for_a_higher_priority_one_resumes_from_its_che
                "training.epochs": epochs, "training.batchSize": 64, "training.earlyStopping": None,
                "resources": {"workers": 1, "cpusPerWorker": 1, "memory": "2Gi", "queue": "team",
                              "priorityClassName": f"slipway-{priority}"},
-               "export": {"formats": ["onnx"]}, "ttlSecondsAfterFinished": None},
+               "export": {"formats": ["onnx"]}, "ttlSecondsAfterFinished": None,
+               "checkpoint": {"everyEpochs": 1000}},
         )  # fmt: skip
         doc["metadata"]["name"] = name
         return doc
 
-    # An epoch takes about a second here, and the low run goes on training through its pods' 30 s grace period
-    # after Kueue's eviction (KubeRay deletes the pods; Ray does not stop on SIGTERM): enough epochs that it is
-    # still mid-run when they are killed.
+    # An epoch takes about a second here: enough epochs that the low run is still mid-run when it is preempted.
     low, high = run("fashion-low", "low", PREEMPTED_EPOCHS), run("fashion-high", "high", 1)
     plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
     try:
@@ -238,8 +242,8 @@ def test_a_run_preempted_by_kueue_for_a_higher_priority_one_resumes_from_its_che
         assert wait_phase(plane, high, {"Succeeded", "Failed"}, 900)["phase"] == "Succeeded"
         done = wait_phase(plane, low, {"Succeeded", "Failed"}, 900)
         assert done["phase"] == "Succeeded", done
-        # Resumed from a checkpoint written before its pods were gone (it may have gone on past `stopped_at` until
-        # then), not from epoch 1, and not the result of a run that finished anyway.
+        # Resumed from the checkpoint its pods wrote when they were deleted (a finished epoch or so past
+        # `stopped_at`), not from epoch 1, and not the result of a run that finished anyway.
         if not done.get("resumedFrom"):  # what the run's driver said, to tell why
             import boto3
 
@@ -248,7 +252,8 @@ def test_a_run_preempted_by_kueue_for_a_higher_priority_one_resumes_from_its_che
             key = done["logUri"].removeprefix("s3://slipway/")
             log = s3.get_object(Bucket="slipway", Key=key)["Body"].read().decode(errors="replace")
             raise AssertionError(f"not resumed (stopped at {stopped_at}): {json.dumps(done)[:3000]}\n{log[-6000:]}")
-        assert 2 <= done["resumedFrom"][0] < PREEMPTED_EPOCHS, (done, stopped_at)
+        assert 2 <= done["resumedFrom"][0] <= stopped_at + 3, (done, stopped_at)
+        assert done["epochsLost"] == 0, done
         assert done["epoch"] == PREEMPTED_EPOCHS and not done.get("reusedAt"), done
     finally:
         delete(plane, high, low, prep)

@@ -205,7 +205,8 @@ def test_credentials_reach_pods_from_secrets_and_never_the_config_map() -> None:
         {"secretRef": {"name": "s3-creds"}, "prefix": "SOURCE_"},
     ]
     assert container["env"] == [
-        {"name": "SLIPWAY_HASH_SALT", "valueFrom": {"secretKeyRef": {"name": "salts", "key": "people"}}}
+        {"name": "SLIPWAY_HASH_SALT", "valueFrom": {"secretKeyRef": {"name": "salts", "key": "people"}}},
+        {"name": "SLIPWAY_STOP_FILE", "value": "/tmp/slipway-stop"},  # the preStop hook's stop request
     ]
 
 

@@ -229,6 +229,11 @@ def test_progress_in_words() -> None:
         progress={"epoch": 5, "totalEpochs": 10, "resumedFrom": [3]},
     )
     assert run_status(resumed, [], 1, NOW).progress == "epoch 5/10 (resumed from the epoch-3 checkpoint)"
+    for lost, said in ((0, "no finished epoch lost"), (1, "1 finished epoch trained again"), (4, "4 finished epochs")):
+        resumed.progress = resumed.progress.model_copy(update={"epochs_lost": lost})
+        assert run_status(resumed, [], 1, NOW).progress.startswith(
+            f"epoch 5/10 (resumed from the epoch-3 checkpoint, {said}"
+        )
     sweep = Observed(
         ray_job={"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}, progress={"trialsDone": 4, "maxTrials": 12}
     )

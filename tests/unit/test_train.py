@@ -274,25 +274,23 @@ def test_gan_reports_losses_samples_and_exports_the_generator(datasets: dict[str
     assert images.shape == (4, 1, 28, 28) and images.min() >= 0 and images.max() <= 1
 
 
+def train_command(tmp_path: Path, dataset: str, epochs: int, checkpoint: dict[str, Any]) -> list[str]:
+    """`python -m slipway_trainer train` of a tiny CNN, as a pod runs it, with its artifacts under tmp_path/run."""
+    config = tmp_path / "config.json"
+    spec = {
+        "model": {"architecture": "cnn", "params": TINY["cnn"]},
+        "training": {"epochs": epochs, "batchSize": 32},
+        "checkpoint": checkpoint,
+    }
+    run = {"datasetUri": dataset, "artifactUri": (tmp_path / "run").as_uri(), "useRay": False, "spec": spec}
+    config.write_text(json.dumps(run))
+    return [sys.executable, "-m", "slipway_trainer", "train", "--config", str(config)]
+
+
 def test_a_killed_job_resumes_from_its_newest_checkpoint(datasets: dict[str, str], tmp_path: Path) -> None:
     """A fresh job on the same artifacts picks up where the killed one left its last checkpoint."""
-    config = tmp_path / "config.json"
     artifacts = tmp_path / "run"
-    config.write_text(
-        json.dumps(
-            {
-                "datasetUri": datasets["fashion"],
-                "artifactUri": artifacts.as_uri(),
-                "useRay": False,
-                "spec": {
-                    "model": {"architecture": "cnn", "params": TINY["cnn"]},
-                    "training": {"epochs": 8, "batchSize": 32},
-                    "checkpoint": {"everyEpochs": 1, "keep": 10},
-                },
-            }
-        )
-    )
-    command = [sys.executable, "-m", "slipway_trainer", "train", "--config", str(config)]
+    command = train_command(tmp_path, datasets["fashion"], 8, {"everyEpochs": 1, "keep": 10})
     job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not (artifacts / "checkpoints" / "epoch-0002.pt").exists():
@@ -300,13 +298,57 @@ def test_a_killed_job_resumes_from_its_newest_checkpoint(datasets: dict[str, str
     os.killpg(job.pid, signal.SIGKILL)
     job.wait()
     saved = sorted(int(p.stem.split("-")[1]) for p in (artifacts / "checkpoints").glob("epoch-*.pt"))
+    reached = max(h["epoch"] for h in json.loads((artifacts / HISTORY).read_text()))
     assert saved and saved[-1] >= 2
     assert not (artifacts / "result.json").exists()  # killed mid-run: no result that looks complete
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     result = json.loads((artifacts / "result.json").read_text())
     assert result["status"] == "Succeeded", done.stderr[-2000:]
     assert result["resumedFrom"] == [saved[-1]]  # at most one checkpoint interval (one epoch) was lost
+    assert result["epochsLost"] == reached - saved[-1]
     assert result["epochs"] == 8
+
+
+def test_a_job_asked_to_stop_checkpoints_its_last_finished_epoch_and_resumes_after_it(
+    datasets: dict[str, str], tmp_path: Path
+) -> None:
+    """What a preempted run's pod does (its preStop hook creates the stop file): a run that checkpoints only every
+    100 epochs writes the epoch it had finished when asked to stop, disarms (the hook then lets the pod go) and
+    waits to be killed; run again, it resumes after that epoch with no finished epoch lost."""
+    artifacts, stop = tmp_path / "run", tmp_path / "stop"
+    command = train_command(tmp_path, datasets["fashion"], 20, {"everyEpochs": 100})
+    env = {**os.environ, "SLIPWAY_STOP_FILE": str(stop)}
+    job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                           env=env)  # fmt: skip
+    try:
+        history = artifacts / HISTORY
+        wait_for(lambda: history.exists() and len(json.loads(history.read_text())) >= 2, "epoch 2", 240)
+        armed = list(tmp_path.glob("stop.armed.*"))
+        assert len(armed) == 1, armed  # the loop says it trains, so the hook waits for it
+        stop.touch()
+        wait_for(lambda: not armed[0].exists(), "the loop to disarm after its checkpoint", 120)
+        assert job.poll() is None  # it waits to be killed, and trains no further
+        reached = max(h["epoch"] for h in json.loads(history.read_text()))
+        time.sleep(1)
+        assert max(h["epoch"] for h in json.loads(history.read_text())) == reached
+    finally:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    saved = sorted(int(p.stem.split("-")[1]) for p in (artifacts / "checkpoints").glob("epoch-*.pt"))
+    assert saved == [reached], (saved, reached)
+    assert not (artifacts / "result.json").exists()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = json.loads((artifacts / "result.json").read_text())
+    assert result["status"] == "Succeeded", done.stderr[-2000:]
+    assert result["resumedFrom"] == [reached] and result["epochsLost"] == 0
+    assert result["epochs"] == 20
+
+
+def wait_for(done: Any, what: str, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
 
 
 BAD = [

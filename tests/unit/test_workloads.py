@@ -10,12 +10,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 from slipway_operator.api.datasetprep import DatasetPrepSpec
 from slipway_operator.workloads import prep_config
 from slipway_trainer import workload
 from slipway_trainer.logship import window
+from slipway_trainer.stop import StopRequest
 
 
 def test_prep_config_leaves_secret_references_and_resources_behind() -> None:
@@ -66,6 +68,44 @@ def test_a_failure_no_retry_mends_exits_0_so_kuberay_does_not_retry_it_and_an_un
         assert result.get("retryable") == {"": None, "data": False, "machine": True}[fail], result
     assert codes == {"": 0, "data": 0, "machine": 1}
     assert (tmp_path / "data" / "logs" / "driver.log").exists()  # kept with its artifacts (what is in it: below)
+
+
+def test_a_failure_once_the_pod_is_being_deleted_writes_no_result_and_the_work_is_armed_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A preempted run's driver sees its workers go (their pods stop Ray once checkpointed): that is the deletion,
+    not a failure of the run. No Failed result is written (the run resumes when Kueue admits it again); the driver
+    waits to be killed. While it works, its armed file keeps the preStop hook waiting for the workers."""
+    stop = tmp_path / "stop"
+    monkeypatch.setenv("SLIPWAY_STOP_FILE", str(stop))
+    held: list[str] = []
+
+    def hold(self: StopRequest, seconds: float | None = None) -> None:
+        held.append(str(self.path))
+        raise SystemExit(143)  # killed, as the pod's end would
+
+    monkeypatch.setattr(StopRequest, "hold", hold)
+    artifact = tmp_path / "run"
+
+    def work(progress: workload.Progress) -> dict[str, Any]:
+        assert list(tmp_path.glob("stop.armed.*")), "the hook would not wait for this work"
+        stop.touch()  # the hook ran: the pod is being deleted
+        raise ConnectionResetError("a worker's node died")
+
+    with pytest.raises(SystemExit):
+        workload.run(artifact.as_uri(), Job(artifact=artifact.as_uri()), work)
+    assert held == [str(stop)]
+    assert not (artifact / "result.json").exists()
+    assert not list(tmp_path.glob("stop.armed.*"))  # disarmed on the way out
+
+    stop.unlink()  # the same failure with no deletion under way is the run's own, and says so
+
+    def lost(progress: workload.Progress) -> dict[str, Any]:
+        raise ConnectionResetError("a worker's node died")
+
+    result = workload.run(artifact.as_uri(), Job(artifact=artifact.as_uri()), lost)
+    assert result["status"] == "Failed" and "a worker's node died" in result["message"], result
+    assert json.loads((artifact / "result.json").read_text())["status"] == "Failed"
 
 
 def test_the_log_is_copied_while_the_work_goes_and_the_processs_own_output_is_unchanged(tmp_path: Path) -> None:

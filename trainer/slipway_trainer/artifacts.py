@@ -29,6 +29,14 @@ SALT_ENV = "SLIPWAY_HASH_SALT"
 # A RayJob's label naming its workload (`python -m slipway_trainer <step>`): prep, train or tune.
 STEP_LABEL = "slipway.dev/step"
 
+# A stop request: the Ray pods' preStop hook creates STOP_FILE (its path in STOP_FILE_ENV) when the pod is deleted
+# (Kueue's preemption, a drained node). A training loop keeps STOP_FILE + STOP_ARMED_SUFFIX + its pid while it
+# trains; one that sees the stop file writes a checkpoint of its last finished epoch at once, removes its armed
+# file and waits to be killed. The hook waits (within the grace period) until no armed file is left.
+STOP_FILE_ENV = "SLIPWAY_STOP_FILE"
+STOP_FILE = "/tmp/slipway-stop"
+STOP_ARMED_SUFFIX = ".armed."
+
 # A Ray resource each worker pod of a Slipway RayJob advertises once (the operator's rayStartParams): a training
 # worker asks for it, so `workers: N` means one worker per pod, however the pods' CPUs would pack them.
 WORKER_RESOURCE = "slipway_worker"
@@ -129,6 +137,7 @@ class Progress(Artifact):
     stopped_early: bool | None = None
     workers: int | None = None
     resumed_from: list[int] | None = None
+    epochs_lost: int | None = None  # finished epochs trained again after resuming (no checkpoint held them)
     # tune
     trials_done: int | None = None
     trials_running: int | None = None
@@ -189,6 +198,7 @@ class Result(Artifact):
     epochs: int | None = None
     stopped_early: bool | None = None
     resumed_from: list[int] | None = None
+    epochs_lost: int | None = None
     model_uri: str | None = None
     report_uri: str | None = None
     checkpoint_uri: str | None = None

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from slipway_trainer import artifacts, storage
 from slipway_trainer.artifacts import PROGRESS, RESULT, RUN, Status, problems
 from slipway_trainer.logship import LogShipper
+from slipway_trainer.stop import StopRequest
 
 __all__ = ["PROGRESS", "RESULT", "Progress", "Status", "WorkloadError", "main", "run", "run_staged"]
 
@@ -138,7 +139,7 @@ def run(
     progress.update(force=True, phase="Running")
     base = {"configHash": config_hash(config), "startedAt": progress.state["startedAt"]}
     try:
-        outcome = work(progress)
+        outcome = _unless_leaving(work, progress)
     except WorkloadError as err:  # the data or the config: running it again gives the same answer
         result = {**base, "status": Status.FAILED, "reason": err.reason, "message": err.message, "retryable": False}
     except Exception as err:  # an unexpected failure still ends with a result a person can read
@@ -167,6 +168,21 @@ def run(
     progress.update(force=True, phase=str(result["status"]))
     storage.write_json_atomic(storage.join(artifact_uri, RESULT), result)
     return result
+
+
+def _unless_leaving(work: Callable[[Progress], dict[str, Any]], progress: Progress) -> dict[str, Any]:
+    """`work(progress)`, armed (see slipway_trainer.stop): the pod's preStop hook waits a while for the workers'
+    checkpoints before Ray goes. A failure once the pod is being deleted (preempted, drained) is that deletion, not
+    the work's: no result is written, and the run resumes when it runs again."""
+    leave = StopRequest()
+    try:
+        with leave.armed():
+            return work(progress)
+    except Exception:
+        if leave.requested():
+            print(f"{leave.path}: this pod is being deleted, so no result; the run resumes when it runs again")
+            leave.hold()
+        raise
 
 
 def run_staged(

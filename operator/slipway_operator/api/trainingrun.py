@@ -100,8 +100,12 @@ class ModelRunStatus(RunStatusBase):
 
     resumed_from: list[int] = Field(default_factory=list, max_length=1000)
     """Epochs whose checkpoints training resumed from after losing a worker (Ray Train restarts the worker
-    group) or after a retry of the job: what each failure cost (of a sweep: its best model's export, which
+    group), a retry of the job or a preemption: what each failure cost (of a sweep: its best model's export, which
     continues from the best trial's checkpoint)."""
+
+    epochs_lost: int | None = None
+    """Finished epochs trained again after those resumes, because no checkpoint held them (0 when a preempted
+    run's pods wrote their checkpoint on the way out)."""
 
 
 class TrainingRunStatus(ModelRunStatus):

@@ -78,8 +78,11 @@ def model_status_fields(observed: Observed, objective: str) -> dict[str, Any]:
     if progress is not None and progress.epoch:
         out |= {"epoch": progress.epoch, "totalEpochs": progress.total_epochs}
     resumed = (result and result.resumed_from) or (progress and progress.resumed_from)
-    if resumed:  # a worker was lost and the loop went on from a checkpoint: say from which epochs
+    if resumed:  # a worker was lost and the loop went on from a checkpoint: say from which epochs, and what it cost
         out["resumedFrom"] = list(resumed)
+        lost = result.epochs_lost if result and result.resumed_from else progress and progress.epochs_lost
+        if lost is not None:
+            out["epochsLost"] = lost
     if progress is not None and progress.max_trials:
         done, running, failed = (progress.trials_done or 0, progress.trials_running or 0, progress.trials_failed or 0)
         out["trials"] = {"total": done + running + failed, "completed": done, "running": running, "failed": failed}

@@ -8,6 +8,7 @@ within a Ray job, and on a fresh job alike.
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 import os
@@ -25,6 +26,7 @@ from torch import nn
 
 from slipway_trainer import selection, storage
 from slipway_trainer.config.train import TrainConfig, TrainSpec
+from slipway_trainer.stop import StopRequest, StopRequested
 from slipway_trainer.train import models
 from slipway_trainer.train.data import Dataset, Split, open_dataset, shard
 from slipway_trainer.workload import Progress, WorkloadError
@@ -253,9 +255,13 @@ def save_checkpoint(uri: str, state: dict[str, Any]) -> None:
     storage.write_bytes_atomic(uri, buffer.getvalue())
 
 
+def epoch_checkpoint_uri(artifact_uri: str, epoch: int) -> str:
+    return storage.join(artifact_uri, CHECKPOINTS, f"epoch-{epoch:04d}.pt")
+
+
 def save_epoch_checkpoint(artifact_uri: str, epoch: int, snapshot: dict[str, Any], keep: int) -> None:
     """Write `checkpoints/epoch-NNNN.pt` and keep only the `keep` newest."""
-    save_checkpoint(storage.join(artifact_uri, CHECKPOINTS, f"epoch-{epoch:04d}.pt"), snapshot)
+    save_checkpoint(epoch_checkpoint_uri(artifact_uri, epoch), snapshot)
     for _, old in checkpoint_uris(artifact_uri)[:-keep]:
         storage.remove(old)
 
@@ -271,6 +277,11 @@ def resume(artifact_uri: str, parts: dict[str, Any]) -> dict[str, Any] | None:
         part.load_state_dict(saved[name])
     state: dict[str, Any] = saved["state"]
     state.setdefault("resumedFrom", []).append(state["epoch"])
+    # Finished epochs after the checkpoint (history.json is rewritten after each epoch's checkpoint) are trained again.
+    history_uri = storage.join(artifact_uri, HISTORY)
+    history = storage.read_json(history_uri) if storage.exists(history_uri) else []
+    reached = max((int(h["epoch"]) for h in history), default=0)
+    state["epochsLost"] = state.get("epochsLost", 0) + max(0, reached - state["epoch"])
     return state
 
 
@@ -319,50 +330,96 @@ def train_loop(config: TrainConfig, worker: Worker, tensorboard_dir: Path | None
     train_data = resident(train_split.x, worker.device), resident(train_split.y, worker.device)
     started = time.monotonic()
     first_epoch = state["epoch"] + 1
-    for epoch in range(first_epoch, spec.training.epochs + 1):
-        generator.manual_seed(spec.training.seed + 1000 * worker.rank + epoch)
-        epoch_start = time.monotonic()
-        totals = _train_epoch(model, train_data, spec, optimizer, criterion, classes, worker, generator)
-        train_seconds = time.monotonic() - epoch_start
-        metrics = totals.metrics("train_")
-        if not math.isfinite(metrics["train_loss"]):
-            raise WorkloadError(
-                "NaNLoss",
-                f"the training loss became {metrics['train_loss']} in epoch {epoch}: lower "
-                "optimizer.learningRate, or check the data for extreme values",
-            )
-        metrics |= _evaluate(model, val_split, spec, criterion, classes, worker).metrics("val_")
-        metrics["learning_rate"] = float(optimizer.param_groups[0]["lr"])
-        schedule.step()
-        # Training samples per second of the training pass (validation excluded), all workers together.
-        metrics["samples_per_second"] = len(train_split) * worker.world_size / max(train_seconds, 1e-9)
-        state["history"].append({"epoch": epoch, **metrics})
-        shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith(("train_loss", "val_")))
-        print(f"[worker {worker.rank}] epoch {epoch}/{spec.training.epochs}: {shown}", flush=True)
-        state["epoch"] = epoch
-        improved = _track_best(state, metrics, objective, tolerance)
-        stop = _should_stop(state, metrics, stopping) if stopping else False
-        if worker.is_chief:
+    leave = StopRequest()  # this worker's pod going away (see train.stop)
+    unsaved: tuple[int, dict[str, Any]] | None = None  # the last finished epoch, when its checkpoint is not written
+    with leave.armed():
+        for epoch in range(first_epoch, spec.training.epochs + 1):
+            generator.manual_seed(spec.training.seed + 1000 * worker.rank + epoch)
+            epoch_start = time.monotonic()
+            try:
+                totals = _train_epoch(model, train_data, spec, optimizer, criterion, classes, worker, generator, leave)
+            except StopRequested:
+                _stop_now(config, unsaved, leave)
+            train_seconds = time.monotonic() - epoch_start
+            metrics = totals.metrics("train_")
+            if not math.isfinite(metrics["train_loss"]):
+                raise WorkloadError(
+                    "NaNLoss",
+                    f"the training loss became {metrics['train_loss']} in epoch {epoch}: lower "
+                    "optimizer.learningRate, or check the data for extreme values",
+                )
+            metrics |= _evaluate(model, val_split, spec, criterion, classes, worker).metrics("val_")
+            metrics["learning_rate"] = float(optimizer.param_groups[0]["lr"])
+            schedule.step()
+            # Training samples per second of the training pass (validation excluded), all workers together.
+            metrics["samples_per_second"] = len(train_split) * worker.world_size / max(train_seconds, 1e-9)
+            state["history"].append({"epoch": epoch, **metrics})
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k.startswith(("train_loss", "val_")))
+            print(f"[worker {worker.rank}] epoch {epoch}/{spec.training.epochs}: {shown}", flush=True)
+            state["epoch"] = epoch
+            improved = _track_best(state, metrics, objective, tolerance)
+            stop = _should_stop(state, metrics, stopping) if stopping else False
             state["workers"] = worker.world_size
-            _chief_epoch(
-                config,
-                unwrap(model),
-                optimizer,
-                schedule,
-                state,
-                improved,
-                stop,
-                writer,
-                progress,
-                metrics,
-                started,
-                first_epoch,
-            )
-        worker.report({k: float(v) for k, v in metrics.items()} | {"epoch": float(epoch)})
-        if stop:
-            break
+            due = epoch % spec.checkpoint.every_epochs == 0 or stop or epoch == spec.training.epochs
+            # Every rank holds the same weights (DDP), so the rank whose pod goes away can write the checkpoint.
+            snapshot = _snapshot(unwrap(model), optimizer, schedule, state) if due or leave.possible else None
+            unsaved = (epoch, detached(snapshot)) if snapshot is not None and not due else None
+            if worker.is_chief:
+                _chief_epoch(
+                    config,
+                    unwrap(model),
+                    snapshot if due else None,
+                    state,
+                    improved,
+                    stop,
+                    writer,
+                    progress,
+                    metrics,
+                    started,
+                    first_epoch,
+                )
+            worker.report({k: float(v) for k, v in metrics.items()} | {"epoch": float(epoch)})
+            if stop:
+                break
     if writer is not None:
         writer.close()
+
+
+def _snapshot(
+    model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, state: dict[str, Any]
+) -> dict[str, Any]:
+    """What an epoch checkpoint holds: enough to go on training exactly where the epoch ended."""
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "state": state,
+    }
+
+
+def detached(obj: Any) -> Any:
+    """A copy of a checkpoint snapshot that later training does not change: tensors copied to host memory."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: detached(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(detached(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+def _stop_now(config: TrainConfig, unsaved: tuple[int, dict[str, Any]] | None, stop: StopRequest) -> None:
+    """The pod is going away: checkpoint the last finished epoch if it is not yet, say so, wait to be killed."""
+    if unsaved is not None:  # the older ones are pruned by the next regular checkpoint
+        epoch, snapshot = unsaved
+        save_checkpoint(epoch_checkpoint_uri(config.artifact_uri, epoch), snapshot)
+        print(
+            f"stop requested ({stop.path}): epoch {epoch} checkpointed; the next is trained again on resume", flush=True
+        )
+    else:
+        print(f"stop requested ({stop.path}): the last finished epoch is already checkpointed", flush=True)
+    stop.disarm()
+    stop.hold()
 
 
 def local_device(config: TrainConfig) -> torch.device:
@@ -388,6 +445,7 @@ def _train_epoch(
     classes: int,
     worker: Worker,
     generator: torch.Generator,
+    stop: StopRequest | None = None,
 ) -> Totals:
     model.train()
     totals = Totals(classes, worker.device)
@@ -397,6 +455,8 @@ def _train_epoch(
     reg = spec.regularization
     weights = [p for name, p in model.named_parameters() if p.dim() > 1 and "norm" not in name.lower()]
     for start in range(0, len(order), size):
+        if stop is not None:
+            stop.check()
         index = order[start : start + size]
         x, y = x_all[index].to(worker.device, non_blocking=True), y_all[index].to(worker.device, non_blocking=True)
         x = augment(x, list(reg.augmentation), generator)
@@ -470,8 +530,7 @@ def _should_stop(state: dict[str, Any], metrics: dict[str, float], stopping: Any
 def _chief_epoch(
     config: TrainConfig,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    schedule: Any,
+    checkpoint: dict[str, Any] | None,
     state: dict[str, Any],
     improved: bool,
     stop: bool,
@@ -481,20 +540,16 @@ def _chief_epoch(
     started: float,
     first_epoch: int,
 ) -> None:
+    """What the chief writes after an epoch: the best model when it improved, the epoch's `checkpoint` when one is
+    due, the history, TensorBoard's events and the progress."""
     spec = config.spec
     epoch = state["epoch"]
-    snapshot = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict(),
-        "state": state,
-    }
     if improved:
         save_checkpoint(
             storage.join(config.artifact_uri, CHECKPOINTS, BEST), {"model": model.state_dict(), "epoch": epoch}
         )
-    if epoch % spec.checkpoint.every_epochs == 0 or stop or epoch == spec.training.epochs:
-        save_epoch_checkpoint(config.artifact_uri, epoch, snapshot, spec.checkpoint.keep)
+    if checkpoint is not None:
+        save_epoch_checkpoint(config.artifact_uri, epoch, checkpoint, spec.checkpoint.keep)
     storage.write_json_atomic(storage.join(config.artifact_uri, HISTORY), state["history"])
     if writer is not None:
         for key, value in metrics.items():
@@ -517,6 +572,7 @@ def _chief_epoch(
             stoppedEarly=stop,
             workers=state.get("workers", 1),
             resumedFrom=state.get("resumedFrom", []),
+            epochsLost=state.get("epochsLost", 0),
         )
 
 

@@ -135,6 +135,7 @@ def publish(
         "epochs": state["epoch"],
         "stoppedEarly": state["epoch"] < spec.training.epochs,
         "resumedFrom": state.get("resumedFrom", []),
+        "epochsLost": state.get("epochsLost", 0),
         "modelUri": storage.join(publish_uri, "model"),
         "reportUri": storage.join(publish_uri, "report"),
         "checkpointUri": newest,
