@@ -171,12 +171,12 @@ STOP_WAIT_SECONDS = RAY_POD_GRACE_SECONDS - 5
 def stop_hook() -> dict[str, Any]:
     """The Ray containers' preStop hook. Ray does not pass SIGTERM on to its workers, and KubeRay deletes the pods of
     a preempted (suspended) RayJob, so the hook asks instead: it creates the stop file, which the training loops
-    look for between batches (they checkpoint their last finished epoch; see slipway_trainer.stop), waits within the
-    grace period while a loop or the driver is still armed, then stops Ray so the pod goes at once."""
+    look for between batches (they checkpoint their last finished epoch; see slipway_trainer.stop), and waits within
+    the grace period while a loop or the driver is still armed. Then the kubelet's SIGTERM reaches Ray, which takes
+    it for a preemption of its node (Ray Train resumes elsewhere without counting a failure)."""
     script = (
         f"touch {STOP_FILE}; for i in $(seq {STOP_WAIT_SECONDS}); do "
-        f"ls {STOP_FILE}{STOP_ARMED_SUFFIX}* >/dev/null 2>&1 || break; sleep 1; done; "
-        "ray stop --force >/dev/null 2>&1; exit 0"
+        f"ls {STOP_FILE}{STOP_ARMED_SUFFIX}* >/dev/null 2>&1 || exit 0; sleep 1; done"
     )
     return {"preStop": {"exec": {"command": ["bash", "-c", script]}}}
 
