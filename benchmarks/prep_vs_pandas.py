@@ -5,7 +5,7 @@ by the label with a fixed seed, fit standardization and one-hot encoding on the 
 Parquet per split, from the same generated Parquet file of mixed-type rows. Each runs in a child process of
 its own so its peak memory (max RSS) is its own. Prints rows/s and peak memory of each, and the ratios.
 
-    python benchmarks/prep_vs_pandas.py [--rows 1000000]
+    python benchmarks/prep_vs_pandas.py [--rows 1000000] [--out benchmarks/.out]
 
 Differences, stated: pandas writes the transformed feature matrix; Slipway writes the cleaned rows and the
 fitted transform spec (applied when the data is loaded for training or serving), and also computes the data
@@ -105,8 +105,8 @@ def run_slipway(source: Path, out: Path) -> None:
         raise SystemExit(f"slipway prep failed: {result['message']}")
 
 
-def child(engine: str, source: Path, rows: int) -> None:
-    out = OUT / f"{engine}-{rows}"
+def child(engine: str, source: Path, rows: int, folder: Path) -> None:
+    out = folder / f"{engine}-{rows}"
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
@@ -120,12 +120,13 @@ def child(engine: str, source: Path, rows: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--out", type=Path, default=OUT, help="the folder for inputs and outputs (%(default)s)")
     parser.add_argument("--engine", choices=["pandas", "slipway"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    OUT.mkdir(exist_ok=True)
-    source = OUT / f"mixed-{args.rows}.parquet"
+    args.out.mkdir(parents=True, exist_ok=True)
+    source = args.out / f"mixed-{args.rows}.parquet"
     if args.engine:
-        child(args.engine, source, args.rows)
+        child(args.engine, source, args.rows, args.out)
         return 0
     if not source.exists():
         print(f"generating {args.rows:,} mixed-type rows (2% duplicates, missing values) ...")
@@ -133,11 +134,13 @@ def main() -> int:
     results = {}
     for engine in ("pandas", "slipway"):
         done = subprocess.run(
-            [sys.executable, __file__, "--rows", str(args.rows), "--engine", engine],
+            [sys.executable, __file__, "--rows", str(args.rows), "--out", str(args.out), "--engine", engine],
             capture_output=True,
             text=True,
-            check=True,
+            check=False,
         )
+        if done.returncode != 0:  # its own words (a failed Slipway run says why), not a bare exit status
+            raise SystemExit(f"the {engine} run failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
         results[engine] = json.loads(done.stdout.strip().splitlines()[-1])
     pandas, slipway = results["pandas"], results["slipway"]
     print(f"data prep on {args.rows:,} rows ({platform.machine()}, {platform.python_version()})")

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from serve_vs_naive import CONCURRENCY, OUT, start_naive, start_slipway, train_model, wrk
+from serve_vs_naive import CONCURRENCY, OUT, answer, start_naive, start_slipway, train_model, wrk
 
 KSERVE_PYTHON = OUT / "kserve-venv" / "bin" / "python"
 GHZ = OUT / "bin" / "ghz"
@@ -180,6 +180,7 @@ def main() -> int:
         try:
             grpc = f"127.0.0.1:{grpc_port}" if name != "naive" else None  # the naive server speaks REST only
             url = f"http://127.0.0.1:{port}/v2/models/bench/infer"
+            answer(url, body)  # a server that refuses the request stops the run here, saying why
             results[name] = measure(name, url, grpc, args.seconds, script, descriptors)
         finally:
             process.terminate()

@@ -16,7 +16,10 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 OUT = Path(__file__).resolve().parent / ".out"
 CONCURRENCY = (1, 8, 64)
@@ -31,7 +34,7 @@ def train_model() -> tuple[Path, Path]:
     data, run = OUT / "serve-data", OUT / "serve-run"
     if not (run / "model" / "model.onnx").exists():
         shutil.rmtree(run, ignore_errors=True)
-        prep.run(
+        prepared = prep.run(
             PrepConfig.model_validate(
                 {
                     "outputUri": data.as_uri(),
@@ -39,6 +42,8 @@ def train_model() -> tuple[Path, Path]:
                 }
             )
         )
+        if prepared["status"] != "Succeeded":
+            raise SystemExit(f"data prep failed: {prepared['message']}")
         result = train.run(
             TrainConfig.model_validate(
                 {
@@ -134,8 +139,6 @@ def start_naive(run: Path, data: Path, port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    import urllib.request
-
     for _ in range(300):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/docs", timeout=1)
@@ -143,6 +146,20 @@ def start_naive(run: Path, data: Path, port: int) -> subprocess.Popen[bytes]:
         except OSError:
             time.sleep(0.1)
     raise SystemExit("the naive server did not start")
+
+
+def answer(url: str, body: dict[str, Any]) -> None:
+    """One request before the load: a server that refuses it (a non-2xx answer) stops the benchmark at once with
+    its answer, instead of wrk timing refusals at every concurrency."""
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30):
+            return
+    except urllib.error.HTTPError as err:
+        text = err.read()[:1000].decode(errors="replace")
+        raise SystemExit(f"{url} refused the benchmark's request: HTTP {err.code}: {text}") from None
+    except OSError as err:
+        raise SystemExit(f"{url} did not answer the benchmark's request: {err}") from None
 
 
 def wrk(url: str, concurrency: int, seconds: int, script: Path) -> dict[str, float]:
@@ -191,16 +208,19 @@ def main() -> int:
     )
     results: dict[str, dict[int, dict[str, float]]] = {"slipway": {}, "naive": {}}
     slipway, port, _ = start_slipway(run)
+    url = f"http://127.0.0.1:{port}/v2/models/bench/infer"
     try:
+        answer(url, body)
         for c in CONCURRENCY:
-            results["slipway"][c] = wrk(f"http://127.0.0.1:{port}/v2/models/bench/infer", c, args.seconds, script)
+            results["slipway"][c] = wrk(url, c, args.seconds, script)
     finally:
         slipway.terminate()
         slipway.wait()
     naive = start_naive(run, data, port)
     try:
+        answer(url, body)
         for c in CONCURRENCY:
-            results["naive"][c] = wrk(f"http://127.0.0.1:{port}/v2/models/bench/infer", c, args.seconds, script)
+            results["naive"][c] = wrk(url, c, args.seconds, script)
     finally:
         naive.terminate()
         naive.wait()

@@ -10,7 +10,7 @@ bf16 autocast), and against the Slipway loop made to copy every batch from host 
 it kept the training split on the GPU), at two batch sizes; it prints samples/s and the achieved FLOP/s
 (FLOPs per sample counted by torch's FlopCounterMode).
 
-    python benchmarks/train_vs_torch.py [--rows 20000] [--epochs 3]
+    python benchmarks/train_vs_torch.py [--rows 20000] [--epochs 3] [--out benchmarks/.out]
     python benchmarks/train_vs_torch.py --device cuda --rows 60000 --epochs 4
 """
 
@@ -32,11 +32,11 @@ OUT = Path(__file__).resolve().parent / ".out"
 MODEL: dict[str, Any] = {"architecture": "cnn", "params": {"channels": [32, 64], "hidden": 128, "dropout": 0.25}}
 
 
-def prepare(rows: int) -> str:
+def prepare(rows: int, folder: Path) -> str:
     from slipway_trainer.config.prep import PrepConfig
     from slipway_trainer.data import workload
 
-    out = OUT / f"fashion-{rows}"
+    out = folder / f"fashion-{rows}"
     result = workload.run(
         PrepConfig.model_validate(
             {
@@ -55,7 +55,13 @@ def prepare(rows: int) -> str:
 
 
 def slipway_epochs(
-    dataset: str, epochs: int, batch: int, use_ray: bool, gpu: bool = False, host_batches: bool = False
+    dataset: str,
+    epochs: int,
+    batch: int,
+    use_ray: bool,
+    folder: Path,
+    gpu: bool = False,
+    host_batches: bool = False,
 ) -> list[dict[str, Any]]:
     """The Slipway loop's per-epoch history (samples/s of the training pass, validation excluded).
     `host_batches`: keep the training split in host memory (a copy to the GPU per batch)."""
@@ -63,7 +69,7 @@ def slipway_epochs(
     from slipway_trainer.train import loop
     from slipway_trainer.train.loop import Worker, checkpoint_uris, load_checkpoint, train_loop
 
-    artifacts = OUT / f"run-{'ray' if use_ray else 'local'}-{'gpu' if gpu else 'cpu'}"
+    artifacts = folder / f"run-{'ray' if use_ray else 'local'}-{'gpu' if gpu else 'cpu'}"
     shutil.rmtree(artifacts, ignore_errors=True)
     config = TrainConfig.model_validate(
         {
@@ -83,7 +89,7 @@ def slipway_epochs(
     if use_ray:
         from slipway_trainer.train import ray_runner
 
-        ray_runner.fit(config, OUT, OUT / "tb")
+        ray_runner.fit(config, folder, folder / "tb")
     else:
         keep = loop.resident
         if host_batches:
@@ -148,11 +154,14 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--out", type=Path, default=OUT, help="the folder for inputs and outputs (%(default)s)")
     args = parser.parse_args()
-    OUT.mkdir(exist_ok=True)
-    dataset = prepare(args.rows)
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2: the first epoch warms up and is left out of the mean")
+    args.out.mkdir(parents=True, exist_ok=True)
+    dataset = prepare(args.rows, args.out)
     report = compare_on_gpu(dataset, args) if args.device == "cuda" else compare_on_cpu(dataset, args)
-    (OUT / f"train_vs_torch_{args.device}.json").write_text(json.dumps(report, indent=2))
+    (args.out / f"train_vs_torch_{args.device}.json").write_text(json.dumps(report, indent=2))
     return 0
 
 
@@ -160,7 +169,7 @@ def compare_on_cpu(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
     # The first epoch warms up; the rest are averaged. Plain torch runs before and after Slipway, and the
     # two are averaged, so a drift in the machine's speed during the run does not favour either side.
     before = plain_torch(dataset, args.epochs, args.batch)[1:]
-    history = slipway_epochs(dataset, args.epochs, args.batch, use_ray=True)[1:]
+    history = slipway_epochs(dataset, args.epochs, args.batch, use_ray=True, folder=args.out)[1:]
     after = plain_torch(dataset, args.epochs, args.batch)[1:]
     plain = float(np.mean(before + after))
     slipway = float(np.mean([h["samples_per_second"] for h in history]))
@@ -185,8 +194,9 @@ def compare_on_gpu(dataset: str, args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {"gpu": name, "torch": torch.__version__, "batches": {}}
     for batch in (args.batch, 512):
         before = plain_torch(dataset, args.epochs, batch, gpu=True)[1:]
-        resident = slipway_epochs(dataset, args.epochs, batch, use_ray=False, gpu=True)[1:]
-        host = slipway_epochs(dataset, args.epochs, batch, use_ray=False, gpu=True, host_batches=True)[1:]
+        resident = slipway_epochs(dataset, args.epochs, batch, use_ray=False, folder=args.out, gpu=True)[1:]
+        host = slipway_epochs(dataset, args.epochs, batch, use_ray=False, folder=args.out, gpu=True, host_batches=True)
+        host = host[1:]
         after = plain_torch(dataset, args.epochs, batch, gpu=True)[1:]
         flops = flops_per_sample(dataset, batch)
         rates = {

@@ -4,7 +4,7 @@ Both run the same random search (same seed, so the same sampled configurations) 
 `--epochs` epochs on scikit-learn's digits; FIFO runs every trial to the end, ASHA stops poor ones at its rungs.
 Prints the best validation accuracy each reaches and the trial-epochs each spends, and the ratios.
 
-    python benchmarks/tune_asha_vs_fifo.py [--trials 8] [--epochs 9]
+    python benchmarks/tune_asha_vs_fifo.py [--trials 8] [--epochs 9] [--out benchmarks/.out]
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from typing import Any
 OUT = Path(__file__).resolve().parent / ".out"
 
 
-def prepare() -> str:
+def prepare(out: Path) -> str:
     from slipway_trainer.config.prep import PrepConfig
     from slipway_trainer.data import workload
 
-    uri = (OUT / "digits").as_uri()
+    uri = (out / "digits").as_uri()
     result = workload.run(
         PrepConfig.model_validate(
             {
@@ -43,10 +43,10 @@ def prepare() -> str:
     return uri
 
 
-def sweep(dataset: str, scheduler: str, trials: int, epochs: int) -> tuple[dict[str, Any], float]:
-    artifacts = OUT / f"sweep-{scheduler}"
+def sweep(dataset: str, scheduler: str, trials: int, epochs: int, out: Path) -> tuple[dict[str, Any], float]:
+    artifacts = out / f"sweep-{scheduler}"
     shutil.rmtree(artifacts, ignore_errors=True)
-    config = OUT / f"sweep-{scheduler}.json"
+    config = out / f"sweep-{scheduler}.json"
     config.write_text(
         json.dumps(
             {
@@ -73,16 +73,18 @@ def sweep(dataset: str, scheduler: str, trials: int, epochs: int) -> tuple[dict[
         )
     )
     start = time.perf_counter()
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "slipway_trainer", "tune", "--config", str(config)],
         capture_output=True,
         text=True,
         check=False,
     )
     seconds = time.perf_counter() - start
+    if not (artifacts / "result.json").exists():  # refused before it ran (an invalid config) or crashed: its words
+        raise SystemExit(f"{scheduler} sweep left no result (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
     result: dict[str, Any] = json.loads((artifacts / "result.json").read_text())
     if result["status"] != "Succeeded":
-        raise SystemExit(f"{scheduler} sweep failed: {result['message']}")
+        raise SystemExit(f"{scheduler} sweep {result['status']}: {result.get('reason')}: {result['message']}")
     return result, seconds
 
 
@@ -90,11 +92,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=9)
+    parser.add_argument("--out", type=Path, default=OUT, help="the folder for inputs and outputs (%(default)s)")
     args = parser.parse_args()
-    OUT.mkdir(exist_ok=True)
-    dataset = prepare()
-    fifo, fifo_s = sweep(dataset, "fifo", args.trials, args.epochs)
-    asha, asha_s = sweep(dataset, "asha", args.trials, args.epochs)
+    args.out.mkdir(parents=True, exist_ok=True)
+    dataset = prepare(args.out)
+    fifo, fifo_s = sweep(dataset, "fifo", args.trials, args.epochs, args.out)
+    asha, asha_s = sweep(dataset, "asha", args.trials, args.epochs, args.out)
     print(f"tuning on digits: {args.trials} random trials of up to {args.epochs} epochs, same seed")
     print(f"{'':6} {'best val_accuracy':>18} {'trial-epochs':>13} {'stopped early':>14} {'seconds':>8}")
     for name, r, s in (("fifo", fifo, fifo_s), ("asha", asha, asha_s)):

@@ -1,0 +1,64 @@
+"""The benchmarks at a smoke size: each script runs end to end on this machine (its generated inputs and outputs in a
+temporary folder) and prints its comparison, so a change that breaks one shows here instead of at the next
+`make bench`. No figure is asserted: only that the ratio line is printed, with numbers in it. A benchmark whose
+subject refuses the work stops at once, saying why.
+
+Left out: serve_vs_naive.py and serve_vs_kserve.py (their load comes from wrk and ghz, and KServe runs in a virtual
+environment of its own, all installed by scripts/install-bench-tools.sh for `make bench` only) and operator_scale.py
+(it runs on the test control plane, for minutes)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+NUMBER = r"\d+(?:\.\d+)?"
+
+
+def bench(script: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / script), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def succeeded(done: subprocess.CompletedProcess[str]) -> str:
+    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def test_prep_against_pandas_prints_both_rates_and_the_ratios(tmp_path: Path) -> None:
+    """Generated rows through the pandas pipeline and Slipway's workload, each in its own process."""
+    out = succeeded(bench("prep_vs_pandas.py", "--rows", "2000", "--out", str(tmp_path)))
+    assert re.search(rf"^pandas +{NUMBER}", out.replace(",", ""), re.M), out
+    assert re.search(rf"^slipway +{NUMBER}", out.replace(",", ""), re.M), out
+    assert re.search(rf"ratio slipway/pandas: throughput {NUMBER}x, peak memory {NUMBER}x", out), out
+    assert (tmp_path / "slipway-2000").is_dir() and (tmp_path / "pandas-2000").is_dir()
+
+
+def test_training_against_plain_torch_prints_the_overhead_ratio(tmp_path: Path) -> None:
+    """Two epochs (the first is the warm-up the mean leaves out) of the plain loop and of Slipway's under Ray Train."""
+    out = succeeded(bench("train_vs_torch.py", "--rows", "1000", "--epochs", "2", "--out", str(tmp_path)))
+    assert re.search(rf"overhead ratio plain/slipway: {NUMBER}", out), out
+    assert (tmp_path / "train_vs_torch_cpu.json").exists()
+
+
+def test_asha_against_fifo_prints_the_ratios(tmp_path: Path) -> None:
+    """Two trials of two epochs under each scheduler, each sweep the real `slipway_trainer tune`."""
+    out = succeeded(bench("tune_asha_vs_fifo.py", "--trials", "2", "--epochs", "2", "--out", str(tmp_path)))
+    assert re.search(rf"ratio asha/fifo: best metric {NUMBER}, trial-epochs {NUMBER}, wall time {NUMBER}", out), out
+
+
+def test_a_sweep_that_refuses_its_config_stops_the_benchmark_with_the_reason(tmp_path: Path) -> None:
+    """`--trials 0` is a sweep config the tuner refuses: the benchmark ends with its words, not a missing file."""
+    done = bench("tune_asha_vs_fifo.py", "--trials", "0", "--out", str(tmp_path), timeout=120)
+    assert done.returncode != 0
+    assert "fifo sweep left no result" in done.stderr and "maxTrials" in done.stderr, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
