@@ -247,6 +247,12 @@ def _event_problem(event: Mapping[str, Any], now: float, timeout: int, started: 
             "QuotaExceeded",
             f"{what} cannot create its pods: {said}; raise the namespace's ResourceQuota, or lower spec.resources",
         )
+    elif "no PriorityClass with name" in said:  # the API server's Priority admission plugin
+        found = Diagnosis(
+            "PriorityClassNotFound",
+            f"{what} cannot create its pods: {said}; spec.resources.priorityClassName must name a PriorityClass "
+            "that exists (`kubectl get priorityclasses`): create it, or leave the field out",
+        )
     elif "forbidden" in said.lower() and "Create" in str(event.get("reason")):
         found = Diagnosis("PodRefused", f"{what} cannot create its pods: {said}; see the cluster's admission policy")
     else:

@@ -239,3 +239,89 @@ def test_a_suspended_queued_run_gives_its_quota_to_the_next_and_queues_again_whe
         for doc in reversed(objects):
             plane.kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "-n", namespace, "--wait=false",
                           check=False)  # fmt: skip
+
+
+def gpu_queues(namespace: str, gpus: int) -> list[dict[str, Any]]:
+    """Kueue's pattern for a cluster of CPU and GPU nodes: flavor `cpu` (the CPU pool's nodes, no GPUs) before flavor
+    `h100` (the GPU pool's nodes and their taint), one resource group, `gpus` GPUs of quota: a pod set that asks for
+    no GPU gets the CPU pool, one that does gets the GPU pool."""
+    cq = f"slipway-{namespace}-gpu"
+    pool = {"node.kubernetes.io/instance-type": "gpu-8xh100"}
+    return [
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": f"{cq}-cpu"},
+         "spec": {"nodeLabels": {"node.kubernetes.io/instance-type": "cpu-32"}}},
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ResourceFlavor", "metadata": {"name": f"{cq}-h100"},
+         "spec": {"nodeLabels": pool, "nodeTaints": [{"key": "nvidia.com/gpu", "value": "present",
+                                                       "effect": "NoSchedule"}]}},
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "ClusterQueue", "metadata": {"name": cq},
+         "spec": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                  "queueingStrategy": "BestEffortFIFO",
+                  "resourceGroups": [{"coveredResources": ["cpu", "memory", "nvidia.com/gpu"], "flavors": [
+                      {"name": f"{cq}-cpu", "resources": [{"name": "cpu", "nominalQuota": 8},
+                                                          {"name": "memory", "nominalQuota": "64Gi"},
+                                                          {"name": "nvidia.com/gpu", "nominalQuota": 0}]},
+                      {"name": f"{cq}-h100", "resources": [{"name": "cpu", "nominalQuota": 32},
+                                                           {"name": "memory", "nominalQuota": "256Gi"},
+                                                           {"name": "nvidia.com/gpu", "nominalQuota": gpus}]}]}]}},
+        {"apiVersion": "kueue.x-k8s.io/v1beta2", "kind": "LocalQueue",
+         "metadata": {"name": "gpus", "namespace": namespace}, "spec": {"clusterQueue": cq}},
+    ]  # fmt: skip
+
+
+def test_gpu_runs_share_the_gpu_quota_each_admitted_whole_with_its_pods_placed_on_the_pools(
+    control_plane: testbed.ControlPlane, namespace: str, operator_env: None
+) -> None:
+    """Two GPU TrainingRuns (2 workers x 1 GPU) on a quota of 2 GPUs: the first is admitted whole — one Workload with
+    every pod set of its Ray cluster (head, workers, submitter), so no half-started gang holds GPUs — its workers
+    placed on the GPU pool by the flavor's node labels and the head on the CPU pool; the second waits for
+    nvidia.com/gpu, in Kueue's words; when the first goes, the second is admitted."""
+    plane = control_plane
+
+    def status(name: str) -> dict[str, Any]:
+        return dict(json.loads(plane.kubectl("get", "trainingrun", name, "-n", namespace, "-o", "json")).get("status")
+                    or {})  # fmt: skip
+
+    def rayjob(name: str) -> dict[str, Any]:
+        out = plane.kubectl("get", "rayjob", f"{name}-train", "-n", namespace, "-o", "json", check=False)
+        return dict(json.loads(out)) if out else {}
+
+    def admitted(name: str) -> bool:  # Kueue unsuspends it (suspend: false is left out)
+        job = rayjob(name)
+        return bool(job) and not job["spec"].get("suspend")
+
+    def gpu_run(name: str, workers: int) -> str:
+        doc = json.loads(training(name))
+        doc["spec"]["resources"] = {"workers": workers, "cpusPerWorker": 2, "memory": "4Gi", "gpusPerWorker": 1,
+                                    "queue": "gpus"}  # fmt: skip
+        return json.dumps(doc)
+
+    objects = gpu_queues(namespace, gpus=2)
+    plane.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}))
+    try:
+        with KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "slipway_operator.handlers"],
+                        timeout=180):  # fmt: skip
+            plane.kubectl("apply", "-n", namespace, "-f", "-", input=gpu_run("a", 2))
+            testbed.wait_until("a admitted", lambda: admitted("a"), 60)
+            plane.kubectl("apply", "-n", namespace, "-f", "-", input=gpu_run("b", 2))
+            testbed.wait_until("Kueue's words for what b waits for", lambda: "nvidia.com/gpu" in
+                               str((status("b").get("queue") or {}).get("message")), 60)  # fmt: skip
+            assert status("b")["queue"]["position"] == 1 and not admitted("b"), status("b")
+
+            cluster = rayjob("a")["spec"]["rayClusterSpec"]
+            head = cluster["headGroupSpec"]["template"]["spec"]
+            workers = cluster["workerGroupSpecs"][0]["template"]["spec"]
+            assert workers["nodeSelector"]["node.kubernetes.io/instance-type"] == "gpu-8xh100", workers
+            assert head["nodeSelector"]["node.kubernetes.io/instance-type"] == "cpu-32", head
+            found = json.loads(plane.kubectl("get", "workloads", "-n", namespace, "-o", "json"))["items"]
+            (workload,) = [w for w in found if w["metadata"]["ownerReferences"][0]["name"] == "a-train"]
+            assigned = {a["name"]: a for a in workload["status"]["admission"]["podSetAssignments"]}
+            assert len(assigned) == len(workload["spec"]["podSets"]) == 3, assigned  # head, workers, submitter
+            gpu_sets = [a for a in assigned.values() if "nvidia.com/gpu" in a.get("flavors", {})]
+            assert len(gpu_sets) == 1 and gpu_sets[0]["count"] == 2, assigned
+
+            plane.kubectl("delete", "trainingrun", "a", "-n", namespace, "--wait=true", "--timeout=60s")
+            testbed.wait_until("b admitted once a's GPUs are free", lambda: admitted("b"), 60)
+    finally:
+        for doc in reversed(objects):
+            plane.kubectl("delete", doc["kind"].lower(), doc["metadata"]["name"], "-n", namespace, "--wait=false",
+                          check=False)  # fmt: skip

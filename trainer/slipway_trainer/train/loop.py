@@ -417,7 +417,7 @@ def _stop_now(config: TrainConfig, unsaved: tuple[int, dict[str, Any]] | None, s
             f"stop requested ({stop.path}): epoch {epoch} checkpointed; the next is trained again on resume", flush=True
         )
     else:
-        print(f"stop requested ({stop.path}): the last finished epoch is already checkpointed", flush=True)
+        print(f"stop requested ({stop.path}): no epoch finished since the newest checkpoint", flush=True)
     stop.disarm()
     stop.hold()
 
