@@ -157,27 +157,31 @@ def test_a_worker_that_crashed_after_an_hour_is_judged_by_its_restarts_not_by_it
     assert crashing([running_again]) == []  # crashed once, long ago, runs again: its log is not read every pass
 
 
-def test_a_priority_class_that_does_not_exist_is_named_with_what_to_do() -> None:
-    event = {
+def head_pod_refused(message: str, at: str) -> dict[str, Any]:
+    """KubeRay's Warning Event when the API server refuses its head pod."""
+    return {
         "type": "Warning",
         "reason": "FailedCreateHeadPod",
-        "message": 'pods "a-head-x" is forbidden: no PriorityClass with name urgent was found',
+        "message": message,
         "involvedObject": {"kind": "RayCluster", "name": "a-raycluster-x"},
-        "lastTimestamp": "2027-01-15T07:59:30Z",
+        "lastTimestamp": at,
     }
+
+
+def test_a_priority_class_that_does_not_exist_is_named_with_what_to_do() -> None:
+    event = head_pod_refused(
+        'pods "a-head-x" is forbidden: no PriorityClass with name urgent was found', "2027-01-15T07:59:30Z"
+    )
     d = diagnose([], [event], now=NOW, pending_timeout=300, started=NOW - 60)
     assert d is not None and d.reason == "PriorityClassNotFound", d
     assert "urgent" in d.message and "spec.resources.priorityClassName" in d.message
 
 
 def test_a_quota_event_older_than_the_run_is_not_its_problem() -> None:
-    event = {
-        "type": "Warning",
-        "reason": "FailedCreateHeadPod",
-        "message": 'pods "a-head" is forbidden: exceeded quota: gpu, requested: requests.nvidia.com/gpu=1',
-        "involvedObject": {"kind": "RayCluster", "name": "a-raycluster-x"},
-        "lastTimestamp": "2027-01-15T07:00:00Z",  # an hour before NOW: an earlier resource of the same name
-    }
+    event = head_pod_refused(
+        'pods "a-head" is forbidden: exceeded quota: gpu, requested: requests.nvidia.com/gpu=1',
+        "2027-01-15T07:00:00Z",  # an hour before NOW: an earlier resource of the same name
+    )
     assert diagnose([], [event], now=NOW, pending_timeout=300, started=NOW - 60) is None
     fresh = {**event, "lastTimestamp": "2027-01-15T07:59:30Z"}
     d = diagnose([], [fresh], now=NOW, pending_timeout=300, started=NOW - 60)
