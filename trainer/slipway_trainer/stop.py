@@ -2,10 +2,10 @@
 
 Kueue preempts a run by suspending its RayJob; KubeRay then deletes the Ray pods, and a drained node evicts them.
 Ray does not pass SIGTERM on to the training workers, so the pods' preStop hook (the operator's builders) creates a
-stop file instead (`artifacts.STOP_FILE`, named by `STOP_FILE_ENV`). The chief's loop looks for it between batches;
-when it is there, it writes the checkpoint it has not written yet (a run that checkpoints every N epochs keeps the
-epoch it had finished, not the one N epochs back), disarms (the hook waits while a loop is armed) and waits to be
-killed: the resumed run starts at the next epoch, and only the unfinished epoch is trained again.
+stop file instead (`artifacts.STOP_FILE`, named by `STOP_FILE_ENV`). The training loop looks for it between
+batches; when it is there, it writes the checkpoint it has not written yet (a run that checkpoints every N epochs
+keeps the epoch it had finished, not the one N epochs back), disarms (the hook waits while a loop is armed) and
+waits to be killed: the resumed run starts at the next epoch, and only the unfinished epoch is trained again.
 
 Every rank looks: data-parallel ranks hold the same weights, so the rank whose pod goes away (all of them when Kueue
 preempts the run, one when its node is drained) writes the checkpoint itself. The other ranks wait in their next

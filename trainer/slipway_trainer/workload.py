@@ -180,7 +180,9 @@ def _unless_leaving(work: Callable[[Progress], dict[str, Any]], progress: Progre
             return work(progress)
     except Exception:
         if leave.requested():
-            print(f"{leave.path}: this pod is being deleted, so no result; the run resumes when it runs again")
+            print(
+                f"{leave.path}: this pod is being deleted, so no result; the run resumes when it runs again", flush=True
+            )
             leave.hold()
         raise
 

@@ -330,7 +330,7 @@ def train_loop(config: TrainConfig, worker: Worker, tensorboard_dir: Path | None
     train_data = resident(train_split.x, worker.device), resident(train_split.y, worker.device)
     started = time.monotonic()
     first_epoch = state["epoch"] + 1
-    leave = StopRequest()  # this worker's pod going away (see train.stop)
+    leave = StopRequest()  # this worker's pod going away (see slipway_trainer.stop)
     unsaved: tuple[int, dict[str, Any]] | None = None  # the last finished epoch, when its checkpoint is not written
     with leave.armed():
         for epoch in range(first_epoch, spec.training.epochs + 1):
@@ -445,7 +445,7 @@ def _train_epoch(
     classes: int,
     worker: Worker,
     generator: torch.Generator,
-    stop: StopRequest | None = None,
+    stop: StopRequest,
 ) -> Totals:
     model.train()
     totals = Totals(classes, worker.device)
@@ -455,8 +455,7 @@ def _train_epoch(
     reg = spec.regularization
     weights = [p for name, p in model.named_parameters() if p.dim() > 1 and "norm" not in name.lower()]
     for start in range(0, len(order), size):
-        if stop is not None:
-            stop.check()
+        stop.check()
         index = order[start : start + size]
         x, y = x_all[index].to(worker.device, non_blocking=True), y_all[index].to(worker.device, non_blocking=True)
         x = augment(x, list(reg.augmentation), generator)
