@@ -84,6 +84,9 @@ async def infer(name: str, request: Request):
 """
 
 
+START_SECONDS = 120.0  # the server's start (ONNX Runtime session, warm-up) on a loaded 2-core machine: ~5 s
+
+
 def start_slipway(model: Path, grpc: bool = False) -> tuple[subprocess.Popen[bytes], int, int | None]:
     """The server on a free port (and a free gRPC port with `grpc`): (process, port, gRPC port)."""
     ready = OUT / "slipway.ready"
@@ -102,14 +105,19 @@ def start_slipway(model: Path, grpc: bool = False) -> tuple[subprocess.Popen[byt
             }
         )
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "slipway_trainer", "serve", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    log = OUT / "slipway-serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "slipway_trainer", "serve", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + START_SECONDS
     while not ready.exists():
-        if process.poll() is not None:
-            raise SystemExit("the Slipway server did not start")
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
+            raise SystemExit(f"the Slipway server did not start within {START_SECONDS:.0f} s (log {log}):\n{tail}")
         time.sleep(0.1)
     ports = json.loads(ready.read_text())
     return process, int(ports["port"]), ports.get("grpcPort")

@@ -83,9 +83,12 @@ class Owner:
         return cls(obj["apiVersion"], obj["kind"], meta["name"], meta["namespace"], meta["uid"])
 
 
+MANAGED_BY = "app.kubernetes.io/managed-by"
+
+
 def labels(owner: Owner) -> dict[str, str]:
     return {
-        "app.kubernetes.io/managed-by": "slipway",
+        MANAGED_BY: "slipway",
         "app.kubernetes.io/part-of": "slipway",
         f"slipway.dev/{owner.kind.lower()}": owner.name,
     }

@@ -2,7 +2,7 @@
 
 The example manifests in examples/fashion-mnist/ are shrunk (a 20,000-image subset, 5 epochs, a 3-trial sweep,
 one server replica, short canary steps) and written to `<state>/manifests/` so you can see what ran; then the
-same runner as `slipway run` drives them: data prep, training on Ray Train, tuning on Ray Tune, and an
+same runner as `slipway run` drives them: data prep, training (one local worker, in process), tuning on Ray Tune, and an
 inference server on a loopback port. As soon as the endpoint serves, a client sends it test images and, for each
 answer, the true label as feedback (`POST /v2/models/<name>/feedback`), so the canary that autoUpdate starts for a
 better model is judged on real requests and the live accuracy shows in the status. The demo then prints

@@ -23,6 +23,7 @@ from slipway_operator import api, metrics
 from slipway_operator.api.common import API_VERSION, GROUP, VERSION
 from slipway_operator.backends import Backend
 from slipway_operator.backends.kubernetes import KubernetesApi, KubernetesBackend
+from slipway_operator.builders import MANAGED_BY
 from slipway_operator.controllers import kinds
 from slipway_operator.controllers.common import RunController, Settings
 from slipway_operator.reconcile import Cluster, Runtime, reconcile, stop_children
@@ -143,6 +144,9 @@ def _pass(body: kopf.Body, patch: kopf.Patch, rt: Runtime, indexes: dict[str, An
 
 
 def reconcile_resource(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
+    backend = memo.runtime.backend
+    if isinstance(backend, KubernetesBackend) and not backend.seen:  # Kopf's live indexes, the same every call
+        backend.seen = {child: kwargs[index] for child, index in CHILD_INDEXES.items() if index in kwargs}
     _pass(body, patch, memo.runtime, {k: v for k, v in kwargs.items() if k in INDEX_OF_KIND.values()})
 
 
@@ -161,6 +165,17 @@ PLURALS = {
 INDEX_OF_KIND = {kind: f"{api.BY_KIND[kind].plural}_by_name" for kind in kinds.RUNS}
 for _kind, _index in INDEX_OF_KIND.items():
     kopf.index(GROUP, VERSION, api.BY_KIND[_kind].plural, id=_index)(by_name)
+# The children a pass looks at by name (a run's RayJob, a ModelDeployment's Deployments and autoscaler), kept
+# current by watches: read from these indexes, not with a GET per child on every timer tick (KubernetesBackend).
+CHILD_INDEXES = {
+    ("ray.io/v1", "RayJob"): "rayjobs_by_name",
+    ("apps/v1", "Deployment"): "deployments_by_name",
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers_by_name",
+}
+for (_api_version, _child), _index in CHILD_INDEXES.items():
+    _group, _version = _api_version.split("/")
+    _plural = _index.removesuffix("_by_name")
+    kopf.index(_group, _version, _plural, id=_index, labels={MANAGED_BY: "slipway"})(by_name)
 for _plural, _interval in PLURALS.items():
     kopf.on.resume(GROUP, VERSION, _plural)(reconcile_resource)
     kopf.on.create(GROUP, VERSION, _plural)(reconcile_resource)

@@ -62,3 +62,27 @@ def test_a_sweep_that_refuses_its_config_stops_the_benchmark_with_the_reason(tmp
     assert done.returncode != 0
     assert "fifo sweep left no result" in done.stderr and "maxTrials" in done.stderr, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+def test_the_journey_against_a_hand_written_script_prints_each_ratio(tmp_path: Path) -> None:
+    """`slipway run --no-serve` on a DatasetPrep and a TrainingRun against the script a person would write, for
+    Auto MPG (two epochs) and Fashion-MNIST (500 images, one epoch): both write a model."""
+    out = succeeded(
+        bench(
+            "journey_vs_torch.py", "--epochs-mpg", "2", "--epochs-fashion", "1", "--fashion-rows", "500",
+            "--out", str(tmp_path),
+        )
+    )  # fmt: skip
+    for case in ("mpg", "fashion"):
+        assert re.search(rf"^{case}: slipway run {NUMBER} s, hand-written script {NUMBER} s -> {NUMBER}x", out, re.M), (
+            out
+        )
+        assert (tmp_path / f"journey-{case}" / "baseline.onnx").exists()
+        assert list((tmp_path / f"journey-{case}").glob(".slipway/artifacts/runs/*/*/model/model.onnx")), case
+
+
+def test_a_journey_that_slipway_refuses_stops_the_benchmark_with_the_reason(tmp_path: Path) -> None:
+    """Zero epochs is a TrainingRun `slipway run` refuses: the benchmark stops with its words at once."""
+    done = bench("journey_vs_torch.py", "--cases", "mpg", "--epochs-mpg", "0", "--out", str(tmp_path), timeout=120)
+    assert done.returncode != 0
+    assert "epochs" in done.stderr and "failed with exit code" in done.stderr, done.stderr[-3000:]

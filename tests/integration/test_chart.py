@@ -461,6 +461,9 @@ def test_the_service_account_may_do_no_more_than_it_needs(
         ("watch", "modeldeployments.slipway.dev", "-n", watched),
         ("patch", "datasetpreps.slipway.dev", "--subresource=status", "-n", watched),
         ("create", "rayjobs.ray.io", "-n", watched),
+        ("watch", "rayjobs.ray.io", "-n", watched),  # observed through a watch, not a GET per tick
+        ("list", "deployments.apps", "-n", watched),
+        ("watch", "horizontalpodautoscalers.autoscaling", "-n", watched),
         ("patch", "deployments.apps", "-n", watched),
         ("delete", "deployments.apps", "-n", watched),
         ("create", "events", "-n", watched),

@@ -5,6 +5,8 @@ again, and the loopback router splits traffic by weight."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -22,8 +24,9 @@ import testbed
 
 from slipway_operator import builders
 from slipway_operator.api.datasetprep import DatasetPrepSpec
+from slipway_operator.api.trainingrun import TrainingRunSpec
 from slipway_operator.backends.local import LocalBackend
-from slipway_operator.workloads import prep_config
+from slipway_operator.workloads import prep_config, train_config
 
 OWNER = builders.Owner("slipway.dev/v1alpha1", "DatasetPrep", "digits", "ml", "uid-1")
 
@@ -97,6 +100,62 @@ def test_jobs_queue_for_the_machine_and_suspend_stops_and_resume_restarts(tmp_pa
         assert job_status(backend, one)["jobDeploymentStatus"] == "Running"
         wait_for(backend, one, "Complete")
         assert job_status(backend, one)["jobStatus"] == "SUCCEEDED"
+    finally:
+        backend.close()
+
+
+def train_children(name: str, dataset: Path, output: Path, epochs: int) -> list[dict[str, Any]]:
+    owner = builders.Owner(OWNER.api_version, "TrainingRun", name, OWNER.namespace, f"uid-{name}")
+    spec = TrainingRunSpec.model_validate(
+        {
+            "dataset": {"ref": "digits"},
+            "model": {"architecture": "mlp", "params": {"hidden": [32]}},
+            "training": {"epochs": epochs, "batchSize": 16},
+            "failurePolicy": {"maxFailures": 1},
+        }
+    )
+    config_map = builders.config_map(owner, "train", train_config(name, spec, dataset.as_uri(), output.as_uri()))
+    workload = builders.Workload(
+        step="train", image="unused", resources=spec.resources, config_map=config_map["metadata"]["name"]
+    )
+    return [config_map, builders.ray_job(owner, workload)]
+
+
+def test_a_training_job_killed_by_a_signal_starts_again_and_resumes_while_max_failures_allow(tmp_path: Path) -> None:
+    """The local backend trains one worker in the job's own process (no Ray Train); killed (as the OOM killer
+    would), the job starts again and resumes from its newest checkpoint; killed once more than
+    `failurePolicy.maxFailures` (1) allows, it fails."""
+    backend = LocalBackend(tmp_path / "state")
+    try:
+        prep = prep_children("digits", tmp_path / "data", 600)
+        backend.apply(prep)
+        wait_for(backend, prep, "Complete")
+        train = train_children("digits-mlp", tmp_path / "data", tmp_path / "run", 400)
+        backend.apply(train)
+        folder = tmp_path / "state/ml/rayjob/digits-mlp-train"
+        assert json.loads((folder / "config.json").read_text())["useRay"] is False
+
+        def kill_at(epoch: int) -> None:
+            progress = tmp_path / "run/progress.json"
+            testbed.wait_until(
+                f"epoch {epoch}",
+                lambda: progress.exists() and (json.loads(progress.read_text()).get("epoch") or 0) >= epoch,
+                120,
+            )
+            shell = json.loads((folder / "pid").read_text())["pid"]  # the group's leader; the workload is its child
+            child = int(Path(f"/proc/{shell}/task/{shell}/children").read_text().split()[0])
+            os.kill(child, signal.SIGKILL)
+            testbed.wait_until("the kill seen", (folder / "exit").exists, 30)
+
+        kill_at(3)
+        assert job_status(backend, train) == {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
+        assert "restart 1 of at most 1" in (folder / "log").read_text()
+        resumed = tmp_path / "run/progress.json"
+        testbed.wait_until("resumed", lambda: json.loads(resumed.read_text()).get("resumedFrom"), 120)
+        kill_at(json.loads(resumed.read_text())["resumedFrom"][0] + 2)
+        status = job_status(backend, train)
+        assert status["jobDeploymentStatus"] == "Complete" and status["jobStatus"] == "FAILED", status
+        assert "exited with code 137" in status["message"]
     finally:
         backend.close()
 

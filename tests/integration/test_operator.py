@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -128,6 +129,42 @@ def test_the_operator_drives_data_prep_then_training_and_adopts_after_a_restart(
             "configmap/fashion-cnn-train",
         ]
     )
+
+
+def rayjob_gets(plane: testbed.ControlPlane) -> float:
+    """kube-apiserver's count of GETs of single RayJobs so far (its /metrics, `apiserver_request_total`)."""
+    total = 0.0
+    for line in plane.kubectl("get", "--raw", "/metrics").splitlines():
+        if line.startswith("apiserver_request_total{") and 'resource="rayjobs"' in line and 'verb="GET"' in line:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_a_running_job_is_watched_not_fetched_on_every_tick(
+    control_plane: testbed.ControlPlane, namespace: str, operator_env: Path
+) -> None:
+    """The operator keeps its RayJobs in a watch's index: while a run's job runs and nothing changes, the passes of
+    its 10 s timer read the RayJob from there, with no GET (before: one per run per tick); a change to the job
+    still reaches the run's status within a pass."""
+    plane = control_plane
+    with runner(namespace):
+        plane.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "auto-mpg" / "01-datasetprep.yaml"))
+        testbed.wait_until("the prep RayJob", lambda: get(plane, "rayjob", "mpg-prep", namespace), 60)
+        play_kuberay(plane, namespace, "mpg-prep", "Running", "RUNNING")
+
+        def phase() -> str:
+            return str(((get(plane, "datasetprep", "mpg", namespace) or {}).get("status") or {}).get("phase"))
+
+        testbed.wait_until("the prep to run", lambda: phase() == "Running", 60)
+        before = rayjob_gets(plane)
+        time.sleep(25)  # two ticks of the run's timer, at least
+        assert rayjob_gets(plane) - before == 0
+
+        output = Path(f"{operator_env}/datasets/{namespace}/mpg/_run")
+        output.mkdir(parents=True)
+        (output / "result.json").write_text(json.dumps({"status": "Failed", "reason": "Oops", "message": "no"}))
+        play_kuberay(plane, namespace, "mpg-prep", "Complete", "FAILED")
+        testbed.wait_until("the change seen through the watch", lambda: phase() == "Failed", 60)
 
 
 def test_slipway_operator_command_reconciles_a_namespace(

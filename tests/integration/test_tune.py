@@ -166,6 +166,13 @@ def test_the_early_stopping_schedulers_stop_the_trials_that_fall_behind(
     assert result["trials"]["stoppedEarly"] >= 2
     assert result["bestTrial"]["params"]["optimizer.learningRate"] >= 0.005
     assert result["trialEpochs"] < 4 * 4
+    # A trial is stopped or runs on, never paused and restarted from its checkpoint (Ray's median rule, by
+    # default, pauses a trial it cannot judge yet in favour of a waiting one).
+    resumed = {
+        p.parent.name: json.loads(p.read_text())["resumedFrom"]
+        for p in (tmp_path / "sweep").glob("trials/*/progress.json")
+    }
+    assert len(resumed) == 4 and not any(resumed.values()), resumed
 
 
 def test_the_sweep_stops_when_the_goal_is_met(iris: str, tmp_path: Path) -> None:

@@ -3,10 +3,12 @@ KubeRay runs the RayJobs, Kubernetes the Deployments. Also the operator's reads 
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from kubernetes import client, config
@@ -99,6 +101,9 @@ class KubernetesBackend:
         self.api = api
         self._crd_checked = (0.0, False)
         self._crd_lock = threading.Lock()
+        # (apiVersion, kind) -> what the operator's watch last saw of each child of that kind, by (namespace,
+        # name): Kopf's indexes (handlers.CHILD_INDEXES), handed over by the first pass.
+        self.seen: Mapping[tuple[str, str], Mapping[tuple[str, str], Any]] = {}
 
     def missing_prerequisite(self) -> str | None:
         """Checked at most every 30 s while present (one thread asks, the others take its answer); every pass
@@ -127,7 +132,14 @@ class KubernetesBackend:
                 raise ApplyRefused(refusal(child, err)) from None
 
     def observe(self, child: dict[str, Any]) -> dict[str, Any] | None:
+        """From the watch's index when it holds the child (no request), else a GET: a child not seen yet (just
+        created; a kind whose CRD came after the operator started, so nothing watches it) or not indexed."""
         meta = child["metadata"]
+        index = self.seen.get((child["apiVersion"], child["kind"]))
+        if index is not None:
+            found = list(index.get((meta["namespace"], meta["name"]), ()))
+            if found:
+                return copy.deepcopy(found[-1])  # type: ignore[no-any-return]
         return self.api.get(child["apiVersion"], child["kind"], meta["namespace"], meta["name"])
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:

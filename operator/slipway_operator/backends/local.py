@@ -2,8 +2,10 @@
 
 - ConfigMap: kept (in memory and under the state folder) for the children that mount it.
 - RayJob: `python -m slipway_trainer <step> --config <file>` with the ConfigMap's config made to fit this
-  machine (one worker, at most its CPUs, GPUs only where it has them). Each workload starts its own local Ray.
-  At most `max_jobs` run at once; the others wait in order (reported as jobDeploymentStatus `Queued`).
+  machine (one worker, at most its CPUs, GPUs only where it has them). A training run trains in that process (no
+  Ray Train for one worker); a sweep starts a local Ray for its trials. At most `max_jobs` run at once; the
+  others wait in order (reported as jobDeploymentStatus `Queued`). A job killed by a signal (OOM killer, `kill`)
+  starts again while its `maxFailures` allow, and resumes from its artifacts.
 - Deployment: `replicas` inference-server processes (at most MAX_LOCAL_REPLICAS), each on a free loopback port;
   one that dies is started again on the next apply. A new revision starts new processes; the old ones stop once
   one of the new is ready (a rolling update without a gap).
@@ -237,7 +239,11 @@ class LocalBackend:
         if step == "prep":
             config["workers"] = min(int(config.get("workers") or 1), self.cpus)
         elif step == "train":
+            # One worker trains in the job's own process: Ray Train would start a controller and a worker process
+            # (~20 s on 2 cores) for nothing one local worker needs. A process killed mid-run is started again
+            # instead (`maxFailures`), and resumes from its newest checkpoint as a Ray Train worker would.
             config |= {
+                "useRay": False,
                 "workers": 1,
                 "gpusPerWorker": min(int(config.get("gpusPerWorker") or 0), self.gpus),
                 "cpusPerWorker": min(float(config.get("cpusPerWorker") or 1), self.cpus),
@@ -302,8 +308,8 @@ class LocalBackend:
         if proc.key != key:
             proc.stop()  # a changed config: the workload resumes from its artifacts
         (folder / "desired.json").write_text(json.dumps({"step": step, "config": config, "key": key}))
-        (folder / "pid").unlink(missing_ok=True)
-        (folder / "exit").unlink(missing_ok=True)
+        for name in ("pid", "exit", "restarts"):
+            (folder / name).unlink(missing_ok=True)
         if folder not in self.queue:
             self.queue.append(folder)
         self._pump()
@@ -324,7 +330,7 @@ class LocalBackend:
                 "message": f"queued on this machine behind {ahead + self._running_jobs()} job(s) "
                 f"(at most {self.max_jobs} at once)",
             }
-        elif proc.alive():
+        elif proc.alive() or self._restarted(folder, proc):
             status = {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
         else:
             code = proc.exit_code()
@@ -338,6 +344,26 @@ class LocalBackend:
                     "message": f"the workload process {why}; its log: {proc.log}",
                 }
         return {**job, "status": status}
+
+    def _restarted(self, folder: Path, proc: Proc) -> bool:
+        """A job killed by a signal this backend did not send (the kernel's OOM killer, a person's `kill`) starts
+        again while its `maxFailures` allow: the workload resumes from its artifacts. Whether it did."""
+        code = proc.exit_code()
+        if code is None or code <= 128:  # finished, failed on its own (a result says why), or never recorded
+            return False
+        desired = json.loads((folder / "desired.json").read_text())
+        restarts = folder / "restarts"
+        done = int(restarts.read_text()) if restarts.exists() else 0
+        if done >= int(desired["config"].get("maxFailures") or 0):
+            return False
+        restarts.write_text(str(done + 1))
+        with proc.log.open("a") as log:
+            log.write(
+                f"slipway: the workload was killed (signal {code - 128}); restart {done + 1} of at most "
+                f"{desired['config']['maxFailures']}, from its newest checkpoint\n"
+            )
+        self._start(proc, desired["step"], desired["config"], desired["key"])
+        return True
 
     # -- Deployment and Service ----------------------------------------------------------------------------------
 

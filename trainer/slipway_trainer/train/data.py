@@ -48,6 +48,9 @@ class Dataset:
         return self.manifest.labels()
 
     def load(self, split: str) -> Split:
+        key = (self.uri, self.manifest.fingerprint, split)
+        if key in _Kept.splits:
+            return _Kept.splits[key]
         table = read_split(self.uri, self.manifest, split)
         if table.num_rows == 0:
             raise WorkloadError(
@@ -60,7 +63,26 @@ class Dataset:
             y = self.transform.encode_labels(table.column(self.manifest.label))
         except TransformError as err:
             raise WorkloadError("InvalidDataset", f"{self.uri} ({split}): {err}") from err
-        return Split(x=x, y=y, table=table)
+        loaded = Split(x=x, y=y, table=table)
+        if _Kept.on:
+            for old in [k for k in _Kept.splits if k[:2] != key[:2]]:
+                del _Kept.splits[old]
+            _Kept.splits[key] = loaded
+        return loaded
+
+
+class _Kept:
+    """A process that trains many times on the same data (a sweep's trial actor, reused from trial to trial) keeps
+    the splits it loaded: datasets are immutable per fingerprint, and no training code writes into a split's
+    arrays. Only the newest dataset's splits stay."""
+
+    on = False
+    splits: dict[tuple[str, str, str], Split] = {}  # noqa: RUF012 (one per process, on purpose)
+
+
+def keep_loaded_splits() -> None:
+    """From now on, this process loads each split of a dataset version once."""
+    _Kept.on = True
 
 
 def open_dataset(uri: str) -> Dataset:
