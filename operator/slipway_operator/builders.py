@@ -244,9 +244,10 @@ def _pod_spec(container: dict[str, Any], workload: Workload, gpus: int, *, worke
     return spec
 
 
-def _submitter(workload: Workload) -> dict[str, Any]:
+def _submitter(workload: Workload, pod_labels: dict[str, str]) -> dict[str, Any]:
     """The pod KubeRay runs `ray job submit` in (K8sJobMode); KubeRay fills in the command. Given here so it
-    meets the restricted Pod Security Standard like the Ray pods (KubeRay's default sets no securityContext)."""
+    meets the restricted Pod Security Standard like the Ray pods (KubeRay's default sets no securityContext), and
+    carries Slipway's labels like them (the operator watches the pods so labelled)."""
     limits = {"cpu": "1", "memory": "1Gi"}
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -262,7 +263,7 @@ def _submitter(workload: Workload) -> dict[str, Any]:
     }
     if workload.resources.priority_class_name:
         spec["priorityClassName"] = workload.resources.priority_class_name
-    return {"spec": spec}
+    return {"metadata": {"labels": dict(pod_labels)}, "spec": spec}
 
 
 def worker_start_params(cpus: float) -> dict[str, str]:
@@ -298,7 +299,7 @@ def ray_job(owner: Owner, workload: Workload) -> dict[str, Any]:
         # A queued run's RayJob is created suspended: Kueue admits it by unsuspending it (its webhook would do the
         # same; this way nothing depends on the webhook being reachable).
         "suspend": workload.suspend or bool(r.queue),
-        "submitterPodTemplate": _submitter(workload),
+        "submitterPodTemplate": _submitter(workload, labels(owner)),
         "rayClusterSpec": {
             "rayVersion": RAY_VERSION,
             "headGroupSpec": {

@@ -147,6 +147,7 @@ def reconcile_resource(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kw
     backend = memo.runtime.backend
     if isinstance(backend, KubernetesBackend) and not backend.seen:  # Kopf's live indexes, the same every call
         backend.seen = {child: kwargs[index] for child, index in CHILD_INDEXES.items() if index in kwargs}
+        backend.seen_pods = kwargs.get(PODS_INDEX)
     _pass(body, patch, memo.runtime, {k: v for k, v in kwargs.items() if k in INDEX_OF_KIND.values()})
 
 
@@ -176,6 +177,18 @@ for (_api_version, _child), _index in CHILD_INDEXES.items():
     _group, _version = _api_version.split("/")
     _plural = _index.removesuffix("_by_name")
     kopf.index(_group, _version, _plural, id=_index, labels={MANAGED_BY: "slipway"})(by_name)
+PODS_INDEX = "pods_by_namespace"
+
+
+@kopf.index("v1", "pods", id=PODS_INDEX, labels={MANAGED_BY: "slipway"})
+def pods_by_namespace(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, Any]:
+    """Slipway's pods (Ray pods, submitters, inference servers) by namespace, as the watch last saw them, less
+    their managedFields: what a run's diagnosis and a ModelDeployment's readiness read each pass."""
+    pod = copy.deepcopy(dict(body))
+    pod.get("metadata", {}).pop("managedFields", None)
+    return {str(namespace): pod}
+
+
 for _plural, _interval in PLURALS.items():
     kopf.on.resume(GROUP, VERSION, _plural)(reconcile_resource)
     kopf.on.create(GROUP, VERSION, _plural)(reconcile_resource)

@@ -468,6 +468,7 @@ def test_the_service_account_may_do_no_more_than_it_needs(
         ("delete", "deployments.apps", "-n", watched),
         ("create", "events", "-n", watched),
         ("list", "pods", "-n", watched),
+        ("watch", "pods", "-n", watched),
         ("get", "pods", "--subresource=proxy", "-n", watched),
         ("create", "trainingruns.slipway.dev", "-n", watched),  # autoUpdate.retrain
         ("delete", "tuningsweeps.slipway.dev", "-n", watched),

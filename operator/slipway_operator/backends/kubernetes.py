@@ -23,6 +23,8 @@ from slipway_operator.queueing import WORKLOAD_API
 FIELD_MANAGER = "slipway"
 REFUSED_FOR_GOOD = {400, 403, 404, 422}  # bad request, forbidden (RBAC, a quota), no such namespace, invalid
 CRD_RECHECK_SECONDS = 30.0
+WARNINGS_EVERY_SECONDS = 30.0
+MAX_CACHED_WARNINGS = 10_000
 
 
 class KubernetesApi:
@@ -104,6 +106,9 @@ class KubernetesBackend:
         # (apiVersion, kind) -> what the operator's watch last saw of each child of that kind, by (namespace,
         # name): Kopf's indexes (handlers.CHILD_INDEXES), handed over by the first pass.
         self.seen: Mapping[tuple[str, str], Mapping[tuple[str, str], Any]] = {}
+        # namespace -> the pods labelled as Slipway's (Ray pods, submitters, inference servers), from a watch too.
+        self.seen_pods: Mapping[str, Any] | None = None
+        self._warnings: dict[tuple[str, tuple[str, ...]], tuple[float, list[dict[str, Any]]]] = {}
 
     def missing_prerequisite(self) -> str | None:
         """Checked at most every 30 s while present (one thread asks, the others take its answer); every pass
@@ -177,7 +182,15 @@ class KubernetesBackend:
         return bodies, "; ".join(errors) or (None if bodies else "no ready pod")
 
     def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
-        return self.api.list("v1", "Pod", namespace, selector)
+        """The pods matching an equality `selector` ("k=v,k2=v2"): from the watch's index when there is one."""
+        if self.seen_pods is None:
+            return self.api.list("v1", "Pod", namespace, selector)
+        wanted = dict(part.split("=", 1) for part in selector.split(",") if part)
+        return [
+            copy.deepcopy(pod)
+            for pod in self.seen_pods.get(namespace, ())
+            if all(((pod.get("metadata") or {}).get("labels") or {}).get(k) == v for k, v in wanted.items())
+        ]
 
     def workloads(self, namespace: str) -> list[dict[str, Any]] | None:
         api_version, kind = WORKLOAD_API
@@ -196,13 +209,22 @@ class KubernetesBackend:
         )
 
     def warnings(self, namespace: str, names: list[str]) -> list[dict[str, Any]]:
+        """Warning Events of the named objects (a run's RayCluster and submitter Job while it has no pod to look
+        at), listed at most every WARNINGS_EVERY_SECONDS per run: a run waiting for pods costs no request per tick."""
+        key, now = (namespace, tuple(names)), time.monotonic()
+        cached = self._warnings.get(key)
+        if cached is not None and now - cached[0] < WARNINGS_EVERY_SECONDS:
+            return copy.deepcopy(cached[1])
         found: list[dict[str, Any]] = []
         for name in names:
             selector = f"involvedObject.name={name},type=Warning"
             found += (
                 self.api.resource("v1", "Event").get(namespace=namespace, field_selector=selector).to_dict()["items"]
             )
-        return found
+        if len(self._warnings) > MAX_CACHED_WARNINGS:  # runs come and go: drop the stale
+            self._warnings = {k: v for k, v in self._warnings.items() if now - v[0] < WARNINGS_EVERY_SECONDS}
+        self._warnings[key] = (now, found)
+        return copy.deepcopy(found)
 
     def log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
         try:
