@@ -114,10 +114,12 @@ def start_slipway(model: Path, grpc: bool = False) -> tuple[subprocess.Popen[byt
         )
     deadline = time.monotonic() + START_SECONDS
     while not ready.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
+        ended = process.poll() is not None
+        if ended or time.monotonic() > deadline:
             process.kill()
+            why = f"exited with code {process.returncode}" if ended else f"did not start within {START_SECONDS:.0f} s"
             tail = "".join(log.read_text(errors="replace").splitlines(keepends=True)[-15:])
-            raise SystemExit(f"the Slipway server did not start within {START_SECONDS:.0f} s (log {log}):\n{tail}")
+            raise SystemExit(f"the Slipway server {why} (log {log}):\n{tail}")
         time.sleep(0.1)
     ports = json.loads(ready.read_text())
     return process, int(ports["port"]), ports.get("grpcPort")
