@@ -69,7 +69,7 @@ demo: venv datasets
 
 bench: venv datasets
 	@scripts/install-bench-tools.sh
-	$(PY) benchmarks/prep_vs_pandas.py --rows $${BENCH_ROWS:-1000000}
+	$(PY) benchmarks/prep_vs_polars.py --rows $${BENCH_ROWS:-1000000}
 	$(PY) benchmarks/train_vs_torch.py
 	$(PY) benchmarks/journey_vs_torch.py
 	$(PY) benchmarks/tune_asha_vs_fifo.py

@@ -34,13 +34,15 @@ def succeeded(done: subprocess.CompletedProcess[str]) -> str:
     return done.stdout
 
 
-def test_prep_against_pandas_prints_both_rates_and_the_ratios(tmp_path: Path) -> None:
-    """Generated rows through the pandas pipeline and Slipway's workload, each in its own process."""
-    out = succeeded(bench("prep_vs_pandas.py", "--rows", "2000", "--out", str(tmp_path)))
-    assert re.search(rf"^pandas +{NUMBER}", out.replace(",", ""), re.M), out
-    assert re.search(rf"^slipway +{NUMBER}", out.replace(",", ""), re.M), out
-    assert re.search(rf"ratio slipway/pandas: throughput {NUMBER}x, peak memory {NUMBER}x", out), out
-    assert (tmp_path / "slipway-2000").is_dir() and (tmp_path / "pandas-2000").is_dir()
+def test_prep_against_polars_and_pandas_prints_the_rates_and_the_ratios(tmp_path: Path) -> None:
+    """Generated rows through the polars and pandas pipelines and Slipway's workload, each in its own process."""
+    out = succeeded(bench("prep_vs_polars.py", "--rows", "2000", "--out", str(tmp_path)))
+    for engine in ("polars", "pandas", "slipway"):
+        assert re.search(rf"^{engine} +{NUMBER}", out.replace(",", ""), re.M), out
+        assert (tmp_path / f"{engine}-2000" / "train.parquet").is_file() or engine == "slipway", out
+    for peer in ("polars", "pandas"):
+        assert re.search(rf"ratio slipway/{peer}: throughput {NUMBER}x, peak memory {NUMBER}x", out), out
+    assert (tmp_path / "slipway-2000" / "manifest.json").is_file()
 
 
 def test_training_against_plain_torch_prints_the_overhead_ratio(tmp_path: Path) -> None:

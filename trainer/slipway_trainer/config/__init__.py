@@ -1,13 +1,7 @@
-"""The configs that workloads accept.
+"""The configs that workloads accept, one module per kind (`config.prep`, `config.train`, `config.tune`,
+`config.serve`) on `config.base`.
 
 Light imports only (pydantic): the operator imports these models to build its resource specs and the
-workload configs, so a spec field and the workload option it sets are one definition.
+workload configs, so a spec field and the workload option it sets are one definition. Nothing is imported
+here, so a workload loads only its own kind's models.
 """
-
-from slipway_trainer.config.base import ConfigModel
-from slipway_trainer.config.prep import PrepSpec
-from slipway_trainer.config.serve import Monitoring, ServerSpec
-from slipway_trainer.config.train import TrainSpec
-from slipway_trainer.config.tune import TuneSpec
-
-__all__ = ["ConfigModel", "Monitoring", "PrepSpec", "ServerSpec", "TrainSpec", "TuneSpec"]

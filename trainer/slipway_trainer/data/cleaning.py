@@ -5,11 +5,12 @@ Every dropped row is counted by reason; nothing is dropped silently.
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -18,6 +19,7 @@ from slipway_trainer.privacy import PREHASHED, hash_values
 
 NUMERIC_SHARE = 0.9  # a text column whose values are at least this share numbers is numeric
 DROP = "__slipway_drop_reason"
+HASH = "__slipway_row_hash"
 
 
 @dataclass
@@ -35,7 +37,7 @@ class Cleaner:
     image_column: str | None = None
     dropped: Counter[str] = field(default_factory=Counter)
     numeric_text: set[str] = field(default_factory=set)  # text columns read as numbers
-    _seen: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
+    _hashes: list[np.ndarray] = field(default_factory=list)  # of every row settled, in order: 8 bytes a row
     _decided: bool = False
 
     def clean(self, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -44,7 +46,8 @@ class Cleaner:
 
     def annotate(self, batch: pa.RecordBatch | pa.Table) -> pa.Table:
         """Privacy, types and missing values for one batch, keeping no state: the rows, plus a `DROP` column
-        saying why a row goes (null when it stays). Safe to run in parallel, e.g. as Ray Data tasks."""
+        saying why a row goes (null when it stays) and a `HASH` column of each row's hash (`row_hashes`).
+        Safe to run in parallel, e.g. as Ray Data tasks or on a reading thread."""
         table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
         prehashed = ((table.schema.metadata or {}).get(PREHASHED) or b"").decode().split(",")
         table = table.replace_schema_metadata(None)
@@ -57,19 +60,21 @@ class Cleaner:
         reasons = np.full(table.num_rows, None, dtype=object)
         table = self._coerce(table, reasons)
         self._mark_missing(table, reasons)
-        return table.append_column(DROP, pa.array(reasons, pa.string()))
+        hashes = pa.array(row_hashes(table), pa.uint64())
+        return table.append_column(DROP, pa.array(reasons, pa.string())).append_column(HASH, hashes)
 
     def settle(self, annotated: pa.Table) -> pa.RecordBatch:
-        """Count the reasons rows go, drop duplicates (this needs every earlier row), return what stays."""
+        """Count the reasons rows go and return what stays; its row hashes are kept for `first_occurrences`."""
         reasons = annotated.column(DROP)
         counted = pc.value_counts(pc.drop_null(reasons))
         for value, n in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True):
             self.dropped[value] += n
-        table = annotated.drop_columns([DROP])
+        hashes = np.array(annotated.column(HASH).to_numpy(), dtype=np.uint64)  # a copy: the batch's memory goes
+        table = annotated.drop_columns([DROP, HASH])
         keep = np.asarray(reasons.is_null().to_numpy(zero_copy_only=False), dtype=bool)
-        if self.drop_duplicates and table.num_rows:
-            keep &= self._unique_mask(table, keep)
-        kept = table.filter(pa.array(keep)).combine_chunks()
+        everything = bool(keep.all())
+        kept = (table if everything else table.filter(pa.array(keep))).combine_chunks()
+        self._hashes.append(hashes if everything else hashes[keep])
         return kept.to_batches()[0] if kept.num_rows else pa.RecordBatch.from_pylist([], schema=kept.schema)
 
     def _hash(self, column: pa.ChunkedArray) -> pa.Array:
@@ -113,48 +118,120 @@ class Cleaner:
             missing = np.asarray(column.is_null(nan_is_null=True).to_numpy(zero_copy_only=False), dtype=bool)
             reasons[missing & (reasons == None)] = "missingLabel" if name == self.label else f"missing:{name}"  # noqa: E711
 
-    def _unique_mask(self, table: pa.Table, keep: np.ndarray) -> np.ndarray:
-        """False for rows equal to an earlier row (in this batch or any before). 8 bytes of memory per row."""
-        hashes = row_hashes(table)
-        candidates = np.nonzero(keep)[0]
-        # First occurrence of each hash within the batch (a stable sort keeps the earliest row first).
-        order = np.argsort(hashes[candidates], kind="stable")
-        ordered = hashes[candidates][order]
-        first = np.ones(ordered.size, dtype=bool)
-        first[1:] = ordered[1:] != ordered[:-1]
-        firsts = np.sort(candidates[order[first]])
-        new = ordered[first]  # sorted
-        seen = self._seen
-        if seen.size:
-            position = np.minimum(np.searchsorted(seen, hashes[firsts]), seen.size - 1)
-            fresh = seen[position] != hashes[firsts]
-            firsts = firsts[fresh]
-            new = np.sort(hashes[firsts])
-        unique = ~keep.copy()
-        unique[firsts] = True
-        self._seen = np.insert(seen, np.searchsorted(seen, new), new)  # stays sorted; O(rows) per batch
-        self.dropped["duplicate"] += int(np.count_nonzero(keep & ~unique))
-        return unique
+    def first_occurrences(self) -> tuple[np.ndarray, np.ndarray]:
+        """After the last batch: which settled rows stay (False for a row equal to an earlier one, when
+        duplicates are dropped) and every settled row's hash. One sort of the hashes, at the end, finds
+        duplicates across all batches."""
+        hashes = np.concatenate(self._hashes) if self._hashes else np.empty(0, dtype=np.uint64)
+        self._hashes = []
+        if not self.drop_duplicates:
+            return np.ones(hashes.size, dtype=bool), hashes
+        stays = np.ones(hashes.size, dtype=bool)
+        rows = _rows_of_repeated(hashes)
+        if rows.size:
+            _, first = np.unique(hashes[rows], return_index=True)  # stable, rows in order: the earliest of each
+            stays[rows] = False
+            stays[rows[first]] = True
+        self.dropped["duplicate"] += int(hashes.size - np.count_nonzero(stays))
+        return stays, hashes
+
+
+BUCKET_BITS = 24  # a 16 MiB table of which hash buckets hold a repeated value
+CHUNK_ROWS = 1 << 20
+
+
+def _rows_of_repeated(hashes: np.ndarray) -> np.ndarray:
+    """The rows, in order, whose hash some other row has too. One sort finds the repeated values (few: duplicates
+    are rare); a table of their low bits then picks the candidate rows a chunk at a time, so the memory beyond the
+    hashes is one sorted copy, whatever the row count."""
+    ordered = np.sort(hashes)
+    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
+    del ordered
+    if repeated.size == 0:
+        return np.empty(0, dtype=np.int64)
+    mask = np.uint64((1 << BUCKET_BITS) - 1)
+    buckets = np.zeros(1 << BUCKET_BITS, dtype=bool)
+    buckets[repeated & mask] = True
+    candidates = np.concatenate(
+        [
+            np.flatnonzero(buckets[hashes[start : start + CHUNK_ROWS] & mask]) + start
+            for start in range(0, hashes.size, CHUNK_ROWS)
+        ]
+    )
+    return candidates[np.isin(hashes[candidates], repeated)]
 
 
 def row_hashes(table: pa.Table | pa.RecordBatch) -> np.ndarray:
     """A 64-bit hash of each row's values: the same for equal rows whatever batch they are in (numbers are
-    hashed as float64, so an integer column with a gap in one batch hashes like one without)."""
-    columns: dict[str, object] = {}
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        if is_numeric_type(column.type):
-            columns[name] = numeric_values(column)
-        else:
-            columns[name] = np.asarray(column.to_pylist(), dtype=object)
-    frame = pd.DataFrame(columns)
-    return np.asarray(pd.util.hash_pandas_object(frame, index=False).to_numpy(), dtype=np.uint64)
+    hashed as float64, so an integer column with a gap in one batch hashes like one without; a null number
+    hashes like NaN). Vectorised: a text column's distinct values are hashed once (Arrow's dictionary
+    encoding), never turned into Python objects row by row."""
+    combined = np.full(table.num_rows, _SEED, dtype=np.uint64)
+    for column in table.columns:  # each column's hashes are well mixed already: a multiply and xor folds them
+        combined = (combined * _PRIME) ^ _column_hashes(column)
+    return _mix(combined)
+
+
+_SEED = np.uint64(0xCBF29CE484222325)
+_PRIME = np.uint64(0x100000001B3)
+_NULL = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _column_hashes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    if is_numeric_type(column.type):
+        values = numeric_values(column)
+        values = np.where(values == 0.0, 0.0, values)  # -0.0 is 0.0
+        values[np.isnan(values)] = np.nan  # one NaN
+        return _mix(values.view(np.uint64))
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    try:
+        encoded = array if pa.types.is_dictionary(array.type) else pc.dictionary_encode(array)
+    except pa.ArrowNotImplementedError:  # e.g. a list column: hash its text form
+        return _text_hashes([str(v).encode() for v in array.to_pylist()])
+    distinct = _text_hashes(_as_bytes(encoded.dictionary))
+    if len(distinct) == 0:
+        return np.full(len(array), _NULL, dtype=np.uint64)
+    hashes = distinct[np.asarray(encoded.indices.fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64)]
+    if encoded.indices.null_count:
+        hashes[np.asarray(encoded.indices.is_null().to_numpy(zero_copy_only=False), dtype=bool)] = _NULL
+    return hashes
+
+
+def _as_bytes(values: pa.Array) -> list[bytes]:
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        values = values.cast(pa.large_binary())
+    if pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type):
+        return cast(list[bytes], values.to_pylist())
+    return [str(v).encode() for v in values.to_pylist()]
+
+
+def _text_hashes(values: list[bytes]) -> np.ndarray:
+    """A stable 64-bit hash of each value (BLAKE2b), computed once per distinct value."""
+    digests = b"".join(hashlib.blake2b(v, digest_size=8).digest() for v in values)
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: every input bit moves every output bit."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return np.asarray(x ^ (x >> np.uint64(31)), dtype=np.uint64)
+
+
+NUMBER = r"(?i)^[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|inf|infinity|nan)$"
 
 
 def _parse_floats(array: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """float64 with NaN where a value is null or not a number."""
-    series = pd.Series(array.to_pandas() if hasattr(array, "to_pandas") else array, dtype="object")
-    parsed = pd.to_numeric(series.astype("string").str.strip(), errors="coerce")
-    return np.asarray(parsed.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
+    """float64 with NaN where a value is null or not a number (surrounding spaces allowed)."""
+    trimmed = pc.utf8_trim_whitespace(array)
+    numeric = pc.and_kleene(pc.match_substring_regex(trimmed, NUMBER), pc.is_valid(trimmed))  # null: False
+    numbers = np.full(len(trimmed), np.nan)
+    numbers[np.asarray(numeric.to_numpy(zero_copy_only=False), dtype=bool)] = pc.cast(
+        trimmed.filter(numeric), pa.float64()
+    ).to_numpy(zero_copy_only=False)  # only the numbers are cast: Arrow's cast refuses a column with one word
+    return numbers
 
 
 def _has_nan(column: pa.ChunkedArray) -> bool:

@@ -2,7 +2,8 @@
 
 Three streaming passes over Arrow record batches keep peak memory bounded by the batch size plus a few
 bytes per row (a duplicate hash, the label and the split of each row):
-1. read the source, clean each batch, spill the cleaned rows to a local Parquet file;
+1. read the source, clean each batch, spill the cleaned rows to a local Arrow file (duplicates are found
+   at its end, from the rows' hashes);
 2. assign each row to a split (seeded, stratified where asked) and fit statistics on the train rows;
 3. write each split's rows to Parquet and hash them into the fingerprint.
 The output is committed last: the version folder first, then `manifest.json` at the root. A run that
@@ -14,10 +15,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections import Counter
+import queue
+import threading
+from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import pyarrow as pa
@@ -29,7 +33,7 @@ from slipway_trainer import artifacts, storage
 from slipway_trainer.artifacts import MANIFEST, SALT_ENV, Manifest
 from slipway_trainer.config.prep import PrepConfig, PrepSpec
 from slipway_trainer.data import profile as profiles
-from slipway_trainer.data.cleaning import Cleaner, row_hashes
+from slipway_trainer.data.cleaning import Cleaner
 from slipway_trainer.data.sources import SourceData, open_sources, sources_digest
 from slipway_trainer.data.stats import (
     CategoricalStats,
@@ -44,6 +48,7 @@ from slipway_trainer.raycluster import ensure_ray
 from slipway_trainer.workload import Progress, WorkloadError, now
 
 SPLITS = ("train", "validation", "test")
+T = TypeVar("T")
 MAX_CLASSES = 50  # an integer label with more distinct values is a regression target
 RAY_FORMATS = ("csv", "parquet", "jsonl")
 TYPE_SAMPLE_ROWS = 10_000  # column types are decided on this many rows from the start
@@ -79,12 +84,13 @@ def prepare(config: PrepConfig, progress: Progress, workdir: Path) -> dict[str, 
         drop_duplicates=spec.cleaning.drop_duplicates,
         image_column=image_column,
     )
-    spill = workdir / "cleaned.parquet"
+    spill = workdir / "cleaned.arrow"
     parallel = config.workers > 1 and source.format in RAY_FORMATS
     batches = _ray_cleaned(source, cleaner, config) if parallel else _cleaned(source, cleaner)
     rows_read, labels = _spill(batches, spill, label, progress)
+    stays, hashes = cleaner.first_occurrences()  # duplicates found across all batches at once
     dropped = Counter(source.dropped) + cleaner.dropped
-    cleaned = pq.ParquetFile(spill).metadata.num_rows if spill.exists() else 0
+    cleaned = int(np.count_nonzero(stays))
     if cleaned == 0:
         raise WorkloadError(
             "NoRowsLeft",
@@ -92,29 +98,28 @@ def prepare(config: PrepConfig, progress: Progress, workdir: Path) -> dict[str, 
             f"{dict(dropped) or 'none'}); check the source and the cleaning settings",
         )
 
+    labels = labels.filter(pa.array(stays))
     task, classes = _task(labels, spec, label)
-    assignment = _assign_splits(spec, cleaned, labels, classes if task == "classification" else None)
-    progress.update(force=True, phase="Fitting", rowsCleaned=cleaned)
-    stats = _fit_statistics(
-        spill,
-        assignment=assignment,
-        label=label,
-        image_column=image_column,
-        image_shape=source.image_shape,
-        seed=spec.split.seed,
-    )
+    assignment = np.full(stays.size, -1, dtype=np.int8)  # a spilled duplicate is in no split
+    assignment[stays] = _assign_splits(spec, cleaned, labels, classes if task == "classification" else None)
+    progress.update(force=True, phase="Writing", rowsCleaned=cleaned)
+    staging = workdir / "out"
+    stats = _Statistics(_spill_schema(spill), label=label, image_column=image_column,
+                        image_shape=source.image_shape, seed=spec.split.seed)  # fmt: skip
+    content_hash, counts = _write_splits(spill, assignment, hashes, staging, progress, stats)
+    balance = _class_balance(labels, assignment[stays]) if label else {s: {} for s in SPLITS}
     label_spec = (
         LabelSpec(column=label, task=cast(Task, task), classes=classes, class_names=_names_of(classes, source))
         if label
         else None
     )
-    feature_columns = [n for n in pq.ParquetFile(spill).schema_arrow.names if n != label]
+    feature_columns = [n for n in _spill_schema(spill).names if n != label]
     try:
         transform = fit(
             FitInput(
-                numeric=stats["numeric"],
-                categorical=stats["categorical"],
-                image=stats["image"],
+                numeric=stats.numeric,
+                categorical=stats.categorical,
+                image=stats.image,
                 image_shape=source.image_shape,
                 image_column=image_column,
                 columns=feature_columns,
@@ -128,9 +133,6 @@ def prepare(config: PrepConfig, progress: Progress, workdir: Path) -> dict[str, 
     except TransformError as err:
         raise WorkloadError("InvalidTransform", str(err)) from err
 
-    progress.update(force=True, phase="Writing")
-    staging = workdir / "out"
-    content_hash, counts, balance = _write_splits(spill, assignment, staging, label, progress)
     fingerprint = _fingerprint(spec, content_hash)
     version = f"v-{fingerprint.removeprefix('sha256:')[:12]}"
     manifest = _manifest(
@@ -148,7 +150,7 @@ def prepare(config: PrepConfig, progress: Progress, workdir: Path) -> dict[str, 
         dropped=dropped,
         fingerprint=fingerprint,
         version=version,
-        schema=pq.ParquetFile(spill).schema_arrow,
+        schema=_spill_schema(spill),
         digest=digest,
     )
     (staging / "transform.json").write_text(json.dumps(transform.to_json(), indent=2, default=str))
@@ -250,8 +252,52 @@ Counted = tuple[int, pa.RecordBatch]  # rows read, and the rows of them that sta
 
 
 def _cleaned(source: SourceData, cleaner: Cleaner) -> Iterator[Counted]:
-    for batch in _decided(source.batches, cleaner):
-        yield batch.num_rows, cleaner.clean(batch)
+    """Read and annotate on a thread (Arrow's reading and compute release the GIL), a batch or two ahead of
+    counting, deduplicating and spilling here."""
+    annotated = _ahead((b.num_rows, cleaner.annotate(b)) for b in _decided(source.batches, cleaner))
+    for read, table in annotated:
+        yield read, cleaner.settle(table)
+
+
+_END = object()
+
+
+def _ahead(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """The same items, made on a thread at most `depth` ahead of the consumer; its error is raised here."""
+    made: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any, error: BaseException | None = None) -> bool:
+        while not stop.is_set():
+            try:
+                made.put((item, error), timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def make() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as err:
+            put(_END, err)
+
+    thread = threading.Thread(target=make, name="slipway-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = made.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _ray_cleaned(source: SourceData, cleaner: Cleaner, config: PrepConfig) -> Iterator[Counted]:
@@ -285,28 +331,38 @@ def _ray_cleaned(source: SourceData, cleaner: Cleaner, config: PrepConfig) -> It
 def _spill(
     batches: Iterator[Counted], spill: Path, label: str | None, progress: Progress
 ) -> tuple[int, pa.ChunkedArray]:
-    """Write the cleaned rows to a local Parquet file; the labels stay in memory (one value per row)."""
-    writer: pq.ParquetWriter | None = None
+    """Write the cleaned rows to a local Arrow file (no encoding: it is read twice and gone); the labels stay
+    in memory (one value per row)."""
+    writer: pa.ipc.RecordBatchFileWriter | None = None
     schema: pa.Schema | None = None
-    rows_read = 0
+    rows_read = rows_cleaned = 0
     labels: list[pa.Array] = []
     try:
         for read, batch in batches:
             rows_read += read
             if writer is None:
                 schema = batch.schema
-                writer = pq.ParquetWriter(spill, schema)
+                writer = pa.ipc.new_file(spill, schema)
             assert schema is not None
             cleaned = _conform(batch, schema)
             if cleaned.num_rows:
                 writer.write_batch(cleaned)
-                labels.append(cleaned.column(label) if label else pa.nulls(cleaned.num_rows))
-            progress.update(rowsRead=rows_read, rowsCleaned=sum(len(a) for a in labels))
+                labels.append(_kept(cleaned.column(label)) if label else pa.nulls(cleaned.num_rows))
+                rows_cleaned += cleaned.num_rows
+            progress.update(rowsRead=rows_read, rowsCleaned=rows_cleaned)
     finally:
         if writer is not None:
             writer.close()
     label_type = labels[0].type if labels else pa.null()
     return rows_read, pa.chunked_array(labels, type=label_type)
+
+
+def _kept(values: pa.Array) -> pa.Array:
+    """Numbers kept past their batch live outside Arrow's pool (numpy's memory), so the pool reuses the same
+    pages batch after batch instead of holding every page a kept value sits on: memory stays flat."""
+    if values.null_count == 0 and is_numeric_type(values.type) and not pa.types.is_boolean(values.type):
+        return pa.array(np.array(values.to_numpy(zero_copy_only=False)), values.type)
+    return values
 
 
 def _decided(batches: Iterator[pa.RecordBatch], cleaner: Cleaner) -> Iterator[pa.RecordBatch]:
@@ -356,16 +412,19 @@ def _task(labels: pa.ChunkedArray, spec: PrepSpec, label: str | None) -> tuple[s
 def _assign_splits(spec: PrepSpec, rows: int, labels: pa.ChunkedArray, classes: list[Any] | None) -> np.ndarray:
     """The split of each row: 0 train, 1 validation, 2 test, -1 not in the sample."""
     rng = np.random.default_rng(spec.split.seed)
-    selected = np.arange(rows)
+    selected = np.arange(rows, dtype=np.int32 if rows < 2**31 else np.int64)  # 4 bytes a row where they do
     sample = spec.sample
     if sample is not None:
         keep = sample.rows if sample.rows is not None else round(rows * (sample.fraction or 1.0))
         if keep < rows:
-            selected = np.sort(np.random.default_rng(sample.seed).choice(rows, size=keep, replace=False))
+            chosen = np.random.default_rng(sample.seed).choice(rows, size=keep, replace=False)
+            selected = np.sort(chosen).astype(selected.dtype)
     assignment = np.full(rows, -1, dtype=np.int8)
     fractions = (spec.split.train, spec.split.validation, spec.split.test)
     if spec.split.stratify_by:
-        values = np.asarray(labels.to_numpy(zero_copy_only=False))[selected]
+        values = np.asarray(labels.to_numpy(zero_copy_only=False))
+        if selected.size < rows:
+            values = values[selected]
         for cls in classes or []:
             members = selected[values == cls]
             rng.shuffle(members)
@@ -396,85 +455,105 @@ def _cuts(n: int, fractions: tuple[float, float, float]) -> list[tuple[int, int]
     return [(0, train), (train, train + validation), (train + validation, n)]
 
 
-# --- pass 2: statistics on train -----------------------------------------------------------------------
+# --- passes 2 and 3: statistics on train, while every split is written ----------------------------
 
 
 def _batches_with_split(spill: Path, assignment: np.ndarray) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
     offset = 0
-    for batch in pq.ParquetFile(spill).iter_batches(batch_size=65536):
-        yield batch, assignment[offset : offset + batch.num_rows]
-        offset += batch.num_rows
+    with pa.OSFile(str(spill)) as file:
+        reader = pa.ipc.open_file(file)
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            yield batch, assignment[offset : offset + batch.num_rows]
+            offset += batch.num_rows
 
 
-def _fit_statistics(
-    spill: Path,
-    *,
-    assignment: np.ndarray,
-    label: str | None,
-    image_column: str | None,
-    image_shape: tuple[int, int, int] | None,
-    seed: int,
-) -> dict[str, Any]:
-    schema = pq.ParquetFile(spill).schema_arrow
-    numeric: dict[str, NumericStats] = {}
-    categorical: dict[str, CategoricalStats] = {}
-    for i, name in enumerate(schema.names):
-        if name in (label, image_column):
-            continue
-        if is_numeric_type(schema.field(name).type):
-            numeric[name] = NumericStats(seed=seed + i)
-        else:
-            categorical[name] = CategoricalStats()
-    image = ImageStats(channels=image_shape[2]) if image_shape else None
-    for batch, split in _batches_with_split(spill, assignment):
-        train = batch.filter(pa.array(split == 0))
-        for name, acc in numeric.items():
+def _spill_schema(spill: Path) -> pa.Schema:
+    with pa.OSFile(str(spill)) as file:
+        return pa.ipc.open_file(file).schema
+
+
+class _Statistics:
+    """The train split's statistics, fitted batch by batch as the splits are written."""
+
+    def __init__(self, schema: pa.Schema, *, label: str | None, image_column: str | None,
+                 image_shape: tuple[int, int, int] | None, seed: int) -> None:  # fmt: skip
+        self.numeric: dict[str, NumericStats] = {}
+        self.categorical: dict[str, CategoricalStats] = {}
+        for i, name in enumerate(schema.names):
+            if name in (label, image_column):
+                continue
+            if is_numeric_type(schema.field(name).type):
+                self.numeric[name] = NumericStats(seed=seed + i)
+            else:
+                self.categorical[name] = CategoricalStats()
+        self.image = ImageStats(channels=image_shape[2]) if image_shape else None
+        self._image_column, self._image_shape = image_column, image_shape
+
+    def add(self, train: pa.RecordBatch) -> None:
+        for name, acc in self.numeric.items():
             acc.add(numeric_values(train.column(name)))
-        for name, cat in categorical.items():
+        for name, cat in self.categorical.items():
             cat.add(train.column(name))
-        if image is not None and image_shape is not None and image_column is not None:
-            size = image_shape[0] * image_shape[1] * image_shape[2]
-            image.add(image_pixels(train.column(image_column), size))
-    return {"numeric": numeric, "categorical": categorical, "image": image}
-
-
-# --- pass 3: write -----------------------------------------------------------------------------------
+        if self.image is not None and self._image_shape is not None and self._image_column is not None:
+            height, width, channels = self._image_shape
+            self.image.add(image_pixels(train.column(self._image_column), height * width * channels))
 
 
 def _write_splits(
-    spill: Path, assignment: np.ndarray, staging: Path, label: str | None, progress: Progress
-) -> tuple[str, dict[str, int], dict[str, dict[str, int]]]:
-    schema = pq.ParquetFile(spill).schema_arrow
+    spill: Path, assignment: np.ndarray, hashes: np.ndarray, staging: Path, progress: Progress, stats: _Statistics
+) -> tuple[str, dict[str, int]]:
+    """Write each split's rows and fit `stats` on the train rows; the content hash is of each split's row hashes
+    (from cleaning), in order. Parquet encoding runs on a writer thread (it releases the GIL) while the next
+    batch is split and counted here."""
+    schema = _spill_schema(spill)
+    text = [f.name for f in schema if not is_numeric_type(f.type)]  # dictionary pages for text only
     writers: dict[str, pq.ParquetWriter] = {}
-    digests = {s: hashlib.sha256(str(schema).encode()) for s in SPLITS}
     counts = dict.fromkeys(SPLITS, 0)
-    balance: dict[str, Counter[str]] = {s: Counter() for s in SPLITS}
     written = 0
-    try:
-        for split in SPLITS:
-            (staging / split).mkdir(parents=True, exist_ok=True)
-            writers[split] = pq.ParquetWriter(staging / split / "part-00000.parquet", schema, compression="zstd")
-        for batch, assigned in _batches_with_split(spill, assignment):
-            for index, split in enumerate(SPLITS):
-                part = batch.filter(pa.array(assigned == index))
-                if part.num_rows == 0:
-                    continue
-                writers[split].write_batch(part)
-                digests[split].update(row_hashes(part).tobytes())
-                counts[split] += part.num_rows
-                if label:
-                    counted = pc.value_counts(part.column(label))
-                    for value, n in zip(
-                        counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True
-                    ):
-                        balance[split][str(value)] += n
-                written += part.num_rows
-            progress.update(rowsWritten=written)
-    finally:
-        for writer in writers.values():
-            writer.close()
+    pending: deque[Future[None]] = deque()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="slipway-write") as pool:
+        try:
+            for split in SPLITS:
+                (staging / split).mkdir(parents=True, exist_ok=True)
+                writers[split] = pq.ParquetWriter(
+                    staging / split / "part-00000.parquet", schema, compression="zstd", use_dictionary=text
+                )
+            for batch, assigned in _batches_with_split(spill, assignment):
+                for index, split in enumerate(SPLITS):
+                    part = batch.filter(pa.array(assigned == index))
+                    if part.num_rows:
+                        pending.append(pool.submit(writers[split].write_batch, part))
+                        counts[split] += part.num_rows
+                        written += part.num_rows
+                        if index == 0:
+                            stats.add(part)
+                while len(pending) > len(SPLITS):  # at most a batch waits: memory stays bounded
+                    pending.popleft().result()
+                progress.update(rowsWritten=written)
+            while pending:
+                pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+            pool.shutdown(wait=True)
+            for writer in writers.values():
+                writer.close()
+    digests = {s: hashlib.sha256(str(schema).encode()) for s in SPLITS}
+    for index, split in enumerate(SPLITS):
+        digests[split].update(hashes[assignment == index].tobytes())
     combined = hashlib.sha256("".join(digests[s].hexdigest() for s in SPLITS).encode()).hexdigest()
-    return combined, counts, {s: dict(sorted(balance[s].items())) for s in SPLITS}
+    return combined, counts
+
+
+def _class_balance(labels: pa.ChunkedArray, assignment: np.ndarray) -> dict[str, dict[str, int]]:
+    """Rows per label value in each split (`assignment`: the split of each labelled row, -1 for none)."""
+    balance: dict[str, dict[str, int]] = {}
+    for index, split in enumerate(SPLITS):
+        counted = pc.value_counts(labels.filter(pa.array(assignment == index)))
+        values, ns = counted.field("values").to_pylist(), counted.field("counts").to_pylist()
+        balance[split] = dict(sorted((str(v), int(n)) for v, n in zip(values, ns, strict=True)))
+    return balance
 
 
 def _fingerprint(spec: PrepSpec, content_hash: str) -> str:
@@ -496,7 +575,7 @@ def _manifest(
     task: str,
     classes: list[Any],
     transform: TransformSpec,
-    stats: dict[str, Any],
+    stats: _Statistics,
     counts: dict[str, int],
     balance: dict[str, dict[str, int]],
     rows_read: int,
@@ -508,12 +587,12 @@ def _manifest(
     digest: str,
 ) -> Manifest:
     features: dict[str, Any] = {}
-    for name, acc in stats["numeric"].items():
+    for name, acc in stats.numeric.items():
         features[name] = profiles.numeric_profile(acc)
-    for name, cat in stats["categorical"].items():
+    for name, cat in stats.categorical.items():
         features[name] = profiles.categorical_profile(cat)
-    if stats["image"] is not None and source.image_shape:
-        features["image"] = profiles.image_profile(stats["image"], source.image_shape)
+    if stats.image is not None and source.image_shape:
+        features["image"] = profiles.image_profile(stats.image, source.image_shape)
     spec = config.spec
     return Manifest(
         name=config.name,

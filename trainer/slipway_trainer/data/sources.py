@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
-import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 
@@ -267,14 +267,19 @@ def _infer_format(fs: Any, path: str, files: list[str], uri: str) -> str:
 
 def _tabular(fs: Any, files: list[str], fmt: str, uri: str, batch_rows: int) -> SourceData:
     wanted = [f for f in files if _matches(f, fmt)] or files
-    pyfs = PyFileSystem(FSSpecHandler(fs))
+    pyfs = arrow_filesystem(fs)
+    if fmt == "parquet":
+        return _parquet(pyfs, wanted, uri, batch_rows)
+    import pyarrow.dataset as pads  # here only: importing it imports pandas (a fifth of a second)
+
     try:
         file_format: Any = "json" if fmt == "jsonl" else fmt
         if fmt == "csv":  # an empty field is a missing value, not an empty string
             file_format = pads.CsvFileFormat(convert_options=pacsv.ConvertOptions(strings_can_be_null=True))
         dataset = pads.dataset(wanted, format=file_format, filesystem=pyfs)
         if len(wanted) > 1:  # the first file's types would refuse another file's values ("?" in a number column)
-            dataset = pads.dataset(wanted, format=file_format, filesystem=pyfs, schema=_merged_schema(dataset))
+            merged = _merged_schema([f.physical_schema for f in dataset.get_fragments()])
+            dataset = pads.dataset(wanted, format=file_format, filesystem=pyfs, schema=merged)
         schema = dataset.schema
     except (pa.ArrowInvalid, OSError) as err:
         raise WorkloadError("UnreadableSource", f"source.uri {uri}: cannot read as {fmt}: {err}") from err
@@ -288,12 +293,44 @@ def _tabular(fs: Any, files: list[str], fmt: str, uri: str, batch_rows: int) -> 
     return SourceData(schema=schema, batches=batches(), files=wanted, filesystem=pyfs, format=fmt)
 
 
-def _merged_schema(dataset: pads.Dataset) -> pa.Schema:
+READ_BUFFER_BYTES = 1 << 20  # Parquet is read through a buffer of this size
+
+
+def arrow_filesystem(fs: Any) -> Any:
+    """The Arrow filesystem that reads what fsspec's `fs` reads: Arrow's own for local files (C++ reads, no
+    Python in the loop), else fsspec's behind Arrow's interface (S3 with its Secret's credentials, HTTPS)."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    return pafs.LocalFileSystem() if isinstance(fs, LocalFileSystem) else PyFileSystem(FSSpecHandler(fs))
+
+
+def _parquet(pyfs: Any, files: list[str], uri: str, batch_rows: int) -> SourceData:
+    """Parquet files read one after another with pyarrow.parquet, each batch in one schema for them all."""
+    try:
+        schemas = [pq.read_schema(f, filesystem=pyfs) for f in files]
+    except (pa.ArrowInvalid, OSError) as err:
+        raise WorkloadError("UnreadableSource", f"source.uri {uri}: cannot read as parquet: {err}") from err
+    schema = schemas[0] if all(s.equals(schemas[0]) for s in schemas) else _merged_schema(schemas)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for name, own in zip(files, schemas, strict=True):
+            try:
+                # Not pre-buffered: a pre-buffering reader keeps every row group's bytes until the file ends.
+                reader = pq.ParquetFile(name, filesystem=pyfs, pre_buffer=False, buffer_size=READ_BUFFER_BYTES)
+                for batch in reader.iter_batches(batch_size=batch_rows):
+                    yield batch if own.equals(schema) else _conform(batch, schema, {}, f"source.uri {uri}", set())
+            except (pa.ArrowInvalid, OSError) as err:
+                raise WorkloadError("UnreadableSource", f"source.uri {uri}: {name} is malformed: {err}") from err
+
+    return SourceData(schema=schema, batches=batches(), files=files, filesystem=pyfs, format="parquet")
+
+
+def _merged_schema(schemas: list[pa.Schema]) -> pa.Schema:
     """One schema for files whose types were inferred each on its own: a column is the type every file agrees on,
     a float where they are all numbers, else a string (cleaning then decides what is invalid)."""
     types: dict[str, list[pa.DataType]] = {}
-    for fragment in dataset.get_fragments():
-        for column in fragment.physical_schema:
+    for schema in schemas:
+        for column in schema:
             types.setdefault(column.name, []).append(column.type)
 
     def merged(found: list[pa.DataType]) -> pa.DataType:
@@ -326,7 +363,7 @@ def _payloads(fs: Any, path: str, uri: str, batch_rows: int) -> SourceData:
                 "ModelDeployment, and has feedback been sent (POST /v2/models/<name>/feedback)?",
             )
         try:
-            return pads.dataset(files, format="parquet", filesystem=pyfs).to_table()
+            return pa.concat_tables([pq.read_table(f, filesystem=pyfs) for f in files], promote_options="permissive")
         except (pa.ArrowInvalid, OSError) as err:
             raise WorkloadError("UnreadableSource", f"source.uri {uri}: cannot read the {kind} parts: {err}") from err
 

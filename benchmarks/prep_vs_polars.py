@@ -1,15 +1,17 @@
-"""Data preparation: Slipway's streaming pipeline against the same pipeline written in pandas.
+"""Data preparation: Slipway's streaming pipeline against the same pipeline written in polars and in pandas.
 
-Both clean (duplicates, missing labels), impute (median / mode fitted on train), split 80/10/10 stratified
-by the label with a fixed seed, fit standardization and one-hot encoding on the train split, and write
+Each cleans (duplicates, missing labels), imputes (median / mode fitted on train), splits 80/10/10 stratified
+by the label with a fixed seed, fits standardization and one-hot encoding on the train split, and writes
 Parquet per split, from the same generated Parquet file of mixed-type rows. Each runs in a child process of
-its own so its peak memory (max RSS) is its own. Prints rows/s and peak memory of each, and the ratios.
+its own, imports included, so its peak memory (max RSS) is its own. Prints rows/s and peak memory of each,
+and Slipway's ratios to each. polars is the peer a user would pick today (its streaming engine); pandas the
+one most already know.
 
-    python benchmarks/prep_vs_pandas.py [--rows 1000000] [--out benchmarks/.out]
+    python benchmarks/prep_vs_polars.py [--rows 1000000] [--out benchmarks/.out]
 
-Differences, stated: pandas writes the transformed feature matrix; Slipway writes the cleaned rows and the
-fitted transform spec (applied when the data is loaded for training or serving), and also computes the data
-profile and the content fingerprint.
+Differences, stated: polars and pandas write the transformed feature matrix; Slipway writes the cleaned rows
+and the fitted transform spec (applied when the data is loaded for training or serving), and also computes
+the data profile, the class balance and the content fingerprint.
 """
 
 from __future__ import annotations
@@ -83,6 +85,33 @@ def run_pandas(source: Path, out: Path) -> None:
         encoded.to_parquet(out / f"{name}.parquet")
 
 
+def run_polars(source: Path, out: Path) -> None:
+    import polars as pl
+
+    frame = pl.scan_parquet(source).unique(maintain_order=True).drop_nulls("label")
+    # A stratified 80/10/10 split: a seeded shuffle of each class's rows, cut at 80% and 90%.
+    position = pl.int_range(pl.len()).shuffle(seed=42).over("label") / pl.len().over("label")
+    frame = frame.with_columns(
+        pl.when(position < 0.8).then(0).when(position < 0.9).then(1).otherwise(2).alias("_split")
+    ).collect(engine="streaming")
+    train = frame.filter(pl.col("_split") == 0)
+    median = train["num_a"].fill_nan(None).median()
+    mode = train["cat_a"].drop_nulls().mode().sort()[0]
+    means = {c: train[c].mean() for c in NUMERIC}
+    stds = {c: train[c].std() for c in NUMERIC}
+    filled = {"cat_a": mode, "cat_b": ""}
+    categories = {c: sorted(train[c].fill_null(filled[c]).unique().to_list()) for c in CATEGORICAL}
+    out.mkdir(parents=True, exist_ok=True)
+    for index, name in enumerate(("train", "validation", "test")):
+        part = frame.filter(pl.col("_split") == index).drop("_split")
+        part = part.with_columns(pl.col("num_a").fill_nan(None).fill_null(median), pl.col("cat_a").fill_null(mode))
+        part = part.with_columns([(pl.col(c) - means[c]) / stds[c] for c in NUMERIC])
+        part = part.with_columns(
+            [(pl.col(c) == v).cast(pl.Float32).alias(f"{c}_{v}") for c in CATEGORICAL for v in categories[c]]
+        ).drop(CATEGORICAL)
+        part.write_parquet(out / f"{name}.parquet")
+
+
 def run_slipway(source: Path, out: Path) -> None:
     from slipway_trainer.config.prep import PrepConfig
     from slipway_trainer.data import workload
@@ -105,13 +134,16 @@ def run_slipway(source: Path, out: Path) -> None:
         raise SystemExit(f"slipway prep failed: {result['message']}")
 
 
+ENGINES = {"polars": run_polars, "pandas": run_pandas, "slipway": run_slipway}
+
+
 def child(engine: str, source: Path, rows: int, folder: Path) -> None:
     out = folder / f"{engine}-{rows}"
     import shutil
 
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    (run_pandas if engine == "pandas" else run_slipway)(source, out)
+    ENGINES[engine](source, out)
     seconds = time.perf_counter() - start
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"engine": engine, "seconds": seconds, "rowsPerSecond": rows / seconds, "peakMiB": peak_mib}))
@@ -121,7 +153,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--out", type=Path, default=OUT, help="the folder for inputs and outputs (%(default)s)")
-    parser.add_argument("--engine", choices=["pandas", "slipway"], help=argparse.SUPPRESS)
+    parser.add_argument("--engine", choices=list(ENGINES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     source = args.out / f"mixed-{args.rows}.parquet"
@@ -132,7 +164,7 @@ def main() -> int:
         print(f"generating {args.rows:,} mixed-type rows (2% duplicates, missing values) ...")
         generate(source, args.rows)
     results = {}
-    for engine in ("pandas", "slipway"):
+    for engine in ENGINES:
         done = subprocess.run(
             [sys.executable, __file__, "--rows", str(args.rows), "--out", str(args.out), "--engine", engine],
             capture_output=True,
@@ -142,15 +174,16 @@ def main() -> int:
         if done.returncode != 0:  # its own words (a failed Slipway run says why), not a bare exit status
             raise SystemExit(f"the {engine} run failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
         results[engine] = json.loads(done.stdout.strip().splitlines()[-1])
-    pandas, slipway = results["pandas"], results["slipway"]
+    slipway = results["slipway"]
     print(f"data prep on {args.rows:,} rows ({platform.machine()}, {platform.python_version()})")
     print(f"{'':10} {'rows/s':>12} {'seconds':>9} {'peak MiB':>9}")
     for name, r in results.items():
         print(f"{name:10} {r['rowsPerSecond']:12,.0f} {r['seconds']:9.2f} {r['peakMiB']:9.0f}")
-    print(
-        f"ratio slipway/pandas: throughput {slipway['rowsPerSecond'] / pandas['rowsPerSecond']:.2f}x, "
-        f"peak memory {slipway['peakMiB'] / pandas['peakMiB']:.2f}x"
-    )
+    for peer in ("polars", "pandas"):
+        print(
+            f"ratio slipway/{peer}: throughput {slipway['rowsPerSecond'] / results[peer]['rowsPerSecond']:.2f}x, "
+            f"peak memory {slipway['peakMiB'] / results[peer]['peakMiB']:.2f}x"
+        )
     return 0
 
 
