@@ -73,6 +73,7 @@ bench: venv datasets
 	$(PY) benchmarks/train_vs_torch.py
 	$(PY) benchmarks/journey_vs_torch.py
 	$(PY) benchmarks/tune_asha_vs_fifo.py
+	$(PY) benchmarks/tune_asha_vs_fifo.py --data fashion-mnist
 	$(PY) benchmarks/serve_vs_naive.py
 	$(PY) benchmarks/serve_vs_kserve.py
 	tests/cluster/build.sh && $(PY) benchmarks/operator_scale.py

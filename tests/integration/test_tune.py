@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,8 @@ def test_tpe_with_asha_ranks_trials_publishes_the_best_and_compares_the_top_two(
     assert {"optimizer.learningRate", "model.params.dropout", "training.batchSize"} == set(board[0]["params"])
     assert all(1 <= row["epochs"] <= 3 for row in board)
     assert result["trialEpochs"] == sum(row["epochs"] for row in board)
+    took = datetime.fromisoformat(result["finishedAt"]) - datetime.fromisoformat(result["startedAt"])
+    assert 0 < result["searchSeconds"] < took.total_seconds() + 1  # the trials' share of the sweep's time
     assert result["bestTrial"]["id"] == board[0]["trial"]
     assert result["metrics"]["test_accuracy"] > 0.5
     comparison = result["comparison"]

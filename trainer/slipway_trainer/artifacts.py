@@ -212,6 +212,7 @@ class Result(Artifact):
     leaderboard_uri: str | None = None
     comparison: dict[str, Any] | None = None
     trial_epochs: int | None = None
+    search_seconds: float | None = None  # the trials' wall time, Ray's start included
 
     @property
     def succeeded(self) -> bool:

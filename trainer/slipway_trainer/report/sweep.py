@@ -41,6 +41,10 @@ def render(s: Section, spec: dict[str, Any], out: Output) -> None:
                         else None,
                     ),
                     ("trial epochs", result.trial_epochs if result else None),
+                    (
+                        "searching",
+                        f"{result.search_seconds:.1f} s" if result and result.search_seconds is not None else None,
+                    ),
                     ("model", code(s.status["modelUri"]) if s.status.get("modelUri") else None),
                     ("artifacts", code(artifacts) if artifacts else None),
                     ("lineage", html.lineage(s.status.get("lineage"))),
