@@ -162,13 +162,12 @@ class KubernetesBackend:
         """Through the API server's pod proxy (works from inside and outside the cluster; needs pods/proxy)."""
         meta = deployment["metadata"]
         selector = ",".join(f"{k}={v}" for k, v in deployment["spec"]["selector"]["matchLabels"].items())
-        pods = self.api.core.list_namespaced_pod(meta["namespace"], label_selector=selector).items
         bodies, errors = [], []
-        for pod in pods:
-            conditions = pod.status.conditions if pod.status else None
-            if not any(c.type == "Ready" and c.status == "True" for c in conditions or []):
+        for pod in self.pods(meta["namespace"], selector):  # from the watch: no LIST every scrape
+            conditions = (pod.get("status") or {}).get("conditions") or []
+            if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
                 continue
-            pod_name = pod.metadata.name if pod.metadata else ""
+            pod_name = pod["metadata"]["name"]
             try:
                 bodies.append(
                     str(

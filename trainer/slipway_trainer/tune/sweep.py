@@ -187,7 +187,8 @@ def run(config: TuneConfig, progress: Progress, workdir: Path) -> Any:
                 search_alg=search,
                 scheduler=scheduler,
                 num_samples=1 if spec.algorithm == "grid" else spec.max_trials,
-                max_concurrent_trials=spec.parallel_trials,
+                # A searcher (TPE) is limited here; the generator above limits itself (Tune warns if both).
+                max_concurrent_trials=spec.parallel_trials if spec.algorithm == "tpe" else None,
                 time_budget_s=spec.time_budget_seconds,
                 # A trial's actor runs the next trial: no new process, imports or data load per trial (the
                 # fixed cost of a small trial was ~12 s of its ~16 s on 2 cores).
