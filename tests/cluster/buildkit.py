@@ -103,7 +103,8 @@ def _log(message: str) -> None:
 
 def _made_once(dest: Path, lock: str, what: str, make: Callable[[Path], None]) -> Path:
     """``dest``, made by ``make(tmp)`` into a fresh folder and moved into place whole, once; a folder left half made
-    by an interrupted run is never taken for a finished one (``.complete`` is written last)."""
+    by an interrupted run is never taken for a finished one (``.complete`` is written last). The folders an older
+    key made (``<lock>-*`` beside it) go once the new one is in place: a wheelhouse is 3 GB."""
     with _locked(lock):
         if (dest / ".complete").exists():
             return dest
@@ -117,6 +118,9 @@ def _made_once(dest: Path, lock: str, what: str, make: Callable[[Path], None]) -
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        for older in CACHE.glob(f"{lock}-*"):
+            if older != dest and older.is_dir():
+                shutil.rmtree(older, ignore_errors=True)
     return dest
 
 
@@ -296,6 +300,8 @@ def image_archives(names: list[str] | tuple[str, ...] = IMAGES) -> dict[str, Pat
                     builder.build(name, wanted[name], base, wheels)
                     builder.prune()  # after each image: the trainer's layers alone peak near 20 GB
             finally:
+                with contextlib.suppress(Exception):  # a failed build's layers too: a full disk fails the next one
+                    builder.prune()
                 builder.stop()
             shutil.rmtree(builder.workdir, ignore_errors=True)  # kept (with its logs) only when a build failed
     return wanted
