@@ -351,7 +351,7 @@ PAYLOAD_ONLY = ("time", "model_version", "prediction")  # what the server logged
 def _payloads(fs: Any, path: str, uri: str, batch_rows: int) -> SourceData:
     """A ModelDeployment's payload log joined with its feedback (serve/payloads.py): one row per request row that got
     a truth, with the inputs as the server logged them (after the dataset's privacy rules) and `truth`."""
-    pyfs = PyFileSystem(FSSpecHandler(fs))
+    pyfs = arrow_filesystem(fs)
 
     def read(kind: str) -> pa.Table:
         folder = posixpath.join(path, kind)
