@@ -252,6 +252,31 @@ def test_a_slow_canary_fails_on_p99_latency() -> None:
     assert "p99 above maxP99LatencyMs 100 ms" in world.obj["status"]["history"][0]["reason"]
 
 
+def test_a_canary_whose_servers_are_still_starting_is_not_judged_until_they_answer_or_their_startup_time_ends() -> None:
+    world = serving_world()
+    stable = world.revision(md.STABLE)
+    world.source = run("fashion-sweep", "s3://m/2", 0.92)
+    world.step(make_ready=False)
+    for _ in range(3):  # past intervalSeconds (60), its pod not ready yet (image pull, model load): held
+        world.step(advance=61, make_ready=False)
+    assert world.obj["status"]["canary"] is not None and md.CANARY in world.deployments
+    assert world.obj["status"]["history"] == [] and world.obj["status"]["canaryWeight"] == 10
+    world.traffic[md.CANARY] = healthy()
+    world.step(advance=1)  # its pod becomes ready
+    assert world.obj["status"]["canaryWeight"] == 10
+    world.step(advance=1)  # it answers: judged on what it served, steps up
+    assert world.obj["status"]["canaryWeight"] == 50 and world.events[-1][1] == "CanaryStep"
+
+    world.source = run("fashion-sweep", "s3://m/3", 0.93)  # a newer canary whose pod never becomes ready
+    world.step(make_ready=False)
+    world.step(advance=599, make_ready=False)
+    assert md.CANARY in world.deployments and world.obj["status"]["canary"]["name"] == world.revision(md.CANARY)
+    world.step(advance=2, make_ready=False)  # server.startupTimeoutSeconds (600) since its step started
+    history = world.obj["status"]["history"][0]
+    assert history["outcome"] == "RolledBack" and "no canary replica became ready within" in history["reason"]
+    assert md.CANARY not in world.deployments and world.revision(md.STABLE) == stable
+
+
 def test_auto_update_rolls_out_only_a_better_model_matching_the_selector() -> None:
     world = serving_world()
     world.candidates = [run("worse", "s3://m/w", 0.80, kind="TrainingRun")]

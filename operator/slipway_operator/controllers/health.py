@@ -52,7 +52,7 @@ def gate(analysis: Analysis, window: Traffic | None, ready: int, scrape_error: s
     """Whether a canary step passed, failed or cannot be judged yet, from the requests the canary served during the
     step (`window`), and what was measured. Fewer than `minRequests` requests judge nothing: inconclusive."""
     if ready < 1:
-        return FAILED, "no canary replica became ready"
+        return FAILED, "no canary replica became ready within server.startupTimeoutSeconds"
     if window is None:
         return FAILED, f"the canary's /metrics could not be read ({scrape_error or 'no replica answered'})"
     if window.requests < analysis.min_requests:

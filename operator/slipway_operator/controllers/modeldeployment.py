@@ -294,8 +294,8 @@ class Rollout:
         if self.abort == chosen.revision:
             return self.roll_back(chosen, f"aborted by the annotation {ABORT_ANNOTATION}={chosen.revision}")
         window = self.window()
-        if self.step_due():
-            ready, _, _ = replicas_ready(o.deployments.get(CANARY))
+        ready, _, _ = replicas_ready(o.deployments.get(CANARY))
+        if self.step_due(ready):
             verdict, measured = gate(self.analysis, window, ready, o.scrape_errors.get(CANARY))
             judged = quality_gate(
                 self.analysis, self.spec.monitoring.quality, o.traffic.get(CANARY), o.traffic.get(STABLE)
@@ -422,10 +422,16 @@ class Rollout:
             }
         return canary
 
-    def step_due(self) -> bool:
-        """The step's interval has passed: time to judge the gate."""
+    def step_due(self, ready: int) -> bool:
+        """The step's interval has passed and its canary answers: time to judge the gate. A canary whose servers are
+        still starting (image pull, model load) is judged once they answer, or once server.startupTimeoutSeconds
+        has passed."""
         started = seconds(self.status["stepStartedAt"]) or self.o.now
-        return self.o.now - started >= self._canary().interval_seconds
+        return not self.starting(ready, started) and self.o.now - started >= self._canary().interval_seconds
+
+    def starting(self, ready: int, started: float) -> bool:
+        """No server of a track has answered yet, within server.startupTimeoutSeconds of its stage's start."""
+        return ready < 1 and self.o.now - started < self.spec.server.startup_timeout_seconds
 
     def last_step(self) -> bool:
         return int(self.status["canaryStep"] or 0) + 1 >= len(self._steps())
@@ -445,8 +451,7 @@ class Rollout:
         self.status["shadowTraffic"] = {"revision": chosen.revision, "verdict": "Running", **seen}
         started = seconds(self.status["shadowStartedAt"]) or self.o.now
         ready, _, _ = replicas_ready(self.o.deployments.get(SHADOW))
-        starting = ready < 1 and self.o.now - started < self.spec.server.startup_timeout_seconds
-        if starting or self.o.now - started < self._shadow().interval_seconds:
+        if self.starting(ready, started) or self.o.now - started < self._shadow().interval_seconds:
             return self.hold_shadow(chosen)  # judged once its servers answer (within server.startupTimeoutSeconds)
         verdict, measured = shadow.gate(
             self._shadow(), self.analysis, ready, seen, windows[SHADOW], self.o.scrape_errors.get(SHADOW)
