@@ -165,17 +165,22 @@ def wheelhouse() -> Path:
 DISK_NEEDED_GB = 25  # seen: the trainer image's build peaks near 20 GB of layers, its archive is about 3 GB
 CACHE_KEEP_MB = 10_000  # BuildKit's layer cache, at most (the dependency layers of the operator and server fit)
 
-# What the Dockerfiles copy: a change elsewhere (README.md, docs, tests) rebuilds no image.
-SOURCES = ("images/operator", "images/trainer", "images/server", "images/constraints.txt", "pyproject.toml",
-           "operator", "trainer", ".dockerignore")  # fmt: skip
+# What each Dockerfile copies: a change elsewhere (README.md, docs, tests) rebuilds no image, and a change to the
+# operator's code rebuilds the operator's image only (the trainer's and the server's copy `trainer/` alone).
+_COMMON = ("images/constraints.txt", "pyproject.toml", "trainer", ".dockerignore")
+SOURCES = {
+    "operator": ("images/operator", "operator", *_COMMON),
+    "trainer": ("images/trainer", *_COMMON),
+    "server": ("images/server", *_COMMON),
+}
 
 
-def _sources_digest() -> bytes:
-    """What of the repository goes into an image (the folders the Dockerfiles copy): tracked files by their blob
+def _sources_digest(sources: tuple[str, ...]) -> bytes:
+    """What of the repository goes into an image (the folders its Dockerfile copies): tracked files by their blob
     hashes, uncommitted changes and untracked files by their content."""
 
     def git(*args: str) -> bytes:
-        return subprocess.run(["git", *args, "--", *SOURCES], cwd=REPO, capture_output=True, check=True).stdout
+        return subprocess.run(["git", *args, "--", *sources], cwd=REPO, capture_output=True, check=True).stdout
 
     untracked = git("ls-files", "--others", "--exclude-standard").decode().split()
     extra = b"".join((REPO / p).read_bytes() for p in sorted(untracked) if (REPO / p).is_file())
@@ -275,10 +280,9 @@ class BuildKit:
 def image_archives(names: list[str] | tuple[str, ...] = IMAGES) -> dict[str, Path]:
     """The docker archives of ``names``, built when their inputs changed, else taken from the cache."""
     base, wheels = debian_base(), wheelhouse()
-    sources = _sources_digest()
     wanted: dict[str, Path] = {}
     for name in names:
-        key = _digest(sources, str(base).encode(), str(wheels).encode(), RECIPE)
+        key = _digest(_sources_digest(SOURCES[name]), str(base).encode(), str(wheels).encode(), RECIPE)
         wanted[name] = CACHE / "images" / f"{name}-{key}.tar"
     missing = [n for n, p in wanted.items() if not p.exists()]
     if missing:
