@@ -229,11 +229,12 @@ def _found(rt: Runtime, obj: dict[str, Any], refs: list[Ref]) -> dict[Ref, dict[
     return {(kind, name): rt.cluster.get(API_VERSION, kind, namespace, name) for kind, name in refs}
 
 
-def _run_children(rt: Runtime, desired: Desired) -> tuple[str | None, dict[str, Any] | None]:
-    """Apply a run's children unless its workload config changed after it started; (why refused, the RayJob)."""
+def _run_children(rt: Runtime, desired: Desired, new: bool = False) -> tuple[str | None, dict[str, Any] | None]:
+    """Apply a run's children unless its workload config changed after it started; (why refused, the RayJob).
+    `new`: the run has no phase yet (its first pass)."""
     children = stamp(desired.children)
     job = next(c for c in children if c["kind"] == "RayJob")
-    found = rt.backend.observe(job)
+    found = rt.backend.observe(job, new=new)
     annotations = ((found or {}).get("metadata") or {}).get("annotations") or {}
     if found and annotations.get(CONFIG_HASH) != job["metadata"]["annotations"][CONFIG_HASH]:
         config_map = next(c for c in children if c["kind"] == "ConfigMap")
@@ -286,7 +287,7 @@ def reconcile_run(obj: dict[str, Any], controller: RunController, rt: Runtime) -
     job_name = None
     if wanted.children and not observed.missing_crd:
         try:
-            refused, job = _run_children(rt, wanted)
+            refused, job = _run_children(rt, wanted, new=not (obj.get("status") or {}).get("phase"))
         except ApplyRefused as err:
             observed.apply_error, refused, job = str(err), None, None
         observed.invalid = refused

@@ -157,12 +157,15 @@ def test_a_running_job_is_watched_not_fetched_on_every_tick(
 ) -> None:
     """The operator keeps its RayJobs and pods in a watch's indexes: while a run's job runs and nothing changes, the
     passes of its 10 s timer read them from there, with no GET of the RayJob and no LIST of pods (before: one GET
-    and two LISTs per run per tick); a change to the job still reaches the run's status within a pass."""
+    and two LISTs per run per tick); a change to the job still reaches the run's status within a pass. A new run's
+    first pass does not look for its RayJob with a GET either (the watch's index already says it is not there)."""
     plane = control_plane
     spy = Requests(monkeypatch)
     with runner(namespace):
         plane.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "auto-mpg" / "01-datasetprep.yaml"))
         testbed.wait_until("the prep RayJob", lambda: get(plane, "rayjob", "mpg-prep", namespace), 60)
+        made = spy.to("rayjobs/mpg-prep")
+        assert made and all(method != "GET" for method, _ in made), made  # applied, never looked for
         play_kuberay(plane, namespace, "mpg-prep", "Running", "RUNNING")
 
         def phase() -> str:

@@ -48,7 +48,7 @@ class RecordingBackend:
             status = (self.objects.get(key) or {}).get("status")
             self.objects[key] = {**copy.deepcopy(child), **({"status": status} if status else {})}
 
-    def observe(self, child: dict[str, Any]) -> dict[str, Any] | None:
+    def observe(self, child: dict[str, Any], new: bool = False) -> dict[str, Any] | None:
         found = self.objects.get((child["kind"], child["metadata"]["name"]))
         return copy.deepcopy(found) if found is not None else None
 

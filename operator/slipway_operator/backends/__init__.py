@@ -29,8 +29,9 @@ class Backend(Protocol):
         """Create or update the children (idempotent: deterministic names, adopted when they exist); raises
         `ApplyRefused` with the cluster's own words when it refuses one for good."""
 
-    def observe(self, child: dict[str, Any]) -> dict[str, Any] | None:
-        """The child as it is now (with its status), or None when it does not exist."""
+    def observe(self, child: dict[str, Any], new: bool = False) -> dict[str, Any] | None:
+        """The child as it is now (with its status), or None when it does not exist. `new`: its parent has never
+        been reconciled, so a child its watch has not seen is taken as not there (no request to look)."""
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:
         """Delete a child if it exists."""

@@ -136,15 +136,19 @@ class KubernetesBackend:
                     raise
                 raise ApplyRefused(refusal(child, err)) from None
 
-    def observe(self, child: dict[str, Any]) -> dict[str, Any] | None:
+    def observe(self, child: dict[str, Any], new: bool = False) -> dict[str, Any] | None:
         """From the watch's index when it holds the child (no request), else a GET: a child not seen yet (just
-        created; a kind whose CRD came after the operator started, so nothing watches it) or not indexed."""
+        created; a kind whose CRD came after the operator started, so nothing watches it) or not indexed. For a
+        `new` parent a watched kind's index is the answer: Kopf fills every index before any handler runs, so a
+        child missing from it was not there (the first pass of each run made a GET answered 404 before)."""
         meta = child["metadata"]
         index = self.seen.get((child["apiVersion"], child["kind"]))
         if index is not None:
             found = list(index.get((meta["namespace"], meta["name"]), ()))
             if found:
                 return copy.deepcopy(found[-1])  # type: ignore[no-any-return]
+            if new:
+                return None
         return self.api.get(child["apiVersion"], child["kind"], meta["namespace"], meta["name"])
 
     def delete(self, api_version: str, kind: str, namespace: str, name: str) -> None:

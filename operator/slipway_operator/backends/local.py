@@ -564,7 +564,7 @@ class LocalBackend:
             for namespace in namespaces:
                 self._sync_routes(namespace)
 
-    def observe(self, child: dict[str, Any]) -> dict[str, Any] | None:
+    def observe(self, child: dict[str, Any], new: bool = False) -> dict[str, Any] | None:
         with self.lock:
             meta = child["metadata"]
             if child["kind"] == "RayJob":
