@@ -120,38 +120,61 @@ def fairness(dataset: Dataset, split: Split, outputs: np.ndarray, features: list
 
 
 def permutation_importance(
-    model: nn.Module, dataset: Dataset, split: Split, metric: str, seed: int = 0, rows: int = 2000
+    model: nn.Module, dataset: Dataset, split: Split, metric: str, seed: int = 0, rows: int = 2000, repeats: int = 5
 ) -> dict[str, float]:
-    """How much the metric worsens when one raw input column is shuffled (tabular models)."""
+    """How much the metric worsens when one raw input column is shuffled (tabular models), averaged over `repeats`
+    shuffles: scikit-learn's `permutation_importance`. It shuffles the columns of a frame of row positions; the
+    score takes each column's values at its positions, so every column keeps its Arrow type through the transform."""
+    import pandas as pd
+    from sklearn.inspection import permutation_importance as shuffled_importance
+
     table = split.table.slice(0, rows)
-    y = split.y[:rows]
-    base = scores(dataset, predict(model, dataset.transform.features(table)), y)[metric]
-    sign = 1.0 if metric_direction(metric) == "maximize" else -1.0
-    rng = np.random.default_rng(seed)
-    importance = {}
-    for name in dataset.transform.input_columns():
-        column = table.column(name)
-        shuffled = table.set_column(
-            table.column_names.index(name), name, column.take(pa.array(rng.permutation(table.num_rows)))
-        )
-        value = scores(dataset, predict(model, dataset.transform.features(shuffled)), y)[metric]
-        importance[name] = round(sign * (base - value), 6)
+    names = dataset.transform.input_columns()
+    sign = 1.0 if metric_direction(metric) == "maximize" else -1.0  # scikit-learn: greater is better
+
+    def score(_: object, positions: pd.DataFrame, y: np.ndarray) -> float:
+        taken = table
+        for name in names:
+            column = table.column(name).take(pa.array(positions[name].to_numpy()))
+            taken = taken.set_column(table.column_names.index(name), name, column)
+        return sign * float(scores(dataset, predict(model, dataset.transform.features(taken)), y)[metric])
+
+    positions = pd.DataFrame({name: np.arange(table.num_rows) for name in names})
+    found = shuffled_importance(
+        _Fitted(), positions, split.y[:rows], scoring=score, n_repeats=repeats, random_state=seed
+    )
+    importance = {name: round(float(mean), 6) for name, mean in zip(names, found.importances_mean, strict=True)}
     return dict(sorted(importance.items(), key=lambda kv: -kv[1]))
 
 
+class _Fitted:
+    """The trained model as scikit-learn's inspection tools expect an estimator: already fitted (the score above
+    calls the model itself)."""
+
+    def fit(self, *_: object) -> _Fitted:
+        return self
+
+
 def saliency(model: nn.Module, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(|d predicted-class score / d pixel|, the max over channels: (n, H, W); the predicted classes: (n,))."""
-    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32)).requires_grad_(True)
+    """(|Integrated Gradients| of the predicted class summed over channels: (n, H, W); the predicted classes: (n,)).
+    Captum's Integrated Gradients from a black image (zero after normalisation): each pixel's share of the class
+    score's change from that baseline, which adds up to the change (unlike raw gradients, which are noisy and say
+    how sensitive a pixel is, not how much it contributed)."""
+    from captum.attr import IntegratedGradients
+
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     model.eval()
-    out = model(x)
+    with torch.no_grad():
+        out = model(x)
     chosen = out.argmax(1) if out.shape[1] > 1 else torch.zeros(len(x), dtype=torch.long)
-    out.gather(1, chosen.view(-1, 1)).sum().backward()
-    assert x.grad is not None
-    return x.grad.abs().amax(1).numpy(), chosen.numpy()
+    attributions = IntegratedGradients(model).attribute(
+        x, baselines=torch.zeros_like(x), target=chosen, n_steps=32, internal_batch_size=256
+    )
+    return attributions.detach().abs().sum(1).numpy(), chosen.numpy()
 
 
 def saliency_png(model: nn.Module, dataset: Dataset, split: Split, path: Path, count: int = 8) -> None:
-    """Input-gradient saliency of the predicted class for a few test images, beside the images."""
+    """Integrated Gradients saliency of the predicted class for a few test images, beside the images."""
     images = split.x[:count]
     count = len(images)
     heat, chosen = saliency(model, images)
@@ -165,7 +188,7 @@ def saliency_png(model: nn.Module, dataset: Dataset, split: Split, path: Path, c
         axes[1, i].imshow(heat[i], cmap="inferno")
         for ax in (axes[0, i], axes[1, i]):
             ax.axis("off")
-    fig.suptitle("Saliency: where the gradient of the predicted class is largest")
+    fig.suptitle("Saliency (Integrated Gradients): the pixels that made the predicted class")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

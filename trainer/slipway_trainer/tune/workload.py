@@ -29,8 +29,6 @@ from slipway_trainer.train.loop import HISTORY
 from slipway_trainer.tune import sweep
 from slipway_trainer.workload import Progress, WorkloadError
 
-BOOTSTRAP = 1000
-
 
 def run(config: TuneConfig) -> dict[str, Any]:
     resumable = (sweep.STATE, sweep.TRIALS)
@@ -146,17 +144,14 @@ def compare_top_two(config: TuneConfig, dataset: Dataset, finished: list[dict[st
     for row in finished[:2]:
         model = train_workload.best_model(sweep.trial_config(config, row["trial"], row["params"]), dataset)
         outputs.append(evaluate.predict(model, test.x))
-    rng = np.random.default_rng(config.template.training.seed)
-    n = len(test.y)
     observed = _metric(dataset, outputs[0], test.y, name) - _metric(dataset, outputs[1], test.y, name)
-    differences = []
-    for _ in range(BOOTSTRAP):
-        index = rng.integers(0, n, n)
-        differences.append(
-            _metric(dataset, outputs[0][index], test.y[index], name)
-            - _metric(dataset, outputs[1][index], test.y[index], name)
+
+    def difference(rows: np.ndarray) -> float:  # the two models scored on the same resampled test rows
+        return _metric(dataset, outputs[0][rows], test.y[rows], name) - _metric(
+            dataset, outputs[1][rows], test.y[rows], name
         )
-    low, high = (float(v) for v in np.percentile(differences, [2.5, 97.5]))
+
+    low, high = selection.paired_interval(len(test.y), difference, config.template.training.seed)
     better_if_positive = config.spec.objective.direction == "maximize"
     winner_better = low > 0 if better_if_positive else high < 0
     return {
@@ -165,7 +160,7 @@ def compare_top_two(config: TuneConfig, dataset: Dataset, finished: list[dict[st
         "second": finished[1]["trial"],
         "difference": observed,
         "ci95": [low, high],
-        "resamples": BOOTSTRAP,
+        "resamples": selection.BOOTSTRAP,
         "winnerIsBetter": bool(winner_better),
         "verdict": (
             f"{finished[0]['trial']} is better than {finished[1]['trial']} on test_{name} "
