@@ -189,3 +189,16 @@ def test_a_quota_event_older_than_the_run_is_not_its_problem() -> None:
     unknown = {**fresh, "message": 'pods "a-head" is forbidden: status unknown for quota: gpu, resource: pods'}
     d = diagnose([], [unknown], now=NOW, pending_timeout=300, started=NOW - 60)
     assert d is not None and d.reason == "QuotaExceeded"
+
+
+def test_a_pod_less_runs_warning_events_are_looked_at_ever_less_often_until_something_new_is_said() -> None:
+    """The looks of a run that stays pod-less: now, 30 s later, then doubling up to 10 min (0.1 requests a minute
+    for a run nothing will ever run, where every 30 s cost 2); a new warning brings the next look back to 30 s."""
+    from slipway_operator.backends.kubernetes import WARNINGS_MAX_SECONDS, next_warnings_wait
+
+    waits: list[float] = []
+    for _ in range(8):
+        waits.append(next_warnings_wait(waits[-1] if waits else None, news=False))
+    assert waits == [30.0, 60.0, 120.0, 240.0, 480.0, 600.0, 600.0, 600.0]
+    assert WARNINGS_MAX_SECONDS == 600.0  # one look per 10 min: 0.1 requests per run per minute at most
+    assert next_warnings_wait(600.0, news=True) == 30.0

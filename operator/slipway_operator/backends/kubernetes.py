@@ -23,7 +23,10 @@ from slipway_operator.queueing import WORKLOAD_API
 FIELD_MANAGER = "slipway"
 REFUSED_FOR_GOOD = {400, 403, 404, 422}  # bad request, forbidden (RBAC, a quota), no such namespace, invalid
 CRD_RECHECK_SECONDS = 30.0
-WARNINGS_EVERY_SECONDS = 30.0
+# A run with no pod to look at has its Warning Events listed now, again after 30 s, and then ever less often while
+# they say nothing new: a run that stays pod-less (e.g. no KubeRay to run it) costs 0.1 requests a minute, not 2.
+WARNINGS_FIRST_SECONDS = 30.0
+WARNINGS_MAX_SECONDS = 600.0
 MAX_CACHED_WARNINGS = 10_000
 
 
@@ -108,7 +111,8 @@ class KubernetesBackend:
         self.seen: Mapping[tuple[str, str], Mapping[tuple[str, str], Any]] = {}
         # namespace -> the pods labelled as Slipway's (Ray pods, submitters, inference servers), from a watch too.
         self.seen_pods: Mapping[str, Any] | None = None
-        self._warnings: dict[tuple[str, tuple[str, ...]], tuple[float, list[dict[str, Any]]]] = {}
+        # (namespace, names) -> (when listed, what was found, how long until the next look)
+        self._warnings: dict[tuple[str, tuple[str, ...]], tuple[float, list[dict[str, Any]], float]] = {}
 
     def missing_prerequisite(self) -> str | None:
         """Checked at most every 30 s while present (one thread asks, the others take its answer); every pass
@@ -213,10 +217,12 @@ class KubernetesBackend:
 
     def warnings(self, namespace: str, names: list[str]) -> list[dict[str, Any]]:
         """Warning Events of the named objects (a run's RayCluster and submitter Job while it has no pod to look
-        at), listed at most every WARNINGS_EVERY_SECONDS per run: a run waiting for pods costs no request per tick."""
+        at): listed at once, then after WARNINGS_FIRST_SECONDS, the wait doubling up to WARNINGS_MAX_SECONDS while
+        no new warning appears (a new reason or message starts it again at the first wait), so a run waiting for
+        pods costs no request per tick and next to none once it has waited long."""
         key, now = (namespace, tuple(names)), time.monotonic()
         cached = self._warnings.get(key)
-        if cached is not None and now - cached[0] < WARNINGS_EVERY_SECONDS:
+        if cached is not None and now - cached[0] < cached[2]:
             return copy.deepcopy(cached[1])
         found: list[dict[str, Any]] = []
         for name in names:
@@ -224,9 +230,11 @@ class KubernetesBackend:
             found += (
                 self.api.resource("v1", "Event").get(namespace=namespace, field_selector=selector).to_dict()["items"]
             )
+        news = cached is None or not _said(found) <= _said(cached[1])
+        wait = next_warnings_wait(None if cached is None else cached[2], news)
         if len(self._warnings) > MAX_CACHED_WARNINGS:  # runs come and go: drop the stale
-            self._warnings = {k: v for k, v in self._warnings.items() if now - v[0] < WARNINGS_EVERY_SECONDS}
-        self._warnings[key] = (now, found)
+            self._warnings = {k: v for k, v in self._warnings.items() if now - v[0] < WARNINGS_MAX_SECONDS}
+        self._warnings[key] = (now, found, wait)
         return copy.deepcopy(found)
 
     def log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
@@ -254,3 +262,16 @@ def refusal(child: dict[str, Any], err: ApiException) -> str:
         404: "check that the namespace exists",
     }.get(int(err.status or 0), "a validation or an admission policy of the cluster rejected it (see the message)")
     return f"the API server refused {child['kind']} {child['metadata']['name']} (HTTP {err.status}): {said}; {hint}"
+
+
+def next_warnings_wait(previous: float | None, news: bool) -> float:
+    """Seconds until a pod-less run's next look at its Warning Events: the first wait after the first look, or
+    after one that found something new; else twice the previous wait, at most WARNINGS_MAX_SECONDS."""
+    if previous is None or news:
+        return WARNINGS_FIRST_SECONDS
+    return min(previous * 2, WARNINGS_MAX_SECONDS)
+
+
+def _said(events: list[dict[str, Any]]) -> set[tuple[str, str]]:
+    """What Events say, without their counts and times (a warning that repeats says nothing new)."""
+    return {(str(e.get("reason")), str(e.get("message"))) for e in events}
