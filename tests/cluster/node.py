@@ -418,10 +418,14 @@ class RealNode:
             "serializeImagePulls": False,
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
+            # The node's disk is the machine's, shared with everything else (a trainer image build dips it to a few
+            # GB for a minute): 1% of a 250 GB disk called DiskPressure at 2.5 GB free, and under it the kubelet
+            # removed every unused image, the pause image too (containerd 1.6 does not pin it), so no pod could start
+            # again. Pressure only when the disk is really full.
             "evictionHard": {
                 "memory.available": "100Mi",
-                "nodefs.available": "1%",
-                "imagefs.available": "1%",
+                "nodefs.available": "200Mi",
+                "imagefs.available": "200Mi",
                 "nodefs.inodesFree": "1%",
             },
             "nodeStatusReportFrequency": "10s",
