@@ -84,3 +84,32 @@ def test_a_server_that_is_down_or_refuses_says_so_without_the_credentials(
     assert "hunter2" not in str(caught.value)
     with pytest.raises(MlflowError, match="http"):
         Mlflow("file:///tmp/mlruns")
+
+
+def test_a_finished_run_is_tracked_with_its_epochs_test_metrics_dataset_and_report(
+    mlflow_server: mlflowserver.MlflowServer, tmp_path: Path
+) -> None:
+    from slipway_trainer.tracking import RunRecord, flatten, track
+
+    (tmp_path / "report").mkdir()
+    (tmp_path / "report" / "metrics.json").write_text("{}")
+    record = RunRecord(
+        "mpg-mlp", flatten({"model": {"architecture": "mlp"}, "training": {"epochs": 3}}),
+        history=[{"epoch": e, "val_loss": 1.0 / e} for e in (1, 2, 3)], metrics={"test_mae": 2.25},
+        tags={"slipway.dev/kind": "TrainingRun"}, dataset=("mpg", "sha256:abc", "s3://slipway/datasets/mpg/v-1"),
+        folders={"report": tmp_path / "report"},
+    )  # fmt: skip
+    said = track(mlflow_server.uri, "ns/mpg", record, env={})
+    assert said["state"] == "Logged", said
+    assert said["url"].startswith(mlflow_server.uri) and said["runId"] in said["url"]
+    seen = mlflow_server.read(f"""
+r = client.get_run({said["runId"]!r})
+print(json.dumps({{"params": r.data.params, "metrics": r.data.metrics, "status": r.info.status,
+  "history": [(m.step, m.value) for m in client.get_metric_history({said["runId"]!r}, "val_loss")],
+  "artifacts": [a.path for a in client.list_artifacts({said["runId"]!r}, "report")]}}))
+""")
+    assert isinstance(seen, dict)
+    assert seen["params"] == {"model.architecture": "mlp", "training.epochs": "3"} and seen["status"] == "FINISHED"
+    assert seen["metrics"] == {"val_loss": 1.0 / 3, "test_mae": 2.25}
+    assert sorted(seen["history"]) == [[1, 1.0], [2, 0.5], [3, 1.0 / 3]]
+    assert seen["artifacts"] == ["report/metrics.json"]
