@@ -21,6 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "cluster"))
 
 import buildkit
+import mlflowserver
 import testbed
 from node import NODE_IP, S3_PORT, RealNode, node_namespace_annotations
 
@@ -279,6 +280,20 @@ def bucket(object_store: testbed.ObjectStore) -> str:
     return name
 
 
+@pytest.fixture(scope="session")
+def mlflow_server(testbed_dir: Path, object_store: testbed.ObjectStore) -> Iterator[mlflowserver.MlflowServer]:
+    """A real MLflow tracking server (`mlflow server`, SQLite), its artifacts in a bucket of the test store."""
+    _s3_client(object_store).create_bucket(Bucket="mlflow")
+    env = {"AWS_ACCESS_KEY_ID": object_store.access_key, "AWS_SECRET_ACCESS_KEY": object_store.secret_key,
+           "AWS_DEFAULT_REGION": "us-east-1", "MLFLOW_S3_ENDPOINT_URL": object_store.endpoint}  # fmt: skip
+    server = mlflowserver.MlflowServer(testbed_dir / "mlflow", "s3://mlflow/artifacts", env)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
 def _s3_client(store: testbed.ObjectStore):  # type: ignore[no-untyped-def]
     import boto3
 
@@ -315,8 +330,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
     if node is not None and node.components and used & {"real_node", "node_namespace"}:
         report.sections.append(("real node logs", node.logs_summary()))
     store = item.config.stash.get(_STORE, None)
-    if store is not None and store.component is not None and used & {"object_store", "bucket", "s3_env"}:
+    stored = {"object_store", "bucket", "s3_env", "mlflow_server"}
+    if store is not None and store.component is not None and used & stored:
         report.sections.append(("SeaweedFS log", store.component.tail()))
+    if "mlflow_server" in used:
+        server = item.funcargs.get("mlflow_server") if hasattr(item, "funcargs") else None
+        if server is not None and server.component is not None:
+            report.sections.append(("MLflow server log", server.component.tail()))
 
 
 def pytest_report_header(config: pytest.Config) -> str:

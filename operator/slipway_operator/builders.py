@@ -156,6 +156,7 @@ class Workload:
     storage_secret: str | None = None  # envFrom: AWS_* keys for the store (artifacts, outputs, sources in it)
     source_secret: str | None = None  # envFrom with prefix SOURCE_: a DatasetPrep source's own credentials
     salt: SecretKeyRef | None = None  # SLIPWAY_HASH_SALT for hashed columns
+    tracking_secret: str | None = None  # MLflow's credentials (MLFLOW_TRACKING_* keys, each optional)
     ttl_seconds_after_finished: int | None = None
     backoff_limit: int = 0
     active_deadline_seconds: int | None = None
@@ -163,6 +164,10 @@ class Workload:
     gpu: GpuPool = GpuPool()
     name: str | None = None  # the RayJob's name suffix when not the step (a DatasetPrep's refresh round)
 
+
+# MLflow's own variables for its credentials, taken one by one from a tracking Secret (a token, or a user and a
+# password): named keys, not envFrom, so nothing else in that Secret reaches the workload.
+TRACKING_CREDENTIALS = ("MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 # What the Ray head asks the scheduler for: it runs the driver and schedules, Ray runs no work on it
 # (`num-cpus: 0`), so it may burst to a worker's CPUs but does not reserve them.
@@ -206,6 +211,14 @@ def _container(
     env = []
     if workload.salt is not None:
         env.append(salt_env(workload.salt))
+    if workload.tracking_secret:
+        env += [
+            {
+                "name": key,
+                "valueFrom": {"secretKeyRef": {"name": workload.tracking_secret, "key": key, "optional": True}},
+            }
+            for key in TRACKING_CREDENTIALS
+        ]
     if env:
         container["env"] = env
     env_from: list[dict[str, Any]] = []

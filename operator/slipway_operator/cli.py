@@ -127,7 +127,12 @@ def run_journey(args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     options = Options(
-        state=args.state, store=args.store, serve=not args.no_serve, detach=args.detach, report=not args.no_report
+        state=args.state,
+        store=args.store,
+        serve=not args.no_serve,
+        detach=args.detach,
+        report=not args.no_report,
+        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,  # MLflow's own variable, as its client reads it
     )
     return Journey(options).run(manifests)
 

@@ -105,6 +105,7 @@ class Options:
     serve: bool = True
     detach: bool = False
     report: bool = True
+    tracking_uri: str | None = None  # MLflow: log runs and sweeps there (a resource's spec.tracking may override)
 
 
 class Journey:
@@ -117,7 +118,9 @@ class Journey:
         self.store = LocalStore(options.state)
         store_uri = options.store or (options.state / "artifacts").resolve().as_uri()
         self.backend = LocalBackend((options.state / "processes").resolve(), stop_on_close=True)
-        self.runtime = Runtime(Settings(image="local", store_uri=store_uri), self.store, self.backend)
+        self.runtime = Runtime(
+            Settings(image="local", store_uri=store_uri, tracking_uri=options.tracking_uri), self.store, self.backend
+        )
         self.display = Display(out)
 
     def admit(self, manifests: list[dict[str, Any]]) -> list[dict[str, Any]]:

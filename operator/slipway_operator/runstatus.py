@@ -123,6 +123,12 @@ def run_status(observed: Observed, previous: list[dict[str, Any]], generation: i
         c("Succeeded", d.succeeded, d.reason),
         c("Failed", d.phase == Phase.FAILED, d.reason),
     ]
+    tracked = observed.result.tracking if observed.result is not None else None
+    if tracked is not None:  # MLflow tracking was asked for: whether the run reached it (it never fails the run)
+        logged = tracked.state == "Logged"
+        said = f"logged to MLflow as run {tracked.run_id}" if logged else f"not logged to MLflow: {tracked.message}"
+        reason = "Logged" if logged else "TrackingFailed"
+        conditions.append(condition("Tracked", logged, reason, said, generation, now, previous))
     return RunStatus(phase=d.phase, conditions=conditions, message=d.message, progress=_progress(observed))
 
 

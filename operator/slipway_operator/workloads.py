@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from slipway_operator.api.common import TrackingSpec
 from slipway_operator.api.datasetprep import DatasetPrepSpec
 from slipway_operator.api.modeldeployment import ModelDeploymentSpec
 from slipway_operator.api.trainingrun import TrainingRunSpec, TrialTemplate
 from slipway_operator.api.tuningsweep import TuningSweepSpec
+from slipway_trainer.config.base import Tracking
 from slipway_trainer.config.prep import PrepConfig
 from slipway_trainer.config.serve import ServeConfig
 from slipway_trainer.config.train import TrainConfig
@@ -48,6 +50,7 @@ KUBERNETES_ONLY_TRAIN_FIELDS: dict[str, Any] = {
     "failure_policy": True,
     "ttl_seconds_after_finished": True,
     "suspend": True,
+    "tracking": True,
 }
 
 
@@ -61,6 +64,7 @@ def train_config(
     gpus_per_worker: int | None = None,
     cpus_per_worker: float | None = None,
     lineage: dict[str, str] | None = None,
+    tracking: Tracking | None = None,
 ) -> TrainConfig:
     """The training workload's config for a TrainingRun (or a sweep's template). `workers` and
     `gpusPerWorker` default to the spec's resources; a local run passes what this machine has."""
@@ -77,6 +81,7 @@ def train_config(
             "cpusPerWorker": resources.cpus_per_worker if cpus_per_worker is None else cpus_per_worker,
             "maxFailures": spec.failure_policy.max_failures,
             "lineage": lineage or {},
+            "tracking": tracking,
         }
     )
 
@@ -86,6 +91,7 @@ KUBERNETES_ONLY_SWEEP_FIELDS: dict[str, Any] = {
     "failure_policy": True,
     "ttl_seconds_after_finished": True,
     "suspend": True,
+    "tracking": True,
 }
 KUBERNETES_ONLY_TEMPLATE_FIELDS: dict[str, Any] = {"dataset": True, "resources": True, "failure_policy": True}
 
@@ -99,6 +105,7 @@ def tune_config(
     cpus_per_trial: float | None = None,
     gpus_per_trial: int | None = None,
     lineage: dict[str, str] | None = None,
+    tracking: Tracking | None = None,
 ) -> TuneConfig:
     """The tuning workload's config for a TuningSweep: each trial gets the template's per-worker compute
     (a local run passes what this machine has)."""
@@ -117,8 +124,19 @@ def tune_config(
             "cpusPerTrial": resources.cpus_per_worker if cpus_per_trial is None else cpus_per_trial,
             "gpusPerTrial": resources.gpus_per_worker if gpus_per_trial is None else gpus_per_trial,
             "lineage": lineage or {},
+            "tracking": tracking,
         }
     )
+
+
+def tracking_config(spec: TrackingSpec | None, default_uri: str | None, namespace: str) -> Tracking | None:
+    """Where a run is logged: its own `tracking` over the operator's default server; none when neither names a
+    server or the spec turns it off. The experiment defaults to the namespace."""
+    spec = spec or TrackingSpec()
+    uri = spec.uri or default_uri
+    if not spec.enabled or not uri:
+        return None
+    return Tracking(uri=uri, experiment=spec.experiment or namespace, tags={"slipway.dev/namespace": namespace})
 
 
 OPERATOR_ONLY_MONITORING_FIELDS: dict[str, Any] = {"quality": {"metric", "threshold", "min_rows"}}

@@ -148,6 +148,11 @@ def test_the_operator_deployment() -> None:
     assert env["SLIPWAY_STORAGE_SECRET"] == "slipway-store"
     assert env["SLIPWAY_METRICS_ADDRESS"] == "0.0.0.0:8080"
     assert container["envFrom"] == [{"secretRef": {"name": "slipway-store"}}]  # the name only, never a value
+    assert "MLFLOW_TRACKING_URI" not in env and "SLIPWAY_TRACKING_SECRET" not in env  # tracking is off by default
+    tracked = render("--set", "tracking.uri=http://mlflow.mlflow:5000", "--set", "tracking.existingSecret=mlflow")
+    (container,) = of_kind(tracked, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.mlflow:5000" and env["SLIPWAY_TRACKING_SECRET"] == "mlflow"
     assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
     (service,) = of_kind(docs, "Service")
     assert service["spec"]["ports"][0]["port"] == 8080 and service["spec"]["ports"][0]["targetPort"] == "metrics"

@@ -3,33 +3,12 @@ store), read back with MLflow's own client."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflowserver
 import pytest
-import testbed
 
 from slipway_trainer.mlflow_rest import Mlflow, MlflowError
-
-
-@pytest.fixture(scope="module")
-def mlflow_server(
-    tmp_path_factory: pytest.TempPathFactory, object_store: testbed.ObjectStore
-) -> Iterator[mlflowserver.MlflowServer]:
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=object_store.endpoint, aws_access_key_id=object_store.access_key,
-                      aws_secret_access_key=object_store.secret_key, region_name="us-east-1")  # fmt: skip
-    s3.create_bucket(Bucket="mlflow")
-    env = {"AWS_ACCESS_KEY_ID": object_store.access_key, "AWS_SECRET_ACCESS_KEY": object_store.secret_key,
-           "AWS_DEFAULT_REGION": "us-east-1", "MLFLOW_S3_ENDPOINT_URL": object_store.endpoint}  # fmt: skip
-    server = mlflowserver.MlflowServer(tmp_path_factory.mktemp("mlflow"), "s3://mlflow/artifacts", env)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_a_run_with_params_metrics_a_dataset_artifacts_and_a_registered_version_reads_back_through_mlflow(
@@ -89,6 +68,7 @@ def test_a_server_that_is_down_or_refuses_says_so_without_the_credentials(
 def test_a_finished_run_is_tracked_with_its_epochs_test_metrics_dataset_and_report(
     mlflow_server: mlflowserver.MlflowServer, tmp_path: Path
 ) -> None:
+    from slipway_trainer.config.base import Tracking
     from slipway_trainer.tracking import RunRecord, flatten, track
 
     (tmp_path / "report").mkdir()
@@ -99,7 +79,7 @@ def test_a_finished_run_is_tracked_with_its_epochs_test_metrics_dataset_and_repo
         tags={"slipway.dev/kind": "TrainingRun"}, dataset=("mpg", "sha256:abc", "s3://slipway/datasets/mpg/v-1"),
         folders={"report": tmp_path / "report"},
     )  # fmt: skip
-    said = track(mlflow_server.uri, "ns/mpg", record, env={})
+    said = track(Tracking(uri=mlflow_server.uri, experiment="ns/mpg"), record, env={})
     assert said["state"] == "Logged", said
     assert said["url"].startswith(mlflow_server.uri) and said["runId"] in said["url"]
     seen = mlflow_server.read(f"""

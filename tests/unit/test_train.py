@@ -17,12 +17,12 @@ import pytest
 import torch
 from torch import nn
 
+from slipway_trainer.artifacts import HISTORY
 from slipway_trainer.config.prep import PrepConfig
 from slipway_trainer.config.train import TrainConfig
 from slipway_trainer.data import workload as prep_workload
 from slipway_trainer.train import evaluate, workload
 from slipway_trainer.train.data import open_dataset
-from slipway_trainer.train.loop import HISTORY
 from specs import AUTO_MPG
 
 

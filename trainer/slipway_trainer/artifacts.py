@@ -22,6 +22,7 @@ RESULT = "result.json"
 RUN = "run.json"  # the config whose outputs the folder holds (workload.claim)
 DRIVER_LOG = "logs/driver.log"  # the workload's stdout and stderr, Ray's forwarded worker lines with them
 MANIFEST = "manifest.json"
+HISTORY = "history.json"  # a training loop's every epoch's metrics so far, rewritten each epoch
 LEADERBOARD = "leaderboard.json"  # under a sweep's report/
 
 # The environment variable that carries a DatasetPrep's hashing salt (from its Secret) into the prep workload.
@@ -169,6 +170,16 @@ class TrialCounts(Artifact):
     not_started: int = 0
 
 
+class Tracked(Artifact):
+    """What logging a finished run to MLflow came to: `Logged` (its run id and URL) or `Failed` (why)."""
+
+    state: Literal["Logged", "Failed"]
+    run_id: str | None = None
+    experiment_id: str | None = None
+    url: str | None = None
+    message: str | None = None
+
+
 class Result(Artifact):
     """Written once, last. A failed workload says why (`reason`, `message`) and whether a retry may mend it;
     a successful one adds what its kind produced (the prep's dataset, the run's or sweep's model)."""
@@ -213,6 +224,8 @@ class Result(Artifact):
     comparison: dict[str, Any] | None = None
     trial_epochs: int | None = None
     search_seconds: float | None = None  # the trials' wall time, Ray's start included
+    # train, tune: the MLflow run, when tracking was asked for
+    tracking: Tracked | None = None
 
     @property
     def succeeded(self) -> bool:

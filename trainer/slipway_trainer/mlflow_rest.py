@@ -1,7 +1,7 @@
 """MLflow's tracking and registry REST API (2.0), spoken with the standard library.
 
 Slipway logs runs to an MLflow tracking server and keeps registered model versions there when a user asks for it
-(`MLFLOW_TRACKING_URI`, or a resource's `tracking.mlflow.uri`). The REST API is small and stable, so both the
+(`MLFLOW_TRACKING_URI`, or a resource's `tracking.uri`). The REST API is small and stable, so both the
 workloads and the operator use this module rather than the `mlflow` package (whose client brings FastAPI, the
 Databricks SDK, GitPython and OpenTelemetry into every image). The tests check what it wrote through MLflow's own
 client against a real `mlflow server`.
@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 TIMEOUT_SECONDS = 30.0
-# The server's limits per log-batch request (MLflow's REST API documentation).
+# The server's limits per log-batch request (MLflow's REST API documentation): MAX_METRICS is also the most of all
+# three together.
 MAX_METRICS, MAX_PARAMS, MAX_TAGS = 1000, 100, 100
 MAX_PARAM_VALUE = 6000
 
@@ -135,15 +136,13 @@ class Mlflow:
         ]
         pending_tags = [{"key": k, "value": str(v)} for k, v in tags.items()]
         while pending_params or pending_metrics or pending_tags:
-            body = {
-                "run_id": run_id,
-                "params": pending_params[:MAX_PARAMS],
-                "metrics": pending_metrics[:MAX_METRICS],
-                "tags": pending_tags[:MAX_TAGS],
-            }
-            pending_params = pending_params[MAX_PARAMS:]
-            pending_metrics = pending_metrics[MAX_METRICS:]
-            pending_tags = pending_tags[MAX_TAGS:]
+            # Each kind within its own limit, and all of them together within MAX_METRICS (the server's total).
+            params_now, tags_now = pending_params[:MAX_PARAMS], pending_tags[:MAX_TAGS]
+            metrics_now = pending_metrics[: MAX_METRICS - len(params_now) - len(tags_now)]
+            body = {"run_id": run_id, "params": params_now, "metrics": metrics_now, "tags": tags_now}
+            pending_params = pending_params[len(params_now) :]
+            pending_metrics = pending_metrics[len(metrics_now) :]
+            pending_tags = pending_tags[len(tags_now) :]
             self.call("POST", "mlflow/runs/log-batch", body)
 
     def log_dataset(self, run_id: str, name: str, digest: str, source: str, context: str = "training") -> None:

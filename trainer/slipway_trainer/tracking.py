@@ -14,6 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slipway_trainer import storage
+from slipway_trainer.artifacts import HISTORY
+from slipway_trainer.config.base import Tracking
+from slipway_trainer.config.train import TrainConfig
+from slipway_trainer.config.tune import TuneConfig
 from slipway_trainer.mlflow_rest import Mlflow, MlflowError
 
 
@@ -75,12 +80,77 @@ def log_run(mlflow: Mlflow, experiment_id: str, record: RunRecord, parent: str |
     return {"runId": run_id, "experimentId": experiment_id, "url": mlflow.run_url(experiment_id, run_id)}
 
 
-def track(uri: str, experiment: str, record: RunRecord, env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Log `record` to the server at `uri`, saying what happened instead of raising: a tracking server that is
-    down or refuses never fails the run it would have logged."""
+def track(
+    tracking: Tracking, record: RunRecord, children: Iterable[RunRecord] = (), env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Log `record` (and `children` as its child runs) to the server `tracking` names, saying what happened
+    instead of raising: a tracking server that is down or refuses never fails the run it would have logged."""
     try:
-        mlflow = Mlflow(uri, **({"env": env} if env is not None else {}))
-        logged = log_run(mlflow, mlflow.experiment(experiment), record)
+        mlflow = Mlflow(tracking.uri) if env is None else Mlflow(tracking.uri, env=env)
+        experiment = mlflow.experiment(tracking.experiment)
+        record.tags = {**tracking.tags, **record.tags}
+        logged = log_run(mlflow, experiment, record)
+        for child in children:
+            child.tags = {**tracking.tags, **child.tags}
+            log_run(mlflow, experiment, child, parent=logged["runId"])
     except MlflowError as err:
         return {"state": "Failed", "message": str(err)}
     return {"state": "Logged", **logged}
+
+
+def history_of(artifact_uri: str) -> list[dict[str, Any]]:
+    """Every epoch's metrics a training loop recorded under `artifact_uri` (none yet: empty)."""
+    uri = storage.join(artifact_uri, HISTORY)
+    return list(storage.read_json(uri)) if storage.exists(uri) else []
+
+
+def training_record(config: TrainConfig, outcome: Mapping[str, Any], workdir: Path, kind: str) -> RunRecord:
+    """A finished training run (or a sweep, `kind` TuningSweep, whose outcome is its best trial's) as an MLflow
+    run: the spec as parameters, the epochs, the test metrics, the dataset version, report/ and model/."""
+    lineage = {str(k): str(v) for k, v in (outcome.get("lineage") or {}).items()}
+    uri = lineage.get("datasetUri", config.dataset_uri)
+    name = config.lineage.get("datasetRef") or uri.rstrip("/").rsplit("/", 1)[-1]
+    return RunRecord(
+        name=config.name,
+        params=flatten(config.spec.model_dump(mode="json", by_alias=True, exclude_none=True)),
+        history=list(outcome.get("history") or history_of(config.artifact_uri)),
+        metrics=dict(outcome.get("metrics") or {}),
+        tags={"slipway.dev/kind": kind, **{f"slipway.dev/{k}": v for k, v in lineage.items()}},
+        dataset=(name, lineage.get("datasetFingerprint", ""), uri),
+        folders={"report": workdir / "report", "model": workdir / "model"},
+    )
+
+
+def sweep_records(
+    config: TuneConfig,
+    best: TrainConfig,
+    outcome: Mapping[str, Any],
+    trials: Iterable[tuple[Mapping[str, Any], str]],
+    workdir: Path,
+) -> tuple[RunRecord, list[RunRecord]]:
+    """A sweep as a parent run (the search and the template as parameters; its best model's test metrics, report
+    and model) and its trials as child runs: `trials` are (leaderboard row, the trial's artifact URI)."""
+    parent = training_record(best, outcome, workdir, "TuningSweep")
+    parent.name = config.name
+    parent.params = flatten(
+        {
+            "sweep": config.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "template": config.template.model_dump(mode="json", by_alias=True, exclude_none=True),
+        }
+    )
+    parent.history = []  # the best trial's epochs are in its own child run
+    children = [
+        RunRecord(
+            name=f"{config.name}-{row['trial']}",
+            params=flatten(row["params"]),
+            history=history_of(uri),
+            tags={
+                "slipway.dev/kind": "Trial",
+                "slipway.dev/trial": str(row["trial"]),
+                "slipway.dev/trialStatus": str(row["status"]),
+            },
+        )
+        for row, uri in trials
+        if row["status"] != "NotStarted"
+    ]
+    return parent, children

@@ -114,6 +114,37 @@ class SecretKeyRef(ConfigModel):
     """The key inside the Secret."""
 
 
+class TrackingSpec(ConfigModel):
+    """Log the finished run to an MLflow tracking server: parameters, every epoch's metrics, test metrics, the
+    dataset version, the report and the model (a sweep: a parent run with its trials as child runs)."""
+
+    enabled: bool = True
+    """false: not logged, even when the operator has a default server (`MLFLOW_TRACKING_URI`)."""
+
+    uri: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+    """The tracking server, `http(s)://host[:port]`; default: the operator's `MLFLOW_TRACKING_URI`."""
+
+    experiment: str | None = Field(default=None, min_length=1, max_length=500)
+    """The MLflow experiment (made when missing); default: the resource's namespace."""
+
+    credentials_secret: ObjectName | None = None
+    """A Secret in the same namespace holding `MLFLOW_TRACKING_TOKEN`, or `MLFLOW_TRACKING_USERNAME` and
+    `MLFLOW_TRACKING_PASSWORD`; default: the operator's (`SLIPWAY_TRACKING_SECRET`), if any."""
+
+
+class TrackingStatus(ConfigModel):
+    """The MLflow run a finished run was logged as."""
+
+    run_id: str = Field(max_length=64)
+    """The MLflow run's id."""
+
+    experiment_id: str | None = Field(default=None, max_length=64)
+    """The experiment's id."""
+
+    url: str = Field(max_length=2048)
+    """The run's page on the tracking server."""
+
+
 class LabelSelectorRequirement(ConfigModel):
     """A label selector requirement, as in Kubernetes."""
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from slipway_operator.api.common import FailurePolicy, Metrics, ObjectName, Resources, RunStatusBase
+from slipway_operator.api.common import (
+    FailurePolicy,
+    Metrics,
+    ObjectName,
+    Resources,
+    RunStatusBase,
+    TrackingSpec,
+    TrackingStatus,
+)
 from slipway_operator.api.kind import (
     COMMON_COLUMNS_AGE,
     Kind,
@@ -54,6 +62,9 @@ class TrainingRunSpec(TrialTemplate):
     suspend: bool = False
     """Suspend the run (or keep it queued); set back to false to start or resume it from its checkpoint."""
 
+    tracking: TrackingSpec | None = None
+    """Log the finished run to MLflow (default: when the operator has `MLFLOW_TRACKING_URI`)."""
+
 
 class Lineage(ConfigModel):
     """Where a model came from."""
@@ -102,6 +113,10 @@ class ModelRunStatus(RunStatusBase):
     """Epochs whose checkpoints training resumed from after losing a worker (Ray Train restarts the worker
     group), a retry of the job or a preemption: what each failure cost (of a sweep: its best model's export, which
     continues from the best trial's checkpoint)."""
+
+    tracking: TrackingStatus | None = None
+    """The MLflow run it was logged as (when tracking is on and logging worked; else the Tracked condition says
+    why not)."""
 
     epochs_lost: int | None = None
     """Finished epochs trained again after those resumes, because no checkpoint held them (0 when a preempted

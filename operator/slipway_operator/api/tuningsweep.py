@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field
 
-from slipway_operator.api.common import FailurePolicy
+from slipway_operator.api.common import FailurePolicy, TrackingSpec
 from slipway_operator.api.kind import COMMON_COLUMNS_AGE, Kind, PrinterColumn, Rule, immutable
 from slipway_operator.api.trainingrun import ModelRunStatus, TrialTemplate
 from slipway_trainer.config.base import ConfigModel
@@ -30,6 +30,10 @@ class TuningSweepSpec(TuneSpec):
 
     suspend: bool = False
     """Suspend the sweep; resuming continues where it stopped, without re-running finished trials."""
+
+    tracking: TrackingSpec | None = None
+    """Log the sweep to MLflow as a parent run with its trials as child runs (default: when the operator has
+    `MLFLOW_TRACKING_URI`)."""
 
 
 class Trials(ConfigModel):

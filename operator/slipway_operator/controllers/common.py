@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slipway_operator import builders
-from slipway_operator.api.common import FailurePolicy, Phase, Resources
+from slipway_operator.api.common import FailurePolicy, Phase, Resources, TrackingSpec
 from slipway_operator.runstatus import Observed
 
 
@@ -24,6 +24,8 @@ class Settings:
     allow_file_uris: bool = True  # file:// in specs; the kubernetes backend refuses them unless allowed
     server_image: str = ""  # the serving-only image (ONNX Runtime, no torch) for ONNX models; "" = `image`
     gpu: builders.GpuPool = field(default_factory=builders.GpuPool)
+    tracking_uri: str | None = None  # MLflow: where runs are logged when their spec does not say
+    tracking_secret: str | None = None  # the Secret with MLflow's credentials, when the resource names none
     # The operator process's own (read by handlers.py, never by a controller):
     backend: str = "kubernetes"  # kubernetes | local: where children run
     state: str = ".slipway/state"  # the local backend's folder
@@ -58,6 +60,8 @@ class Settings:
                 node_selector=_json_env(env, "SLIPWAY_GPU_NODE_SELECTOR", dict, {}),
                 tolerations=None if tolerations is None else tuple(tolerations),
             ),
+            tracking_uri=env.get("MLFLOW_TRACKING_URI") or None,
+            tracking_secret=env.get("SLIPWAY_TRACKING_SECRET") or None,
             backend=backend,
             state=env.get("SLIPWAY_STATE") or ".slipway/state",
             metrics_address=env.get("SLIPWAY_METRICS_ADDRESS") or None,
@@ -182,8 +186,13 @@ def run_job(
     failure_policy: FailurePolicy,
     ttl_seconds_after_finished: int | None,
     suspend: bool,
+    tracking: TrackingSpec | None = None,
 ) -> dict[str, Any]:
-    """The RayJob of a TrainingRun or TuningSweep."""
+    """The RayJob of a TrainingRun or TuningSweep (`tracking`: its spec's, for MLflow's credentials)."""
+    tracked = tracking or TrackingSpec()
+    secret = None
+    if tracked.enabled and (tracked.uri or settings.tracking_uri):
+        secret = tracked.credentials_secret or settings.tracking_secret
     return builders.ray_job(
         owner,
         builders.Workload(
@@ -197,6 +206,7 @@ def run_job(
             backoff_limit=failure_policy.backoff_limit,
             active_deadline_seconds=failure_policy.active_deadline_seconds,
             suspend=suspend,
+            tracking_secret=secret,
         ),
     )
 

@@ -18,7 +18,7 @@ from slipway_operator.controllers.common import (
     run_job,
 )
 from slipway_operator.runstatus import Observed
-from slipway_operator.workloads import train_config
+from slipway_operator.workloads import tracking_config, train_config
 
 STEP = "train"
 ARTIFACT_FOLDER = "runs"
@@ -46,9 +46,9 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
         return Desired([], waiting_for=waiting)
     lineage = {"trainingRun": owner.name, **({"datasetRef": spec.dataset.ref} if spec.dataset.ref else {})}
     lineage |= retrain_lineage(obj)
-    config = train_config(
-        owner.name, spec, data, artifact_uri(settings, ARTIFACT_FOLDER, owner.namespace, owner.name), lineage=lineage
-    )
+    where = artifact_uri(settings, ARTIFACT_FOLDER, owner.namespace, owner.name)
+    tracking = tracking_config(spec.tracking, settings.tracking_uri, owner.namespace)
+    config = train_config(owner.name, spec, data, where, lineage=lineage, tracking=tracking)
     config_map = builders.config_map(owner, STEP, config)
     job = run_job(
         owner,
@@ -59,6 +59,7 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
         spec.failure_policy,
         spec.ttl_seconds_after_finished,
         spec.suspend,
+        spec.tracking,
     )
     return Desired([config_map, job])
 
@@ -97,6 +98,8 @@ def model_status_fields(observed: Observed, objective: str) -> dict[str, Any]:
     }
     if result.checkpoint_uri:
         out["checkpointUri"] = result.checkpoint_uri
+    if result.tracking is not None and result.tracking.state == "Logged":
+        out["tracking"] = result.tracking.model_dump(by_alias=True, exclude={"state", "message"}, exclude_none=True)
     if result.best_trial is not None:
         best, trials = result.best_trial, result.trials
         out |= {

@@ -17,7 +17,7 @@ from slipway_operator.controllers.common import (
     run_job,
 )
 from slipway_operator.controllers.trainingrun import dataset_uri, model_status_fields, objective_of
-from slipway_operator.workloads import tune_config
+from slipway_operator.workloads import tracking_config, tune_config
 
 STEP = "tune"
 ARTIFACT_FOLDER = "sweeps"
@@ -32,9 +32,9 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
         return Desired([], waiting_for=waiting)
     ref = spec.template.dataset.ref
     lineage = {"tuningSweep": owner.name, **({"datasetRef": ref} if ref else {}), **retrain_lineage(obj)}
-    config = tune_config(
-        owner.name, spec, data, artifact_uri(settings, ARTIFACT_FOLDER, owner.namespace, owner.name), lineage=lineage
-    )
+    where = artifact_uri(settings, ARTIFACT_FOLDER, owner.namespace, owner.name)
+    tracking = tracking_config(spec.tracking, settings.tracking_uri, owner.namespace)
+    config = tune_config(owner.name, spec, data, where, lineage=lineage, tracking=tracking)
     config_map = builders.config_map(owner, STEP, config)
     # Trials are single-worker: the Ray cluster has room for parallelTrials of them at once.
     resources = spec.template.resources.model_copy(update={"workers": spec.parallel_trials})
@@ -47,6 +47,7 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
         spec.failure_policy,
         spec.ttl_seconds_after_finished,
         spec.suspend,
+        spec.tracking,
     )
     return Desired([config_map, job])
 

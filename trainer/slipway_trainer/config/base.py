@@ -40,3 +40,17 @@ Cores = Annotated[
     Field(ge=0.1, le=512),
     PlainSerializer(lambda v: int(v) if float(v).is_integer() else v, return_type=float | int),
 ]
+
+
+class Tracking(ConfigModel):
+    """Where a finished run is logged: an MLflow tracking server (credentials come from MLflow's own environment
+    variables, never from here)."""
+
+    uri: str = Field(min_length=1, max_length=2048, pattern=r"^https?://")
+    """The tracking server, `http(s)://host[:port]` (what `MLFLOW_TRACKING_URI` holds)."""
+
+    experiment: str = Field(default="slipway", min_length=1, max_length=500)
+    """The MLflow experiment the run goes into (made when missing)."""
+
+    tags: dict[str, str] = Field(default_factory=dict)
+    """Tags every run gets, e.g. `slipway.dev/namespace`."""

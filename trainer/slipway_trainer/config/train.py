@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from slipway_trainer.config.base import ColumnName, ConfigModel, Cores, Direction, MetricName
+from slipway_trainer.config.base import ColumnName, ConfigModel, Cores, Direction, MetricName, Tracking
 
 Architecture = Literal["mlp", "cnn", "resnet", "rnn", "lstm", "gru", "transformer", "gan"]
 Loss = Literal["cross_entropy", "mse", "mae", "huber", "bce"]
@@ -210,3 +210,6 @@ class TrainConfig(ConfigModel):
 
     lineage: dict[str, str] = Field(default_factory=dict)
     """Where this run comes from (names of the TrainingRun, DatasetPrep, sweep trial), for the model card."""
+
+    tracking: Tracking | None = Field(default=None, exclude_if=lambda v: v is None)  # absent, not null, when off
+    """Log the finished run to this MLflow server (none: not logged)."""

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from slipway_trainer.config.base import ConfigModel, Cores, Direction, MetricName
+from slipway_trainer.config.base import ConfigModel, Cores, Direction, MetricName, Tracking
 from slipway_trainer.config.train import TrainSpec
 
 Algorithm = Literal["random", "grid", "tpe"]
@@ -220,3 +220,6 @@ class TuneConfig(ConfigModel):
 
     lineage: dict[str, str] = Field(default_factory=dict)
     """Where this sweep comes from, for the model card."""
+
+    tracking: Tracking | None = Field(default=None, exclude_if=lambda v: v is None)  # absent, not null, when off
+    """Log the finished run to this MLflow server (none: not logged)."""

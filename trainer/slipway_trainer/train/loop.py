@@ -25,6 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from slipway_trainer import selection, storage
+from slipway_trainer.artifacts import HISTORY
 from slipway_trainer.config.train import TrainConfig, TrainSpec
 from slipway_trainer.stop import StopRequest, StopRequested
 from slipway_trainer.train import models
@@ -34,7 +35,6 @@ from slipway_trainer.workload import Progress, WorkloadError
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_NAME = re.compile(r"epoch-(\d{4,})\.pt$")
 BEST = "best.pt"
-HISTORY = "history.json"  # every epoch's metrics so far, rewritten each epoch
 ERROR_METRICS = ("loss", "mse", "mae", "rmse")
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from slipway_trainer import storage, workload
+from slipway_trainer import storage, tracking, workload
 from slipway_trainer.config.train import TrainConfig
 from slipway_trainer.train import evaluate, export, models
 from slipway_trainer.train.data import Dataset, open_dataset
@@ -38,6 +38,15 @@ def run(config: TrainConfig) -> dict[str, Any]:
 
 
 def train(config: TrainConfig, progress: Progress, workdir: Path) -> dict[str, Any]:
+    outcome = train_and_publish(config, progress, workdir)
+    if config.tracking is None:
+        return outcome
+    progress.update(force=True, phase="Tracking")
+    record = tracking.training_record(config, outcome, workdir, "TrainingRun")
+    return {**outcome, "tracking": tracking.track(config.tracking, record)}
+
+
+def train_and_publish(config: TrainConfig, progress: Progress, workdir: Path) -> dict[str, Any]:
     spec = config.spec
     dataset = open_dataset(config.dataset_uri)
     if spec.model.architecture == "gan":

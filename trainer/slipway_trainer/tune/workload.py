@@ -18,14 +18,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from slipway_trainer import selection, storage, workload
-from slipway_trainer.artifacts import LEADERBOARD, Leaderboard, TrialRow
+from slipway_trainer import selection, storage, tracking, workload
+from slipway_trainer.artifacts import HISTORY, LEADERBOARD, Leaderboard, TrialRow
 from slipway_trainer.config.train import TrainSpec
 from slipway_trainer.config.tune import TuneConfig, search_space_problems
 from slipway_trainer.train import evaluate
 from slipway_trainer.train import workload as train_workload
 from slipway_trainer.train.data import Dataset, open_dataset
-from slipway_trainer.train.loop import HISTORY
 from slipway_trainer.tune import sweep
 from slipway_trainer.workload import Progress, WorkloadError
 
@@ -75,7 +74,7 @@ def tune(config: TuneConfig, progress: Progress, workdir: Path) -> dict[str, Any
     (report / "top_two.json").write_text(json.dumps(comparison, indent=2, default=str))
     comparison_png(board, config, metric, report / "comparison.png")
     storage.upload_dir(report, storage.join(config.artifact_uri, "report"))
-    return {
+    summary = {
         **outcome,
         "bestTrial": {"id": best["trial"], "params": best["params"], "metric": best["best"], "objective": metric},
         "trials": {
@@ -90,6 +89,12 @@ def tune(config: TuneConfig, progress: Progress, workdir: Path) -> dict[str, Any
         "trialEpochs": sum(r["epochs"] for r in board),
         "searchSeconds": round(search_seconds, 2),
     }
+    if config.tracking is not None:
+        progress.update(force=True, phase="Tracking")
+        trials = [(row, sweep.trial_config(config, row["trial"], row["params"]).artifact_uri) for row in board]
+        parent, children = tracking.sweep_records(config, best_config, outcome, trials, workdir)
+        summary["tracking"] = tracking.track(config.tracking, parent, children)
+    return summary
 
 
 def leaderboard(config: TuneConfig, grid: Any, metric: str, mode: str) -> list[dict[str, Any]]:
