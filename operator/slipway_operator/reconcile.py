@@ -13,13 +13,14 @@ import dataclasses
 import datetime
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from slipway_operator import api, diagnosis
+from slipway_operator import api, diagnosis, registry
 from slipway_operator.api.common import GROUP, VERSION, Phase
 from slipway_operator.api.modeldeployment import ModelDeploymentSpec
 from slipway_operator.api.validation import InvalidManifest, validate_manifest
@@ -479,6 +480,9 @@ def observe_serving(obj: dict[str, Any], rt: Runtime) -> modeldeployment.Observe
     spec = ModelDeploymentSpec.model_validate(obj["spec"])
     source = next(iter(_found(rt, obj, modeldeployment.references(obj["spec"])).values()), None)
     observed.source, observed.waiting_for = modeldeployment.source_of(spec, source)
+    if registry.is_registry_uri(spec.model.uri):  # models:/<name>@<alias>: followed as the alias moves
+        server = registry.server_of(spec, rt.settings.tracking_uri)
+        observed.source, observed.waiting_for = registry.resolve(str(spec.model.uri), server, os.environ)
     if spec.auto_update.enabled and spec.auto_update.selector:
         selector = modeldeployment.selector_string(spec.auto_update.selector.model_dump(by_alias=True))
         for kind in kinds.MODEL_KINDS:
@@ -518,6 +522,19 @@ def observe_serving(obj: dict[str, Any], rt: Runtime) -> modeldeployment.Observe
 def reconcile_serving(obj: dict[str, Any], rt: Runtime) -> Outcome:
     plan = modeldeployment.plan(obj, observe_serving(obj, rt), rt.settings)
     outcome = Outcome(plan.status, list(plan.events))
+    spec = obj.get("spec") or {}
+    if spec.get("registry") and not invalid(obj, rt.settings):  # the registry follows what this pass serves
+        parsed = ModelDeploymentSpec.model_validate(spec)
+        assert parsed.registry is not None
+        where = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
+        previous = (obj.get("status") or {}).get("registry")
+        server = registry.server_of(parsed, rt.settings.tracking_uri)
+        outcome.status["registry"], said = registry.sync(
+            parsed.registry, server, plan.status, previous, where, os.environ
+        )
+        outcome.events += said
+    elif (obj.get("status") or {}).get("registry"):
+        outcome.status["registry"] = None  # spec.registry removed: the registry is no longer kept in step
     if plan.children:
         try:
             rt.backend.apply(plan.children)

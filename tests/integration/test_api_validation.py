@@ -356,6 +356,20 @@ CASES = [
         model={"fromTrainingRun": "fashion-cnn", "uri": "s3://bucket/models/x"},
     ),
     case(
+        "registry-uri-without-version-or-alias",
+        "ModelDeployment",
+        "spec.model.uri",
+        "models:/<name>/<version> or models:/<name>@<alias>",
+        model={"uri": "models:/fashion"},
+    ),
+    case(
+        "registry-alias-reserved",
+        "ModelDeployment",
+        "spec.registry",
+        "registry.alias cannot be latest or v<number>",
+        registry={"name": "fashion", "alias": "v2"},
+    ),
+    case(
         "replicas-min-above-max",
         "ModelDeployment",
         "spec.replicas",

@@ -153,6 +153,8 @@ def test_the_operator_deployment() -> None:
     (container,) = of_kind(tracked, "Deployment")[0]["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MLFLOW_TRACKING_URI"] == "http://mlflow.mlflow:5000" and env["SLIPWAY_TRACKING_SECRET"] == "mlflow"
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
+    assert refs["MLFLOW_TRACKING_TOKEN"] == {"name": "mlflow", "key": "MLFLOW_TRACKING_TOKEN", "optional": True}
     assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
     (service,) = of_kind(docs, "Service")
     assert service["spec"]["ports"][0]["port"] == 8080 and service["spec"]["ports"][0]["targetPort"] == "metrics"

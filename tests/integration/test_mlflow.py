@@ -4,6 +4,7 @@ store), read back with MLflow's own client."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import mlflowserver
 import pytest
@@ -93,3 +94,69 @@ print(json.dumps({{"params": r.data.params, "metrics": r.data.metrics, "status":
     assert seen["metrics"] == {"val_loss": 1.0 / 3, "test_mae": 2.25}
     assert sorted(seen["history"]) == [[1, 1.0], [2, 0.5], [3, 1.0 / 3]]
     assert seen["artifacts"] == ["report/metrics.json"]
+
+
+def test_a_deployments_registry_follows_what_it_serves_and_costs_nothing_when_in_step(
+    mlflow_server: mlflowserver.MlflowServer,
+) -> None:
+    from slipway_operator import registry
+    from slipway_operator.api.modeldeployment import RegistrySpec
+
+    spec = RegistrySpec(name="mpg-reg", alias="champion")
+    lineage = {"datasetFingerprint": "sha256:abc", "trainingRun": "mpg-mlp"}
+    a = {"name": "aaaa1111", "modelUri": "s3://slipway/runs/ml/mpg-a/model", "source": "TrainingRun/mpg-a",
+         "lineage": lineage}  # fmt: skip
+    b = {"name": "bbbb2222", "modelUri": "s3://slipway/runs/ml/mpg-b/model", "source": "TrainingRun/mpg-b"}
+
+    def sync(status: dict[str, Any], before: dict[str, Any] | None, server: str = mlflow_server.uri) -> Any:
+        return registry.sync(spec, server, {"phase": "Available", **status}, before, "ml/mpg", {})
+
+    rolling, said = sync({"current": a, "phase": "Deploying"}, None)  # registered as it rolls out, not yet served
+    assert (
+        rolling["versions"] == {"aaaa1111": "1"}
+        and rolling["version"] is None
+        and [e[1] for e in said] == ["Registered"]
+    )
+    first, said = sync({"current": a}, rolling)
+    assert first["version"] == "1" and first["versions"] == {"aaaa1111": "1"} and first["message"] is None
+    assert [e[1] for e in said] == ["AliasMoved"]
+    again, said = sync({"current": a}, first, server="http://127.0.0.1:9")  # in step: not a single request
+    assert again == first and said == []
+
+    canary, said = sync({"current": a, "canary": b}, first)
+    assert canary["versions"] == {"aaaa1111": "1", "bbbb2222": "2"} and canary["version"] == "1"  # not served yet
+    assert [e[1] for e in said] == ["Registered"]
+    promoted, said = sync({"current": b}, canary)
+    assert (
+        promoted["version"] == "2" and promoted["modelUri"] == b["modelUri"] and [e[1] for e in said] == ["AliasMoved"]
+    )
+    back, said = sync({"current": a}, promoted)  # an earlier model served again: its version, not a new one
+    assert back["version"] == "1" and [e[1] for e in said] == ["AliasMoved"] and "was version 2" in said[0][2]
+
+    down, said = sync({"current": b}, back, server="http://127.0.0.1:9")
+    assert down["version"] == "1" and "could not be reached" in (down["message"] or "")
+    assert [e[0] for e in said] == ["Warning"]
+    assert sync({"current": b}, down, server="http://127.0.0.1:9")[1] == []  # said once, tried again each pass
+    mended, _ = sync({"current": b}, down)
+    assert mended["version"] == "2" and mended["message"] is None
+
+    model, waiting = registry.resolve("models:/mpg-reg@champion", mlflow_server.uri, {})
+    assert waiting is None and model is not None and model.uri == b["modelUri"]
+    model, waiting = registry.resolve("models:/mpg-reg/1", mlflow_server.uri, {})
+    assert model is not None and model.uri == a["modelUri"] and model.lineage == lineage
+    assert "(version 1)" in model.source
+    model, waiting = registry.resolve("models:/mpg-reg@nobody", mlflow_server.uri, {})
+    assert model is None and "points at no version" in (waiting or "")
+    model, waiting = registry.resolve("models:/mpg-reg@champion", None, {})
+    assert model is None and "MLFLOW_TRACKING_URI" in (waiting or "")
+
+    seen = mlflow_server.read("""
+versions = client.search_model_versions("name='mpg-reg'")
+print(json.dumps({"versions": sorted((v.version, v.source) for v in versions),
+  "champion": client.get_model_version_by_alias("mpg-reg", "champion").version,
+  "tags": client.get_model_version("mpg-reg", "1").tags}))
+""")
+    assert isinstance(seen, dict)
+    assert seen["versions"] == [["1", a["modelUri"]], ["2", b["modelUri"]]] and seen["champion"] == "2"
+    assert seen["tags"]["slipway.dev/datasetFingerprint"] == "sha256:abc"
+    assert seen["tags"]["slipway.dev/deployment"] == "ml/mpg" and seen["tags"]["slipway.dev/revision"] == "aaaa1111"

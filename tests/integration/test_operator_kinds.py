@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import mlflowserver
 import pytest
 import testbed
 import yaml
@@ -477,3 +478,80 @@ def test_a_retrain_is_created_once_and_a_restarted_operator_that_lost_the_status
     assert events.count("Retraining") == 1
     plane.kubectl("delete", "modeldeployment", "fashion", "-n", namespace)
     testbed.wait_until("the deployment's runs deleted with it", lambda: not runs(), 60)
+
+
+@pytest.fixture
+def tracking_uri(mlflow_server: mlflowserver.MlflowServer, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The operator's MLFLOW_TRACKING_URI (asked for before `operator`, which reads it when it starts)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.uri)
+    return mlflow_server.uri
+
+
+def test_the_registry_alias_follows_what_is_served_and_another_deployment_serves_it(
+    control_plane: testbed.ControlPlane,
+    namespace: str,
+    mlflow_server: mlflowserver.MlflowServer,
+    tracking_uri: str,
+    operator: tuple[Path, int],
+) -> None:
+    plane = control_plane
+    registered = f"fashion-{namespace}"
+    staging = example("fashion-mnist/04-modeldeployment.yaml")
+    staging["metadata"]["name"] = "staging"
+    spec = staging["spec"]
+    spec |= {"model": {"uri": "s3://models/fashion/v1"}, "autoUpdate": {"enabled": False}, "replicas": {"min": 1},
+             "registry": {"name": registered}}  # fmt: skip
+    spec["rollout"] = {"strategy": "rolling"}
+    apply(plane, namespace, staging)
+
+    def champion() -> str | None:
+        seen = mlflow_server.read(f"""
+try:
+    v = client.get_model_version_by_alias({registered!r}, "champion")
+    print(json.dumps([v.version, v.source]))
+except mlflow.exceptions.MlflowException:
+    print(json.dumps(None))
+""")
+        return None if seen is None else str(seen[1])  # type: ignore[index]
+
+    testbed.wait_until("champion on v1", lambda: champion() == "s3://models/fashion/v1", 90)
+    reg = status(plane, "modeldeployment", "staging", namespace)["registry"]
+    assert reg["name"] == registered and reg["alias"] == "champion" and reg["version"] == "1"
+
+    def serve(uri: str, **rollout: Any) -> None:
+        patch = {"spec": {"model": {"uri": uri}, **({"rollout": rollout} if rollout else {})}}
+        plane.kubectl("patch", "modeldeployment", "staging", "-n", namespace, "--type=merge", "-p", json.dumps(patch))
+
+    serve("s3://models/fashion/v2")  # a rolling update: served once it is rolled out, and the alias moves
+    testbed.wait_until("champion on v2", lambda: champion() == "s3://models/fashion/v2", 90)
+
+    # A canary on KWOK has no /metrics to judge and is rolled back: registered as it started, the alias stays.
+    serve("s3://models/fashion/v3", strategy="canary", canary={"steps": [50], "intervalSeconds": 3})
+
+    def rolled_back() -> bool:
+        st = status(plane, "modeldeployment", "staging", namespace)
+        return any(h.get("outcome") == "RolledBack" for h in st.get("history", []))
+
+    testbed.wait_until("the canary's rollback", rolled_back, 120)
+    assert champion() == "s3://models/fashion/v2"
+
+    serve("s3://models/fashion/v1", strategy="rolling", canary=None)  # back to the first model: its own version
+    testbed.wait_until("champion back on v1", lambda: champion() == "s3://models/fashion/v1", 90)
+    events = plane.kubectl("get", "events", "-n", namespace, "--field-selector", "involvedObject.name=staging")
+    assert "AliasMoved" in events and "Registered" in events
+
+    prod = example("fashion-mnist/04-modeldeployment.yaml")
+    prod["metadata"]["name"] = "prod"
+    prod["spec"] |= {"model": {"uri": f"models:/{registered}@champion"}, "autoUpdate": {"enabled": False},
+                     "replicas": {"min": 1}, "rollout": {"strategy": "rolling"}}  # fmt: skip
+    apply(plane, namespace, prod)
+    testbed.wait_until(
+        "prod Available", lambda: status(plane, "modeldeployment", "prod", namespace).get("phase") == "Available", 90
+    )
+    current = status(plane, "modeldeployment", "prod", namespace)["current"]
+    assert current["modelUri"] == "s3://models/fashion/v1"
+    assert current["source"] == f"models:/{registered}@champion (version 1)"
+    seen = mlflow_server.read(f"""
+print(json.dumps(sorted((v.version, v.source) for v in client.search_model_versions("name='{registered}'"))))
+""")
+    assert seen == [["1", "s3://models/fashion/v1"], ["2", "s3://models/fashion/v2"], ["3", "s3://models/fashion/v3"]]

@@ -209,6 +209,21 @@ class Mlflow:
             body["run_id"] = run_id
         return str(self.call("POST", "mlflow/model-versions/create", body)["model_version"]["version"])
 
+    def version_of(self, name: str, source: str, tags: Mapping[str, str] = {}) -> tuple[str, bool]:
+        """(the version of `name` whose source is `source`, whether it was registered now, with `tags`, as there was
+        none): the same model folder is one version however often it is served again."""
+        if "'" not in source:  # MLflow's filter has no escape for a quote; such a folder is registered again
+            query = {"filter": f"name='{name}' and source_path='{source}'", "max_results": "10"}
+            try:
+                found = self.call("GET", "mlflow/model-versions/search", query=query).get("model_versions") or []
+            except MlflowError as err:
+                if err.code != "RESOURCE_DOES_NOT_EXIST":
+                    raise
+                found = []
+            if found:
+                return str(min(found, key=lambda v: int(v["version"]))["version"]), False
+        return self.register(name, source, None, tags), True
+
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self.call("POST", "mlflow/registered-models/alias", {"name": name, "alias": alias, "version": version})
 

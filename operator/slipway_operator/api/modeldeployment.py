@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from slipway_operator.api.common import LabelSelector, ObjectName, Quantity, SecretKeyRef, StatusBase
-from slipway_operator.api.kind import COMMON_COLUMNS_AGE, Kind, PrinterColumn, Rule, exactly_one, uri_rule
+from slipway_operator.api.kind import COMMON_COLUMNS_AGE, Kind, PrinterColumn, Rule, exactly_one
 from slipway_operator.api.trainingrun import Lineage, TrainingRunSpec
 from slipway_operator.api.tuningsweep import TuningSweepSpec
 from slipway_trainer.config.base import ConfigModel, MetricName
@@ -26,7 +26,23 @@ class ModelSource(ConfigModel):
     """A TuningSweep in the same namespace: its best trial's model, once it has succeeded."""
 
     uri: str | None = Field(default=None, max_length=2048)
-    """An exported model folder (`s3://...` or `file://...`) with its transform spec."""
+    """An exported model folder (`s3://...` or `file://...`) with its transform spec, or a version of a model in an
+    MLflow registry that Slipway registered: `models:/<name>/<version>` or `models:/<name>@<alias>` (an alias is
+    followed as it moves)."""
+
+
+class RegistrySpec(ConfigModel):
+    """Keep the served model in an MLflow model registry: every model this deployment rolls out is a version of
+    `name` (its lineage as tags), and `alias` points at the one served."""
+
+    name: str = Field(min_length=1, max_length=256)
+    """The registered model (made when missing)."""
+
+    alias: str = Field(default="champion", min_length=1, max_length=255, pattern=r"^[A-Za-z_][A-Za-z0-9_-]*$")
+    """Moved to the served version on every promotion (and back when an earlier model is served again)."""
+
+    uri: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+    """The MLflow server; default: the operator's `MLFLOW_TRACKING_URI` (its credentials are the operator's)."""
 
 
 class Replicas(ConfigModel):
@@ -255,6 +271,9 @@ class ModelDeploymentSpec(ConfigModel):
 
     auto_update: AutoUpdate = Field(default_factory=AutoUpdate)
     """Roll out better models as they are trained."""
+
+    registry: RegistrySpec | None = None
+    """Register the models it rolls out in MLflow and keep an alias on the one served."""
 
 
 class Revision(ConfigModel):
@@ -499,6 +518,28 @@ class Rejected(ConfigModel):
     """Why, naming the groups and the gap."""
 
 
+class RegistryStatus(ConfigModel):
+    """What the MLflow registry says about this deployment's models."""
+
+    name: str = ""
+    """The registered model."""
+
+    alias: str = ""
+    """The alias kept on the served version."""
+
+    version: str | None = None
+    """The version the alias points at: the one served."""
+
+    model_uri: str | None = None
+    """The served model's folder (the version's source)."""
+
+    versions: dict[str, str] = Field(default_factory=dict, max_length=20)
+    """Revision name -> its registered version, for the revisions served or being rolled out."""
+
+    message: str | None = Field(default=None, max_length=4096)
+    """Why the registry is behind (a server that is down, credentials refused); cleared once it is in step."""
+
+
 class ModelDeploymentStatus(StatusBase):
     """Where the model is served, which revision, and how it is doing."""
 
@@ -578,6 +619,9 @@ class ModelDeploymentStatus(StatusBase):
     history: list[Revision] = Field(default_factory=list, max_length=10)
     """Earlier revisions, newest first (for rollback and audit)."""
 
+    registry: RegistryStatus | None = None
+    """The MLflow registry's versions of what this deployment serves (spec.registry)."""
+
 
 def _increasing_steps() -> Rule:
     pairs = " && ".join(f"(size(self) < {i + 2} || self[{i}] < self[{i + 1}])" for i in range(MAX_CANARY_STEPS - 1))
@@ -612,7 +656,13 @@ KIND = Kind(
                 what="model.fromTrainingRun, model.fromTuningSweep or model.uri",
             ),
         ),
-        (ModelSource, "uri"): (uri_rule(("s3", "file")),),
+        (ModelSource, "uri"): (
+            Rule(
+                "self.matches('^(s3|file)://.+') || self.matches('^models:/[^/@]+(/[0-9]+|@[A-Za-z_][A-Za-z0-9_-]*)$')",
+                "must be a model folder (s3://... or file://...) or an MLflow registry version: "
+                "models:/<name>/<version> or models:/<name>@<alias>",
+            ),
+        ),
         Quality: (
             Rule(
                 "has(self.metric) == has(self.threshold)",
@@ -621,6 +671,13 @@ KIND = Kind(
             ),
         ),
         Replicas: (Rule("!has(self.max) || self.min <= self.max", "replicas.min must be at most replicas.max"),),
+        RegistrySpec: (
+            Rule(
+                "!has(self.alias) || !self.alias.matches('^([lL][aA][tT][eE][sS][tT]|[vV][0-9]+)$')",
+                "registry.alias cannot be latest or v<number>: MLflow keeps those for its versions; "
+                "use e.g. champion or production",
+            ),
+        ),
         ModelDeploymentSpec: (
             Rule(
                 "!has(self.autoscaling) || (has(self.replicas) && has(self.replicas.max) && "
