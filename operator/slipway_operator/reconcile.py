@@ -230,9 +230,15 @@ def _found(rt: Runtime, obj: dict[str, Any], refs: list[Ref]) -> dict[Ref, dict[
     return {(kind, name): rt.cluster.get(API_VERSION, kind, namespace, name) for kind, name in refs}
 
 
+def _childless(obj: dict[str, Any]) -> bool:
+    """A run whose last pass made no children: never reconciled (no phase), or Waiting for what it needs (its
+    DatasetPrep): the usual journey's runs wait first, then start."""
+    return (obj.get("status") or {}).get("phase") in (None, "", Phase.WAITING)
+
+
 def _run_children(rt: Runtime, desired: Desired, new: bool = False) -> tuple[str | None, dict[str, Any] | None]:
     """Apply a run's children unless its workload config changed after it started; (why refused, the RayJob).
-    `new`: the run has no phase yet (its first pass)."""
+    `new`: the run has made no children before (`_childless`)."""
     children = stamp(desired.children)
     job = next(c for c in children if c["kind"] == "RayJob")
     found = rt.backend.observe(job, new=new)
@@ -288,7 +294,7 @@ def reconcile_run(obj: dict[str, Any], controller: RunController, rt: Runtime) -
     job_name = None
     if wanted.children and not observed.missing_crd:
         try:
-            refused, job = _run_children(rt, wanted, new=not (obj.get("status") or {}).get("phase"))
+            refused, job = _run_children(rt, wanted, new=_childless(obj))
         except ApplyRefused as err:
             observed.apply_error, refused, job = str(err), None, None
         observed.invalid = refused

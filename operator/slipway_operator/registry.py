@@ -119,7 +119,8 @@ def sync(
         mlflow = Mlflow(server, env=env)
         for rev, record in live.items():
             if rev not in out["versions"]:
-                version, new = mlflow.version_of(registry.name, str(record["modelUri"]), _tags(record, where))
+                run_id = (record.get("lineage") or {}).get("mlflowRunId")
+                version, new = mlflow.version_of(registry.name, str(record["modelUri"]), _tags(record, where), run_id)
                 out["versions"][rev] = version
                 if new:
                     model = record.get("source") or record["modelUri"]

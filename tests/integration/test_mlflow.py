@@ -103,7 +103,9 @@ def test_a_deployments_registry_follows_what_it_serves_and_costs_nothing_when_in
     from slipway_operator.api.modeldeployment import RegistrySpec
 
     spec = RegistrySpec(name="mpg-reg", alias="champion")
-    lineage = {"datasetFingerprint": "sha256:abc", "trainingRun": "mpg-mlp"}
+    client = Mlflow(mlflow_server.uri, env={})
+    trained = client.start_run(client.experiment("ml"), "mpg-a", {})["run_id"]  # a tracked run: the version links it
+    lineage = {"datasetFingerprint": "sha256:abc", "trainingRun": "mpg-mlp", "mlflowRunId": trained}
     a = {"name": "aaaa1111", "modelUri": "s3://slipway/runs/ml/mpg-a/model", "source": "TrainingRun/mpg-a",
          "lineage": lineage}  # fmt: skip
     b = {"name": "bbbb2222", "modelUri": "s3://slipway/runs/ml/mpg-b/model", "source": "TrainingRun/mpg-b"}
@@ -154,9 +156,9 @@ def test_a_deployments_registry_follows_what_it_serves_and_costs_nothing_when_in
 versions = client.search_model_versions("name='mpg-reg'")
 print(json.dumps({"versions": sorted((v.version, v.source) for v in versions),
   "champion": client.get_model_version_by_alias("mpg-reg", "champion").version,
-  "tags": client.get_model_version("mpg-reg", "1").tags}))
+  "tags": client.get_model_version("mpg-reg", "1").tags, "run": client.get_model_version("mpg-reg", "1").run_id}))
 """)
     assert isinstance(seen, dict)
     assert seen["versions"] == [["1", a["modelUri"]], ["2", b["modelUri"]]] and seen["champion"] == "2"
-    assert seen["tags"]["slipway.dev/datasetFingerprint"] == "sha256:abc"
+    assert seen["tags"]["slipway.dev/datasetFingerprint"] == "sha256:abc" and seen["run"] == trained
     assert seen["tags"]["slipway.dev/deployment"] == "ml/mpg" and seen["tags"]["slipway.dev/revision"] == "aaaa1111"

@@ -158,7 +158,8 @@ def test_a_running_job_is_watched_not_fetched_on_every_tick(
     """The operator keeps its RayJobs and pods in a watch's indexes: while a run's job runs and nothing changes, the
     passes of its 10 s timer read them from there, with no GET of the RayJob and no LIST of pods (before: one GET
     and two LISTs per run per tick); a change to the job still reaches the run's status within a pass. A new run's
-    first pass does not look for its RayJob with a GET either (the watch's index already says it is not there)."""
+    first pass does not look for its RayJob with a GET either (the watch's index already says it is not there), nor
+    does a run's first pass after it waited for its DatasetPrep."""
     plane = control_plane
     spy = Requests(monkeypatch)
     with runner(namespace):
@@ -176,11 +177,22 @@ def test_a_running_job_is_watched_not_fetched_on_every_tick(
         time.sleep(25)  # two ticks of the run's timer, at least
         assert spy.to("rayjobs", "pods", "events") == []
 
+        # A run that waited for its DatasetPrep (phase Waiting: no children made) does not look for its RayJob either.
+        plane.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "auto-mpg" / "02-trainingrun.yaml"))
+
+        def run_phase() -> str:
+            return str(((get(plane, "trainingrun", "mpg-mlp", namespace) or {}).get("status") or {}).get("phase"))
+
+        testbed.wait_until("the run to wait for its DatasetPrep", lambda: run_phase() == "Waiting", 60)
         output = Path(f"{operator_env}/datasets/{namespace}/mpg/_run")
         output.mkdir(parents=True)
-        (output / "result.json").write_text(json.dumps({"status": "Failed", "reason": "Oops", "message": "no"}))
-        play_kuberay(plane, namespace, "mpg-prep", "Complete", "FAILED")
-        testbed.wait_until("the change seen through the watch", lambda: phase() == "Failed", 60)
+        done = {"status": "Succeeded", "fingerprint": "sha256:1", "version": "v1", "rows": {"total": 398}}
+        (output / "result.json").write_text(json.dumps(done))
+        play_kuberay(plane, namespace, "mpg-prep", "Complete", "SUCCEEDED")
+        testbed.wait_until("the change seen through the watch", lambda: phase() == "Succeeded", 60)
+        testbed.wait_until("the run's RayJob", lambda: get(plane, "rayjob", "mpg-mlp-train", namespace), 60)
+        made = spy.to("rayjobs/mpg-mlp-train")
+        assert made and all(method != "GET" for method, _ in made), made
 
 
 def test_slipway_operator_command_reconciles_a_namespace(

@@ -122,3 +122,15 @@ def test_the_mlflow_run_reaches_the_status_and_a_tracking_failure_is_a_condition
     untracked = Observed(ray_job={"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"},
                          result={k: v for k, v in result.items() if k != "tracking"})  # fmt: skip
     assert "Tracked" not in {c["type"] for c in run_status(untracked, [], 1, NOW).conditions}
+
+
+def test_a_tracked_runs_mlflow_run_goes_into_the_lineage_a_deployment_registers() -> None:
+    from slipway_operator.controllers.revisions import model_of
+
+    run = {"kind": "TrainingRun", "metadata": {"name": "mpg"},
+           "status": {"phase": "Succeeded", "modelUri": "s3://m", "lineage": {"datasetFingerprint": "sha256:1"},
+                      "tracking": {"runId": "abc123", "url": "http://mlflow/#/experiments/1/runs/abc123"}}}  # fmt: skip
+    model = model_of(run)
+    assert model is not None and model.lineage == {"datasetFingerprint": "sha256:1", "mlflowRunId": "abc123"}
+    del run["status"]["tracking"]
+    assert "mlflowRunId" not in (model_of(run) or model).lineage

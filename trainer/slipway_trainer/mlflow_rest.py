@@ -209,9 +209,12 @@ class Mlflow:
             body["run_id"] = run_id
         return str(self.call("POST", "mlflow/model-versions/create", body)["model_version"]["version"])
 
-    def version_of(self, name: str, source: str, tags: Mapping[str, str] = {}) -> tuple[str, bool]:
-        """(the version of `name` whose source is `source`, whether it was registered now, with `tags`, as there was
-        none): the same model folder is one version however often it is served again."""
+    def version_of(
+        self, name: str, source: str, tags: Mapping[str, str] = {}, run_id: str | None = None
+    ) -> tuple[str, bool]:
+        """(the version of `name` whose source is `source`, whether it was registered now, with `tags` and linked to
+        the MLflow run `run_id`, as there was none): the same model folder is one version however often it is served
+        again."""
         if "'" not in source:  # MLflow's filter has no escape for a quote; such a folder is registered again
             query = {"filter": f"name='{name}' and source_path='{source}'", "max_results": "10"}
             try:
@@ -222,7 +225,7 @@ class Mlflow:
                 found = []
             if found:
                 return str(min(found, key=lambda v: int(v["version"]))["version"]), False
-        return self.register(name, source, None, tags), True
+        return self.register(name, source, run_id, tags), True
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self.call("POST", "mlflow/registered-models/alias", {"name": name, "alias": alias, "version": version})

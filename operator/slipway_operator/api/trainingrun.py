@@ -90,6 +90,9 @@ class Lineage(ConfigModel):
     retrain_reason: str | None = None
     """Why a ModelDeployment's autoUpdate.retrain started it (if it did)."""
 
+    mlflow_run_id: str | None = None
+    """The MLflow run it was logged as (when tracked): a registered version of it links to that run."""
+
 
 class ModelRunStatus(RunStatusBase):
     """What a run that produces a model reports: metrics, the exported model and where it came from."""

@@ -26,6 +26,7 @@ LINEAGE_KEYS = (
     "tuningSweep",
     "trial",
     "retrainReason",
+    "mlflowRunId",
 )
 
 
@@ -70,9 +71,15 @@ def model_of(obj: dict[str, Any]) -> Model | None:
         uri=str(status["modelUri"]),
         source=f"{obj['kind']}/{obj['metadata']['name']}",
         metrics={k: float(v) for k, v in (status.get("metrics") or {}).items()},
-        lineage=dict(status.get("lineage") or {}),
+        lineage={**(status.get("lineage") or {}), **_mlflow_run(status)},
         finished_at=str(ready.get("lastTransitionTime") or ""),
     )
+
+
+def _mlflow_run(status: dict[str, Any]) -> dict[str, str]:
+    """The MLflow run a tracked run was logged as, for the lineage (a registered version links to it)."""
+    run_id = (status.get("tracking") or {}).get("runId")
+    return {"mlflowRunId": str(run_id)} if run_id else {}
 
 
 def source_of(spec: ModelDeploymentSpec, source: dict[str, Any] | None) -> tuple[Model | None, str | None]:
