@@ -157,7 +157,8 @@ class _Fitted:
 
 def saliency(model: nn.Module, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(|Integrated Gradients| of the predicted class summed over channels: (n, H, W); the predicted classes: (n,)).
-    Captum's Integrated Gradients from a black image (zero after normalisation): each pixel's share of the class
+    Captum's Integrated Gradients from an all-zero input (black for [0, 1] images, the mean image for standardized
+    ones): each pixel's share of the class
     score's change from that baseline, which adds up to the change (unlike raw gradients, which are noisy and say
     how sensitive a pixel is, not how much it contributed)."""
     from captum.attr import IntegratedGradients
