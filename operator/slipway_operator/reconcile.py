@@ -528,15 +528,14 @@ def observe_serving(obj: dict[str, Any], rt: Runtime) -> modeldeployment.Observe
 def reconcile_serving(obj: dict[str, Any], rt: Runtime) -> Outcome:
     plan = modeldeployment.plan(obj, observe_serving(obj, rt), rt.settings)
     outcome = Outcome(plan.status, list(plan.events))
-    spec = obj.get("spec") or {}
-    if spec.get("registry") and not invalid(obj, rt.settings):  # the registry follows what this pass serves
-        parsed = ModelDeploymentSpec.model_validate(spec)
-        assert parsed.registry is not None
+    if (obj.get("spec") or {}).get("registry") and plan.status.get("phase") != Phase.INVALID:
+        spec = ModelDeploymentSpec.model_validate(obj["spec"])  # the registry follows what this pass serves
+        assert spec.registry is not None
         where = f"{obj['metadata']['namespace']}/{obj['metadata']['name']}"
         previous = (obj.get("status") or {}).get("registry")
-        server = registry.server_of(parsed, rt.settings.tracking_uri)
+        server = registry.server_of(spec, rt.settings.tracking_uri)
         outcome.status["registry"], said = registry.sync(
-            parsed.registry, server, plan.status, previous, where, os.environ
+            spec.registry, server, plan.status, previous, where, os.environ
         )
         outcome.events += said
     elif (obj.get("status") or {}).get("registry"):

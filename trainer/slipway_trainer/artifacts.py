@@ -17,6 +17,8 @@ from typing import Any, Literal, Self, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from slipway_trainer import storage
+
 PROGRESS = "progress.json"
 RESULT = "result.json"
 RUN = "run.json"  # the config whose outputs the folder holds (workload.claim)
@@ -332,3 +334,9 @@ class Leaderboard(BaseModel):
 
     def dump(self) -> list[dict[str, Any]]:
         return [row.model_dump(mode="json", by_alias=True) for row in self.rows]
+
+
+def read_history(artifact_uri: str) -> list[dict[str, Any]]:
+    """Every epoch's metrics a training loop recorded under `artifact_uri` (HISTORY); none yet: empty."""
+    uri = storage.join(artifact_uri, HISTORY)
+    return list(storage.read_json(uri)) if storage.exists(uri) else []

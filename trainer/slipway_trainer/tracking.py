@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slipway_trainer import storage
-from slipway_trainer.artifacts import HISTORY
+from slipway_trainer.artifacts import read_history
 from slipway_trainer.config.base import Tracking
 from slipway_trainer.config.train import TrainConfig
 from slipway_trainer.config.tune import TuneConfig
@@ -98,12 +97,6 @@ def track(
     return {"state": "Logged", **logged}
 
 
-def history_of(artifact_uri: str) -> list[dict[str, Any]]:
-    """Every epoch's metrics a training loop recorded under `artifact_uri` (none yet: empty)."""
-    uri = storage.join(artifact_uri, HISTORY)
-    return list(storage.read_json(uri)) if storage.exists(uri) else []
-
-
 def training_record(config: TrainConfig, outcome: Mapping[str, Any], workdir: Path, kind: str) -> RunRecord:
     """A finished training run (or a sweep, `kind` TuningSweep, whose outcome is its best trial's) as an MLflow
     run: the spec as parameters, the epochs, the test metrics, the dataset version, report/ and model/."""
@@ -113,7 +106,7 @@ def training_record(config: TrainConfig, outcome: Mapping[str, Any], workdir: Pa
     return RunRecord(
         name=config.name,
         params=flatten(config.spec.model_dump(mode="json", by_alias=True, exclude_none=True)),
-        history=list(outcome.get("history") or history_of(config.artifact_uri)),
+        history=list(outcome.get("history") or read_history(config.artifact_uri)),
         metrics=dict(outcome.get("metrics") or {}),
         tags={"slipway.dev/kind": kind, **{f"slipway.dev/{k}": v for k, v in lineage.items()}},
         dataset=(name, lineage.get("datasetFingerprint", ""), uri),
@@ -143,7 +136,7 @@ def sweep_records(
         RunRecord(
             name=f"{config.name}-{row['trial']}",
             params=flatten(row["params"]),
-            history=history_of(uri),
+            history=read_history(uri),
             tags={
                 "slipway.dev/kind": "Trial",
                 "slipway.dev/trial": str(row["trial"]),

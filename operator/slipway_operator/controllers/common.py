@@ -12,6 +12,8 @@ from typing import Any
 from slipway_operator import builders
 from slipway_operator.api.common import FailurePolicy, Phase, Resources, TrackingSpec
 from slipway_operator.runstatus import Observed
+from slipway_operator.workloads import tracking_config
+from slipway_trainer.config.base import Tracking
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,14 @@ def dataset_ref(dataset: Mapping[str, Any] | None) -> list[Ref]:
     return [("DatasetPrep", str(ref))] if ref else []
 
 
+def tracking_of(spec: TrackingSpec | None, settings: Settings, namespace: str) -> tuple[Tracking | None, str | None]:
+    """(where a run is logged in MLflow, the Secret with its credentials): both None when it is not tracked."""
+    tracking = tracking_config(spec, settings.tracking_uri, namespace)
+    if tracking is None:
+        return None, None
+    return tracking, (spec.credentials_secret if spec else None) or settings.tracking_secret
+
+
 def run_job(
     owner: builders.Owner,
     step: str,
@@ -186,13 +196,9 @@ def run_job(
     failure_policy: FailurePolicy,
     ttl_seconds_after_finished: int | None,
     suspend: bool,
-    tracking: TrackingSpec | None = None,
+    tracking_secret: str | None = None,
 ) -> dict[str, Any]:
-    """The RayJob of a TrainingRun or TuningSweep (`tracking`: its spec's, for MLflow's credentials)."""
-    tracked = tracking or TrackingSpec()
-    secret = None
-    if tracked.enabled and (tracked.uri or settings.tracking_uri):
-        secret = tracked.credentials_secret or settings.tracking_secret
+    """The RayJob of a TrainingRun or TuningSweep (`tracking_secret`: MLflow's credentials, when it is tracked)."""
     return builders.ray_job(
         owner,
         builders.Workload(
@@ -206,7 +212,7 @@ def run_job(
             backoff_limit=failure_policy.backoff_limit,
             active_deadline_seconds=failure_policy.active_deadline_seconds,
             suspend=suspend,
-            tracking_secret=secret,
+            tracking_secret=tracking_secret,
         ),
     )
 

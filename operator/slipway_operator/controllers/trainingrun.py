@@ -16,9 +16,10 @@ from slipway_operator.controllers.common import (
     phase_of,
     retrain_lineage,
     run_job,
+    tracking_of,
 )
 from slipway_operator.runstatus import Observed
-from slipway_operator.workloads import tracking_config, train_config
+from slipway_operator.workloads import train_config
 
 STEP = "train"
 ARTIFACT_FOLDER = "runs"
@@ -47,7 +48,7 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
     lineage = {"trainingRun": owner.name, **({"datasetRef": spec.dataset.ref} if spec.dataset.ref else {})}
     lineage |= retrain_lineage(obj)
     where = artifact_uri(settings, ARTIFACT_FOLDER, owner.namespace, owner.name)
-    tracking = tracking_config(spec.tracking, settings.tracking_uri, owner.namespace)
+    tracking, tracking_secret = tracking_of(spec.tracking, settings, owner.namespace)
     config = train_config(owner.name, spec, data, where, lineage=lineage, tracking=tracking)
     config_map = builders.config_map(owner, STEP, config)
     job = run_job(
@@ -59,7 +60,7 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
         spec.failure_policy,
         spec.ttl_seconds_after_finished,
         spec.suspend,
-        spec.tracking,
+        tracking_secret,
     )
     return Desired([config_map, job])
 

@@ -15,9 +15,10 @@ from slipway_operator.controllers.common import (
     dataset_ref,
     retrain_lineage,
     run_job,
+    tracking_of,
 )
 from slipway_operator.controllers.trainingrun import dataset_uri, model_status_fields, objective_of
-from slipway_operator.workloads import tracking_config, tune_config
+from slipway_operator.workloads import tune_config
 
 STEP = "tune"
 ARTIFACT_FOLDER = "sweeps"
@@ -33,7 +34,7 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
     ref = spec.template.dataset.ref
     lineage = {"tuningSweep": owner.name, **({"datasetRef": ref} if ref else {}), **retrain_lineage(obj)}
     where = artifact_uri(settings, ARTIFACT_FOLDER, owner.namespace, owner.name)
-    tracking = tracking_config(spec.tracking, settings.tracking_uri, owner.namespace)
+    tracking, tracking_secret = tracking_of(spec.tracking, settings, owner.namespace)
     config = tune_config(owner.name, spec, data, where, lineage=lineage, tracking=tracking)
     config_map = builders.config_map(owner, STEP, config)
     # Trials are single-worker: the Ray cluster has room for parallelTrials of them at once.
@@ -47,7 +48,7 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
         spec.failure_policy,
         spec.ttl_seconds_after_finished,
         spec.suspend,
-        spec.tracking,
+        tracking_secret,
     )
     return Desired([config_map, job])
 

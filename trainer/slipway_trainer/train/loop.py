@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 
 from slipway_trainer import selection, storage
-from slipway_trainer.artifacts import HISTORY
+from slipway_trainer.artifacts import HISTORY, read_history
 from slipway_trainer.config.train import TrainConfig, TrainSpec
 from slipway_trainer.stop import StopRequest, StopRequested
 from slipway_trainer.train import models
@@ -278,8 +278,7 @@ def resume(artifact_uri: str, parts: dict[str, Any]) -> dict[str, Any] | None:
     state: dict[str, Any] = saved["state"]
     state.setdefault("resumedFrom", []).append(state["epoch"])
     # Finished epochs after the checkpoint (history.json is rewritten after each epoch's checkpoint) are trained again.
-    history_uri = storage.join(artifact_uri, HISTORY)
-    history = storage.read_json(history_uri) if storage.exists(history_uri) else []
+    history = read_history(artifact_uri)
     reached = max((int(h["epoch"]) for h in history), default=0)
     state["epochsLost"] = state.get("epochsLost", 0) + max(0, reached - state["epoch"])
     return state

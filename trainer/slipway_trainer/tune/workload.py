@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from slipway_trainer import selection, storage, tracking, workload
-from slipway_trainer.artifacts import HISTORY, LEADERBOARD, Leaderboard, TrialRow
+from slipway_trainer.artifacts import LEADERBOARD, Leaderboard, TrialRow, read_history
 from slipway_trainer.config.train import TrainSpec
 from slipway_trainer.config.tune import TuneConfig, search_space_problems
 from slipway_trainer.train import evaluate
@@ -106,8 +106,7 @@ def leaderboard(config: TuneConfig, grid: Any, metric: str, mode: str) -> list[d
         params = {k: v for k, v in (result.config or {}).items() if k in config.spec.search_space}
         # The trial's own record (not Ray Tune's, which can lose a finished trial's results when the sweep is
         # killed): every epoch's metrics, written by the training loop.
-        history_uri = storage.join(sweep.trial_config(config, trial, params).artifact_uri, HISTORY)
-        history = storage.read_json(history_uri) if storage.exists(history_uri) else []
+        history = read_history(sweep.trial_config(config, trial, params).artifact_uri)
         chosen = selection.best_row(history, metric, maximize=mode == "max")
         best = float(chosen[metric]) if chosen else None
         ran = len(history)
