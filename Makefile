@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 PYTEST_ARGS ?=
 
-.PHONY: help venv testbed images datasets lint fmt crds test test-unit gpu-check demo bench cluster cluster-down clean
+.PHONY: help venv testbed testbed-images images datasets lint fmt crds test test-unit gpu-check demo bench cluster cluster-down clean
 
 help:
 	@echo "make demo          run the main job on this machine (installs what is missing)"
@@ -53,7 +53,13 @@ crds: venv
 	$(PY) -m slipway_operator.api.crd crds
 	rm -f charts/slipway/crds/*.yaml && cp crds/*.yaml charts/slipway/crds/
 
-test: venv testbed datasets lint
+# The operator, server and trainer images the real node runs, built before the tests when what goes into them
+# changed (BuildKit, no network; the trainer takes 5-10 min), so no test's timeout pays for a build. Seconds when
+# they are up to date.
+testbed-images: venv testbed
+	@$(PY) tests/cluster/buildkit.py
+
+test: venv testbed datasets lint testbed-images
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: venv
