@@ -18,7 +18,7 @@ client's own, the operator's), their CPU seconds, and the API requests per Train
 `apiserver_request_total` by verb and resource, scraped before and after. The counts leave out the apply itself
 (measured on the baseline's namespace), this script's polls, the scrapes, and the control plane's background
 (its rate, measured in a quiet window once the garbage collector watches the new kinds: before that, every
-ownerReference costs it GETs). The operator also re-reconciles every run on a timer, so a steady-state window
+ownerReference costs it GETs). The operator also reconciles every run again on its resync interval, so a steady window
 follows (default 60 s): requests per TrainingRun per minute, beside the baseline's runs left alone for a quiet
 window. Last, the TrainingRuns' phases and a summary of the operator's own log (kopf's warnings and errors).
 Outputs go to benchmarks/.out/ (operator_scale.json, operator-scale/ with the operator's and the components'
@@ -491,7 +491,7 @@ def run(args: argparse.Namespace) -> int:
         hwm_at_all = proc_status_kib(pid, "VmHWM") if operator.poll() is None else 0
         op_counts = attributed(delta(m3, m2), op_window, background, apply_requests + bench.my_requests())
 
-        # Steady state: the timers keep reconciling every run.
+        # Steady state: the resync keeps reconciling every run.
         steady_counts: dict[Key, float] = {}
         steady = 0.0
         if op_time is not None and args.steady > 0 and operator.poll() is None:

@@ -1,4 +1,5 @@
-"""The Kopf glue, thin: one handler set per kind calls `reconcile`, posts its Events and patches what changed.
+"""The Kopf glue, thin: a pass of a resource calls `reconcile`, posts its Events and patches what changed in its
+status. A pass runs when the watch brings news of the resource and on a resync interval (`resync.Resync`).
 
 Run with `slipway operator` (or `kopf run -m slipway_operator.handlers`). Settings are read once, at start-up,
 by `Settings.from_env` (`slipway operator` passes its flags through Kopf's memo instead): SLIPWAY_BACKEND
@@ -12,10 +13,13 @@ always read from the cluster; where their children run is the backend's.
 from __future__ import annotations
 
 import copy
+import functools
+import json
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -27,6 +31,7 @@ from slipway_operator.builders import MANAGED_BY
 from slipway_operator.controllers import kinds
 from slipway_operator.controllers.common import RunController, Settings
 from slipway_operator.reconcile import Cluster, Runtime, reconcile, stop_children
+from slipway_operator.resync import Key, Resync
 
 RUN_RESYNC_SECONDS = 10.0
 SERVING_RESYNC_SECONDS = 5.0
@@ -53,16 +58,15 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     return kopf.login_with_kubeconfig(**kwargs)
 
 
-class QuietResyncs(logging.Filter):
-    """Drops Kopf's `Timer '...' succeeded` line: the resync timers fire every few seconds per resource, and a
-    pass that changes something says so in Events and status instead."""
+class QuietPasses(logging.Filter):
+    """Drops Kopf's `Handler 'on_event' succeeded.` line, logged for every watch event of every resource: a pass
+    that changes something says so in Events and status instead."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not (message.startswith("Timer '") and message.endswith("' succeeded."))
+        return record.getMessage() != "Handler 'on_event' succeeded."
 
 
-QUIET = QuietResyncs()
+QUIET = QuietPasses()
 
 
 @kopf.on.startup()
@@ -76,7 +80,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
         raise kopf.PermanentError(f"cannot start: {err}") from None
     metrics.reset()
     logging.getLogger("kopf.objects").addFilter(QUIET)  # the same filter object is added once
-    settings.persistence.finalizer = "slipway.dev/finalizer"
+    memo.indexes = {}  # Kopf's indexes, filled at the first handler call (each resource gets a copy of the memo)
+    memo.resync = Resync(functools.partial(periodic_pass, memo), workers=config.workers)
     # No cluster-wide list/watch of CRDs and Namespaces: the resources are found once by API discovery (which
     # every account may do) and the named namespaces are taken as given. So the operator needs no cluster-wide
     # read rights, and starts at once instead of retrying 403s for ~55 s. The cost: a watched namespace added
@@ -98,13 +103,15 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
 
 @kopf.on.cleanup()
 def stop(memo: kopf.Memo, **_: Any) -> None:
+    if memo.get("resync") is not None:
+        memo.resync.stop()
     if memo.get("runtime") is not None:
         memo.runtime.backend.close()
 
 
 class IndexedCluster:
     """Slipway resources read from Kopf's in-memory indexes (filled by the watch the operator keeps anyway)
-    instead of a GET per resource on every timer tick; lists (autoUpdate's label selectors) still go to the API."""
+    instead of a GET per resource on every pass; lists (autoUpdate's label selectors) still go to the API."""
 
     def __init__(self, api: Cluster, indexes: dict[str, kopf.Index[tuple[str, str], dict[str, Any]]]) -> None:
         self.api, self.indexes = api, indexes
@@ -126,29 +133,72 @@ class IndexedCluster:
         self.api.delete(api_version, kind, namespace, name)
 
 
-def _pass(body: kopf.Body, patch: kopf.Patch, rt: Runtime, indexes: dict[str, Any]) -> None:
-    kind = str(body["kind"])
-    rt = Runtime(rt.settings, IndexedCluster(rt.cluster, indexes), rt.backend)
+def _pass(body: dict[str, Any], rt: Runtime, indexes: dict[str, Any]) -> None:
+    """One pass of one resource: reconcile, post its Events, patch what changed in its status."""
+    kind, meta = str(body["kind"]), body["metadata"]
+    status = body.get("status") or {}
     with metrics.reconcile(kind):
-        outcome = reconcile(dict(body), rt)
+        outcome = reconcile(body, Runtime(rt.settings, IndexedCluster(rt.cluster, indexes), rt.backend))
     if outcome is None:
         return
     for type_, reason, message in outcome.events:
         metrics.EVENTS.labels(kind, reason).inc()
-        kopf.event(body, type=type_, reason=reason, message=message[:1024])
-    changed = {k: v for k, v in outcome.status.items() if body.status.get(k) != v}
+        kopf.event(kopf.Body(cast(kopf.RawBody, body)), type=type_, reason=reason, message=message[:1024])
+    changed = {k: v for k, v in outcome.status.items() if status.get(k) != v}
     if changed:
-        patch.status.update(changed)
-    phase = outcome.status.get("phase") or body.status.get("phase")
-    metrics.phase(kind, str(body.metadata.namespace), str(body.metadata.name), phase)
+        assert isinstance(rt.cluster, KubernetesApi)  # Slipway resources are always read from the cluster
+        rt.cluster.patch_status(str(body["apiVersion"]), kind, str(meta["namespace"]), str(meta["name"]), changed)
+    metrics.phase(kind, str(meta["namespace"]), str(meta["name"]), outcome.status.get("phase") or status.get("phase"))
 
 
-def reconcile_resource(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
-    backend = memo.runtime.backend
-    if isinstance(backend, KubernetesBackend) and not backend.seen:  # Kopf's live indexes, the same every call
-        backend.seen = {child: kwargs[index] for child, index in CHILD_INDEXES.items() if index in kwargs}
-        backend.seen_pods = kwargs.get(PODS_INDEX)
-    _pass(body, patch, memo.runtime, {k: v for k, v in kwargs.items() if k in INDEX_OF_KIND.values()})
+def _trigger(body: kopf.Body) -> str:
+    """What brings a pass at once when the watch sees it change: the spec (its generation) and the annotations
+    (e.g. a ModelDeployment's abort); a change of status alone (most often the pass's own patch) does not."""
+    annotations = {k: v for k, v in (body.metadata.annotations or {}).items() if not k.startswith("kopf.")}
+    return json.dumps([body.metadata.get("generation"), annotations], sort_keys=True)
+
+
+def _key(body: Mapping[str, Any]) -> Key:
+    meta = body["metadata"]
+    return str(body["kind"]), str(meta["namespace"]), str(meta["name"])
+
+
+def on_event(event: kopf.RawEvent, body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Every watch event of a Slipway resource: a pass when it appears (or is found as the operator starts) and
+    when its spec or annotations change, then one every resync interval on the operator's own threads. Kopf
+    writes nothing to the resource for this handler: no finalizer, no annotation (its timers and change handlers
+    did both: two PATCHes of each new resource, and a finalizer that held a deleted resource while no operator
+    ran)."""
+    rt, resync, key = memo.runtime, memo.resync, _key(body)
+    if not memo.indexes:  # Kopf's live indexes, the same objects every call
+        memo.indexes.update({k: v for k, v in kwargs.items() if k in INDEX_OF_KIND.values()})
+        if isinstance(rt.backend, KubernetesBackend):
+            rt.backend.seen = {child: kwargs[index] for child, index in CHILD_INDEXES.items() if index in kwargs}
+            rt.backend.seen_pods = kwargs.get(PODS_INDEX)
+    resync.start_once()  # from a handler: Kopf's Event poster is found through a handler's context
+    if event["type"] == "DELETED":
+        resync.forget(key)
+        metrics.phase(*key, None)
+        if rt.backend.name == "local":  # its processes are outside Kubernetes: stopped here
+            stop_children(dict(body), rt)
+        return
+    if not resync.changed(key, _trigger(body)):
+        return
+    try:
+        with resync.lock(key):
+            _pass(copy.deepcopy(dict(body)), rt, memo.indexes)
+    finally:
+        resync.passed(key, INTERVALS[key[0]])
+
+
+def periodic_pass(memo: kopf.Memo, key: Key) -> None:
+    """A resource's periodic pass, on the body the watch saw last (Kopf's index)."""
+    kind, namespace, name = key
+    found = list(memo.indexes[INDEX_OF_KIND[kind]].get((namespace, name), ()))
+    if not found:
+        memo.resync.forget(key)  # deleted: its DELETED event says so too
+        return
+    _pass(copy.deepcopy(found[-1]), memo.runtime, memo.indexes)
 
 
 def by_name(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
@@ -156,18 +206,19 @@ def by_name(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) 
     return {(str(namespace), str(name)): copy.deepcopy(dict(body))}
 
 
-# Every kind: on creation, on spec changes, when the operator (re)starts, and on a resync timer (runs read their
-# workload's progress; ModelDeployments judge canary gates and health).
-PLURALS = {
-    api.BY_KIND[c.kind].plural: RUN_RESYNC_SECONDS if isinstance(c, RunController) else SERVING_RESYNC_SECONDS
-    for c in kinds.CONTROLLERS
+# Every kind: a pass when the watch brings news of it and on a resync interval (runs read their workload's
+# progress; ModelDeployments judge canary gates and health).
+INTERVALS = {
+    c.kind: RUN_RESYNC_SECONDS if isinstance(c, RunController) else SERVING_RESYNC_SECONDS for c in kinds.CONTROLLERS
 }
-# What a pass reads by name (a TrainingRun's DatasetPrep, a ModelDeployment's run): from these indexes.
-INDEX_OF_KIND = {kind: f"{api.BY_KIND[kind].plural}_by_name" for kind in kinds.RUNS}
+PLURALS = [api.BY_KIND[kind].plural for kind in INTERVALS]
+# Every kind by name: the body of a periodic pass, and what a pass reads by name (a TrainingRun's DatasetPrep, a
+# ModelDeployment's run).
+INDEX_OF_KIND = {kind: f"{api.BY_KIND[kind].plural}_by_name" for kind in INTERVALS}
 for _kind, _index in INDEX_OF_KIND.items():
     kopf.index(GROUP, VERSION, api.BY_KIND[_kind].plural, id=_index)(by_name)
 # The children a pass looks at by name (a run's RayJob, a ModelDeployment's Deployments and autoscaler), kept
-# current by watches: read from these indexes, not with a GET per child on every timer tick (KubernetesBackend).
+# current by watches: read from these indexes, not with a GET per child on every pass (KubernetesBackend).
 CHILD_INDEXES = {
     ("ray.io/v1", "RayJob"): "rayjobs_by_name",
     ("apps/v1", "Deployment"): "deployments_by_name",
@@ -189,32 +240,5 @@ def pods_by_namespace(namespace: str | None, body: kopf.Body, **_: Any) -> dict[
     return {str(namespace): pod}
 
 
-for _plural, _interval in PLURALS.items():
-    kopf.on.resume(GROUP, VERSION, _plural)(reconcile_resource)
-    kopf.on.create(GROUP, VERSION, _plural)(reconcile_resource)
-    kopf.on.update(GROUP, VERSION, _plural, field="spec")(reconcile_resource)
-    # The first tick waits one interval: the create (or resume) handler has just done the first pass.
-    kopf.timer(GROUP, VERSION, _plural, interval=_interval, initial_delay=_interval)(reconcile_resource)
-
-
-def _local(memo: kopf.Memo, **_: Any) -> bool:
-    return bool(memo.runtime.backend.name == "local")
-
-
-@kopf.on.delete(GROUP, VERSION, "modeldeployments", when=_local)
-@kopf.on.delete(GROUP, VERSION, "trainingruns", when=_local)
-@kopf.on.delete(GROUP, VERSION, "tuningsweeps", when=_local)
-@kopf.on.delete(GROUP, VERSION, "datasetpreps", when=_local)
-def stop_local_children(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """On Kubernetes the garbage collector deletes the children (ownerReferences) and no finalizer is needed;
-    the local backend's processes are outside Kubernetes: a finalizer holds the resource until they stop."""
-    stop_children(dict(body), memo.runtime)
-
-
-@kopf.on.delete(GROUP, VERSION, "modeldeployments", optional=True)
-@kopf.on.delete(GROUP, VERSION, "trainingruns", optional=True)
-@kopf.on.delete(GROUP, VERSION, "tuningsweeps", optional=True)
-@kopf.on.delete(GROUP, VERSION, "datasetpreps", optional=True)
-def forget(body: kopf.Body, **_: Any) -> None:
-    """Keeps the resources-by-phase metric true when resources go away (no finalizer: best effort)."""
-    metrics.phase(str(body["kind"]), str(body.metadata.namespace), str(body.metadata.name), None)
+for _plural in PLURALS:
+    kopf.on.event(GROUP, VERSION, _plural)(on_event)

@@ -51,7 +51,7 @@ def runner(namespace: str) -> KopfRunner:
     return KopfRunner(["run", "--standalone", "--namespace", namespace, "-m", "slipway_operator.handlers"], timeout=120)
 
 
-def test_the_operator_drives_data_prep_then_training_and_adopts_after_a_restart(
+def test_the_operator_drives_data_prep_then_training_adopts_after_a_restart_and_leaves_no_finalizer(
     control_plane: testbed.ControlPlane, namespace: str, operator_env: Path
 ) -> None:
     plane = control_plane
@@ -129,6 +129,14 @@ def test_the_operator_drives_data_prep_then_training_and_adopts_after_a_restart(
             "configmap/fashion-cnn-train",
         ]
     )
+    # The operator wrote nothing to the resources but their status: no finalizer, no annotation of Kopf's. So a run
+    # deleted while no operator runs goes at once (its children with it, by their ownerReferences).
+    for kind, name in (("datasetprep", "fashion"), ("trainingrun", "fashion-cnn")):
+        meta = (get(plane, kind, name, namespace) or {})["metadata"]
+        assert not meta.get("finalizers"), meta
+        assert not [a for a in meta.get("annotations") or {} if "kopf" in a], meta["annotations"]
+    plane.kubectl("delete", "trainingrun", "fashion-cnn", "-n", namespace, "--wait=true", "--timeout=30s")
+    assert get(plane, "trainingrun", "fashion-cnn", namespace) is None
 
 
 class Requests:
@@ -156,7 +164,7 @@ def test_a_running_job_is_watched_not_fetched_on_every_tick(
     control_plane: testbed.ControlPlane, namespace: str, operator_env: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The operator keeps its RayJobs and pods in a watch's indexes: while a run's job runs and nothing changes, the
-    passes of its 10 s timer read them from there, with no GET of the RayJob and no LIST of pods (before: one GET
+    passes of its 10 s resync read them from there, with no GET of the RayJob and no LIST of pods (before: one GET
     and two LISTs per run per tick); a change to the job still reaches the run's status within a pass. A new run's
     first pass does not look for its RayJob with a GET either (the watch's index already says it is not there), nor
     does a run's first pass after it waited for its DatasetPrep."""
@@ -174,7 +182,7 @@ def test_a_running_job_is_watched_not_fetched_on_every_tick(
 
         testbed.wait_until("the prep to run", lambda: phase() == "Running", 60)
         spy.sent.clear()
-        time.sleep(25)  # two ticks of the run's timer, at least
+        time.sleep(25)  # two of the run's resync passes, at least
         assert spy.to("rayjobs", "pods", "events") == []
 
         # A run that waited for its DatasetPrep (phase Waiting: no children made) does not look for its RayJob either.
@@ -232,6 +240,67 @@ def test_slipway_operator_command_reconciles_a_namespace(
         process.terminate()
         _, stderr = process.communicate(timeout=60)
     assert process.returncode == 0, stderr[-2000:]
+
+
+def _warning(namespace: str, kind: str, name: str, reason: str, message: str, type_: str = "Warning") -> str:
+    """An Event as a controller would post it about `kind` `name`."""
+    return json.dumps({
+        "apiVersion": "v1", "kind": "Event", "type": type_, "reason": reason, "message": message,
+        "metadata": {"generateName": f"{name}.", "namespace": namespace},
+        "involvedObject": {"apiVersion": "v1", "kind": kind, "name": name, "namespace": namespace},
+        "firstTimestamp": "2026-12-07T00:00:00Z", "lastTimestamp": "2026-12-07T00:00:00Z", "count": 1,
+        "source": {"component": "test"},
+    })  # fmt: skip
+
+
+def test_pod_less_runs_share_one_look_at_their_namespaces_warning_events(
+    control_plane: testbed.ControlPlane, namespace: str, operator_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Runs whose jobs have no pod yet read their RayCluster's and submitter's Warning Events from one list of the
+    namespace's Warnings (one request for all of them, not one per run per look), made again after 30 s when a
+    run asks about a name it had not asked about, else ever less often while it says nothing new about the names
+    asked, and back to 30 s when it does. The clock is the test's; the API server and its Events are real."""
+    from slipway_operator.backends import kubernetes as backend_module
+
+    plane, spy = control_plane, Requests(monkeypatch)
+    clock = [1000.0]
+    monkeypatch.setattr(backend_module.time, "monotonic", lambda: clock[0])
+    backend = backend_module.KubernetesBackend(backend_module.KubernetesApi())
+    for event in (
+        _warning(namespace, "RayCluster", "a-cluster", "FailedCreate", "exceeded quota: a"),
+        _warning(namespace, "Job", "b-job", "FailedCreate", "denied by policy b"),
+        _warning(namespace, "RayCluster", "a-cluster", "Created", "created head pod", type_="Normal"),
+        _warning(namespace, "Job", "other-job", "BackoffLimitExceeded", "not a run of ours"),
+    ):
+        plane.kubectl("create", "-f", "-", input=event)
+
+    def look(*names: str, at: float) -> list[str]:
+        clock[0] = 1000.0 + at
+        return sorted(str(e["message"]) for e in backend.warnings(namespace, list(names)))
+
+    def lists() -> int:
+        return len([m for m, url in spy.to("events") if m == "GET"])
+
+    assert look("a-cluster", "a-job", at=0) == ["exceeded quota: a"]  # its Warning only, not its Normal Event
+    assert lists() == 1
+    assert look("b-cluster", "b-job", at=1) == ["denied by policy b"]  # a second run: the same list
+    assert look("a-cluster", "a-job", at=20) == ["exceeded quota: a"]
+    assert lists() == 1
+    look("a-cluster", "a-job", at=31)  # 30 s on: the first look for the second run's names
+    assert lists() == 2
+    look("b-cluster", "b-job", at=61)  # then 30 s again, as for a run's first look
+    assert lists() == 3
+    look("a-cluster", "a-job", at=91)  # nothing new: the next wait is 60 s
+    assert lists() == 3
+    look("a-cluster", "a-job", at=121)
+    assert lists() == 4  # and then 120 s
+    plane.kubectl("create", "-f", "-", input=_warning(namespace, "Job", "b-job", "FailedCreate", "quota b now"))
+    assert look("b-cluster", "b-job", at=200) == ["denied by policy b"]  # not listed again before its wait
+    assert look("b-cluster", "b-job", at=241) == ["denied by policy b", "quota b now"]
+    assert lists() == 5
+    look("a-cluster", "a-job", at=271)  # something new was said: back to 30 s
+    assert lists() == 6
+    assert all("fieldSelector=type%3DWarning" in url for m, url in spy.to("events") if m == "GET")
 
 
 def test_a_child_refused_by_a_quota_stalls_the_run_with_the_api_servers_words_until_the_quota_allows_it(

@@ -8,7 +8,8 @@ import json
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client, config
@@ -23,11 +24,44 @@ from slipway_operator.queueing import WORKLOAD_API
 FIELD_MANAGER = "slipway"
 REFUSED_FOR_GOOD = {400, 403, 404, 422}  # bad request, forbidden (RBAC, a quota), no such namespace, invalid
 CRD_RECHECK_SECONDS = 30.0
-# A run with no pod to look at has its Warning Events listed now, again after 30 s, and then ever less often while
-# they say nothing new: a run that stays pod-less (e.g. no KubeRay to run it) costs 0.1 requests a minute, not 2.
+# Runs with no pod to look at read their Warning Events from one list per namespace (all its Warnings), made at
+# most every 30 s and ever less often while it says nothing new about them: 300 pod-less runs cost what one does,
+# and one that stays pod-less (e.g. no KubeRay to run it) next to nothing once it has waited long.
 WARNINGS_FIRST_SECONDS = 30.0
 WARNINGS_MAX_SECONDS = 600.0
-MAX_CACHED_WARNINGS = 10_000
+
+
+@dataclass
+class NamespaceWarnings:
+    """The last list of one namespace's Warning Events, how long until the next, and the names runs asked about
+    (name -> when last asked)."""
+
+    listed_at: float
+    events: list[dict[str, Any]]
+    wait: float = WARNINGS_FIRST_SECONDS
+    asked: dict[str, float] = field(default_factory=dict)
+    new_names: bool = False  # asked about a name since the list was made that was not asked about before
+
+    def due(self, names: Collection[str], now: float) -> bool:
+        if any(name not in self.asked for name in names):
+            self.new_names, self.wait = True, min(self.wait, WARNINGS_FIRST_SECONDS)
+        self.asked.update(dict.fromkeys(names, now))
+        return now - self.listed_at >= self.wait
+
+    def followed_by(self, events: list[dict[str, Any]], now: float) -> NamespaceWarnings:
+        """The next list: its wait doubles unless it says something new about the names asked (or new names were
+        asked); names not asked about for WARNINGS_MAX_SECONDS are forgotten."""
+        asked = {name: at for name, at in self.asked.items() if now - at < WARNINGS_MAX_SECONDS}
+        latest = NamespaceWarnings(now, events, asked=asked)
+        latest.wait = next_warnings_wait(self.wait, self.new_names or not latest.said(asked) <= self.said(asked))
+        return latest
+
+    def of(self, names: Collection[str]) -> list[dict[str, Any]]:
+        return [e for e in self.events if (e.get("involvedObject") or {}).get("name") in names]
+
+    def said(self, names: Collection[str]) -> set[tuple[str, str, str]]:
+        """What the Events of `names` say, without their counts and times (a repeated warning is not news)."""
+        return {(str(e["involvedObject"]["name"]), str(e.get("reason")), str(e.get("message"))) for e in self.of(names)}
 
 
 class KubernetesApi:
@@ -87,6 +121,20 @@ class KubernetesApi:
             if err.status != 404:
                 raise
 
+    def patch_status(self, api_version: str, kind: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """A merge patch of a resource's status subresource; one deleted meanwhile is left alone."""
+        try:
+            self.dynamic.patch(  # type: ignore[no-untyped-call]
+                self.resource(api_version, kind).subresources["status"],
+                body={"status": status},
+                name=name,
+                namespace=namespace,
+                content_type="application/merge-patch+json",
+            )
+        except ApiException as err:
+            if err.status != 404:
+                raise
+
     def unserved(self, group: str, version: str, plurals: tuple[str, ...]) -> tuple[str, ...]:
         """Which of these resources the API server does not serve (API discovery: no RBAC rule needed)."""
         try:
@@ -111,8 +159,8 @@ class KubernetesBackend:
         self.seen: Mapping[tuple[str, str], Mapping[tuple[str, str], Any]] = {}
         # namespace -> the pods labelled as Slipway's (Ray pods, submitters, inference servers), from a watch too.
         self.seen_pods: Mapping[str, Any] | None = None
-        # (namespace, names) -> (when listed, what was found, how long until the next look)
-        self._warnings: dict[tuple[str, tuple[str, ...]], tuple[float, list[dict[str, Any]], float]] = {}
+        self._warnings: dict[str, NamespaceWarnings] = {}
+        self._warnings_lock = threading.Lock()
 
     def missing_prerequisite(self) -> str | None:
         """Checked at most every 30 s while present (one thread asks, the others take its answer); every pass
@@ -217,25 +265,21 @@ class KubernetesBackend:
 
     def warnings(self, namespace: str, names: list[str]) -> list[dict[str, Any]]:
         """Warning Events of the named objects (a run's RayCluster and submitter Job while it has no pod to look
-        at): listed at once, then after WARNINGS_FIRST_SECONDS, the wait doubling up to WARNINGS_MAX_SECONDS while
-        no new warning appears (a new reason or message starts it again at the first wait), so a run waiting for
-        pods costs no request per tick and next to none once it has waited long."""
-        key, now = (namespace, tuple(names)), time.monotonic()
-        cached = self._warnings.get(key)
-        if cached is not None and now - cached[0] < cached[2]:
-            return copy.deepcopy(cached[1])
-        found: list[dict[str, Any]] = []
-        for name in names:
-            selector = f"involvedObject.name={name},type=Warning"
-            found += (
-                self.api.resource("v1", "Event").get(namespace=namespace, field_selector=selector).to_dict()["items"]
-            )
-        news = cached is None or not _said(found) <= _said(cached[1])
-        wait = next_warnings_wait(None if cached is None else cached[2], news)
-        if len(self._warnings) > MAX_CACHED_WARNINGS:  # runs come and go: drop the stale
-            self._warnings = {k: v for k, v in self._warnings.items() if now - v[0] < WARNINGS_MAX_SECONDS}
-        self._warnings[key] = (now, found, wait)
-        return copy.deepcopy(found)
+        at), from one list of the namespace's Warnings shared by all its runs. It is made again once it is
+        WARNINGS_FIRST_SECONDS old if a run asks about a name it was not asked about before, else once its wait is
+        over: the wait doubles up to WARNINGS_MAX_SECONDS while the list says nothing new about the names runs ask
+        about (a new reason or message starts it again at the first wait). One thread lists; the others wait for its
+        answer."""
+        with self._warnings_lock:
+            now, known = time.monotonic(), self._warnings.get(namespace)
+            if known is None or known.due(names, now):
+                listed = self.api.resource("v1", "Event").get(namespace=namespace, field_selector="type=Warning")
+                events = listed.to_dict()["items"]
+                latest = NamespaceWarnings(now, events) if known is None else known.followed_by(events, now)
+                latest.asked.update(dict.fromkeys(names, now))
+                self._warnings = {ns: w for ns, w in self._warnings.items() if w.asked and ns != namespace}
+                self._warnings[namespace] = known = latest
+            return copy.deepcopy(known.of(names))
 
     def log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
         try:
@@ -270,8 +314,3 @@ def next_warnings_wait(previous: float | None, news: bool) -> float:
     if previous is None or news:
         return WARNINGS_FIRST_SECONDS
     return min(previous * 2, WARNINGS_MAX_SECONDS)
-
-
-def _said(events: list[dict[str, Any]]) -> set[tuple[str, str]]:
-    """What Events say, without their counts and times (a warning that repeats says nothing new)."""
-    return {(str(e.get("reason")), str(e.get("message"))) for e in events}
