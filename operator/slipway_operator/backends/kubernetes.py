@@ -275,10 +275,17 @@ class KubernetesBackend:
             if known is None or known.due(names, now):
                 listed = self.api.resource("v1", "Event").get(namespace=namespace, field_selector="type=Warning")
                 events = listed.to_dict()["items"]
-                latest = NamespaceWarnings(now, events) if known is None else known.followed_by(events, now)
-                latest.asked.update(dict.fromkeys(names, now))
-                self._warnings = {ns: w for ns, w in self._warnings.items() if w.asked and ns != namespace}
-                self._warnings[namespace] = known = latest
+                if known is None:
+                    known = NamespaceWarnings(now, events, asked=dict.fromkeys(names, now))
+                else:
+                    known = known.followed_by(events, now)
+                # namespaces no run has asked about for the longest wait are forgotten
+                self._warnings = {
+                    ns: w
+                    for ns, w in self._warnings.items()
+                    if now - max(w.asked.values(), default=0) < WARNINGS_MAX_SECONDS
+                }
+                self._warnings[namespace] = known
             return copy.deepcopy(known.of(names))
 
     def log_tail(self, namespace: str, pod: str, container: str, lines: int) -> str:
