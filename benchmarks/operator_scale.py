@@ -7,7 +7,7 @@ the same `kubectl apply --server-side` of one List of TrainingRuns (the fashion-
 
 - baseline: one Python client (already started and connected) lists the TrainingRuns and creates the children
   the operator's own pure builders produce for each (`controllers.trainingrun.desired_children`, `stamp`ed as the
-  operator stamps them: a ConfigMap and a RayJob), one request after another, as fast as it can;
+  operator stamps them: one RayJob), one request after another, as fast as it can;
 - Slipway: `slipway operator --namespace NS` (a child process, started and watching before the apply) does it.
 
 The operator's apply runs while the operator works, as it would for a user; both applies are timed.
@@ -158,7 +158,7 @@ def training_runs(n: int, namespace: str) -> dict[str, Any]:
 
 def baseline_client(kubeconfig: str, namespace: str) -> int:
     """The baseline, in a process of its own so that its peak RSS is its own: connect, say `ready`, wait for
-    `go` on stdin, then list the TrainingRuns and create each one's ConfigMap and RayJob, one after another."""
+    `go` on stdin, then list the TrainingRuns and create each one's children (its RayJob), one after another."""
     from kubernetes import client, config
 
     from slipway_operator.controllers import trainingrun
@@ -178,16 +178,14 @@ def baseline_client(kubeconfig: str, namespace: str) -> int:
     milestones: dict[str, float] = {}
     for run in runs:
         for child in stamp(trainingrun.desired_children(run, None, settings).children):
-            if child["kind"] == "ConfigMap":
-                core.create_namespaced_config_map(namespace, cast(Any, child))  # a dict is accepted
-            else:
-                group, version = child["apiVersion"].split("/")
-                custom.create_namespaced_custom_object(group, version, namespace, "rayjobs", child)
-                jobs += 1
-                if jobs == 1:
-                    milestones["first"] = time.monotonic() - start
-                if jobs * 2 >= len(runs) and "half" not in milestones:
-                    milestones["half"] = time.monotonic() - start
+            assert child["kind"] == "RayJob", child["kind"]
+            group, version = child["apiVersion"].split("/")
+            custom.create_namespaced_custom_object(group, version, namespace, "rayjobs", child)
+            jobs += 1
+            if jobs == 1:
+                milestones["first"] = time.monotonic() - start
+            if jobs * 2 >= len(runs) and "half" not in milestones:
+                milestones["half"] = time.monotonic() - start
             created += 1
     usage = resource.getrusage(resource.RUSAGE_SELF)
     report = {
@@ -438,7 +436,7 @@ def run(args: argparse.Namespace) -> int:
         assert baseline.stdin is not None and baseline.stdout is not None
         if baseline.stdout.readline().strip() != "ready":
             raise SystemExit("the baseline client did not start")
-        print(f"baseline: applying {n} TrainingRuns, then one client creates their ConfigMaps and RayJobs ...")
+        print(f"baseline: applying {n} TrainingRuns, then one client creates their RayJobs ...")
         m0 = bench.scraper.requests()
         start = time.monotonic()
         bench.finish_apply(bench.start_apply(base_manifest), base_manifest)

@@ -32,6 +32,10 @@ from slipway_trainer.storage import SOURCE_ENV_PREFIX
 RAY_VERSION = "2.60.0"
 CONFIG_DIR = "/etc/slipway"
 CONFIG_FILE = "config.json"
+# A run's workload config rides on its Ray pods' template as this annotation, which a downward-API volume shows the
+# workload as CONFIG_DIR/CONFIG_FILE: the RayJob is a run's one child (no ConfigMap to create, watch or delete), and
+# the file the trainer reads is the same as a serving revision's ConfigMap gives it.
+CONFIG_ANNOTATION = "slipway.dev/config"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
 
@@ -121,14 +125,33 @@ def suffixed(name: str, suffix: str) -> str:
     return f"{name[: 62 - len(suffix)]}-{suffix}"
 
 
+def config_text(config: BaseModel) -> str:
+    """A workload's config as its file reads (no credentials: those come from Secrets as environment variables)."""
+    return json.dumps(config.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True)
+
+
 def config_map(owner: Owner, step: str, config: BaseModel) -> dict[str, Any]:
-    """The workload's config (no credentials: those come from Secrets as environment variables)."""
+    """A serving revision's config, which its Deployment's pods mount."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": metadata(owner, child_name(owner, step)),
-        "data": {CONFIG_FILE: json.dumps(config.model_dump(mode="json", by_alias=True), indent=2, sort_keys=True)},
+        "data": {CONFIG_FILE: config_text(config)},
     }
+
+
+def config_volume() -> dict[str, Any]:
+    """The Ray pods' volume that shows the pod's own CONFIG_ANNOTATION as CONFIG_FILE."""
+    item = {"path": CONFIG_FILE, "fieldRef": {"fieldPath": f"metadata.annotations['{CONFIG_ANNOTATION}']"}}
+    return {"name": "slipway-config", "downwardAPI": {"items": [item]}}
+
+
+def job_config(job: dict[str, Any]) -> str | None:
+    """The workload config a RayJob runs (its head template's CONFIG_ANNOTATION); None for a RayJob made before the
+    config rode on the pods (it mounted a ConfigMap)."""
+    template = ((job.get("spec") or {}).get("rayClusterSpec") or {}).get("headGroupSpec", {}).get("template", {})
+    config = ((template.get("metadata") or {}).get("annotations") or {}).get(CONFIG_ANNOTATION)
+    return str(config) if config is not None else None
 
 
 POD_SECURITY = {
@@ -152,7 +175,7 @@ class Workload:
     step: str  # prep | train | tune
     image: str
     resources: Resources
-    config_map: str
+    config: str  # the workload's config (`config_text`), carried on the Ray pods' template
     storage_secret: str | None = None  # envFrom: AWS_* keys for the store (artifacts, outputs, sources in it)
     source_secret: str | None = None  # envFrom with prefix SOURCE_: a DatasetPrep source's own credentials
     salt: SecretKeyRef | None = None  # SLIPWAY_HASH_SALT for hashed columns
@@ -238,7 +261,7 @@ def _pod_spec(container: dict[str, Any], workload: Workload, gpus: int, *, worke
     r = workload.resources
     spec: dict[str, Any] = {
         "containers": [container],
-        "volumes": [{"name": "slipway-config", "configMap": {"name": workload.config_map}}],
+        "volumes": [config_volume()],
         "securityContext": copy.deepcopy(POD_SECURITY),
         "terminationGracePeriodSeconds": RAY_POD_GRACE_SECONDS,
     }
@@ -305,6 +328,7 @@ def ray_job(owner: Owner, workload: Workload) -> dict[str, Any]:
     for container in (head, worker):
         container["env"] = [*container.get("env", []), {"name": STOP_FILE_ENV, "value": STOP_FILE}]
         container["lifecycle"] = stop_hook()
+    template_meta = {"labels": labels(owner), "annotations": {CONFIG_ANNOTATION: workload.config}}
     spec: dict[str, Any] = {
         "entrypoint": f"python -m slipway_trainer {workload.step} --config {CONFIG_DIR}/{CONFIG_FILE}",
         "shutdownAfterJobFinishes": True,
@@ -319,7 +343,7 @@ def ray_job(owner: Owner, workload: Workload) -> dict[str, Any]:
                 # The head schedules, it does not train: no GPU and no Ray work on it.
                 "rayStartParams": {"num-cpus": "0", "dashboard-host": "0.0.0.0"},
                 "template": {
-                    "metadata": {"labels": labels(owner)},
+                    "metadata": template_meta,
                     "spec": _pod_spec(head, workload, gpus=0, worker=False),
                 },
             },
@@ -331,7 +355,7 @@ def ray_job(owner: Owner, workload: Workload) -> dict[str, Any]:
                     "maxReplicas": r.workers,
                     "rayStartParams": worker_start_params(r.cpus_per_worker),
                     "template": {
-                        "metadata": {"labels": labels(owner)},
+                        "metadata": copy.deepcopy(template_meta),
                         "spec": _pod_spec(worker, workload, gpus=r.gpus_per_worker, worker=True),
                     },
                 }

@@ -1,13 +1,14 @@
 """`make demo` (`slipway demo`): the Fashion-MNIST journey end to end on this machine, in a few minutes.
 
-The example manifests in examples/fashion-mnist/ are shrunk (a 20,000-image subset, 5 epochs, a 3-trial sweep,
-one server replica, short canary steps) and written to `<state>/manifests/` so you can see what ran; then the
-same runner as `slipway run` drives them: data prep, training (one local worker, in process), tuning on Ray Tune, and an
-inference server on a loopback port. As soon as the endpoint serves, a client sends it test images and, for each
-answer, the true label as feedback (`POST /v2/models/<name>/feedback`), so the canary that autoUpdate starts for a
-better model is judged on real requests and the live accuracy shows in the status. The demo then prints
-predictions beside the truth, the test accuracy, and where the report and model card are. Where the Debian
-Fashion-MNIST package is missing, scikit-learn's digits stand in.
+The example manifests in examples/fashion-mnist/ are shrunk (a 20,000-image subset, 4 epochs, a 3-trial sweep of 2
+epochs, one server replica, short shadow and canary steps that need fewer requests) and written to
+`<state>/manifests/` so you can see what ran; then the same runner as `slipway run` drives them: data prep, training
+(one local worker, in process), tuning on Ray Tune, and an inference server on a loopback port. As soon as the
+endpoint serves, a client sends it test images and, for each answer, the true label as feedback (`POST
+/v2/models/<name>/feedback`), so the canary that autoUpdate starts for a better model is judged on real requests and
+the live accuracy shows in the status. The demo then prints predictions beside the truth, the test accuracy, and
+where the report and model card are. Where the Debian Fashion-MNIST package is missing, scikit-learn's digits stand
+in.
 """
 
 from __future__ import annotations
@@ -42,21 +43,23 @@ def shrink(manifests: list[dict[str, Any]], digits: bool) -> list[dict[str, Any]
                 spec["split"]["stratifyBy"] = "target"
                 spec["sample"] = {"rows": 1797, "seed": 42}
         elif doc["kind"] == "TrainingRun":
-            spec["training"] |= {"epochs": 5}
+            spec["training"] |= {"epochs": 4}
             spec["training"].pop("earlyStopping", None)
             if digits:
                 spec["model"] = {"architecture": "mlp", "params": {"hidden": [64]}}
                 spec["regularization"] = {}
         elif doc["kind"] == "TuningSweep":
-            spec["template"]["training"] |= {"epochs": 3}
+            spec["template"]["training"] |= {"epochs": 2}
             if digits:
                 spec["template"]["model"] = {"architecture": "mlp", "params": {"hidden": [64], "dropout": 0.1}}
             spec |= {"maxTrials": 3, "parallelTrials": 1, "scheduler": {"type": "fifo"}}
             spec["objective"].pop("goal", None)
         elif doc["kind"] == "ModelDeployment":
             spec["replicas"] = {"min": 1}
-            spec["rollout"]["canary"] |= {"intervalSeconds": 5}
-            spec["rollout"]["shadow"] |= {"intervalSeconds": 5}
+            canary = spec["rollout"]["canary"]
+            canary |= {"intervalSeconds": 5, "steps": [20, 50, 100]}
+            canary["analysis"] |= {"minRequests": 10}
+            spec["rollout"]["shadow"] |= {"intervalSeconds": 5, "minRequests": 10}
     return manifests
 
 
@@ -82,7 +85,7 @@ def demo(state: Path) -> int:
         (folder / f"{doc['kind'].lower()}-{doc['metadata']['name']}.yaml").write_text(
             yaml.safe_dump(doc, sort_keys=False)
         )
-    print(f"  20,000 images, 5 epochs, a 3-trial sweep of 3 epochs, one server replica; written to {folder}/")
+    print(f"  20,000 images, 4 epochs, a 3-trial sweep of 2 epochs, one server replica; written to {folder}/")
     print(f"  (the full-size journey: slipway run -f {EXAMPLES})")
 
     print("\n== 3. slipway run: prep, train (Ray Train), tune (Ray Tune), serve (OIP v2)")

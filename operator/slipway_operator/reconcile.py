@@ -25,7 +25,7 @@ from slipway_operator.api.common import GROUP, VERSION, Phase
 from slipway_operator.api.modeldeployment import ModelDeploymentSpec
 from slipway_operator.api.validation import InvalidManifest, validate_manifest
 from slipway_operator.backends import ApplyRefused, Backend
-from slipway_operator.builders import suffixed
+from slipway_operator.builders import job_config, suffixed
 from slipway_operator.controllers import datasetprep, kinds, modeldeployment, retrain
 from slipway_operator.controllers.common import (
     APPLIED_HASH,
@@ -244,10 +244,8 @@ def _run_children(rt: Runtime, desired: Desired, new: bool = False) -> tuple[str
     found = rt.backend.observe(job, new=new)
     annotations = ((found or {}).get("metadata") or {}).get("annotations") or {}
     if found and annotations.get(CONFIG_HASH) != job["metadata"]["annotations"][CONFIG_HASH]:
-        config_map = next(c for c in children if c["kind"] == "ConfigMap")
-        started = (rt.backend.observe(config_map) or {}).get("data") or {}
-        before = json.loads(next(iter(started.values()), "{}"))
-        after = json.loads(next(iter(config_map["data"].values())))
+        before = json.loads(job_config(found) or "{}")
+        after = json.loads(job_config(job) or "{}")
         paths = changed_paths(before, after)
         if paths and all(p in STORE_PATHS for p in paths):  # the operator's --store changed, not the spec
             moved = "; ".join(f"{p}: {before.get(p)} -> {after.get(p)}" for p in paths)

@@ -28,7 +28,7 @@ def dry_run(plane: testbed.ControlPlane, obj: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def test_a_training_runs_configmap_and_rayjob_are_accepted_as_built(
+def test_a_training_runs_rayjob_with_its_config_on_the_pods_is_accepted_as_built(
     kuberay_crds: testbed.ControlPlane, namespace: str
 ) -> None:
     manifest = yaml.safe_load((EXAMPLES / "fashion-mnist" / "02-trainingrun.yaml").read_text())
@@ -41,22 +41,20 @@ def test_a_training_runs_configmap_and_rayjob_are_accepted_as_built(
     )
     owner = builders.Owner("slipway.dev/v1alpha1", "TrainingRun", "fashion-cnn", namespace, "1234")
     config = train_config("fashion-cnn", spec, "s3://b/datasets/fashion", "s3://b/runs/fashion-cnn")
-    config_map = builders.config_map(owner, "train", config)
     job = builders.ray_job(
         owner,
         builders.Workload(
             step="train",
             image="slipway/trainer:test",
             resources=spec.resources,
-            config_map=config_map["metadata"]["name"],
+            config=builders.config_text(config),
             storage_secret="s3-creds",
             backoff_limit=2,
             ttl_seconds_after_finished=3600,
         ),
     )
-    stored_map = dry_run(kuberay_crds, config_map)
-    assert json.loads(stored_map["data"]["config.json"])["workers"] == 2
     stored = dry_run(kuberay_crds, job)
+    assert json.loads(builders.job_config(stored) or "")["workers"] == 2  # the CRD's schema keeps the annotation
     assert stored["spec"]["entrypoint"] == job["spec"]["entrypoint"]
     worker = stored["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     pod = worker["template"]["spec"]

@@ -401,8 +401,8 @@ def reconcile_example(
     messages = re.sub(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\]", "", output)
     for refused in ("Forbidden", "forbidden", "403", "Not enough permissions"):
         assert refused not in messages, output[-5000:]
-    config_map = json.loads(plane.kubectl("get", "configmap", "mpg-prep", "-n", namespace, "-o", "json"))
-    assert config_map["metadata"]["ownerReferences"][0]["kind"] == "DatasetPrep"
+    ray_job = json.loads(plane.kubectl("get", "rayjob", "mpg-prep", "-n", namespace, "-o", "json"))
+    assert ray_job["metadata"]["ownerReferences"][0]["kind"] == "DatasetPrep"
     assert phase("trainingrun", "mpg-mlp") == "Waiting"
 
 

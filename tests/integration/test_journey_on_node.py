@@ -4,8 +4,9 @@ images/trainer/Dockerfile, reading and writing the S3 store; then the sweep's be
 image and asked for predictions through the Service.
 
 What KWOK could never show: the trainer image starts Ray as its non-root user, KubeRay finds the head's dashboard
-and submits the job, the workload reads its config from the ConfigMap and the store with the Secret's
-credentials, Ray Train and Ray Tune run across real pods, and the operator reads each `result.json` back.
+and submits the job, the workload reads its config from the file its pod's annotation shows it (a downward-API
+volume) and the store with the Secret's credentials, Ray Train and Ray Tune run across real pods, and the operator
+reads each `result.json` back.
 The examples are trimmed (fewer epochs and trials) and nothing else changes.
 """
 
@@ -45,7 +46,7 @@ def test_the_auto_mpg_journey_runs_as_rayjobs_on_real_pods_and_its_best_model_an
         )
         apply(prep)
         # The operator pod deleted mid-reconcile: its successor (the chart's Deployment) adopts what was made,
-        # one RayJob and one ConfigMap, never a second.
+        # one RayJob (a run's one child: no ConfigMap), never a second.
         testbed.wait_until("the prep's RayJob", lambda: plane.kubectl("get", "rayjob", "mpg-prep", "-n", ns,
                                                                        check=False) != "", 120)  # fmt: skip
         plane.kubectl("delete", "pod", "-n", ns, "-l", "app.kubernetes.io/name=slipway", "--wait=false")
@@ -62,7 +63,7 @@ def test_the_auto_mpg_journey_runs_as_rayjobs_on_real_pods_and_its_best_model_an
             return all((o.get("status") or {}).get("jobStatus") in ("SUCCEEDED", "FAILED", "STOPPED") for o in jobs)
 
         testbed.wait_until("the prep's RayJob to end", job_ended, 120)
-        assert sorted(o["kind"] for o in owned) == ["ConfigMap", "RayJob"], [o["metadata"]["name"] for o in owned]
+        assert sorted(o["kind"] for o in owned) == ["RayJob"], [o["metadata"]["name"] for o in owned]
         assert done["phase"] == "Succeeded", done
         # Its RayJob ran on the real node, as the image's non-root user, and its pods are gone afterwards
         # (shutdownAfterJobFinishes) or finished.

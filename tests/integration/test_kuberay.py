@@ -25,7 +25,7 @@ import pytest
 import testbed
 import yaml
 
-from slipway_operator.builders import GPU_RESOURCE, GPU_TOLERATION, GpuPool
+from slipway_operator.builders import CONFIG_ANNOTATION, GPU_RESOURCE, GPU_TOLERATION, GpuPool, job_config
 from slipway_operator.controllers import trainingrun
 from slipway_operator.controllers.common import Settings
 
@@ -60,12 +60,9 @@ def running_and_ready(pod: dict[str, Any]) -> bool:
     return status.get("phase") == "Running" and ready
 
 
-def apply_training_run(
-    plane: testbed.ControlPlane, namespace: str, settings: Settings
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def apply_training_run(plane: testbed.ControlPlane, namespace: str, settings: Settings) -> dict[str, Any]:
     """The example TrainingRun (a real owner, with a dataset URI so that it waits for no DatasetPrep) and its
-    children as the operator builds them with `settings`, applied as the operator applies them: (ConfigMap,
-    RayJob)."""
+    RayJob as the operator builds it with `settings`, applied as the operator applies it (its one child)."""
     manifest = yaml.safe_load((EXAMPLES / "fashion-mnist" / "02-trainingrun.yaml").read_text())
     manifest["spec"]["dataset"] = {"uri": "s3://slipway-test/datasets/fashion"}
     assert manifest["spec"]["resources"]["workers"] == 2 and manifest["spec"]["resources"]["gpusPerWorker"] == 1
@@ -74,11 +71,10 @@ def apply_training_run(
     assert run is not None
     desired = trainingrun.desired_children(run, None, settings)
     assert desired.waiting_for is None
-    config_map, ray_job = desired.children
+    (ray_job,) = desired.children
     assert ray_job["kind"] == "RayJob"
-    for child in desired.children:
-        server_side_apply(plane, child)
-    return config_map, ray_job
+    server_side_apply(plane, ray_job)
+    return ray_job
 
 
 def ray_pods(
@@ -99,7 +95,7 @@ def ray_pods(
     return head, workers
 
 
-def delete_training_run(plane: testbed.ControlPlane, namespace: str, ray_job_name: str, config_map_name: str) -> None:
+def delete_training_run(plane: testbed.ControlPlane, namespace: str, ray_job_name: str) -> None:
     """Deleting the TrainingRun takes everything with it: the garbage collector deletes the RayJob (KubeRay
     removes its finalizer), then the RayCluster, the submitter Job and the pods."""
     plane.kubectl("delete", "trainingrun", "fashion-cnn", "-n", namespace, "--ignore-not-found")
@@ -107,7 +103,6 @@ def delete_training_run(plane: testbed.ControlPlane, namespace: str, ray_job_nam
         "the RayJob, its RayClusters and their pods to be gone",
         lambda: (
             get(plane, "rayjob", ray_job_name, namespace) is None
-            and get(plane, "configmap", config_map_name, namespace) is None
             and items(plane, "rayclusters", namespace, "slipway.dev/trainingrun=fashion-cnn") == []
             and items(plane, "jobs", namespace) == []
             and items(plane, "pods", namespace) == []
@@ -121,7 +116,7 @@ def test_kuberay_runs_a_training_rayjob_on_a_ray_cluster_with_gpu_workers(
 ) -> None:
     plane, namespace = control_plane, kuberay_operator.watch_namespaces[0]
 
-    config_map, ray_job = apply_training_run(plane, namespace, Settings(image=IMAGE, store_uri="s3://slipway-test"))
+    ray_job = apply_training_run(plane, namespace, Settings(image=IMAGE, store_uri="s3://slipway-test"))
     name = ray_job["metadata"]["name"]
 
     # Every jobDeploymentStatus seen while polling, in order (KubeRay passes through some in milliseconds).
@@ -158,6 +153,8 @@ def test_kuberay_runs_a_training_rayjob_on_a_ray_cluster_with_gpu_workers(
         assert GPU_TOLERATION in worker["spec"]["tolerations"]
     for pod in (head, *workers):
         assert pod["metadata"]["labels"]["slipway.dev/trainingrun"] == "fashion-cnn"  # our template labels survive
+        # ...and the config annotation, which the pod's downward-API volume shows the workload as its config file
+        assert pod["metadata"]["annotations"][CONFIG_ANNOTATION] == job_config(ray_job)
         assert pod["spec"]["containers"][0]["image"] == IMAGE
         assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
         mounts = {m["mountPath"]: m["name"] for m in pod["spec"]["containers"][0]["volumeMounts"]}
@@ -232,7 +229,7 @@ def test_kuberay_runs_a_training_rayjob_on_a_ray_cluster_with_gpu_workers(
     ]
     assert not refusals, refusals
 
-    delete_training_run(plane, namespace, name, config_map["metadata"]["name"])
+    delete_training_run(plane, namespace, name)
     print(f"jobDeploymentStatus seen: {seen}")
 
 
@@ -270,7 +267,7 @@ def test_kuberay_pods_of_a_training_rayjob_on_a_gpu_pool_are_admitted_under_the_
     plane, namespace = control_plane, kuberay_operator.watch_namespaces[0]
     pool = GpuPool(node_selector=GPU_PRODUCT, tolerations=(GPU_TAINT_TOLERATION,))
     settings = Settings(image=IMAGE, store_uri="s3://slipway-test", gpu=pool)
-    ray_job_name, config_map_name = "fashion-cnn-train", "fashion-cnn-train"
+    ray_job_name = "fashion-cnn-train"
 
     def wait(what: str, check: Callable[[], object], timeout: float) -> None:
         """testbed.wait_until, but a refusal by PodSecurity ends the wait at once and fails with its message."""
@@ -288,8 +285,8 @@ def test_kuberay_pods_of_a_training_rayjob_on_a_gpu_pool_are_admitted_under_the_
         with pytest.raises(testbed.TestbedError, match="violates PodSecurity"):
             plane.kubectl("run", "root-pod", "--image=busybox:1.36", "-n", namespace, "--dry-run=server")
 
-        config_map, ray_job = apply_training_run(plane, namespace, settings)
-        ray_job_name, config_map_name = ray_job["metadata"]["name"], config_map["metadata"]["name"]
+        ray_job = apply_training_run(plane, namespace, settings)
+        ray_job_name = ray_job["metadata"]["name"]
         # The pool places the GPU workers, not the head.
         group = ray_job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
         assert group["nodeSelector"] == GPU_PRODUCT and group["tolerations"] == [GPU_TAINT_TOLERATION]
@@ -342,6 +339,6 @@ def test_kuberay_pods_of_a_training_rayjob_on_a_gpu_pool_are_admitted_under_the_
         assert not refused, "PodSecurity refused:\n" + "\n".join(refused)
     finally:
         try:
-            delete_training_run(plane, namespace, ray_job_name, config_map_name)
+            delete_training_run(plane, namespace, ray_job_name)
         finally:
             plane.kubectl("label", "namespace", namespace, *(f"{label}-" for label in PSS_LABELS), check=False)

@@ -36,18 +36,15 @@ def prep_children(name: str, output: Path, rows: int = 300) -> list[dict[str, An
     spec = DatasetPrepSpec.model_validate(
         {"source": {"uri": "builtin://sklearn/digits"}, "label": "target", "sample": {"rows": rows}}
     )
-    config_map = builders.config_map(owner, "prep", prep_config(name, spec, output.as_uri()))
+    config = builders.config_text(prep_config(name, spec, output.as_uri()))
     job = builders.ray_job(
-        owner,
-        builders.Workload(
-            step="prep", image="unused", resources=spec.resources, config_map=config_map["metadata"]["name"]
-        ),
+        owner, builders.Workload(step="prep", image="unused", resources=spec.resources, config=config)
     )
-    return [config_map, job]
+    return [job]
 
 
 def job_status(backend: LocalBackend, children: list[dict[str, Any]]) -> dict[str, Any]:
-    return dict((backend.observe(children[1]) or {}).get("status") or {})
+    return dict((backend.observe(children[0]) or {}).get("status") or {})
 
 
 def wait_for(backend: LocalBackend, children: list[dict[str, Any]], state: str, timeout: float = 180) -> None:
@@ -89,7 +86,7 @@ def test_jobs_queue_for_the_machine_and_suspend_stops_and_resume_restarts(tmp_pa
         queued = job_status(backend, two)
         assert queued["jobDeploymentStatus"] == "Queued" and "behind 1 job" in queued["message"]
 
-        suspended = [one[0], {**one[1], "spec": {**one[1]["spec"], "suspend": True}}]
+        suspended = [{**one[0], "spec": {**one[0]["spec"], "suspend": True}}]
         backend.apply(suspended)
         assert job_status(backend, one)["jobDeploymentStatus"] == "Suspended"
         wait_for(backend, two, "Running", 30)  # the free slot goes to the queued job
@@ -114,11 +111,9 @@ def train_children(name: str, dataset: Path, output: Path, epochs: int) -> list[
             "failurePolicy": {"maxFailures": 1},
         }
     )
-    config_map = builders.config_map(owner, "train", train_config(name, spec, dataset.as_uri(), output.as_uri()))
-    workload = builders.Workload(
-        step="train", image="unused", resources=spec.resources, config_map=config_map["metadata"]["name"]
-    )
-    return [config_map, builders.ray_job(owner, workload)]
+    config = builders.config_text(train_config(name, spec, dataset.as_uri(), output.as_uri()))
+    workload = builders.Workload(step="train", image="unused", resources=spec.resources, config=config)
+    return [builders.ray_job(owner, workload)]
 
 
 def test_a_training_job_killed_by_a_signal_starts_again_and_resumes_while_max_failures_allow(tmp_path: Path) -> None:

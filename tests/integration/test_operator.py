@@ -15,6 +15,8 @@ import pytest
 import testbed
 from kopf.testing import KopfRunner
 
+from slipway_operator.builders import job_config
+
 pytestmark = pytest.mark.cluster
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -59,13 +61,11 @@ def test_the_operator_drives_data_prep_then_training_adopts_after_a_restart_and_
         plane.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "fashion-mnist" / "01-datasetprep.yaml"))
         plane.kubectl("apply", "-n", namespace, "-f", str(EXAMPLES / "fashion-mnist" / "02-trainingrun.yaml"))
         testbed.wait_until("the prep RayJob", lambda: get(plane, "rayjob", "fashion-prep", namespace), 60)
-        config_map = get(plane, "configmap", "fashion-prep", namespace)
-        assert config_map is not None
-        output = f"{operator_env.as_uri()}/datasets/{namespace}/fashion"
-        assert json.loads(config_map["data"]["config.json"])["outputUri"] == output
         prep = get(plane, "datasetprep", "fashion", namespace)
         job = get(plane, "rayjob", "fashion-prep", namespace)
         assert prep is not None and job is not None
+        output = f"{operator_env.as_uri()}/datasets/{namespace}/fashion"
+        assert json.loads(job_config(job) or "")["outputUri"] == output  # the config rides on the Ray pods
         assert job["metadata"]["ownerReferences"][0]["uid"] == prep["metadata"]["uid"]
 
         def phase(kind: str, name: str) -> str:
@@ -106,12 +106,10 @@ def test_the_operator_drives_data_prep_then_training_adopts_after_a_restart_and_
         assert "Succeeded" in table and "70000" in table
 
         testbed.wait_until("the training RayJob", lambda: get(plane, "rayjob", "fashion-cnn-train", namespace), 60)
-        train_config = json.loads(
-            (get(plane, "configmap", "fashion-cnn-train", namespace) or {})["data"]["config.json"]
-        )
+        train_config = json.loads(job_config(get(plane, "rayjob", "fashion-cnn-train", namespace) or {}) or "")
         assert train_config["datasetUri"] == output
 
-    # A restarted operator finds what it made: no second RayJob or ConfigMap appears.
+    # A restarted operator finds what it made: no second RayJob appears, and a run makes no ConfigMap.
     with runner(namespace):
         testbed.wait_until(
             "a pass of the restarted operator",
@@ -125,8 +123,6 @@ def test_the_operator_drives_data_prep_then_training_adopts_after_a_restart_and_
         [
             "rayjob.ray.io/fashion-prep",
             "rayjob.ray.io/fashion-cnn-train",
-            "configmap/fashion-prep",
-            "configmap/fashion-cnn-train",
         ]
     )
     # The operator wrote nothing to the resources but their status: no finalizer, no annotation of Kopf's. So a run
@@ -201,6 +197,7 @@ def test_a_running_job_is_watched_not_fetched_on_every_tick(
         testbed.wait_until("the run's RayJob", lambda: get(plane, "rayjob", "mpg-mlp-train", namespace), 60)
         made = spy.to("rayjobs/mpg-mlp-train")
         assert made and all(method != "GET" for method, _ in made), made
+        assert spy.to("configmaps") == []  # a run's config rides on its RayJob's pods: no ConfigMap to make
 
 
 def test_slipway_operator_command_reconciles_a_namespace(
@@ -278,8 +275,8 @@ def test_pod_less_runs_share_one_look_at_their_namespaces_warning_events(
         clock[0] = 1000.0 + at
         return sorted(str(e["message"]) for e in backend.warnings(namespace, list(names)))
 
-    def lists() -> int:
-        return len([m for m, url in spy.to("events") if m == "GET"])
+    def lists() -> int:  # the client's first request also reads the API's discovery (/apis/events.k8s.io/v1)
+        return len([m for m, url in spy.to(f"namespaces/{namespace}/events") if m == "GET"])
 
     assert look("a-cluster", "a-job", at=0) == ["exceeded quota: a"]  # its Warning only, not its Normal Event
     assert lists() == 1
@@ -300,7 +297,8 @@ def test_pod_less_runs_share_one_look_at_their_namespaces_warning_events(
     assert lists() == 5
     look("a-cluster", "a-job", at=271)  # something new was said: back to 30 s
     assert lists() == 6
-    assert all("fieldSelector=type%3DWarning" in url for m, url in spy.to("events") if m == "GET")
+    listed = [url for m, url in spy.to(f"namespaces/{namespace}/events") if m == "GET"]
+    assert listed and all("fieldSelector=type%3DWarning" in url for url in listed)
 
 
 def test_a_child_refused_by_a_quota_stalls_the_run_with_the_api_servers_words_until_the_quota_allows_it(

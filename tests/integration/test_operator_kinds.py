@@ -22,6 +22,8 @@ import yaml
 from kopf.testing import KopfRunner
 from prometheus_client.parser import text_string_to_metric_families
 
+from slipway_operator.builders import job_config
+
 pytestmark = pytest.mark.cluster
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CRDS = Path(__file__).resolve().parents[2] / "crds"
@@ -121,7 +123,7 @@ def test_a_sweep_runs_as_a_ray_job_and_reports_its_best_trial(
     workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     assert workers["replicas"] == 2  # parallelTrials trials at once, each with the template's GPU
     assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    config = json.loads(get(plane, "configmap", "fashion-sweep-tune", namespace)["data"]["config.json"])
+    config = json.loads(job_config(job) or "")
     assert config["datasetUri"] == "s3://data/fashion" and config["spec"]["maxTrials"] == 12
     assert config["lineage"] == {"tuningSweep": "fashion-sweep"}
 
@@ -191,7 +193,7 @@ def test_a_started_runs_spec_change_is_refused_not_ignored(
     sweep["spec"]["template"]["dataset"] = {"uri": "s3://data/fashion"}
     apply(plane, namespace, sweep)
     testbed.wait_until("the RayJob", lambda: get(plane, "rayjob", "fashion-sweep-tune", namespace), 60)
-    before = get(plane, "configmap", "fashion-sweep-tune", namespace)["data"]
+    before = job_config(get(plane, "rayjob", "fashion-sweep-tune", namespace))
     # The API server refuses what its immutability rules can see...
     with pytest.raises(testbed.TestbedError, match="cannot change once the TuningSweep exists"):
         plane.kubectl(
@@ -211,7 +213,7 @@ def test_a_started_runs_spec_change_is_refused_not_ignored(
     stalled = condition(st, "Stalled")
     assert stalled["status"] == "True" and stalled["reason"] == "InvalidSpec"
     assert "(maxTrials)" in stalled["message"] and "delete and re-create" in stalled["message"]
-    assert get(plane, "configmap", "fashion-sweep-tune", namespace)["data"] == before  # the run keeps its spec
+    assert job_config(get(plane, "rayjob", "fashion-sweep-tune", namespace)) == before  # the run keeps its spec
     # Reverted, it runs on; suspending is a change a started run takes.
     plane.kubectl(
         "patch", "tuningsweep", "fashion-sweep", "-n", namespace, "--type=merge",

@@ -42,14 +42,13 @@ def training_objects() -> list[dict[str, Any]]:
     assert isinstance(spec, TrainingRunSpec)
     owner = owner_of("TrainingRun", "fashion-cnn")
     config = train_config("fashion-cnn", spec, "s3://slipway/datasets/ml/fashion", "s3://slipway/runs/ml/fashion-cnn")
-    config_map = builders.config_map(owner, "train", config)
     job = builders.ray_job(
         owner,
         builders.Workload(
             step="train",
             image=IMAGE,
             resources=spec.resources,
-            config_map=config_map["metadata"]["name"],
+            config=builders.config_text(config),
             storage_secret="s3-creds",
             ttl_seconds_after_finished=spec.ttl_seconds_after_finished,
             backoff_limit=spec.failure_policy.backoff_limit,
@@ -57,7 +56,7 @@ def training_objects() -> list[dict[str, Any]]:
             suspend=spec.suspend,
         ),
     )
-    return [config_map, job]
+    return [job]
 
 
 def prep_objects() -> list[dict[str, Any]]:
@@ -78,20 +77,19 @@ def prep_objects() -> list[dict[str, Any]]:
     )
     owner = owner_of("DatasetPrep", "people")
     config = prep_config("people", spec, "s3://slipway/datasets/ml/people")
-    config_map = builders.config_map(owner, "prep", config)
     job = builders.ray_job(
         owner,
         builders.Workload(
             step="prep",
             image=IMAGE,
             resources=spec.resources,
-            config_map=config_map["metadata"]["name"],
+            config=builders.config_text(config),
             storage_secret="slipway-store",
             source_secret=spec.source.secret_ref,
             salt=spec.privacy.salt_secret_ref,
         ),
     )
-    return [config_map, job]
+    return [job]
 
 
 def deployment_objects() -> list[dict[str, Any]]:
@@ -135,7 +133,7 @@ CASES = {
 
 
 class Readable(yaml.SafeDumper):
-    """Multi-line strings (the ConfigMap's config.json) as literal blocks, so golden diffs read well."""
+    """Multi-line strings (a workload's config.json) as literal blocks, so golden diffs read well."""
 
 
 Readable.add_representer(
@@ -155,7 +153,7 @@ def test_builders_match_their_golden_objects(name: str) -> None:
 
 
 def test_gpu_workers_get_the_gpu_limit_and_toleration_and_the_head_gets_none() -> None:
-    _, job = training_objects()
+    (job,) = training_objects()
     cluster = job["spec"]["rayClusterSpec"]
     head = cluster["headGroupSpec"]["template"]["spec"]
     workers = cluster["workerGroupSpecs"][0]
@@ -172,7 +170,7 @@ def test_gpu_workers_get_the_gpu_limit_and_toleration_and_the_head_gets_none() -
 def test_fractional_cpus_become_millicores_and_ray_gets_whole_cpus_that_the_workers_share() -> None:
     spec = example("fashion-mnist/02-trainingrun.yaml").model_copy()
     spec.resources = spec.resources.model_copy(update={"cpus_per_worker": 0.5, "gpus_per_worker": 0})
-    workload = builders.Workload(step="train", image=IMAGE, resources=spec.resources, config_map="half-train")
+    workload = builders.Workload(step="train", image=IMAGE, resources=spec.resources, config="{}")
     job = builders.ray_job(owner_of("TrainingRun", "half"), workload)
     workers = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     assert workers["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "500m"
@@ -191,13 +189,29 @@ def test_children_are_owned_labelled_and_deterministically_named() -> None:
         assert meta["labels"]["app.kubernetes.io/managed-by"] == "slipway"
         assert meta["labels"]["slipway.dev/datasetprep"] == "people"
         assert meta["ownerReferences"][0]["uid"] == "uid-people" and meta["ownerReferences"][0]["controller"]
-    assert prep_objects()[1]["metadata"]["labels"][builders.KUEUE_QUEUE_LABEL] == "team-a"
+    assert prep_objects()[0]["metadata"]["labels"][builders.KUEUE_QUEUE_LABEL] == "team-a"
 
 
-def test_credentials_reach_pods_from_secrets_and_never_the_config_map() -> None:
-    config_map, job = prep_objects()
-    text = json.dumps(config_map)
-    assert "s3-creds" not in text and "salts" not in text
+def test_the_workload_config_rides_on_the_ray_pods_and_their_volume_shows_it_as_the_config_file() -> None:
+    (job,) = training_objects()
+    cluster = job["spec"]["rayClusterSpec"]
+    templates = [cluster["headGroupSpec"]["template"], cluster["workerGroupSpecs"][0]["template"]]
+    config = builders.job_config(job)
+    assert config is not None and json.loads(config)["name"] == "fashion-cnn"
+    for template in templates:
+        assert template["metadata"]["annotations"] == {builders.CONFIG_ANNOTATION: config}
+        (volume,) = template["spec"]["volumes"]
+        (item,) = volume["downwardAPI"]["items"]
+        assert item == {"path": "config.json", "fieldRef": {"fieldPath": "metadata.annotations['slipway.dev/config']"}}
+        mount = template["spec"]["containers"][0]["volumeMounts"][0]
+        assert (mount["name"], mount["mountPath"]) == (volume["name"], builders.CONFIG_DIR)
+    assert builders.job_config({"spec": {}}) is None  # a RayJob of an earlier operator (its config in a ConfigMap)
+
+
+def test_credentials_reach_pods_from_secrets_and_never_the_config() -> None:
+    (job,) = prep_objects()
+    text = builders.job_config(job) or ""
+    assert "people" in text and "s3-creds" not in text and "salts" not in text
     container = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
     # The source's own Secret is prefixed: its keys never replace the store's, which the output is written with.
     assert container["envFrom"] == [
@@ -211,7 +225,7 @@ def test_credentials_reach_pods_from_secrets_and_never_the_config_map() -> None:
 
 
 def test_the_workers_get_the_node_selector_and_the_head_runs_anywhere() -> None:
-    _, job = prep_objects()
+    (job,) = prep_objects()
     cluster = job["spec"]["rayClusterSpec"]
     assert cluster["workerGroupSpecs"][0]["template"]["spec"]["nodeSelector"] == {"pool": "cpu"}
     head = cluster["headGroupSpec"]["template"]["spec"]
@@ -219,7 +233,7 @@ def test_the_workers_get_the_node_selector_and_the_head_runs_anywhere() -> None:
 
 
 def test_pods_are_non_root_and_drop_every_capability() -> None:
-    _, job = training_objects()
+    (job,) = training_objects()
     cluster = job["spec"]["rayClusterSpec"]
     templates = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"], job["spec"]["submitterPodTemplate"]]
     for group in templates:
@@ -274,7 +288,7 @@ def test_gpu_workers_land_on_the_pool_and_the_spec_wins_key_by_key() -> None:
         "train",
         settings,
         spec.resources,
-        {"metadata": {"name": "r-train"}},
+        train_config("r", spec, "s3://b/d", "s3://b/r"),
         spec.failure_policy,
         None,
         False,
@@ -290,7 +304,7 @@ def test_gpu_workers_land_on_the_pool_and_the_spec_wins_key_by_key() -> None:
 
 def test_cpu_only_workers_ignore_the_gpu_pool() -> None:
     spec = DatasetPrepSpec.model_validate({"source": {"uri": "s3://raw/x.csv"}, "resources": {"workers": 2}})
-    workload = builders.Workload(step="prep", image=IMAGE, resources=spec.resources, config_map="x", gpu=H100_POOL)
+    workload = builders.Workload(step="prep", image=IMAGE, resources=spec.resources, config="{}", gpu=H100_POOL)
     worker = builders.ray_job(owner_of("DatasetPrep", "x"), workload)["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     assert "nodeSelector" not in worker["template"]["spec"] and "tolerations" not in worker["template"]["spec"]
 
@@ -299,7 +313,7 @@ def test_another_gpu_vendor_is_requested_by_its_resource_name() -> None:
     amd = Settings.from_env({"SLIPWAY_GPU_RESOURCE": "amd.com/gpu"}).gpu
     assert amd.place({}, []) == builders.GpuPool(resource="amd.com/gpu").place({}, [])  # the pool's own default
     spec = example("fashion-mnist/02-trainingrun.yaml")
-    workload = builders.Workload(step="train", image=IMAGE, resources=spec.resources, config_map="x", gpu=amd)
+    workload = builders.Workload(step="train", image=IMAGE, resources=spec.resources, config="{}", gpu=amd)
     worker = builders.ray_job(owner_of("TrainingRun", "r"), workload)["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]
     pod = worker["template"]["spec"]
     assert pod["containers"][0]["resources"]["limits"]["amd.com/gpu"] == "1"

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from slipway_operator import builders
 from slipway_operator.controllers import datasetprep, trainingrun
 from slipway_operator.controllers.common import Settings
 
@@ -24,18 +25,18 @@ def resource(path: str, namespace: str = "ml", **status: Any) -> dict[str, Any]:
 
 
 def config_of(children: list[dict[str, Any]]) -> dict[str, Any]:
-    config_map = next(c for c in children if c["kind"] == "ConfigMap")
-    return dict(json.loads(config_map["data"]["config.json"]))
+    job = next(c for c in children if c["kind"] == "RayJob")
+    return dict(json.loads(builders.job_config(job) or ""))
 
 
-def test_a_dataset_prep_becomes_a_config_map_and_a_ray_job_writing_to_the_store() -> None:
+def test_a_dataset_prep_becomes_one_ray_job_carrying_its_config_and_writing_to_the_store() -> None:
     desired = datasetprep.desired_children(resource("fashion-mnist/01-datasetprep.yaml"), SETTINGS)
     assert desired.waiting_for is None
-    assert [c["kind"] for c in desired.children] == ["ConfigMap", "RayJob"]
+    assert [c["kind"] for c in desired.children] == ["RayJob"]
     config = config_of(desired.children)
     assert config["outputUri"] == "s3://slipway/datasets/ml/fashion"
     assert config["spec"]["source"]["uri"] == "builtin://fashion-mnist"
-    job = desired.children[1]
+    job = desired.children[0]
     assert job["spec"]["entrypoint"].startswith("python -m slipway_trainer prep")
     worker = job["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
     assert worker["image"] == "slipway/trainer:test"
@@ -63,7 +64,7 @@ def test_a_training_run_trains_on_the_prepared_dataset_once_it_succeeded() -> No
     assert config["artifactUri"] == "s3://slipway/runs/ml/fashion-cnn"
     assert config["lineage"] == {"trainingRun": "fashion-cnn", "datasetRef": "fashion"}
     assert config["workers"] == 2 and config["gpusPerWorker"] == 1
-    job = desired.children[1]
+    job = desired.children[0]
     assert job["metadata"]["name"] == "fashion-cnn-train"
     assert job["spec"]["backoffLimit"] == 2 and job["spec"]["activeDeadlineSeconds"] == 86400
 

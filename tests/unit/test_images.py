@@ -126,7 +126,7 @@ def test_the_trainer_runs_the_workload_contract_and_what_kuberay_needs() -> None
     # The RayJob's entrypoint is exactly this command with the run's step.
     rayjob = builders.ray_job(
         builders.Owner("slipway.dev/v1alpha1", "TrainingRun", "r", "ns", "uid"),
-        builders.Workload(step="train", image="img", resources=_resources(), config_map="r-train"),
+        builders.Workload(step="train", image="img", resources=_resources(), config="{}"),
     )
     assert shlex.split(rayjob["spec"]["entrypoint"]) == [*cmd[:3], "train", *cmd[4:]]
     final = stages("trainer")[-1]

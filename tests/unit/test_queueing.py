@@ -80,7 +80,7 @@ def test_a_queued_runs_rayjob_is_created_suspended_for_kueue_and_held_only_when_
     owner = builders.Owner("slipway.dev/v1alpha1", "TrainingRun", "run", "ns", "uid-1")
 
     def job(queue: str, suspend: bool) -> dict[str, Any]:
-        workload_ = builders.Workload(step="train", image="img", resources=Resources(queue=queue), config_map="cm",
+        workload_ = builders.Workload(step="train", image="img", resources=Resources(queue=queue), config="{}",
                                       suspend=suspend)  # fmt: skip
         return builders.ray_job(owner, workload_)
 

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from slipway_operator.backends import ApplyRefused
+from slipway_operator.builders import job_config
 from slipway_operator.controllers.common import CONFIG_HASH, Settings
 from slipway_operator.localstore import LocalStore
 from slipway_operator.reconcile import Outcome, Runtime, reconcile, stop_children, typed
@@ -130,7 +131,7 @@ def test_a_run_waits_for_its_dataset_then_starts_once_and_a_pass_that_changes_no
 
     bed.add("DatasetPrep", "wine", PREP)
     bed.step("DatasetPrep", "wine")
-    assert bed.backend.applied == [[("ConfigMap", "wine-prep"), ("RayJob", "wine-prep")]]
+    assert bed.backend.applied == [[("RayJob", "wine-prep")]]
     bed.backend.job_status("wine-prep", DONE)
     bed.write("datasets", "wine", "_run/result.json", {"status": "Succeeded", "rows": {"total": 178}})
     prep = bed.step("DatasetPrep", "wine")
@@ -139,7 +140,7 @@ def test_a_run_waits_for_its_dataset_then_starts_once_and_a_pass_that_changes_no
 
     started = bed.step("TrainingRun", "mpg")
     assert started is not None and started["rayJobName"] == "mpg-train" and "startTime" not in started
-    assert bed.backend.applied[-1] == [("ConfigMap", "mpg-train"), ("RayJob", "mpg-train")]
+    assert bed.backend.applied[-1] == [("RayJob", "mpg-train")]
     for _ in range(3):  # nothing changed: nothing is applied again
         bed.step("TrainingRun", "mpg")
     assert len(bed.backend.applied) == 2
@@ -255,7 +256,7 @@ def test_a_child_the_cluster_refuses_stalls_the_run_with_the_api_servers_words_a
     started = bed.step("TrainingRun", "mpg")
     assert started is not None and started["phase"] == "Pending"
     assert {c["type"]: c for c in started["conditions"]}["Stalled"]["status"] == "False"
-    assert bed.backend.applied == [[("ConfigMap", "mpg-train"), ("RayJob", "mpg-train")]]
+    assert bed.backend.applied == [[("RayJob", "mpg-train")]]
 
 
 def test_a_deployment_whose_children_are_refused_says_so_in_a_stalled_condition_and_an_event(bed: Bed) -> None:
@@ -403,11 +404,11 @@ def test_a_refreshing_dataset_runs_a_round_when_due_stays_usable_and_keeps_versi
     _ago(obj, 61, "completionTime")
     started = bed.step("DatasetPrep", "wine")
     assert started is not None and started["refresh"]["state"] == "Running" and started["refresh"]["round"] == 1
-    assert bed.backend.applied[-1] == [("ConfigMap", "wine-prep-r1"), ("RayJob", "wine-prep-r1")]
+    assert bed.backend.applied[-1] == [("RayJob", "wine-prep-r1")]
     assert ("RayJob", "wine-prep") in bed.backend.deleted  # the finished round goes, its result stays in the store
     current = bed.store.objects["DatasetPrep", "wine"]["status"]
     assert current["phase"] == "Succeeded" and current["outputUri"] == output  # its runs may still use it
-    config = bed.backend.objects["ConfigMap", "wine-prep-r1"]["data"]["config.json"]
+    config = job_config(bed.backend.objects["RayJob", "wine-prep-r1"]) or ""
     assert '"refresh": true' in config and "_run/r1" in config
 
     unchanged = finish(1, "v-aaa", changed=False)

@@ -11,6 +11,7 @@ from typing import Any
 
 import yaml
 
+from slipway_operator import builders
 from slipway_operator.api.common import Phase
 from slipway_operator.controllers import trainingrun, tuningsweep
 from slipway_operator.controllers.common import Settings
@@ -58,9 +59,9 @@ def children(obj: dict[str, Any], settings: Settings) -> tuple[dict[str, Any], l
     """(the workload's config, the env of its Ray containers) for a TrainingRun or TuningSweep."""
     controller = tuningsweep if obj["kind"] == "TuningSweep" else trainingrun
     desired = controller.desired_children(obj, None, settings)
-    config_map, job = desired.children
+    (job,) = desired.children
     container = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-    return json.loads(config_map["data"]["config.json"]), container.get("env", [])
+    return json.loads(builders.job_config(job) or ""), container.get("env", [])
 
 
 def test_runs_are_tracked_where_the_operator_or_their_spec_says_with_credentials_only_from_a_secret() -> None:

@@ -1,7 +1,7 @@
 """The local backend: the children of Slipway resources as processes on this machine.
 
-- ConfigMap: kept (in memory and under the state folder) for the children that mount it.
-- RayJob: `python -m slipway_trainer <step> --config <file>` with the ConfigMap's config made to fit this
+- ConfigMap: kept (under the state folder) for the inference servers that mount it.
+- RayJob: `python -m slipway_trainer <step> --config <file>` with the config its Ray pods carry made to fit this
   machine (one worker, at most its CPUs, GPUs only where it has them). A training run trains in that process (no
   Ray Train for one worker); a sweep starts a local Ray for its trials. At most `max_jobs` run at once; the
   others wait in order (reported as jobDeploymentStatus `Queued`). A job killed by a signal (OOM killer, `kill`)
@@ -37,7 +37,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from slipway_operator.backends import autoscaler
-from slipway_operator.builders import HELD_ANNOTATION, KUEUE_QUEUE_LABEL, WEIGHT_ANNOTATION
+from slipway_operator.builders import (
+    CONFIG_ANNOTATION,
+    HELD_ANNOTATION,
+    KUEUE_QUEUE_LABEL,
+    WEIGHT_ANNOTATION,
+    job_config,
+)
 from slipway_trainer.artifacts import STEP_LABEL
 
 STOP_GRACE_SECONDS = 30.0
@@ -287,8 +293,12 @@ class LocalBackend:
         meta, spec = job["metadata"], job["spec"]
         folder = self._dir("RayJob", meta["namespace"], meta["name"])
         step = meta["labels"][STEP_LABEL]
-        head = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
-        config = self.local_config(step, self._config_map(meta["namespace"], _volume_config_map(head)), folder)
+        text = job_config(job)
+        if text is None:
+            raise LookupError(
+                f"RayJob {meta['namespace']}/{meta['name']} carries no workload config ({CONFIG_ANNOTATION})"
+            )
+        config = self.local_config(step, json.loads(text), folder)
         key = _hash([step, config])
         proc = self._proc(folder)
         folder.mkdir(parents=True, exist_ok=True)

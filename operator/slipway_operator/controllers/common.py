@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+
 from slipway_operator import builders
 from slipway_operator.api.common import FailurePolicy, Phase, Resources, TrackingSpec
 from slipway_operator.runstatus import Observed
@@ -138,7 +140,7 @@ class RunController:
     """
 
     kind: str
-    step: str  # the workload (`python -m slipway_trainer <step>`) and the suffix of its ConfigMap and RayJob
+    step: str  # the workload (`python -m slipway_trainer <step>`) and the suffix of its RayJob
     artifact_folder: str  # its artifacts live under <store>/<artifact_folder>/<namespace>/<name>
     references: Callable[[dict[str, Any]], list[Ref]]  # spec -> the resources it needs first
     desired_children: Callable[[dict[str, Any], Found, Settings], Desired]
@@ -192,7 +194,7 @@ def run_job(
     step: str,
     settings: Settings,
     resources: Resources,
-    config_map: dict[str, Any],
+    config: BaseModel,
     failure_policy: FailurePolicy,
     ttl_seconds_after_finished: int | None,
     suspend: bool,
@@ -205,7 +207,7 @@ def run_job(
             step=step,
             image=settings.image,
             resources=resources,
-            config_map=config_map["metadata"]["name"],
+            config=builders.config_text(config),
             storage_secret=settings.storage_secret,
             gpu=settings.gpu,
             ttl_seconds_after_finished=ttl_seconds_after_finished,
@@ -225,18 +227,24 @@ def _digest(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def config_digest(config: str | None) -> str:
+    """The hash of a workload config, as it was when the config was a ConfigMap's data (so a run started by an
+    operator of that time keeps its hash)."""
+    return _digest({builders.CONFIG_FILE: config} if config is not None else {})
+
+
 def stamp(children: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The children with two annotations on the one that runs (RayJob): the hash of the workload config it was
     started with (a started run's config never changes silently) and the hash of everything applied (so a pass
     that changes nothing sends nothing)."""
-    config: dict[str, Any] = next((c["data"] for c in children if c["kind"] == "ConfigMap"), {})
+    config = next((builders.job_config(c) for c in children if c["kind"] == "RayJob"), None)
     applied = _digest(children)
     out = []
     for child in children:
         stamped = copy.deepcopy(child)
         if child["kind"] == "RayJob":
             stamped["metadata"].setdefault("annotations", {}).update(
-                {CONFIG_HASH: _digest(config), APPLIED_HASH: applied}
+                {CONFIG_HASH: config_digest(config), APPLIED_HASH: applied}
             )
         out.append(stamped)
     return out

@@ -1,4 +1,4 @@
-"""DatasetPrep: a ConfigMap (the prep workload's config) and a RayJob that runs it; with `spec.refresh`, a new pair
+"""DatasetPrep: a RayJob that runs the prep workload (its config on the Ray pods); with `spec.refresh`, a new one
 per refresh round (`<name>-prep-r<k>`, progress and result under `_run/r<k>`) once the last one finished."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def output_uri(settings: Settings, namespace: str, name: str, spec: DatasetPrepS
 
 
 def suffix(round_: int) -> str:
-    """The ConfigMap's and RayJob's name suffix: `prep` for the first preparation, `prep-r<k>` for refresh k."""
+    """The RayJob's name suffix: `prep` for the first preparation, `prep-r<k>` for refresh k."""
     return STEP if round_ == 0 else f"{STEP}-r{round_}"
 
 
@@ -34,7 +34,6 @@ def desired_children(obj: dict[str, Any], settings: Settings, round_: int = 0) -
     output = output_uri(settings, owner.namespace, owner.name, spec)
     artifacts = run_folder(obj, settings, round_) if round_ else None
     config = prep_config(owner.name, spec, output, artifact_uri=artifacts, refresh=round_ > 0)
-    config_map = builders.config_map(owner, suffix(round_), config)
     job = builders.ray_job(
         owner,
         builders.Workload(
@@ -42,14 +41,14 @@ def desired_children(obj: dict[str, Any], settings: Settings, round_: int = 0) -
             name=suffix(round_),
             image=settings.image,
             resources=spec.resources,
-            config_map=config_map["metadata"]["name"],
+            config=builders.config_text(config),
             storage_secret=settings.storage_secret,
             source_secret=spec.source.secret_ref,
             salt=spec.privacy.salt_secret_ref,
             gpu=settings.gpu,
         ),
     )
-    return Desired([config_map, job])
+    return Desired([job])
 
 
 def run_folder(obj: dict[str, Any], settings: Settings, round_: int = 0) -> str:
@@ -194,10 +193,10 @@ def serving_fingerprints(deployments: list[dict[str, Any]]) -> set[str]:
 
 
 def finished_round(obj: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """The RayJob and ConfigMap of the latest round (0: the first preparation), removed when the next one starts."""
+    """The RayJob of the latest round (0: the first preparation), removed when the next one starts."""
     name = builders.suffixed(obj["metadata"]["name"], suffix(int(((obj.get("status") or {}).get("refresh") or {})
                                                                   .get("round", 0))))  # fmt: skip
-    return [("ray.io/v1", "RayJob", name), ("v1", "ConfigMap", name)]
+    return [("ray.io/v1", "RayJob", name)]
 
 
 def children_to_stop(obj: dict[str, Any]) -> list[tuple[str, str, str]]:

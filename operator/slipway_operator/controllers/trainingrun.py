@@ -1,4 +1,4 @@
-"""TrainingRun: waits for its DatasetPrep, then a ConfigMap (the train workload's config) and a RayJob."""
+"""TrainingRun: waits for its DatasetPrep, then a RayJob that runs the train workload (its config on the Ray pods)."""
 
 from __future__ import annotations
 
@@ -50,19 +50,18 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
     where = artifact_uri(settings, ARTIFACT_FOLDER, owner.namespace, owner.name)
     tracking, tracking_secret = tracking_of(spec.tracking, settings, owner.namespace)
     config = train_config(owner.name, spec, data, where, lineage=lineage, tracking=tracking)
-    config_map = builders.config_map(owner, STEP, config)
     job = run_job(
         owner,
         STEP,
         settings,
         spec.resources,
-        config_map,
+        config,
         spec.failure_policy,
         spec.ttl_seconds_after_finished,
         spec.suspend,
         tracking_secret,
     )
-    return Desired([config_map, job])
+    return Desired([job])
 
 
 def key_metric(metrics: dict[str, float], objective: str) -> str:

@@ -1,5 +1,5 @@
-"""TuningSweep: waits for its dataset, then a ConfigMap (the tune workload's config) and a RayJob whose worker
-group holds `parallelTrials` trials, each with the template's per-worker compute."""
+"""TuningSweep: waits for its dataset, then a RayJob that runs the tune workload (its config on the Ray pods), whose
+worker group holds `parallelTrials` trials, each with the template's per-worker compute."""
 
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
     where = artifact_uri(settings, ARTIFACT_FOLDER, owner.namespace, owner.name)
     tracking, tracking_secret = tracking_of(spec.tracking, settings, owner.namespace)
     config = tune_config(owner.name, spec, data, where, lineage=lineage, tracking=tracking)
-    config_map = builders.config_map(owner, STEP, config)
     # Trials are single-worker: the Ray cluster has room for parallelTrials of them at once.
     resources = spec.template.resources.model_copy(update={"workers": spec.parallel_trials})
     job = run_job(
@@ -44,13 +43,13 @@ def desired_children(obj: dict[str, Any], dataset: dict[str, Any] | None, settin
         STEP,
         settings,
         resources,
-        config_map,
+        config,
         spec.failure_policy,
         spec.ttl_seconds_after_finished,
         spec.suspend,
         tracking_secret,
     )
-    return Desired([config_map, job])
+    return Desired([job])
 
 
 CONTROLLER = RunController(
