@@ -254,8 +254,17 @@ def check_replicas(state: Path, endpoint: str, dataset_uri: str) -> None:
     for client in clients:
         client.__enter__()
     try:
-        wait("a third server under load", lambda: status()["replicas"]["ready"] == 3)
-        assert status()["autoscaling"]["desiredReplicas"] == 3 and status()["autoscaling"]["current"] > 1
+        seen: list[float] = []  # the average the autoscaler measured at each look, until the third server is ready
+
+        def third_ready() -> bool:
+            now = status()
+            seen.append(float((now.get("autoscaling") or {}).get("current") or 0))
+            return bool(now["replicas"]["ready"] == 3)
+
+        wait("a third server under load", third_ready)
+        # Above the target of 1 while it scaled; once the third serves, the same load is shared by three (CI once
+        # read exactly 1.0 just then).
+        assert status()["autoscaling"]["desiredReplicas"] == 3 and max(seen) > 1, seen
     finally:
         for client in clients:
             client.__exit__()
