@@ -202,8 +202,11 @@ def periodic_pass(memo: kopf.Memo, key: Key) -> None:
 
 
 def by_name(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
-    """An index of one kind: (namespace, name) -> the resource as last seen by the watch."""
-    return {(str(namespace), str(name)): copy.deepcopy(dict(body))}
+    """An index of one kind: (namespace, name) -> the resource as last seen by the watch, less its managedFields
+    (nothing reads them; on a RayJob they are as large as its spec, and every pass copies what it reads)."""
+    obj = copy.deepcopy(dict(body))
+    obj.get("metadata", {}).pop("managedFields", None)
+    return {(str(namespace), str(name)): obj}
 
 
 # Every kind: a pass when the watch brings news of it and on a resync interval (runs read their workload's

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -238,16 +237,13 @@ def stamp(children: list[dict[str, Any]]) -> list[dict[str, Any]]:
     started with (a started run's config never changes silently) and the hash of everything applied (so a pass
     that changes nothing sends nothing)."""
     config = next((builders.job_config(c) for c in children if c["kind"] == "RayJob"), None)
-    applied = _digest(children)
-    out = []
-    for child in children:
-        stamped = copy.deepcopy(child)
-        if child["kind"] == "RayJob":
-            stamped["metadata"].setdefault("annotations", {}).update(
-                {CONFIG_HASH: config_digest(config), APPLIED_HASH: applied}
-            )
-        out.append(stamped)
-    return out
+    hashes = {CONFIG_HASH: config_digest(config), APPLIED_HASH: _digest(children)}
+
+    def stamped(child: dict[str, Any]) -> dict[str, Any]:  # a new object and metadata, the rest shared
+        meta = child["metadata"]
+        return {**child, "metadata": {**meta, "annotations": {**meta.get("annotations", {}), **hashes}}}
+
+    return [stamped(c) if c["kind"] == "RayJob" else c for c in children]
 
 
 def changed_paths(before: Any, after: Any, prefix: str = "") -> list[str]:
