@@ -9,6 +9,9 @@ one most already know.
 
     python benchmarks/prep_vs_polars.py [--rows 1000000] [--out benchmarks/.out]
 
+Slipway runs as a DatasetPrep does: its workload entry point (`python -m slipway_trainer prep --config FILE`),
+with the process settings that entry point makes and the run's result.json and log written as in a cluster.
+
 Differences, stated: polars and pandas write the transformed feature matrix; Slipway writes the cleaned rows
 and the fitted transform spec (applied when the data is loaded for training or serving), and also computes
 the data profile, the class balance and the content fingerprint.
@@ -17,6 +20,7 @@ the data profile, the class balance and the content fingerprint.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import resource
@@ -113,25 +117,36 @@ def run_polars(source: Path, out: Path) -> None:
 
 
 def run_slipway(source: Path, out: Path) -> None:
-    from slipway_trainer.config.prep import PrepConfig
-    from slipway_trainer.data import workload
+    """What a DatasetPrep runs: `python -m slipway_trainer prep --config FILE`, its entry point called here."""
+    from slipway_trainer.__main__ import main as slipway_main
 
-    config = PrepConfig.model_validate(
-        {
-            "name": "bench",
-            "outputUri": out.as_uri(),
-            "spec": {
-                "source": {"uri": source.as_uri()},
-                "label": "label",
-                "cleaning": {"missing": {"default": "drop", "columns": {"num_a": "median", "cat_a": "mode"}}},
-                "transforms": [{"type": "standardize", "columns": NUMERIC}, {"type": "oneHot", "columns": CATEGORICAL}],
-                "split": {"train": 0.8, "validation": 0.1, "test": 0.1, "stratifyBy": "label", "seed": 42},
-            },
-        }
+    config = out.parent / f"{out.name}-config.json"
+    config.write_text(
+        json.dumps(
+            {
+                "name": "bench",
+                "outputUri": out.as_uri(),
+                "spec": {
+                    "source": {"uri": source.as_uri()},
+                    "label": "label",
+                    "cleaning": {"missing": {"default": "drop", "columns": {"num_a": "median", "cat_a": "mode"}}},
+                    "transforms": [
+                        {"type": "standardize", "columns": NUMERIC},
+                        {"type": "oneHot", "columns": CATEGORICAL},
+                    ],
+                    "split": {"train": 0.8, "validation": 0.1, "test": 0.1, "stratifyBy": "label", "seed": 42},
+                },
+            }
+        )
     )
-    result = workload.run(config)
-    if result["status"] != "Succeeded":
-        raise SystemExit(f"slipway prep failed: {result['message']}")
+    with contextlib.redirect_stdout(sys.stderr):  # the workload prints its result; stdout carries the figures
+        code = slipway_main(["prep", "--config", str(config)])
+    written = out / "_run" / "result.json"
+    if not written.exists():  # the config was refused before the run began: main printed why
+        raise SystemExit(f"slipway prep refused its config (exit {code})")
+    result = json.loads(written.read_text())
+    if code != 0 or result["status"] != "Succeeded":
+        raise SystemExit(f"slipway prep failed: {result.get('reason')}: {result.get('message')}")
 
 
 ENGINES = {"polars": run_polars, "pandas": run_pandas, "slipway": run_slipway}

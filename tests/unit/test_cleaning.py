@@ -3,6 +3,7 @@ found across batches, numbers read from text, and reading ahead on a thread."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -50,14 +51,15 @@ def test_duplicates_are_found_across_batches_and_the_earliest_row_stays() -> Non
 def test_rows_of_repeated_values_are_all_found_when_buckets_collide_and_chunks_split_them(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(cleaning, "BUCKET_BITS", 2)  # four buckets: most rows share one with a repeated value
+    monkeypatch.setattr(cleaning, "MIN_BUCKET_BITS", 2)  # four buckets: most rows share one with a repeated value
+    monkeypatch.setattr(cleaning, "MAX_BUCKET_BITS", 2)
     monkeypatch.setattr(cleaning, "CHUNK_ROWS", 7)
     rng = np.random.default_rng(0)
     hashes = rng.integers(0, 2**63, 100, dtype=np.uint64).astype(np.uint64)
     hashes[[10, 55, 99]] = hashes[3]
     hashes[70] = hashes[64]
-    assert _rows_of_repeated(hashes).tolist() == [3, 10, 55, 64, 70, 99]
-    assert _rows_of_repeated(hashes[:3]).size == 0
+    assert _rows_of_repeated(hashes, np.sort(hashes)).tolist() == [3, 10, 55, 64, 70, 99]
+    assert _rows_of_repeated(hashes[:3], np.sort(hashes[:3])).size == 0
 
 
 def test_numbers_in_text_are_read_with_spaces_signs_and_exponents_and_the_rest_is_nan() -> None:
@@ -81,3 +83,18 @@ def test_reading_ahead_keeps_the_order_and_raises_the_readers_error_where_it_is_
     endless = _ahead(iter(range(10**9)), depth=1)
     assert next(endless) == 0
     endless.close()  # a consumer that stops early stops the thread (close joins it)
+
+
+def test_a_reader_feeding_a_cleaner_stops_with_it_and_its_error_reaches_the_consumer() -> None:
+    def failing() -> Iterator[int]:
+        yield from range(3)
+        raise ValueError("the source broke")
+
+    staged = _ahead((i * 10 for i in _ahead(failing(), depth=1, name="stage-read")), name="stage-clean")
+    assert [next(staged) for _ in range(3)] == [0, 10, 20]
+    with pytest.raises(ValueError, match="the source broke"):
+        next(staged)
+    endless = _ahead((i for i in _ahead(iter(range(10**9)), depth=1, name="stage-read")), name="stage-clean")
+    assert next(endless) == 0
+    endless.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("stage-")]  # both threads are gone

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 from PIL import Image
 
 from slipway_trainer.config.prep import PrepConfig
+from slipway_trainer.data import prep as prep_module
 from slipway_trainer.data import workload
 from slipway_trainer.data.transforms import TransformSpec
 
@@ -293,6 +295,61 @@ def test_the_command_line_follows_the_workload_contract(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "o" / "_run" / "result.json").read_text())
     assert result["rows"]["total"] == 149  # iris has one duplicated row
     assert result["droppedRows"] == {"duplicate": 1}
+
+
+def test_the_prep_process_leaves_pandas_unloaded_uses_the_c_allocator_and_writes_numbers_in_their_encodings(
+    tmp_path: Path,
+) -> None:
+    rng = np.random.default_rng(0)
+    source = tmp_path / "rows.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "x": pa.array(rng.normal(size=3000)),
+                "n": pa.array(rng.integers(0, 100, 3000)),
+                "city": pa.array(rng.choice(["paris", "lyon", None], 3000)),
+                "y": pa.array(rng.integers(0, 2, 3000)),
+            }
+        ),
+        source,
+    )
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"outputUri": (tmp_path / "o").as_uri(), "spec": {"source": {"uri": source.as_uri()},
+                                  "label": "y", "cleaning": {"missing": {"default": "mode"}}}}))  # fmt: skip
+    script = f"""
+import json, sys
+from slipway_trainer.__main__ import main
+code = main(["prep", "--config", {str(config)!r}])
+import pyarrow as pa
+seen = {{"code": code, "pandas": "pandas" in sys.modules, "pool": pa.default_memory_pool().backend_name}}
+table = pa.Table.from_pandas(pa.table({{"a": [1, 2]}}).to_pandas())  # asked for by name, pandas still works
+seen["roundTrip"] = table.column("a").to_pylist()
+print(json.dumps(seen))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env={
+        k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {"code": 0, "pandas": False, "pool": "system", "roundTrip": [1, 2]}
+    train = pq.ParquetFile(tmp_path / "o" / manifest_of(tmp_path / "o")["splits"]["train"] / "part-00000.parquet")
+    encodings = {train.schema_arrow.names[i]: train.metadata.row_group(0).column(i).encodings for i in range(4)}
+    assert "BYTE_STREAM_SPLIT" in encodings["x"] and "DELTA_BINARY_PACKED" in encodings["n"]
+    assert "RLE_DICTIONARY" in encodings["city"]
+    assert train.read().column("x").type == pa.float64()
+
+
+def test_a_regression_labels_balance_is_binned_when_it_has_many_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prep_module, "MAX_BALANCE_VALUES", 10)
+    result, out = prep(tmp_path, {"source": {"uri": "builtin://sklearn/diabetes"}})
+    assert result["status"] == "Succeeded" and result["task"] == "regression"
+    balance = manifest_of(out)["classBalance"]
+    for split in ("train", "validation", "test"):
+        assert 1 < len(balance[split]) <= 10 and sum(balance[split].values()) == result["rows"][split]
+        assert all(25 <= float(key) <= 346 for key in balance[split])  # bin middles within the target's range
+    _, out = prep(tmp_path, {"source": {"uri": "builtin://sklearn/wine"}}, name="wine")
+    assert manifest_of(out)["classBalance"]["train"].keys() == {"0", "1", "2"}  # classes are never binned
 
 
 BAD_INPUT = [

@@ -74,7 +74,7 @@ def problems(err: ValidationError) -> str:
 class Artifact(BaseModel):
     """camelCase on disk, snake_case in code; unknown fields are refused when writing, dropped when reading."""
 
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", defer_build=True)
 
     @classmethod
     def read(cls, data: Any, where: str = "") -> Self:

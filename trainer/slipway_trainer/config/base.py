@@ -21,6 +21,7 @@ class ConfigModel(BaseModel):
         extra="forbid",
         use_attribute_docstrings=True,
         validate_default=False,
+        defer_build=True,
     )
 
     def to_json_dict(self) -> dict[str, object]:

@@ -38,6 +38,7 @@ class Cleaner:
     dropped: Counter[str] = field(default_factory=Counter)
     numeric_text: set[str] = field(default_factory=set)  # text columns read as numbers
     _hashes: list[np.ndarray] = field(default_factory=list)  # of every row settled, in order: 8 bytes a row
+    _sorted: list[np.ndarray] = field(default_factory=list)  # the same, each batch's sorted (to find duplicates)
     _decided: bool = False
 
     def clean(self, batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -74,7 +75,10 @@ class Cleaner:
         keep = np.asarray(reasons.is_null().to_numpy(zero_copy_only=False), dtype=bool)
         everything = bool(keep.all())
         kept = (table if everything else table.filter(pa.array(keep))).combine_chunks()
-        self._hashes.append(hashes if everything else hashes[keep])
+        settled = hashes if everything else hashes[keep]
+        self._hashes.append(settled)
+        if self.drop_duplicates:  # sorted here, while the next batch is read: the last sort only merges
+            self._sorted.append(np.sort(settled))
         return kept.to_batches()[0] if kept.num_rows else pa.RecordBatch.from_pylist([], schema=kept.schema)
 
     def _hash(self, column: pa.ChunkedArray) -> pa.Array:
@@ -123,11 +127,14 @@ class Cleaner:
         duplicates are dropped) and every settled row's hash. One sort of the hashes, at the end, finds
         duplicates across all batches."""
         hashes = np.concatenate(self._hashes) if self._hashes else np.empty(0, dtype=np.uint64)
-        self._hashes = []
+        ordered = np.concatenate(self._sorted) if self._sorted else np.empty(0, dtype=np.uint64)
+        self._hashes, self._sorted = [], []
         if not self.drop_duplicates:
             return np.ones(hashes.size, dtype=bool), hashes
         stays = np.ones(hashes.size, dtype=bool)
-        rows = _rows_of_repeated(hashes)
+        ordered.sort(kind="stable")  # a merge of the sorted batches (timsort finds them as runs)
+        rows = _rows_of_repeated(hashes, ordered)
+        del ordered
         if rows.size:
             _, first = np.unique(hashes[rows], return_index=True)  # stable, rows in order: the earliest of each
             stays[rows] = False
@@ -136,21 +143,22 @@ class Cleaner:
         return stays, hashes
 
 
-BUCKET_BITS = 24  # a 16 MiB table of which hash buckets hold a repeated value
+MIN_BUCKET_BITS, MAX_BUCKET_BITS = 16, 22  # the table of buckets holding a repeated value: 64 KiB to 4 MiB
 CHUNK_ROWS = 1 << 20
 
 
-def _rows_of_repeated(hashes: np.ndarray) -> np.ndarray:
-    """The rows, in order, whose hash some other row has too. One sort finds the repeated values (few: duplicates
-    are rare); a table of their low bits then picks the candidate rows a chunk at a time, so the memory beyond the
-    hashes is one sorted copy, whatever the row count."""
-    ordered = np.sort(hashes)
-    repeated = np.unique(ordered[1:][ordered[1:] == ordered[:-1]])
-    del ordered
+def _rows_of_repeated(hashes: np.ndarray, ordered: np.ndarray) -> np.ndarray:
+    """The rows, in order, whose hash some other row has too (`ordered`: the hashes sorted). The sorted hashes
+    give the repeated values (few: duplicates are rare); a table of their low bits then picks the candidate rows
+    a chunk at a time, so the memory beyond the hashes is the sorted copy, whatever the row count."""
+    repeated = ordered[1:][ordered[1:] == ordered[:-1]]  # sorted: a value repeated n times is here n - 1 times
+    repeated = repeated[np.concatenate(([True], repeated[1:] != repeated[:-1]))] if repeated.size else repeated
     if repeated.size == 0:
         return np.empty(0, dtype=np.int64)
-    mask = np.uint64((1 << BUCKET_BITS) - 1)
-    buckets = np.zeros(1 << BUCKET_BITS, dtype=bool)
+    # About 64 buckets per repeated value (few false candidates), in a table small enough for the cache.
+    bits = min(MAX_BUCKET_BITS, max(MIN_BUCKET_BITS, int(repeated.size).bit_length() + 6))
+    mask = np.uint64((1 << bits) - 1)
+    buckets = np.zeros(1 << bits, dtype=bool)
     buckets[repeated & mask] = True
     candidates = np.concatenate(
         [
@@ -168,7 +176,8 @@ def row_hashes(table: pa.Table | pa.RecordBatch) -> np.ndarray:
     encoding), never turned into Python objects row by row."""
     combined = np.full(table.num_rows, _SEED, dtype=np.uint64)
     for column in table.columns:  # each column's hashes are well mixed already: a multiply and xor folds them
-        combined = (combined * _PRIME) ^ _column_hashes(column)
+        combined *= _PRIME
+        combined ^= _column_hashes(column)
     return _mix(combined)
 
 
@@ -179,9 +188,9 @@ _NULL = np.uint64(0x9E3779B97F4A7C15)
 
 def _column_hashes(column: pa.Array | pa.ChunkedArray) -> np.ndarray:
     if is_numeric_type(column.type):
-        values = numeric_values(column)
-        values = np.where(values == 0.0, 0.0, values)  # -0.0 is 0.0
-        values[np.isnan(values)] = np.nan  # one NaN
+        values = numeric_values(column) + 0.0  # a copy of our own, and -0.0 + 0.0 is 0.0
+        if column.null_count or pa.types.is_floating(column.type):
+            values[np.isnan(values)] = np.nan  # one NaN, for a null too
         return _mix(values.view(np.uint64))
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     try:
@@ -212,12 +221,13 @@ def _text_hashes(values: list[bytes]) -> np.ndarray:
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: every input bit moves every output bit."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * np.uint64(0xBF58476D1CE4E5B9)
-    x = x ^ (x >> np.uint64(27))
-    x = x * np.uint64(0x94D049BB133111EB)
-    return np.asarray(x ^ (x >> np.uint64(31)), dtype=np.uint64)
+    """splitmix64's finaliser: every input bit moves every output bit. Works in place on `x` (a uint64 array)."""
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
 
 
 NUMBER = r"(?i)^[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|inf|infinity|nan)$"

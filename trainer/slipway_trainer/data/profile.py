@@ -17,7 +17,7 @@ TOP_CATEGORIES = 50
 
 
 def numeric_profile(stats: NumericStats) -> dict[str, Any]:
-    sample = stats._sample
+    sample = stats.sample
     if sample.size:
         low, high = float(sample.min()), float(sample.max())
         if low == high:
@@ -35,7 +35,9 @@ def numeric_profile(stats: NumericStats) -> dict[str, Any]:
         "std": _round(stats.std),
         "min": _round(stats.minimum if stats.count else 0.0),
         "max": _round(stats.maximum if stats.count else 0.0),
-        "quantiles": {f"p{round(q * 100):02d}": _round(stats.quantile(q)) for q in QUANTILES},
+        "quantiles": {
+            f"p{round(q * 100):02d}": _round(v) for q, v in zip(QUANTILES, stats.quantiles(QUANTILES), strict=True)
+        },
         "histogram": histogram,
     }
 

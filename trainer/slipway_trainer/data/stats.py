@@ -51,12 +51,18 @@ class NumericStats:
     total_sq: float = 0.0
     minimum: float = float("inf")
     maximum: float = float("-inf")
-    _sample: np.ndarray = field(default_factory=lambda: np.empty(0))
-    _keys: np.ndarray = field(default_factory=lambda: np.empty(0))
+    # The sample: the values with the SAMPLE_SIZE smallest random keys (a bottom-k sample). Values arrive in
+    # parts and are cut back to the sample only when four times its size is held, so a batch costs a comparison, not
+    # a partition of the whole sample; once the sample is full only values keyed below its largest key enter.
+    _parts: list[np.ndarray] = field(default_factory=list)
+    _key_parts: list[np.ndarray] = field(default_factory=list)
+    _held: int = 0
+    _threshold: float = 1.0
     _batches: int = 0
 
     def add(self, values: np.ndarray) -> None:
-        present = values[~np.isnan(values)]
+        missing = np.isnan(values)
+        present = values[~missing] if missing.any() else values
         self.missing += int(values.size - present.size)
         if present.size == 0:
             return
@@ -68,12 +74,31 @@ class NumericStats:
         rng = np.random.default_rng([self.seed, self._batches])
         self._batches += 1
         keys = rng.random(present.size)
-        sample = np.concatenate([self._sample, present])
-        all_keys = np.concatenate([self._keys, keys])
-        if sample.size > SAMPLE_SIZE:
-            keep = np.argpartition(all_keys, SAMPLE_SIZE)[:SAMPLE_SIZE]
-            sample, all_keys = sample[keep], all_keys[keep]
-        self._sample, self._keys = sample, all_keys
+        if self._threshold < 1.0:
+            entering = keys < self._threshold
+            present, keys = present[entering], keys[entering]
+        self._parts.append(present)
+        self._key_parts.append(keys)
+        self._held += present.size
+        if self._held > 4 * SAMPLE_SIZE:
+            self._cut()
+
+    def _cut(self) -> None:
+        values, keys = np.concatenate(self._parts), np.concatenate(self._key_parts)
+        if values.size > SAMPLE_SIZE:
+            keep = np.argpartition(keys, SAMPLE_SIZE)[:SAMPLE_SIZE]
+            values, keys = values[keep], keys[keep]
+            self._threshold = float(keys.max())
+        self._parts, self._key_parts, self._held = [values], [keys], values.size
+
+    @property
+    def sample(self) -> np.ndarray:
+        """At most SAMPLE_SIZE of the values (all of them below that), in no particular order."""
+        if len(self._parts) != 1 or self._held > SAMPLE_SIZE:
+            if not self._parts:
+                return np.empty(0)
+            self._cut()
+        return self._parts[0]
 
     @property
     def mean(self) -> float:
@@ -87,12 +112,18 @@ class NumericStats:
         return float(np.sqrt(max(variance, 0.0)))
 
     def quantile(self, q: float) -> float:
-        return float(np.quantile(self._sample, q)) if self._sample.size else 0.0
+        return self.quantiles([q])[0]
+
+    def quantiles(self, qs: list[float] | tuple[float, ...]) -> list[float]:
+        """Several quantiles of the sample at once (one partial sort, not one per quantile)."""
+        sample = self.sample
+        return [float(v) for v in np.quantile(sample, qs)] if sample.size else [0.0] * len(qs)
 
     def mode(self) -> float:
-        if not self._sample.size:
+        sample = self.sample
+        if not sample.size:
             return 0.0
-        values, counts = np.unique(self._sample, return_counts=True)
+        values, counts = np.unique(sample, return_counts=True)
         return float(values[int(np.argmax(counts))])
 
 
@@ -105,12 +136,14 @@ class CategoricalStats:
 
     def add(self, array: pa.Array | pa.ChunkedArray) -> None:
         self.missing += int(array.null_count)
-        present = pc.drop_null(array)
-        self.count += len(present)
-        if len(present) == 0:
+        self.count += len(array) - array.null_count
+        if len(array) == array.null_count:
             return
-        counted = pc.value_counts(pc.cast(present, pa.string()))
+        text = array if pa.types.is_string(array.type) else pc.cast(array, pa.string())
+        counted = pc.value_counts(text)  # null is counted too: skipped below
         for value, n in zip(counted.field("values").to_pylist(), counted.field("counts").to_pylist(), strict=True):
+            if value is None:
+                continue
             if value in self.counts or len(self.counts) < MAX_TRACKED_CATEGORIES:
                 self.counts[value] += n
             else:
