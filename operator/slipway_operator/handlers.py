@@ -87,6 +87,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
     # read rights, and starts at once instead of retrying 403s for ~55 s. The cost: a watched namespace added
     # later, or a CRD version change, needs a restart (a helm upgrade that changes watchNamespaces rolls the pod).
     settings.scanning.disabled = True
+    settings.persistence.diffbase_storage = NoDiffBase()
     missing = ready.cluster.unserved(GROUP, VERSION, tuple(PLURALS)) if isinstance(ready.cluster, KubernetesApi) else ()
     if missing:
         raise kopf.PermanentError(
@@ -99,6 +100,21 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Log
         host = config.metrics_address.rpartition(":")[0]
         logger.info(f"operator metrics on http://{host}:{metrics.serve(config.metrics_address)}/metrics")
     logger.info(f"backend: {ready.backend.name}, store: {ready.settings.store_uri}")
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """Kopf compares every event's object with the last configuration its create/update handlers handled, from a
+    deep copy of the object; Slipway has none of those handlers (one event handler per kind), so nothing reads
+    that comparison and none is made."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        return None
+
+    def fetch(self, *, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: Any) -> None:
+        return None
 
 
 @kopf.on.cleanup()
@@ -204,9 +220,15 @@ def periodic_pass(memo: kopf.Memo, key: Key) -> None:
 def by_name(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
     """An index of one kind: (namespace, name) -> the resource as last seen by the watch, less its managedFields
     (nothing reads them; on a RayJob they are as large as its spec, and every pass copies what it reads)."""
-    obj = copy.deepcopy(dict(body))
-    obj.get("metadata", {}).pop("managedFields", None)
-    return {(str(namespace), str(name)): obj}
+    return {(str(namespace), str(name)): _without_managed_fields(body)}
+
+
+def _without_managed_fields(body: kopf.Body) -> dict[str, Any]:
+    """The watched object as a dict sharing its parts (each event brings new ones, which nothing changes: what
+    reads an index copies what it will change), less metadata.managedFields."""
+    obj = dict(body)
+    obj["metadata"] = {k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"}
+    return obj
 
 
 # Every kind: a pass when the watch brings news of it and on a resync interval (runs read their workload's
@@ -238,9 +260,7 @@ PODS_INDEX = "pods_by_namespace"
 def pods_by_namespace(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, Any]:
     """Slipway's pods (Ray pods, submitters, inference servers) by namespace, as the watch last saw them, less
     their managedFields: what a run's diagnosis and a ModelDeployment's readiness read each pass."""
-    pod = copy.deepcopy(dict(body))
-    pod.get("metadata", {}).pop("managedFields", None)
-    return {str(namespace): pod}
+    return {str(namespace): _without_managed_fields(body)}
 
 
 for _plural in PLURALS:

