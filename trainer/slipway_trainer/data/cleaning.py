@@ -124,8 +124,8 @@ class Cleaner:
 
     def first_occurrences(self) -> tuple[np.ndarray, np.ndarray]:
         """After the last batch: which settled rows stay (False for a row equal to an earlier one, when
-        duplicates are dropped) and every settled row's hash. One sort of the hashes, at the end, finds
-        duplicates across all batches."""
+        duplicates are dropped) and every settled row's hash. A merge of the batches' sorted hashes, at the end,
+        finds duplicates across all batches."""
         hashes = np.concatenate(self._hashes) if self._hashes else np.empty(0, dtype=np.uint64)
         ordered = np.concatenate(self._sorted) if self._sorted else np.empty(0, dtype=np.uint64)
         self._hashes, self._sorted = [], []

@@ -285,8 +285,8 @@ Counted = tuple[int, pa.RecordBatch]  # rows read, and the rows of them that sta
 def _cleaned(source: SourceData, cleaner: Cleaner) -> Iterator[Counted]:
     """Read on one thread and annotate on another (Arrow's reading and compute, and numpy's hashing, release the
     GIL), each a batch or two ahead of the next step; counting, deduplicating and spilling happen here."""
-    read = _ahead(_decided(source.batches, cleaner), depth=1, name="slipway-read")
-    annotated = _ahead(((b.num_rows, cleaner.annotate(b)) for b in read), name="slipway-clean")
+    reading = _ahead(_decided(source.batches, cleaner), depth=1, name="slipway-read")
+    annotated = _ahead(((b.num_rows, cleaner.annotate(b)) for b in reading), name="slipway-clean")
     for read, table in annotated:
         yield read, cleaner.settle(table)
 
@@ -616,8 +616,8 @@ def _class_balance(labels: pa.ChunkedArray, assignment: np.ndarray, task: str) -
     else:
         codes = np.asarray(encoded.indices.to_numpy(), dtype=np.int64)  # a label is never null here
         keys = [str(v) for v in encoded.dictionary.to_pylist()]
-    split = assignment.astype(np.int64)
-    counted = np.bincount(np.where(split >= 0, split * len(keys) + codes, 3 * len(keys)),
+    split_of = assignment.astype(np.int64)
+    counted = np.bincount(np.where(split_of >= 0, split_of * len(keys) + codes, 3 * len(keys)),
                           minlength=3 * len(keys) + 1)[: 3 * len(keys)].reshape(3, len(keys))  # fmt: skip
     return {
         split: dict(sorted((keys[i], int(n)) for i, n in enumerate(counted[index]) if n))
