@@ -218,16 +218,22 @@ def periodic_pass(memo: kopf.Memo, key: Key) -> None:
 
 
 def by_name(namespace: str | None, name: str | None, body: kopf.Body, **_: Any) -> dict[tuple[str, str], Any]:
-    """An index of one kind: (namespace, name) -> the resource as last seen by the watch, less its managedFields
-    (nothing reads them; on a RayJob they are as large as its spec, and every pass copies what it reads)."""
-    return {(str(namespace), str(name)): _without_managed_fields(body)}
+    """An index of one kind: (namespace, name) -> the resource as last seen by the watch, with its managedFields
+    cut down to who manages it and how (their field sets are as large as a RayJob's spec, and every pass copies
+    what it reads; the backend asks only whether Slipway's POST still owns fields)."""
+    return {(str(namespace), str(name)): _without_field_sets(body)}
 
 
-def _without_managed_fields(body: kopf.Body) -> dict[str, Any]:
+def _without_field_sets(body: kopf.Body) -> dict[str, Any]:
     """The watched object as a dict sharing its parts (each event brings new ones, which nothing changes: what
-    reads an index copies what it will change), less metadata.managedFields."""
+    reads an index copies what it will change), its managedFields without their fieldsV1."""
     obj = dict(body)
-    obj["metadata"] = {k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"}
+    meta = obj["metadata"] = dict(body.get("metadata", {}))
+    if "managedFields" in meta:
+        meta["managedFields"] = [
+            {k: v for k, v in entry.items() if k in ("manager", "operation", "subresource")}
+            for entry in meta["managedFields"]
+        ]
     return obj
 
 
@@ -259,8 +265,8 @@ PODS_INDEX = "pods_by_namespace"
 @kopf.index("v1", "pods", id=PODS_INDEX, labels={MANAGED_BY: "slipway"})
 def pods_by_namespace(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str, Any]:
     """Slipway's pods (Ray pods, submitters, inference servers) by namespace, as the watch last saw them, less
-    their managedFields: what a run's diagnosis and a ModelDeployment's readiness read each pass."""
-    return {str(namespace): _without_managed_fields(body)}
+    their managedFields' field sets: what a run's diagnosis and a ModelDeployment's readiness read each pass."""
+    return {str(namespace): _without_field_sets(body)}
 
 
 for _plural in PLURALS:

@@ -262,7 +262,7 @@ def _run_children(rt: Runtime, desired: Desired, new: bool = False) -> tuple[str
             found,
         )
     if found is None or annotations.get(APPLIED_HASH) != job["metadata"]["annotations"][APPLIED_HASH]:
-        rt.backend.apply(children)
+        rt.backend.apply(children, absent=found is None)
         found = rt.backend.observe(job) if found is not None else None
     return None, found
 

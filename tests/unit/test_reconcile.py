@@ -40,7 +40,7 @@ class RecordingBackend:
     def missing_prerequisite(self) -> str | None:
         return None
 
-    def apply(self, children: list[dict[str, Any]]) -> None:
+    def apply(self, children: list[dict[str, Any]], absent: bool = False) -> None:
         if self.refusing:
             raise ApplyRefused(self.refusing)
         self.applied.append([(c["kind"], c["metadata"]["name"]) for c in children])

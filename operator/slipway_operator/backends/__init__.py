@@ -25,9 +25,10 @@ class Backend(Protocol):
     def missing_prerequisite(self) -> str | None:
         """What must be installed before RayJobs can run (KubeRay's CRD), or None."""
 
-    def apply(self, children: list[dict[str, Any]]) -> None:
+    def apply(self, children: list[dict[str, Any]], absent: bool = False) -> None:
         """Create or update the children (idempotent: deterministic names, adopted when they exist); raises
-        `ApplyRefused` with the cluster's own words when it refuses one for good."""
+        `ApplyRefused` with the cluster's own words when it refuses one for good. `absent`: they were not there
+        when last observed (a backend may create them in a cheaper way; one there after all is still updated)."""
 
     def observe(self, child: dict[str, Any], new: bool = False) -> dict[str, Any] | None:
         """The child as it is now (with its status), or None when it does not exist. `new`: its parent has never

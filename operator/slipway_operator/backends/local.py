@@ -552,7 +552,7 @@ class LocalBackend:
     def missing_prerequisite(self) -> str | None:
         return None  # Ray comes with the trainer; `python -m slipway_trainer doctor` checks this machine
 
-    def apply(self, children: list[dict[str, Any]]) -> None:
+    def apply(self, children: list[dict[str, Any]], absent: bool = False) -> None:
         with self.lock:
             for child in children:
                 meta = child["metadata"]
