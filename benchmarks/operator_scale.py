@@ -24,7 +24,15 @@ window. Last, the TrainingRuns' phases and a summary of the operator's own log (
 Outputs go to benchmarks/.out/ (operator_scale.json, operator-scale/ with the operator's and the components'
 logs); the control plane and the operator are stopped at the end whatever happened.
 
-    python benchmarks/operator_scale.py [--runs 300] [--steady 60] [--timeout 900]
+`--in-pod`: the operator is the chart's pod instead, on the test bed's real node (tests/cluster/node.py, with the
+S3 store it reads and the operator image built from images/operator/Dockerfile), installed by helm with
+tests/cluster/values-testbed.yaml and the chart's own defaults for the operator (8 workers, its resources),
+watching the operator's namespace. Its process is found on this machine by its cgroup; its peak RSS is the
+process's VmHWM and its container's memory.peak (page cache included: what the pod's memory limit counts). The
+node reaches the API server through the test bed's userspace forwarder (tests/cluster/nodeproxy.py), which
+takes CPU of the same 2 cores: the times in this mode include it.
+
+    python benchmarks/operator_scale.py [--runs 300] [--steady 60] [--timeout 900] [--in-pod]
 """
 
 from __future__ import annotations
@@ -47,7 +55,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Any, cast
+from typing import Any, cast
 
 import yaml
 
@@ -280,15 +288,129 @@ class Bench:
             time.sleep(0.5)
 
 
-def start_operator(plane: Any, log: IO[bytes]) -> subprocess.Popen[bytes]:
-    slipway = Path(sys.executable).parent / "slipway"
-    if not slipway.exists():
-        raise SystemExit(f"{slipway} is missing: run this with the project's venv (make venv)")
-    env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
-    env["KUBECONFIG"] = str(plane.kubeconfig)
-    # --allow-file-uris: the runs name a file:// dataset (no pod runs here); without it every run is Invalid
-    argv = [str(slipway), "operator", "--namespace", OP_NS, "--store", STORE, "--image", IMAGE, "--allow-file-uris"]
-    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
+class LocalOperator:
+    """`slipway operator --namespace NS`, a child process of this script."""
+
+    where = "a process on this machine"
+
+    def __init__(self, plane: Any, work: Path) -> None:
+        slipway = Path(sys.executable).parent / "slipway"
+        if not slipway.exists():
+            raise SystemExit(f"{slipway} is missing: run this with the project's venv (make venv)")
+        self.log_path = work / "operator.log"
+        env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
+        env["KUBECONFIG"] = str(plane.kubeconfig)
+        # --allow-file-uris: the runs name a file:// dataset (no pod runs here); without it every run is Invalid
+        argv = [str(slipway), "operator", "--namespace", OP_NS, "--store", STORE, "--image", IMAGE, "--allow-file-uris"]
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                            env=env)  # fmt: skip
+        self.pid = self.process.pid
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def memory_peak_kib(self) -> int | None:
+        return None
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        self.stop()
+
+
+class PodOperator:
+    """The chart's operator pod on the test bed's real node (`--in-pod`), watching OP_NS."""
+
+    where = "the chart's pod on the real node"
+
+    def __init__(self, plane: Any, testbed: ModuleType, work: Path) -> None:
+        import node
+        import release
+
+        self.plane, self.release, self.log_path = plane, release, work / "operator.log"
+        self.store = testbed.ObjectStore(work / "s3")
+        self.node: Any = None
+        self.exit_code: int | None = None
+        self.store.start()
+        try:
+            self.node = node.RealNode(plane, work / "node", s3_port=self.store.port)
+            print("starting the real node and installing the chart (images are built when missing) ...",
+                  file=sys.stderr)  # fmt: skip
+            self.node.start()
+            chart_defaults = {"operator.workers": "8", "operator.resources.requests.cpu": "100m",
+                              "operator.resources.requests.memory": "256Mi",
+                              "operator.resources.limits.memory": "1Gi"}  # fmt: skip
+            sets = [f"watchNamespaces[0]={OP_NS}", "operator.allowFileUris=true"]
+            sets += [f"{k}={v}" for k, v in chart_defaults.items()]
+            release.install(plane, self.node, self.store, *(a for kv in sets for a in ("--set", kv)))
+            testbed.wait_until("the operator's process on the real node", lambda: self._find_pid() is not None, 60)
+            self.pid: int = self._find_pid() or 0
+        except BaseException:
+            self.close()
+            raise
+
+    def _find_pid(self) -> int | None:
+        for pid in sorted(self.node.cgroups.pids()):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"operator" in argv and any(a.endswith(b"slipway") for a in argv):
+                return pid
+        return None
+
+    def poll(self) -> int | None:
+        if self.exit_code is None and not Path(f"/proc/{self.pid}").exists():
+            self.exit_code = 1  # the container's process is gone (a crash, or the kubelet killed it)
+        return self.exit_code
+
+    def memory_peak_kib(self) -> int | None:
+        """The container's peak memory as its cgroup counts it, what its memory limit is held against: cgroup v1's
+        memory.max_usage_in_bytes, or v2's memory.peak."""
+        try:
+            lines = Path(f"/proc/{self.pid}/cgroup").read_text().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            _, controllers, path = line.split(":", 2)
+            if "memory" in controllers.split(","):
+                peak = Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.max_usage_in_bytes"
+            elif controllers == "":
+                peak = Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.peak"
+            else:
+                continue
+            if peak.exists():
+                return int(peak.read_text()) // 1024
+        return None
+
+    def stop(self) -> int:
+        if self.exit_code is None:
+            selector = "app.kubernetes.io/name=slipway"
+            text = self.plane.kubectl("logs", "-n", self.release.NAMESPACE, "-l", selector, "--tail=-1", check=False)
+            self.log_path.write_text(text)
+            self.release.uninstall(self.plane)
+            self.exit_code = 0
+        return self.exit_code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def close(self) -> None:
+        if self.node is not None:
+            self.node.stop()
+        self.store.stop()
 
 
 def watching(scraper: Scraper, resource: str, scope: str) -> bool:
@@ -304,19 +426,9 @@ def watching(scraper: Scraper, resource: str, scope: str) -> bool:
     return any(float(v) >= 1 for v in pattern.findall(text))
 
 
-def stop_operator(process: subprocess.Popen[bytes]) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return int(process.returncode)
-
-
 LEVEL = re.compile(
-    r"\[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\s*\]|^(DEBUG|INFO|WARNING|ERROR|CRITICAL):|\"levelname\": \"(\w+)\""
+    r"\[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\s*\]|^(DEBUG|INFO|WARNING|ERROR|CRITICAL):"
+    r"|\"(?:levelname|severity)\": \"(\w+)\""
 )
 # Problems in lines that carry no level (kopf's messages as the operator may print them bare).
 TROUBLE = re.compile(
@@ -396,10 +508,9 @@ def run(args: argparse.Namespace) -> int:
     Path(STORE.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
     n = args.runs
     plane = testbed.ControlPlane(work / "k8s")
-    operator: subprocess.Popen[bytes] | None = None
+    operator: LocalOperator | PodOperator | None = None
     baseline: subprocess.Popen[str] | None = None
-    op_log_path = work / "operator.log"
-    result: dict[str, Any] = {"runs": n, "loadavg_before": os.getloadavg()}
+    result: dict[str, Any] = {"runs": n, "loadavg_before": os.getloadavg(), "inPod": args.in_pod}
     try:
         print(f"starting the test control plane in {work} ...", file=sys.stderr)
         plane.start()
@@ -411,6 +522,8 @@ def run(args: argparse.Namespace) -> int:
         plane.kubectl("get", "trainingruns,rayjobs", "--all-namespaces")  # kubectl's discovery cache, for both applies
         bench = Bench(plane, testbed, n)
         base_manifest, op_manifest = bench.manifest(BASE_NS), bench.manifest(OP_NS)
+        if args.in_pod:  # the node and the pod run through the baseline too (idle: nothing in OP_NS yet)
+            operator = PodOperator(plane, testbed, work)
 
         # The garbage collector picks new CRDs up within 30 s; until it watches them, every owner reference to a
         # TrainingRun costs it GETs, in either namespace. Then the control plane's own traffic (leases, node
@@ -460,8 +573,9 @@ def run(args: argparse.Namespace) -> int:
         base_steady = attributed(delta(bench.scraper.requests(), m1), base_quiet, background)
 
         # Slipway: the operator, watching before the apply.
-        op_log = op_log_path.open("wb")
-        operator = start_operator(plane, op_log)
+        if operator is None:
+            operator = LocalOperator(plane, work)
+        running = operator
         testbed.wait_until(
             "the operator's watch on TrainingRuns", lambda: watching(bench.scraper, "trainingruns", "namespace"), 120
         )
@@ -469,15 +583,16 @@ def run(args: argparse.Namespace) -> int:
         pid = operator.pid
         cpu0 = cpu_seconds(pid)
         rss_before = proc_status_kib(pid, "VmRSS")
-        print(f"slipway operator (pid {pid}, {rss_before / 1024:.0f} MiB): applying {n} TrainingRuns ...")
+        print(f"slipway operator, {operator.where} (pid {pid}, {rss_before / 1024:.0f} MiB): applying {n} "
+              "TrainingRuns ...")  # fmt: skip
         bench.my_requests()
         m2 = bench.scraper.requests()
         start = time.monotonic()
         applying = bench.start_apply(op_manifest)
 
         def watch() -> str:
-            if operator.poll() is not None:
-                return f"operator EXITED ({operator.returncode})"
+            if running.poll() is not None:
+                return f"operator EXITED ({running.poll()})"
             return f"operator RSS {proc_status_kib(pid, 'VmRSS') / 1024:.0f} MiB"
 
         op_time, op_marks, op_count = bench.wait_for_rayjobs(OP_NS, start, args.timeout, "operator", watch, applying)
@@ -503,6 +618,7 @@ def run(args: argparse.Namespace) -> int:
             steady_counts = attributed(delta(m4, m3), steady, background)
         cpu2 = cpu_seconds(pid) if operator.poll() is None else float("nan")
         hwm = proc_status_kib(pid, "VmHWM") if operator.poll() is None else hwm_at_all
+        container_peak = operator.memory_peak_kib()
         phases: Counter[str] = Counter(
             str((r.get("status") or {}).get("phase", "(no status)"))
             for r in as_dict(
@@ -510,9 +626,8 @@ def run(args: argparse.Namespace) -> int:
             )["items"]
         )
         exited = operator.poll()
-        code = stop_operator(operator)
-        op_log.close()
-        logs = log_summary(op_log_path.read_text(errors="replace"))
+        code = operator.stop()
+        logs = log_summary(operator.log())
         result |= {
             "applySeconds": {"baseline": apply_base, "operator": apply_op},
             "baseline": {
@@ -530,6 +645,8 @@ def run(args: argparse.Namespace) -> int:
                 "count": op_count,
                 "vmhwm_kib": hwm,
                 "vmhwm_kib_at_all_rayjobs": hwm_at_all,
+                "container_memory_peak_kib": container_peak,
+                "where": operator.where,
                 "cpu_seconds_to_all": cpu1 - cpu0,
                 "cpu_seconds_steady": cpu2 - cpu1,
                 "steady_seconds": steady,
@@ -544,11 +661,12 @@ def run(args: argparse.Namespace) -> int:
             "background_per_second": {" ".join(k): v for k, v in background.items()},
         }
         (OUT / "operator_scale.json").write_text(json.dumps(result, indent=2))
-        report(result, base_counts, op_counts, base_steady, steady_counts, op_log_path)
+        report(result, base_counts, op_counts, base_steady, steady_counts, operator.log_path)
         return 0 if op_time is not None else 1
     finally:
-        if operator is not None and operator.poll() is None:
-            stop_operator(operator)
+        if operator is not None:
+            operator.stop()
+            operator.close()
         if baseline is not None and baseline.poll() is None:
             baseline.kill()
             baseline.wait()
@@ -570,7 +688,8 @@ def report(
     print(
         f"{n} TrainingRuns applied at once (`kubectl apply --server-side` of one List: {apply['baseline']:.1f} s "
         f"baseline, {apply['operator']:.1f} s operator), on the loopback test control plane; load average "
-        f"{result['loadavg_before'][0]:.2f} before, {result['loadavg_after'][0]:.2f} after, on {os.cpu_count()} CPUs"
+        f"{result['loadavg_before'][0]:.2f} before, {result['loadavg_after'][0]:.2f} after, on {os.cpu_count()} CPUs; "
+        f"the operator: {op['where']}"
     )
     if op["seconds"] is None:
         print(
@@ -584,6 +703,11 @@ def report(
         ("  ... until the first RayJob", base["milestones"].get("first"), op["milestones"].get("first"), "{:.1f}"),
         ("  ... until half of them", base["milestones"].get("half"), op["milestones"].get("half"), "{:.1f}"),
         ("peak RSS MiB (VmHWM)", base["client"]["vmhwm_kib"] / 1024, op["vmhwm_kib"] / 1024, "{:.0f}"),
+        *(
+            [("  operator container memory.peak MiB", None, op["container_memory_peak_kib"] / 1024, "{:.0f}")]
+            if op.get("container_memory_peak_kib")
+            else []
+        ),
         ("CPU seconds until all RayJobs", base["client"]["cpu_seconds"], op["cpu_seconds_to_all"], "{:.1f}"),
         ("API requests per TrainingRun", base_req, op_req, "{:.2f}"),
     ]
@@ -646,6 +770,7 @@ def main() -> int:
     parser.add_argument("--steady", type=float, default=60.0, help="seconds of steady state measured after (60)")
     parser.add_argument("--background", type=float, default=15.0, help="seconds of quiet measured first (15)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for all RayJobs (900)")
+    parser.add_argument("--in-pod", action="store_true", help="the operator as the chart's pod on the real node")
     parser.add_argument("--baseline-client", nargs=2, metavar=("KUBECONFIG", "NS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_client:

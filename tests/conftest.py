@@ -8,9 +8,7 @@ build it.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -22,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).parent / "cluster"))
 
 import buildkit
 import mlflowserver
+import release
 import testbed
-from node import NODE_IP, S3_PORT, RealNode, node_namespace_annotations
+from node import RealNode, node_namespace_annotations
 
 REPO = Path(__file__).resolve().parent.parent
 # A local Ray started by a test (or a workload it runs) listens on loopback only.
@@ -91,54 +90,20 @@ def real_node(
         node.stop()
 
 
-NODE_RELEASE = "slipway"
-NODE_RELEASE_NAMESPACE = "slipway-system"
-NODE_VALUES = REPO / "tests" / "cluster" / "values-testbed.yaml"
-
-
-def helm(plane: testbed.ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
-    argv = [testbed.binary("helm"), "--kubeconfig", str(plane.kubeconfig), *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=600)
-
-
 @pytest.fixture(scope="session")
 def slipway_on_node(
     slipway_crds: testbed.ControlPlane, kuberay_crds: testbed.ControlPlane, real_node: RealNode,
     object_store: testbed.ObjectStore,
 ) -> Iterator[str]:  # fmt: skip
-    """Slipway installed as a user installs it, on the real node: the operator image built from
-    images/operator/Dockerfile (BuildKit, no network; rebuilt only when what goes into it changed) and loaded into
-    its containerd, the store's bucket `slipway` and its Secret, and `helm
-    install` of the chart with tests/cluster/values-testbed.yaml into `slipway-system`, whose pods all run on the
-    real node. Yields the namespace; the operator watches it and its ModelDeployments' servers run there from the
-    server image, built and loaded the same way; `kuberay_on_node` adds the trainer image and KubeRay."""
-    plane, ns = slipway_crds, NODE_RELEASE_NAMESPACE
-    for archive in buildkit.image_archives(["operator", "server"]).values():
-        real_node.import_image(archive)
-    _create_namespace(plane, ns, node_namespace_annotations())
-    secret = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {"name": "slipway-store", "namespace": ns},
-        "stringData": {
-            "AWS_ACCESS_KEY_ID": object_store.access_key,
-            "AWS_SECRET_ACCESS_KEY": object_store.secret_key,
-            "AWS_ENDPOINT_URL": f"http://{NODE_IP}:{S3_PORT}",
-            "AWS_REGION": "us-east-1",
-        },
-    }
-    plane.kubectl("apply", "-f", "-", input=json.dumps(secret))
-    _s3_client(object_store).create_bucket(Bucket="slipway")
+    """Slipway installed as a user installs it, on the real node (`release.install`: its images, the store's
+    bucket and Secret, `helm install` of the chart with tests/cluster/values-testbed.yaml into `slipway-system`,
+    whose pods all run on the real node). Yields the namespace; the operator watches it and its ModelDeployments'
+    servers run there from the server image; `kuberay_on_node` adds the trainer image and KubeRay."""
     try:
-        installed = helm(plane, "install", NODE_RELEASE, str(REPO / "charts" / "slipway"), "-f", str(NODE_VALUES),
-                         "-n", ns, "--create-namespace", "--wait", "--timeout", "4m")  # fmt: skip
-        if installed.returncode != 0:
-            pods = plane.kubectl("get", "pods", "-n", ns, "-o", "yaml", check=False)
-            raise testbed.TestbedError(f"helm install on the real node failed:\n{installed.stderr}\n{pods[-4000:]}")
-        yield ns
+        release.install(slipway_crds, real_node, object_store)
+        yield release.NAMESPACE
     finally:
-        helm(plane, "uninstall", NODE_RELEASE, "-n", ns, "--wait", "--timeout", "2m")
-        plane.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        release.uninstall(slipway_crds)
 
 
 @pytest.fixture(scope="session")
@@ -151,21 +116,11 @@ def kuberay_on_node(slipway_on_node: str, real_node: RealNode) -> str:
     return slipway_on_node
 
 
-def _create_namespace(plane: testbed.ControlPlane, name: str, annotations: dict[str, str] | None = None) -> None:
-    manifest = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "annotations": annotations or {}}}
-    plane.kubectl("apply", "-f", "-", input=json.dumps(manifest))
-    testbed.wait_until(
-        f"ServiceAccount default in {name}",
-        lambda: plane.kubectl("get", "serviceaccount", "default", "-n", name, check=False) != "",
-        30,
-    )
-
-
 @pytest.fixture
 def node_namespace(control_plane: testbed.ControlPlane, real_node: RealNode) -> Iterator[str]:
     """A fresh namespace whose pods all run on the real node (and nowhere else), deleted afterwards."""
     name = f"n-{uuid.uuid4().hex[:8]}"
-    _create_namespace(control_plane, name, node_namespace_annotations())
+    release.create_namespace(control_plane, name, node_namespace_annotations())
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
@@ -255,7 +210,7 @@ def kube_api(control_plane: testbed.ControlPlane):  # type: ignore[no-untyped-de
 def namespace(control_plane: testbed.ControlPlane) -> Iterator[str]:
     """A fresh namespace per test (with its default ServiceAccount), deleted afterwards."""
     name = f"t-{uuid.uuid4().hex[:8]}"
-    _create_namespace(control_plane, name)
+    release.create_namespace(control_plane, name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
@@ -275,7 +230,7 @@ def s3_env(object_store: testbed.ObjectStore) -> dict[str, str]:
 def bucket(object_store: testbed.ObjectStore) -> str:
     """A fresh, empty bucket on the test store."""
     name = f"t-{uuid.uuid4().hex[:12]}"
-    s3 = _s3_client(object_store)
+    s3 = release.s3_client(object_store)
     s3.create_bucket(Bucket=name)
     return name
 
@@ -283,7 +238,7 @@ def bucket(object_store: testbed.ObjectStore) -> str:
 @pytest.fixture(scope="session")
 def mlflow_server(testbed_dir: Path, object_store: testbed.ObjectStore) -> Iterator[mlflowserver.MlflowServer]:
     """A real MLflow tracking server (`mlflow server`, SQLite), its artifacts in a bucket of the test store."""
-    _s3_client(object_store).create_bucket(Bucket="mlflow")
+    release.s3_client(object_store).create_bucket(Bucket="mlflow")
     env = {"AWS_ACCESS_KEY_ID": object_store.access_key, "AWS_SECRET_ACCESS_KEY": object_store.secret_key,
            "AWS_DEFAULT_REGION": "us-east-1", "MLFLOW_S3_ENDPOINT_URL": object_store.endpoint}  # fmt: skip
     server = mlflowserver.MlflowServer(testbed_dir / "mlflow", "s3://mlflow/artifacts", env)
@@ -292,18 +247,6 @@ def mlflow_server(testbed_dir: Path, object_store: testbed.ObjectStore) -> Itera
         yield server
     finally:
         server.stop()
-
-
-def _s3_client(store: testbed.ObjectStore):  # type: ignore[no-untyped-def]
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=store.endpoint,
-        aws_access_key_id=store.access_key,
-        aws_secret_access_key=store.secret_key,
-        region_name="us-east-1",
-    )
 
 
 _PLANE = pytest.StashKey[testbed.ControlPlane]()

@@ -85,17 +85,33 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+# A bucket found to exist is not asked about again for this long: hundreds of runs that wait for their result.json
+# would otherwise ask on every pass, for every artifact not written yet.
+BUCKET_RECHECK_SECONDS = 60.0
+_buckets_found: dict[str, float] = {}  # bucket -> when it was last found
+
+
 def _read(uri: str) -> tuple[dict[str, Any] | None, str | None]:
-    """(the JSON document, None), (None, None) when it is not there yet, or (None, what the store said)."""
+    """(the JSON document, None), (None, None) when it is not there yet, or (None, what the store said). One GET
+    (not a HEAD, then a GET): an object not there is the store's FileNotFoundError, and then whether its bucket
+    exists tells "not written yet" from "no such bucket"."""
     try:
-        if storage.exists(uri):
-            return storage.read_json(uri), None
-        bucket = uri.split("://", 1)[1].split("/", 1)[0] if uri.startswith("s3://") else None
-        if bucket and not storage.exists(f"s3://{bucket}"):
-            return None, f"{uri}: no such bucket {bucket!r}: create it, or point the store URI at one that exists"
-        return None, None
+        return storage.read_json(uri), None
+    except FileNotFoundError:
+        pass
     except Exception as err:  # s3fs maps S3 errors to OSError, but an unreachable endpoint is botocore's own error
         return None, storage_error(uri, err)
+    bucket = uri.split("://", 1)[1].split("/", 1)[0] if uri.startswith("s3://") else None
+    found_at = _buckets_found.get(bucket or "")
+    if bucket is None or (found_at is not None and time.monotonic() - found_at < BUCKET_RECHECK_SECONDS):
+        return None, None
+    try:
+        if not storage.exists(f"s3://{bucket}"):
+            return None, f"{uri}: no such bucket {bucket!r}: create it, or point the store URI at one that exists"
+    except Exception as err:
+        return None, storage_error(uri, err)
+    _buckets_found[bucket] = time.monotonic()
+    return None, None
 
 
 A = TypeVar("A", bound=Artifact)

@@ -99,3 +99,34 @@ def test_the_operator_says_what_the_store_said_when_it_cannot_read_a_result(
         assert "not-the-secret" not in error and s3_env["AWS_SECRET_ACCESS_KEY"] not in error
     document, error = operator_reads(s3_env, f"s3://{bucket}-missing/runs/a/result.json")
     assert document is None and error is not None and "bucket" in error.lower(), error
+
+
+def test_a_result_not_written_yet_costs_one_get_per_look_and_its_bucket_is_looked_at_once_a_minute(
+    s3_env: dict[str, str], bucket: str, object_store: testbed.ObjectStore
+) -> None:
+    """A run waiting for its result.json reads it on every pass, hundreds of runs at a time: each look is one GET
+    (no HEAD first), and whether the bucket exists (what tells "not written yet" from "no such bucket") is asked
+    once per BUCKET_RECHECK_SECONDS, not on every look. Counted at s3fs's one door to S3 (`_call_s3`)."""
+    client(object_store).put_object(Bucket=bucket, Key="runs/a/result.json", Body=b'{"status": "Succeeded"}')
+    code = (
+        "import json, sys, s3fs\n"
+        "from slipway_operator import reconcile\n"
+        "calls, call = [], s3fs.S3FileSystem._call_s3\n"
+        "async def counted(self, method, *args, **kwargs):\n"
+        "    calls.append(getattr(method, '__name__', method))\n"
+        "    return await call(self, method, *args, **kwargs)\n"
+        "s3fs.S3FileSystem._call_s3 = counted\n"
+        "looks = []\n"
+        f"for uri in ['s3://{bucket}/runs/b/result.json'] * 3 + ['s3://{bucket}/runs/a/result.json']:\n"
+        "    before = len(calls)\n"
+        "    document, error = reconcile._read(uri)\n"
+        "    looks.append([calls[before:], document, error])\n"
+        "sys.stdout.write(json.dumps(looks))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env={**s3_env, "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    first, second, third, present = json.loads(result.stdout)
+    assert first[0][0] == "get_object" and len(first[0]) > 1 and first[1:] == [None, None]  # GET, then the bucket
+    assert second == third == [["get_object"], None, None]
+    assert present == [["get_object"], {"status": "Succeeded"}, None]

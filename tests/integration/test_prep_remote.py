@@ -18,6 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import testbed
 from botocore.exceptions import ClientError
+from release import s3_client
 
 CSV = "x,y,colour\n" + "".join(f"{i},{i % 2},{'red' if i % 3 else 'blue'}\n" for i in range(200)) + "7,1,red\n"
 
@@ -35,16 +36,6 @@ def run_prep(config: dict[str, Any], tmp_path: Path, env: dict[str, str]) -> dic
     assert done.stdout, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
-
-
-def s3_client(store: testbed.ObjectStore):  # type: ignore[no-untyped-def]
-    return boto3.client(
-        "s3",
-        endpoint_url=store.endpoint,
-        aws_access_key_id=store.access_key,
-        aws_secret_access_key=store.secret_key,
-        region_name="us-east-1",
-    )
 
 
 @pytest.mark.s3

@@ -67,7 +67,11 @@ def read_bytes(uri: str) -> bytes:
 
 
 def read_json(uri: str) -> Any:
-    return json.loads(read_bytes(uri))
+    """A JSON document (small): on S3 one GET, not a HEAD and a GET (s3fs asks for the size first so as to read a
+    big object in parallel parts); the operator reads two per live run on every pass."""
+    fs, path = resolve(uri)
+    whole = {"max_concurrency": 1} if "s3" in _protocols(fs) else {}
+    return json.loads(fs.cat_file(path, **whole))
 
 
 def write_bytes_atomic(uri: str, data: bytes) -> None:
@@ -117,6 +121,9 @@ def staging_dir(base: Path | None = None) -> Path:
     return path
 
 
+def _protocols(fs: AbstractFileSystem) -> tuple[str, ...]:
+    return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
+
+
 def _is_local(fs: AbstractFileSystem) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    return protocol in ("file", "local")
+    return _protocols(fs)[0] in ("file", "local")
