@@ -343,6 +343,7 @@ class PodOperator:
         self.store = testbed.ObjectStore(work / "s3")
         self.node: Any = None
         self.exit_code: int | None = None
+        self.stopped = False
         self.store.start()
         try:
             self.node = node.RealNode(plane, work / "node", s3_port=self.store.port)
@@ -396,13 +397,17 @@ class PodOperator:
         return None
 
     def stop(self) -> int:
-        if self.exit_code is None:
-            selector = "app.kubernetes.io/name=slipway"
-            text = self.plane.kubectl("logs", "-n", self.release.NAMESPACE, "-l", selector, "--tail=-1", check=False)
-            self.log_path.write_text(text)
+        """The pod's log kept (its previous container's too, if the kubelet restarted it), then `helm uninstall`;
+        once. 0, or 1 if its process had gone before."""
+        if not self.stopped:
+            self.stopped = True
+            logs = ("logs", "-n", self.release.NAMESPACE, "-l", "app.kubernetes.io/name=slipway", "--tail=-1")
+            previous = self.plane.kubectl(*logs, "--previous", check=False)
+            self.log_path.write_text(previous + self.plane.kubectl(*logs, check=False))
+            code = self.poll() or 0
             self.release.uninstall(self.plane)
-            self.exit_code = 0
-        return self.exit_code
+            self.exit_code = code
+        return self.exit_code or 0
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
