@@ -41,7 +41,7 @@ from slipway_operator.controllers.common import (
 )
 from slipway_operator.diagnosis import Diagnosis
 from slipway_operator.queueing import queue_state
-from slipway_operator.runstatus import Observed, condition, run_status
+from slipway_operator.runstatus import Observed, condition, may_have_written, run_status
 from slipway_operator.servermetrics import parse, total
 from slipway_trainer import storage
 from slipway_trainer.artifacts import DRIVER_LOG, PROGRESS, RESULT, Artifact, ArtifactError, Progress, Result
@@ -314,12 +314,13 @@ def reconcile_run(obj: dict[str, Any], controller: RunController, rt: Runtime) -
         observed.invalid = refused
         observed.ray_job = (job or {}).get("status") or {}
         job_name = next(c for c in wanted.children if c["kind"] == "RayJob")["metadata"]["name"]
-        born = obj["metadata"].get("creationTimestamp")
-        observed.progress, progress_error, _ = _read_artifact(storage.join(artifacts, PROGRESS), Progress, born)
-        observed.result, result_error, observed.broken_result = _read_artifact(
-            storage.join(artifacts, RESULT), Result, born
-        )
-        observed.store_error = result_error or progress_error
+        if may_have_written(job, obj.get("status") or {}):  # not while it waits: hundreds may wait
+            born = obj["metadata"].get("creationTimestamp")
+            observed.progress, progress_error, _ = _read_artifact(storage.join(artifacts, PROGRESS), Progress, born)
+            observed.result, result_error, observed.broken_result = _read_artifact(
+                storage.join(artifacts, RESULT), Result, born
+            )
+            observed.store_error = result_error or progress_error
         queue = str((obj["spec"].get("resources") or {}).get("queue") or "")
         if queue and rt.backend.name == "kubernetes" and observed.result is None:
             created = ((job or {}).get("metadata") or {}).get("creationTimestamp")

@@ -21,6 +21,10 @@ from slipway_trainer.artifacts import Progress, Result
 # KubeRay's RayJob states (ray.io/v1): jobDeploymentStatus and jobStatus.
 DEPLOYMENT_FAILED = {"Failed", "ValidationFailed"}
 DEPLOYMENT_ACTIVE = {"", "Initializing", "Running", "Retrying", "Waiting"}
+# States of a RayJob whose entrypoint has not been started: no status yet, KubeRay's New and Initializing (its Ray
+# cluster is starting: pods waiting for a node, an image, a GPU), Suspended (Kueue holds it), and the local backend's
+# Queued. Its workload cannot have written progress.json or result.json.
+NOT_STARTED = {"", "New", "Initializing", "Suspended", "Queued"}
 
 
 @dataclass
@@ -48,6 +52,21 @@ class Observed:
             self.progress = Progress.read(self.progress)
         if isinstance(self.result, dict):
             self.result = Result.read(self.result)
+
+
+def may_have_written(job: dict[str, Any] | None, run: dict[str, Any]) -> bool:
+    """Whether a run's workload may have written its progress.json or result.json, so a pass must read them. Not
+    before its RayJob's entrypoint starts: `job` is the RayJob as this pass found it before applying (None: there
+    was none); `run` the run's stored status. Waiting runs (queued, their Ray cluster starting) then cost the store
+    nothing. Once the run showed a start or progress, or the RayJob has counted an attempt, every pass reads."""
+    if run.get("startTime") or run.get("progress"):
+        return True
+    if job is None:
+        return False
+    status = job.get("status") or {}
+    if status.get("failed") or status.get("succeeded"):
+        return True
+    return str(status.get("jobDeploymentStatus") or "") not in NOT_STARTED
 
 
 @dataclass

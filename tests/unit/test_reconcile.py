@@ -190,6 +190,33 @@ def test_a_run_re_created_under_an_old_name_is_not_finished_by_the_result_its_pr
     assert done is not None and done["phase"] == "Succeeded" and done["modelUri"] == "file:///old", done
 
 
+def test_a_run_that_waits_for_its_ray_cluster_or_a_queue_costs_the_store_no_read(
+    bed: Bed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hundreds of runs may wait (Kueue holds them, their pods wait for GPU nodes): their passes read neither
+    progress.json nor result.json until the RayJob's entrypoint may have written them; from then on, every pass
+    reads, also while the run is suspended and resumed."""
+    reads: list[str] = []
+    read_json = storage.read_json
+    monkeypatch.setattr(storage, "read_json", lambda uri: reads.append(uri.rsplit("/", 1)[-1]) or read_json(uri))
+    bed.add("TrainingRun", "mpg", {**RUN, "dataset": {"uri": "file:///data/mpg"}})
+    assert (bed.step("TrainingRun", "mpg") or {})["phase"] == "Pending"
+    for waiting in ({}, {"jobDeploymentStatus": "Suspended"}, {"jobDeploymentStatus": "Initializing"}):
+        bed.backend.job_status("mpg-train", waiting)
+        assert (bed.step("TrainingRun", "mpg") or {}).get("phase") != "Running", waiting
+    assert reads == []
+
+    bed.backend.job_status("mpg-train", RUNNING)
+    bed.write("runs", "mpg", "progress.json", {"phase": "Training", "epoch": 1, "totalEpochs": 3})
+    running = bed.step("TrainingRun", "mpg")
+    assert running is not None and running["progress"] == "epoch 1/3"
+    assert reads == ["progress.json", "result.json"]
+    bed.backend.job_status("mpg-train", {"jobDeploymentStatus": "Initializing"})  # resumed: its cluster starts again
+    bed.step("TrainingRun", "mpg")
+    assert reads[2:] == ["progress.json", "result.json"]
+    assert bed.store.objects["TrainingRun", "mpg"]["status"]["progress"] == "epoch 1/3"
+
+
 def test_a_spec_changed_after_the_run_started_is_refused_with_the_field_and_the_running_job_is_left_alone(
     bed: Bed,
 ) -> None:

@@ -6,7 +6,7 @@ import pytest
 
 from slipway_operator.api.common import Phase
 from slipway_operator.diagnosis import Diagnosis
-from slipway_operator.runstatus import Observed, condition, run_status
+from slipway_operator.runstatus import Observed, condition, may_have_written, run_status
 
 NOW = "2026-11-26T12:00:00Z"
 
@@ -275,3 +275,30 @@ def test_failure_messages_name_the_field_to_change_and_the_attempt() -> None:
         apply_error="refused RayJob a (HTTP 403): forbidden; check the RBAC and the namespace's ResourceQuota"
     )
     assert run_status(rbac, [], 1, NOW).conditions[2]["reason"] == "ApplyFailed"
+
+
+STARTED_AT = {"startTime": NOW}
+
+
+@pytest.mark.parametrize(
+    ("why", "job", "run", "reads"),
+    [
+        ("no RayJob before this pass: it is being created", None, {}, False),
+        ("KubeRay has not written a status yet", {}, {}, False),
+        ("the Ray cluster is starting", {"status": {"jobDeploymentStatus": "Initializing"}}, {}, False),
+        ("Kueue holds it", {"status": {"jobDeploymentStatus": "Suspended"}}, {}, False),
+        ("the local backend queues it", {"status": {"jobDeploymentStatus": "Queued"}}, {}, False),
+        ("its entrypoint runs", {"status": {"jobDeploymentStatus": "Running"}}, {}, True),
+        ("it ended", {"status": {"jobDeploymentStatus": "Complete"}}, {}, True),
+        ("it is being suspended", {"status": {"jobDeploymentStatus": "Suspending"}}, {}, True),
+        ("a failed attempt, starting again", {"status": {"jobDeploymentStatus": "Initializing", "failed": 1}}, {},
+         True),
+        ("resumed after it ran", {"status": {"jobDeploymentStatus": "Initializing"}}, STARTED_AT, True),
+        ("progress shown before", {"status": {"jobDeploymentStatus": "Suspended"}}, {"progress": "epoch 2/9"}, True),
+        ("its RayJob deleted after it started", None, STARTED_AT, True),
+    ],
+)  # fmt: skip
+def test_the_store_is_read_once_the_workload_may_have_written(
+    why: str, job: dict[str, object] | None, run: dict[str, object], reads: bool
+) -> None:
+    assert may_have_written(job, run) is reads, why
