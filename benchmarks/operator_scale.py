@@ -21,7 +21,7 @@ client's own, the operator's), their CPU seconds, and the API requests per Train
 ownerReference costs it GETs). The operator also reconciles every run again on its resync interval, so a steady window
 follows (default 60 s): requests per TrainingRun per minute, beside the baseline's runs left alone for a quiet
 window. Last, the TrainingRuns' phases and a summary of the operator's own log (kopf's warnings and errors).
-Outputs go to benchmarks/.out/ (operator_scale.json, operator-scale/ with the operator's and the components'
+Outputs go to benchmarks/.out/ or `--out` (operator_scale.json, operator-scale/ with the operator's and the components'
 logs); the control plane and the operator are stopped at the end whatever happened.
 
 `--in-pod`: the operator is the chart's pod instead, on the test bed's real node (tests/cluster/node.py, with the
@@ -32,7 +32,11 @@ process's VmHWM and its container's memory.peak (page cache included: what the p
 node reaches the API server through the test bed's userspace forwarder (tests/cluster/nodeproxy.py), which
 takes CPU of the same 2 cores: the times in this mode include it.
 
-    python benchmarks/operator_scale.py [--runs 300] [--steady 60] [--timeout 900] [--in-pod]
+The wait for the RayJobs stops at once, saying why, when the operator refuses the work (a run Invalid, Failed or
+refused by the API server) or its process ends; `--refuse-file-uris` starts it without `--allow-file-uris`, so that
+every run is Invalid: how the smoke test (tests/integration/test_benchmarks.py) checks this.
+
+    python benchmarks/operator_scale.py [--runs 300] [--steady 60] [--timeout 900] [--in-pod] [--out DIR]
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
+import itertools
 import json
 import os
 import re
@@ -68,6 +73,8 @@ STORE = "file:///tmp/slipway-bench-store"
 IMAGE = "slipway/trainer:bench"
 BASE_NS, OP_NS = "bench-baseline", "bench-operator"
 RAYJOBS = "rayjobs.ray.io"
+TRAININGRUNS = "trainingruns.slipway.dev"
+REFUSED = {"Invalid", "Failed"}  # a run's phases that say the operator will not make its RayJob
 
 # (verb, what, HTTP code); `what` is resource.group[/subresource], or the path of a non-resource request.
 Key = tuple[str, str, str]
@@ -215,14 +222,15 @@ def baseline_client(kubeconfig: str, namespace: str) -> int:
 
 
 class Bench:
-    def __init__(self, plane: Any, testbed: ModuleType, runs: int) -> None:
+    def __init__(self, plane: Any, testbed: ModuleType, runs: int, work: Path) -> None:
         from kubernetes import client, config
 
-        self.plane, self.testbed, self.runs = plane, testbed, runs
+        self.plane, self.testbed, self.runs, self.work = plane, testbed, runs, work
         self.scraper = Scraper(plane.server, plane.pki)
         self.api = config.new_client_from_config(config_file=str(plane.kubeconfig))  # type: ignore[no-untyped-call]
         self.custom = client.CustomObjectsApi(self.api)
         self.polls = 0
+        self.run_polls = 0
 
     def count_rayjobs(self, namespace: str) -> int:
         """One LIST of one item: the rest is `remainingItemCount`."""
@@ -233,10 +241,23 @@ class Bench:
     def my_requests(self) -> Counter[Key]:
         """This script's own polls since the last reset (they land in the windows)."""
         polls, self.polls = self.polls, 0
-        return Counter({("LIST", RAYJOBS, "200"): polls})
+        run_polls, self.run_polls = self.run_polls, 0
+        return Counter({("LIST", RAYJOBS, "200"): polls, ("LIST", TRAININGRUNS, "200"): run_polls})
+
+    def refused(self, namespace: str) -> str | None:
+        """The first run the operator refused (Invalid, Failed, its child refused by the API server), in words."""
+        self.run_polls += 1
+        runs = as_dict(self.custom.list_namespaced_custom_object("slipway.dev", "v1alpha1", namespace, "trainingruns"))
+        for run in runs["items"]:
+            status = run.get("status") or {}
+            stalled = [c for c in status.get("conditions") or [] if c.get("type") == "Stalled"]
+            if status.get("phase") in REFUSED or any(c.get("reason") == "ApplyFailed" for c in stalled):
+                name = f"{namespace}/{run['metadata']['name']}"
+                return f"TrainingRun {name} is {status.get('phase')}: {status.get('message')}"
+        return None
 
     def manifest(self, namespace: str) -> Path:
-        path = OUT / "operator-scale" / f"trainingruns-{namespace}.json"
+        path = self.work / f"trainingruns-{namespace}.json"
         path.write_text(json.dumps(training_runs(self.runs, namespace)))
         return path
 
@@ -263,14 +284,18 @@ class Bench:
         label: str,
         watch: Callable[[], str] | None = None,
         apply: subprocess.Popen[bytes] | None = None,
+        refused: Callable[[], str | None] | None = None,
     ) -> tuple[float | None, dict[str, float], int]:
         """Poll every 0.5 s until N RayJobs exist: (seconds since `start`, or None on timeout; milestones, among
-        them when a running `apply` ended; the count seen last)."""
+        them when a running `apply` ended; the count seen last). While no new RayJob has come for 2 s, `refused`
+        is asked every 2 s whether the work was refused (a LIST of the runs: not while they move, to leave the
+        figures alone); if it was, this stops the benchmark with its words."""
         milestones: dict[str, float] = {}
-        count = 0
-        while True:
-            count = self.count_rayjobs(namespace)
+        count, grew = 0, 0.0
+        for poll in itertools.count():
+            before, count = count, self.count_rayjobs(namespace)
             now = time.monotonic() - start
+            grew = now if count > before else grew
             if apply is not None and apply.poll() is not None and "applied" not in milestones:
                 milestones["applied"] = now
             if count and "first" not in milestones:
@@ -285,7 +310,13 @@ class Bench:
             if now > timeout:
                 print(file=sys.stderr)
                 return None, milestones, count
+            stalled = now - grew >= 2.0 and poll % 4 == 3
+            why = refused() if refused is not None and stalled else None
+            if why:
+                print(file=sys.stderr)
+                raise SystemExit(f"error: {label}: {count}/{self.runs} RayJobs after {now:.1f} s, and {why}")
             time.sleep(0.5)
+        raise AssertionError("unreachable")
 
 
 class LocalOperator:
@@ -293,7 +324,7 @@ class LocalOperator:
 
     where = "a process on this machine"
 
-    def __init__(self, plane: Any, work: Path) -> None:
+    def __init__(self, plane: Any, work: Path, allow_file_uris: bool = True) -> None:
         slipway = Path(sys.executable).parent / "slipway"
         if not slipway.exists():
             raise SystemExit(f"{slipway} is missing: run this with the project's venv (make venv)")
@@ -301,7 +332,8 @@ class LocalOperator:
         env = {k: v for k, v in os.environ.items() if k != "KUBERNETES_SERVICE_HOST"}
         env["KUBECONFIG"] = str(plane.kubeconfig)
         # --allow-file-uris: the runs name a file:// dataset (no pod runs here); without it every run is Invalid
-        argv = [str(slipway), "operator", "--namespace", OP_NS, "--store", STORE, "--image", IMAGE, "--allow-file-uris"]
+        argv = [str(slipway), "operator", "--namespace", OP_NS, "--store", STORE, "--image", IMAGE]
+        argv += ["--allow-file-uris"] if allow_file_uris else []
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             env=env)  # fmt: skip
@@ -335,7 +367,7 @@ class PodOperator:
 
     where = "the chart's pod on the real node"
 
-    def __init__(self, plane: Any, testbed: ModuleType, work: Path) -> None:
+    def __init__(self, plane: Any, testbed: ModuleType, work: Path, allow_file_uris: bool = True) -> None:
         import node
         import release
 
@@ -353,7 +385,7 @@ class PodOperator:
             chart_defaults = {"operator.workers": "8", "operator.resources.requests.cpu": "100m",
                               "operator.resources.requests.memory": "256Mi",
                               "operator.resources.limits.memory": "1Gi"}  # fmt: skip
-            sets = [f"watchNamespaces[0]={OP_NS}", "operator.allowFileUris=true"]
+            sets = [f"watchNamespaces[0]={OP_NS}", f"operator.allowFileUris={str(allow_file_uris).lower()}"]
             sets += [f"{k}={v}" for k, v in chart_defaults.items()]
             release.install(plane, self.node, self.store, *(a for kv in sets for a in ("--set", kv)))
             testbed.wait_until("the operator's process on the real node", lambda: self._find_pid() is not None, 60)
@@ -507,7 +539,8 @@ def run(args: argparse.Namespace) -> int:
         testbed.binary("kuberay-crds")
     except testbed.TestbedError as err:
         raise SystemExit(f"error: {err}") from None
-    work = OUT / "operator-scale"
+    out = Path(args.out)
+    work = out / "operator-scale"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     Path(STORE.removeprefix("file://")).mkdir(parents=True, exist_ok=True)
@@ -525,24 +558,29 @@ def run(args: argparse.Namespace) -> int:
         for ns in (BASE_NS, OP_NS):
             plane.kubectl("create", "namespace", ns)
         plane.kubectl("get", "trainingruns,rayjobs", "--all-namespaces")  # kubectl's discovery cache, for both applies
-        bench = Bench(plane, testbed, n)
+        bench = Bench(plane, testbed, n, work)
         base_manifest, op_manifest = bench.manifest(BASE_NS), bench.manifest(OP_NS)
         if args.in_pod:  # the node and the pod run through the baseline too (idle: nothing in OP_NS yet)
-            operator = PodOperator(plane, testbed, work)
+            operator = PodOperator(plane, testbed, work, allow_file_uris=not args.refuse_file_uris)
 
         # The garbage collector picks new CRDs up within 30 s; until it watches them, every owner reference to a
         # TrainingRun costs it GETs, in either namespace. Then the control plane's own traffic (leases, node
         # heartbeats, controllers' resyncs), as a rate.
-        print("waiting for the garbage collector to watch TrainingRuns and RayJobs ...", file=sys.stderr)
-        for plural in ("trainingruns", "rayjobs"):
-            testbed.wait_until(
-                f"the garbage collector's watch on {plural}", lambda p=plural: watching(bench.scraper, p, "cluster"), 90
-            )
-        time.sleep(3)
-        print(f"measuring the control plane's background for {args.background:.0f} s ...", file=sys.stderr)
-        before = bench.scraper.requests()
-        time.sleep(args.background)
-        background = {k: v / args.background for k, v in delta(bench.scraper.requests(), before).items()}
+        # `--background 0` (the smoke test): neither, and the counts include the control plane's own traffic.
+        background: dict[Key, float] = {}
+        if args.background > 0:
+            print("waiting for the garbage collector to watch TrainingRuns and RayJobs ...", file=sys.stderr)
+            for plural in ("trainingruns", "rayjobs"):
+                testbed.wait_until(
+                    f"the garbage collector's watch on {plural}",
+                    lambda p=plural: watching(bench.scraper, p, "cluster"),
+                    90,
+                )
+            time.sleep(3)
+            print(f"measuring the control plane's background for {args.background:.0f} s ...", file=sys.stderr)
+            before = bench.scraper.requests()
+            time.sleep(args.background)
+            background = {k: v / args.background for k, v in delta(bench.scraper.requests(), before).items()}
 
         # Baseline: the apply, then one plain client creating the children.
         baseline = subprocess.Popen(
@@ -572,14 +610,15 @@ def run(args: argparse.Namespace) -> int:
         base_window = time.monotonic() - start
         base_counts = attributed(delta(m1, m0), base_window, background, apply_requests + bench.my_requests())
         # What the baseline's runs cost the API server afterwards, with no controller (expected: nothing).
-        print(f"baseline: {args.background:.0f} s of quiet with its {n} runs in place ...", file=sys.stderr)
-        time.sleep(args.background)
+        quiet = max(args.background, 1.0)
+        print(f"baseline: {quiet:.0f} s of quiet with its {n} runs in place ...", file=sys.stderr)
+        time.sleep(quiet)
         base_quiet = time.monotonic() - start - base_window
         base_steady = attributed(delta(bench.scraper.requests(), m1), base_quiet, background)
 
         # Slipway: the operator, watching before the apply.
         if operator is None:
-            operator = LocalOperator(plane, work)
+            operator = LocalOperator(plane, work, allow_file_uris=not args.refuse_file_uris)
         running = operator
         testbed.wait_until(
             "the operator's watch on TrainingRuns", lambda: watching(bench.scraper, "trainingruns", "namespace"), 120
@@ -600,7 +639,14 @@ def run(args: argparse.Namespace) -> int:
                 return f"operator EXITED ({running.poll()})"
             return f"operator RSS {proc_status_kib(pid, 'VmRSS') / 1024:.0f} MiB"
 
-        op_time, op_marks, op_count = bench.wait_for_rayjobs(OP_NS, start, args.timeout, "operator", watch, applying)
+        def refused() -> str | None:
+            if running.poll() is not None:
+                return f"the operator's process ended (exit code {running.poll()}; its log: {running.log_path})"
+            return bench.refused(OP_NS)
+
+        op_time, op_marks, op_count = bench.wait_for_rayjobs(
+            OP_NS, start, args.timeout, "operator", watch, applying, refused
+        )
         bench.finish_apply(applying, op_manifest)
         apply_op = op_marks.get("applied", time.monotonic() - start)
         op_window = time.monotonic() - start
@@ -665,7 +711,7 @@ def run(args: argparse.Namespace) -> int:
             "loadavg_after": os.getloadavg(),
             "background_per_second": {" ".join(k): v for k, v in background.items()},
         }
-        (OUT / "operator_scale.json").write_text(json.dumps(result, indent=2))
+        (out / "operator_scale.json").write_text(json.dumps(result, indent=2))
         report(result, base_counts, op_counts, base_steady, steady_counts, operator.log_path)
         return 0 if op_time is not None else 1
     finally:
@@ -773,9 +819,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=300, help="TrainingRuns to apply at once (default 300)")
     parser.add_argument("--steady", type=float, default=60.0, help="seconds of steady state measured after (60)")
-    parser.add_argument("--background", type=float, default=15.0, help="seconds of quiet measured first (15)")
+    parser.add_argument("--background", type=float, default=15.0, help="seconds of quiet measured first (15; 0: none)")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for all RayJobs (900)")
     parser.add_argument("--in-pod", action="store_true", help="the operator as the chart's pod on the real node")
+    parser.add_argument("--out", default=str(OUT), help="where the figures and logs go (benchmarks/.out)")
+    refuse = "the operator without --allow-file-uris: every run is Invalid, and the benchmark stops, saying so"
+    parser.add_argument("--refuse-file-uris", action="store_true", help=refuse)
     parser.add_argument("--baseline-client", nargs=2, metavar=("KUBECONFIG", "NS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.baseline_client:

@@ -4,8 +4,8 @@ temporary folder) and prints its comparison, so a change that breaks one shows h
 subject refuses the work stops at once, saying why.
 
 Left out: serve_vs_naive.py and serve_vs_kserve.py (their load comes from wrk and ghz, and KServe runs in a virtual
-environment of its own, all installed by scripts/install-bench-tools.sh for `make bench` only) and operator_scale.py
-(it runs on the test control plane, for minutes)."""
+environment of its own, all installed by scripts/install-bench-tools.sh for `make bench` only), and
+operator_scale.py's `--in-pod` (a second real node cannot run beside the session's)."""
 
 from __future__ import annotations
 
@@ -90,3 +90,25 @@ def test_a_journey_that_slipway_refuses_stops_the_benchmark_with_the_reason(tmp_
     done = bench("journey_vs_torch.py", "--cases", "mpg", "--epochs-mpg", "0", "--out", str(tmp_path), timeout=120)
     assert done.returncode != 0
     assert "epochs" in done.stderr and "failed with exit code" in done.stderr, done.stderr[-3000:]
+
+
+def test_the_operator_at_scale_prints_its_times_and_requests_per_run_beside_the_plain_client(tmp_path: Path) -> None:
+    """Five TrainingRuns on a control plane of the benchmark's own (the test bed's binaries), the operator a process
+    of this machine: every row of the comparison is printed with its ratio, and the runs waited without an error."""
+    args = ("--runs", "5", "--steady", "2", "--background", "0", "--timeout", "120", "--out", str(tmp_path))
+    out = succeeded(bench("operator_scale.py", *args, timeout=600))
+    for row in ("seconds until all 5 RayJobs exist", "peak RSS MiB", "API requests per TrainingRun"):
+        assert re.search(rf"^{re.escape(row)}.* {NUMBER} +{NUMBER} +{NUMBER}x$", out, re.M), out
+    assert re.search(r"^TrainingRun phases at the end: \{'Pending': 5\}$", out, re.M), out
+    assert (tmp_path / "operator_scale.json").is_file() and (tmp_path / "operator-scale" / "operator.log").is_file()
+
+
+def test_runs_the_operator_refuses_stop_the_operator_benchmark_at_once_with_the_reason(tmp_path: Path) -> None:
+    """An operator that may not take the runs' file:// dataset makes every run Invalid: the benchmark ends within
+    seconds of it, naming the run and the operator's words, instead of waiting out its timeout."""
+    args = ("--runs", "3", "--steady", "0", "--background", "0", "--timeout", "600", "--refuse-file-uris")
+    done = bench("operator_scale.py", *args, "--out", str(tmp_path), timeout=400)
+    assert done.returncode != 0
+    assert re.search(r"operator: 0/3 RayJobs after \d+\.\d s, and TrainingRun bench-operator/run-00\d is Invalid: "
+                     r"spec\.dataset\.uri: a file:// URI", done.stderr), done.stderr[-3000:]  # fmt: skip
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
