@@ -14,8 +14,10 @@ The operator's apply runs while the operator works, as it would for a user; both
 
 Prints, side by side with the ratio operator/baseline: the time from the apply until all N RayJobs exist (and
 until the first and half of them), the peak RSS of the process that made them (VmHWM from /proc: the baseline
-client's own, the operator's), their CPU seconds, and the API requests per TrainingRun, from kube-apiserver's
-`apiserver_request_total` by verb and resource, scraped before and after. The counts leave out the apply itself
+client's own, the operator's), their CPU seconds, the CPU seconds of the API server and etcd over each side's
+whole window (its apply included; the baseline's window comes first, on a fresh control plane), and the API
+requests per TrainingRun, from kube-apiserver's `apiserver_request_total` by verb and resource, scraped before and
+after. The counts leave out the apply itself
 (measured on the baseline's namespace), this script's polls, the scrapes, and the control plane's background
 (its rate, measured in a quiet window once the garbage collector watches the new kinds: before that, every
 ownerReference costs it GETs). The operator also reconciles every run again on its resync interval, so a steady window
@@ -42,6 +44,7 @@ every run is Invalid: how the smoke test (tests/integration/test_benchmarks.py) 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import importlib
 import itertools
@@ -74,6 +77,7 @@ IMAGE = "slipway/trainer:bench"
 BASE_NS, OP_NS = "bench-baseline", "bench-operator"
 RAYJOBS = "rayjobs.ray.io"
 TRAININGRUNS = "trainingruns.slipway.dev"
+SERVING = [("server", "API server + etcd"), ("forwarder", "the test bed's forwarder")]
 REFUSED = {"Invalid", "Failed"}  # a run's phases that say the operator will not make its RayJob
 
 # (verb, what, HTTP code); `what` is resource.group[/subresource], or the path of a non-resource request.
@@ -153,6 +157,33 @@ def proc_status_kib(pid: int, field: str) -> int:
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and its descendants (the test bed starts some components through a wrapper)."""
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(current)
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(child) for child in (task / "children").read_text().split()]
+    return total
+
+
+def serving_cpu(plane: Any, operator: LocalOperator | PodOperator | None) -> dict[str, float]:
+    """CPU seconds so far of what serves the requests: the API server and etcd ("server"), and with `--in-pod` the
+    test bed's forwarder between the node and this machine ("forwarder")."""
+    server = [c.pid for c in plane.components if c.name in ("kube-apiserver", "etcd") and c.pid]
+    cpu = {"server": sum(tree_cpu_seconds(pid) for pid in server)}
+    forwarder = operator.forwarder_pid() if operator is not None else None
+    if forwarder is not None:
+        cpu["forwarder"] = tree_cpu_seconds(forwarder)
+    return cpu
+
+
+def spent(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before[k] for k in after if k in before}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -345,6 +376,9 @@ class LocalOperator:
     def memory_peak_kib(self) -> int | None:
         return None
 
+    def forwarder_pid(self) -> int | None:
+        return None
+
     def stop(self) -> int:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -393,6 +427,10 @@ class PodOperator:
         except BaseException:
             self.close()
             raise
+
+    def forwarder_pid(self) -> int | None:
+        pid = next((c.pid for c in self.node.components if c.name == "nodeproxy"), None)
+        return int(pid) if pid else None
 
     def _find_pid(self) -> int | None:
         for pid in sorted(self.node.cgroups.pids()):
@@ -593,7 +631,7 @@ def run(args: argparse.Namespace) -> int:
         if baseline.stdout.readline().strip() != "ready":
             raise SystemExit("the baseline client did not start")
         print(f"baseline: applying {n} TrainingRuns, then one client creates their RayJobs ...")
-        m0 = bench.scraper.requests()
+        m0, c0 = bench.scraper.requests(), serving_cpu(plane, operator)
         start = time.monotonic()
         bench.finish_apply(bench.start_apply(base_manifest), base_manifest)
         apply_base = time.monotonic() - start
@@ -604,7 +642,7 @@ def run(args: argparse.Namespace) -> int:
         client_report = json.loads(baseline.stdout.readline())
         base_time, _, base_count = bench.wait_for_rayjobs(BASE_NS, start, args.timeout, "baseline")
         base_marks = {k: go + v for k, v in client_report["milestones"].items()}
-        m1 = bench.scraper.requests()
+        m1, c1 = bench.scraper.requests(), serving_cpu(plane, operator)
         baseline.wait(timeout=30)
         apply_requests = delta(m_apply, m0)
         base_window = time.monotonic() - start
@@ -630,7 +668,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"slipway operator, {operator.where} (pid {pid}, {rss_before / 1024:.0f} MiB): applying {n} "
               "TrainingRuns ...")  # fmt: skip
         bench.my_requests()
-        m2 = bench.scraper.requests()
+        m2, c2 = bench.scraper.requests(), serving_cpu(plane, operator)
         start = time.monotonic()
         applying = bench.start_apply(op_manifest)
 
@@ -650,7 +688,7 @@ def run(args: argparse.Namespace) -> int:
         bench.finish_apply(applying, op_manifest)
         apply_op = op_marks.get("applied", time.monotonic() - start)
         op_window = time.monotonic() - start
-        m3 = bench.scraper.requests()
+        m3, c3 = bench.scraper.requests(), serving_cpu(plane, operator)
         cpu1 = cpu_seconds(pid) if operator.poll() is None else float("nan")
         hwm_at_all = proc_status_kib(pid, "VmHWM") if operator.poll() is None else 0
         op_counts = attributed(delta(m3, m2), op_window, background, apply_requests + bench.my_requests())
@@ -668,6 +706,7 @@ def run(args: argparse.Namespace) -> int:
             steady = time.monotonic() - s0
             steady_counts = attributed(delta(m4, m3), steady, background)
         cpu2 = cpu_seconds(pid) if operator.poll() is None else float("nan")
+        c4 = serving_cpu(plane, operator)
         hwm = proc_status_kib(pid, "VmHWM") if operator.poll() is None else hwm_at_all
         container_peak = operator.memory_peak_kib()
         phases: Counter[str] = Counter(
@@ -686,6 +725,7 @@ def run(args: argparse.Namespace) -> int:
                 "milestones": base_marks,
                 "count": base_count,
                 "client": client_report,
+                "serving_cpu_seconds": spent(c1, c0),
                 "requests": {" ".join(k): v for k, v in base_counts.items()},
                 "quiet_seconds": base_quiet,
                 "quiet_requests": {" ".join(k): v for k, v in base_steady.items()},
@@ -700,6 +740,8 @@ def run(args: argparse.Namespace) -> int:
                 "where": operator.where,
                 "cpu_seconds_to_all": cpu1 - cpu0,
                 "cpu_seconds_steady": cpu2 - cpu1,
+                "serving_cpu_seconds": spent(c3, c2),
+                "serving_cpu_seconds_steady": spent(c4, c3),
                 "steady_seconds": steady,
                 "requests": {" ".join(k): v for k, v in op_counts.items()},
                 "steady_requests": {" ".join(k): v for k, v in steady_counts.items()},
@@ -761,6 +803,11 @@ def report(
         ),
         ("CPU seconds until all RayJobs", base["client"]["cpu_seconds"], op["cpu_seconds_to_all"], "{:.1f}"),
         ("API requests per TrainingRun", base_req, op_req, "{:.2f}"),
+        *(
+            (f"{name} CPU s", base["serving_cpu_seconds"].get(key), op["serving_cpu_seconds"].get(key), "{:.1f}")
+            for key, name in SERVING
+            if key in op["serving_cpu_seconds"]
+        ),
     ]
     print(f"{'':<38} {'baseline (one client)':>22} {'slipway operator':>18} {'ratio op/baseline':>18}")
     for label, b, o, fmt in rows:
@@ -778,6 +825,12 @@ def report(
             f"TrainingRun per minute, {per_min * n / 60:.0f} requests/s in all; operator CPU {cpu:.0f}% of one core "
             f"(the baseline's runs with no controller: {base_min:.2f} per TrainingRun per minute)"
         )
+        serving = ", ".join(
+            f"{name} {op['serving_cpu_seconds_steady'][key] / op['steady_seconds'] * 100:.0f}% of a core"
+            for key, name in SERVING
+            if key in op["serving_cpu_seconds_steady"]
+        )
+        print(f"  meanwhile: {serving}")
     print()
     columns = [
         ("baseline /run", base_counts, 1.0),
